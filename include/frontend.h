@@ -1,0 +1,63 @@
+/*
+ * frontend — client connections: HTTP/1.1 parsing with limits and strict framing,
+ * keep-alive, timeouts, and the per-request context.
+ *
+ * Ownership: a frontend_conn owns its bufferevent and at most one current request
+ * (requests on one connection are processed one at a time; pipelined bytes wait in the
+ * input buffer). A frontend_req owns everything of one request — head, body, the
+ * upstream exchange handle — and is freed in exactly one place (frontend_req_free,
+ * called by frontend_respond or, if the client is gone, when the work completes).
+ * A client that disconnects does not cancel its request: req->conn becomes NULL, the
+ * work completes and the answer is discarded.
+ */
+#ifndef IDEMPROXY_FRONTEND_H
+#define IDEMPROXY_FRONTEND_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "http1.h"
+
+struct worker;
+struct evbuffer;
+struct upstream_exchange;
+
+struct frontend_req {
+    struct worker *worker;
+    struct frontend_conn *conn; /* NULL once the client has gone */
+    struct http1_head head;
+    int is_head;                /* method is HEAD */
+    int has_body;               /* the client framed a body (even an empty chunked one) */
+    struct evbuffer *body;      /* complete request body */
+    char client_ip[64];
+    uint64_t started_ms;
+    struct upstream_exchange *x;
+    TAILQ_ENTRY(frontend_req) link; /* worker->reqs */
+};
+
+/* Take over an accepted client socket. */
+void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen);
+
+/*
+ * Answer the request and free it (r is invalid afterwards). head: upstream head whose
+ * end-to-end headers are copied (may be NULL); extra: preformatted "Name: v\r\n" lines;
+ * body is moved out of (may be NULL). If the client is gone the answer is dropped.
+ */
+void frontend_respond(struct frontend_req *r, int status, const char *reason,
+                      const struct http1_head *head, const char *extra, struct evbuffer *body);
+
+/* Answer with an RFC 9457 problem document (see problem.h) and free r. */
+void frontend_problem(struct frontend_req *r, int status, const char *slug, const char *detail,
+                      const char *extra);
+
+/* Keyless path: forward r to the upstream pool and answer with what comes back. */
+void frontend_forward(struct frontend_req *r);
+
+/* Drain: close idle connections now; busy ones close after their current answer. */
+void frontend_drain(struct worker *w);
+
+/* Shutdown: free every connection and request of w without answering. */
+void frontend_free_all(struct worker *w);
+
+#endif

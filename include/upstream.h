@@ -1,0 +1,78 @@
+/*
+ * upstream — the upstream replicas as seen by one worker: round robin, a keep-alive pool
+ * per replica, health (back-off after refused connections), and forwarding one request.
+ *
+ * One pool per worker thread; nothing here is shared or locked. A connection carries one
+ * request at a time; idle ones watch for the peer closing so a dead one is not reused.
+ *
+ * The never-resend rule: the request bytes are handed to a socket only once it is
+ * connected. A replica that refuses or times out the connect is marked down and the next
+ * one is tried (nothing was sent). Once any byte may have reached an upstream, a failure
+ * ends the exchange with UPSTREAM_FAILED / UPSTREAM_TIMEOUT — never a second send.
+ */
+#ifndef IDEMPROXY_UPSTREAM_H
+#define IDEMPROXY_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http1.h"
+
+struct event_base;
+struct evbuffer;
+struct config;
+struct upstream_pool;
+struct upstream_exchange;
+
+enum upstream_result {
+    UPSTREAM_OK = 0,
+    UPSTREAM_UNAVAILABLE, /* no replica accepted a connection; nothing was sent */
+    UPSTREAM_FAILED,      /* sent, then reset/closed early or an invalid response */
+    UPSTREAM_TIMEOUT,     /* sent, then no (complete) answer within upstream-timeout */
+};
+
+/* What the completion callback sees. Valid only during the callback. */
+struct upstream_response {
+    enum upstream_result result;
+    int sent;                   /* any byte may have reached an upstream */
+    const char *replica;        /* "host:port" of the replica used (or last tried) */
+    struct http1_head *head;    /* UPSTREAM_OK: the final (non-1xx) response head */
+    struct evbuffer *body;      /* UPSTREAM_OK: de-chunked body; the callee may drain it */
+    const char *error;          /* otherwise: why, for logs and problem details */
+};
+
+/* Called exactly once per upstream_forward. The exchange is freed by the pool after the
+ * callback returns; the callback may start new exchanges but must not keep resp. */
+typedef void (*upstream_cb)(const struct upstream_response *resp, void *arg);
+
+/* Create the pool for one worker (resolves the replicas' addresses). NULL on error with
+ * the reason logged. */
+struct upstream_pool *upstream_pool_new(struct event_base *base, const struct config *cfg);
+
+/* Close idle connections and abort in-flight exchanges WITHOUT calling their callbacks
+ * (shutdown only: the caller owns whatever arg pointed to). */
+void upstream_pool_free(struct upstream_pool *pool);
+
+/*
+ * Forward a request. request holds the complete wire request (head + body) and is moved
+ * out of (left empty) — the pool owns those bytes from here. is_head: the request method
+ * was HEAD (its response has no body). Returns the exchange handle (for
+ * upstream_exchange_detach) or NULL if it could not even start (then cb was NOT called).
+ */
+struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct evbuffer *request,
+                                           int is_head, upstream_cb cb, void *arg);
+
+/* Forget the callback (its arg is going away); the exchange still completes so the
+ * connection can be reused or closed cleanly. */
+void upstream_exchange_detach(struct upstream_exchange *x);
+
+/* Counters for logs/tests. */
+struct upstream_stats {
+    uint64_t connects;     /* TCP connections opened */
+    uint64_t reused;       /* requests sent on a pooled connection */
+    uint64_t failovers;    /* connects refused → next replica */
+    size_t idle, active;   /* connections now */
+};
+void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out);
+
+#endif

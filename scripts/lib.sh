@@ -1,0 +1,58 @@
+# Shared helpers for scripts/*.sh (sourced, not executed).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+say() { printf '%s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# need_packages PKG...: make sure Debian packages are installed. As root, install what is
+# missing with apt-get; otherwise print the exact command and fail.
+need_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing Debian packages: ${missing[*]}"
+        say "install them with:"
+        say "  sudo apt-get install -y ${missing[*]}"
+        exit 1
+    fi
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+        apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}"
+    } || die "apt-get could not install: ${missing[*]}"
+}
+
+BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev libhiredis-dev libssl-dev
+    libcriterion-dev redis-server curl)
+
+# build DIR [cmake args...]: configure once, then build incrementally.
+build() {
+    local dir=$1
+    shift
+    if [ ! -f "$dir/CMakeCache.txt" ]; then
+        cmake -S "$ROOT" -B "$dir" "$@" >/dev/null || die "cmake configure failed"
+    fi
+    cmake --build "$dir" -j "$(nproc)" -- --no-print-directory >/dev/null ||
+        cmake --build "$dir" -j 1 || die "build failed"
+}
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+    # perl-base (Essential in Debian) has IO::Socket::INET
+    perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0")->sockport, "\n"'
+}
+
+# wait_port PORT [SECONDS]: until 127.0.0.1:PORT accepts connections.
+wait_port() {
+    local port=$1 limit=${2:-10} i
+    for ((i = 0; i < limit * 20; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}

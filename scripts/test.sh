@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build idemproxy and run the whole test suite twice: a normal build, then an
+# AddressSanitizer + UndefinedBehaviorSanitizer build. Installs missing Debian packages
+# when run as root. Usage: scripts/test.sh [--fast]   (--fast: skip the sanitizer pass)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+FAST=0
+[ "${1:-}" = "--fast" ] && FAST=1
+
+need_packages "${BUILD_PACKAGES[@]}"
+
+run_suite() {
+    local dir=$1 label=$2
+    shift 2
+    say "== $label: building in ${dir#$ROOT/}"
+    build "$dir" "$@"
+    say "== $label: running tests"
+    local rc=0
+    (cd "$dir" && ctest --output-on-failure -j 2 --timeout 600) || rc=$?
+    # Criterion's own summary per test program, so a run that executed nothing shows.
+    local log="$dir/Testing/Temporary/LastTest.log"
+    if ! grep -h 'Synthesis:' "$log" | sed "s|^|[$label] |"; then
+        say "no Criterion summary found in $log"
+        rc=1
+    fi
+    if grep -h 'Synthesis:' "$log" | grep -q 'Tested: 0 '; then
+        say "a test program ran no test"
+        rc=1
+    fi
+    return $rc
+}
+
+run_suite "$ROOT/build" "release" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ $FAST -eq 0 ]; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    run_suite "$ROOT/build-asan" "asan+ubsan" -DCMAKE_BUILD_TYPE=Debug -DIDEMPROXY_SANITIZE=ON
+fi
+say "all tests passed"

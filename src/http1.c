@@ -1,0 +1,607 @@
+#include "http1.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+/* chunked decoder states */
+enum { CH_SIZE = 0, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_DONE };
+
+static int http1_fail(struct http1_error *err, int status, const char *slug, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int http1_fail(struct http1_error *err, int status, const char *slug, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err) {
+        err->status = status;
+        err->slug = slug;
+        va_start(ap, fmt);
+        vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int http1_is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* field-content: VCHAR / obs-text / SP / HTAB */
+static int http1_is_value_char(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+long http1_head_end(struct evbuffer *buf, size_t *scan, size_t max, int is_request)
+{
+    struct evbuffer_ptr p;
+    size_t len;
+
+    if (is_request && *scan == 0) {
+        /* Tolerate (and drop) empty lines before the request line. */
+        unsigned char two[2];
+        while (evbuffer_copyout(buf, two, 2) == 2 && two[0] == '\r' && two[1] == '\n')
+            evbuffer_drain(buf, 2);
+    }
+    len = evbuffer_get_length(buf);
+    if (len < 4)
+        return 0;
+    if (*scan > 3 && *scan <= len) {
+        if (evbuffer_ptr_set(buf, &p, *scan - 3, EVBUFFER_PTR_SET) < 0)
+            return -1;
+        p = evbuffer_search(buf, "\r\n\r\n", 4, &p);
+    } else {
+        p = evbuffer_search(buf, "\r\n\r\n", 4, NULL);
+    }
+    if (p.pos >= 0) {
+        if ((size_t)p.pos + 4 > max)
+            return -1;
+        return (long)p.pos + 4;
+    }
+    *scan = len;
+    return len >= max ? -1 : 0;
+}
+
+void http1_head_clear(struct http1_head *h)
+{
+    free(h->buf);
+    memset(h, 0, sizeof(*h));
+}
+
+/*
+ * Split the lines after the start line into headers, in place. line points at the first
+ * header line; end is one past the final CRLFCRLF's first CRLF region.
+ */
+static int http1_parse_fields(struct http1_head *h, char *line, char *end, int over_status,
+                              struct http1_error *err)
+{
+    while (line < end) {
+        char *eol = memchr(line, '\r', (size_t)(end - line));
+        char *colon, *v, *ve;
+
+        if (!eol || eol + 1 >= end || eol[1] != '\n')
+            return http1_fail(err, 400, "invalid-header", "header line not terminated by CRLF");
+        if (eol == line) /* the empty line */
+            return 0;
+        if (line[0] == ' ' || line[0] == '\t')
+            return http1_fail(err, 400, "invalid-header",
+                              "obsolete line folding in header section");
+        for (colon = line; colon < eol && http1_is_tchar((unsigned char)*colon); colon++)
+            ;
+        if (colon == line || colon == eol || *colon != ':') {
+            if (colon < eol && (*colon == ' ' || *colon == '\t'))
+                return http1_fail(err, 400, "invalid-header",
+                                  "whitespace between header name and colon");
+            return http1_fail(err, 400, "invalid-header", "invalid header name");
+        }
+        v = colon + 1;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        ve = eol;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        for (char *c = v; c < ve; c++) {
+            if (!http1_is_value_char((unsigned char)*c)) {
+                *colon = '\0';
+                return http1_fail(err, 400, "invalid-header",
+                                  "control character (0x%02x) in value of header '%.60s'",
+                                  (unsigned char)*c, line);
+            }
+        }
+        if (h->nheaders == HTTP1_MAX_HEADERS)
+            return http1_fail(err, over_status, "headers-too-large",
+                              "more than %d header fields", HTTP1_MAX_HEADERS);
+        *colon = '\0';
+        *ve = '\0';
+        h->headers[h->nheaders].name = line;
+        h->headers[h->nheaders].name_len = (size_t)(colon - line);
+        h->headers[h->nheaders].value = v;
+        h->headers[h->nheaders].value_len = (size_t)(ve - v);
+        h->nheaders++;
+        line = eol + 2;
+    }
+    return http1_fail(err, 400, "bad-request", "header section not terminated");
+}
+
+/* Copy data, check that no bare CR/LF or NUL hides in it, and locate the first line. */
+static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
+                             struct http1_error *err)
+{
+    memset(h, 0, sizeof(*h));
+    if (len < 4 || memcmp(data + len - 4, "\r\n\r\n", 4) != 0) {
+        http1_fail(err, 400, "bad-request", "incomplete message head");
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c == '\n' && (i == 0 || data[i - 1] != '\r')) {
+            http1_fail(err, 400, "bad-request", "bare LF in message head");
+            return NULL;
+        }
+        if (c == '\r' && (i + 1 == len || data[i + 1] != '\n')) {
+            http1_fail(err, 400, "invalid-header", "bare CR in message head");
+            return NULL;
+        }
+        if (c == '\0') {
+            http1_fail(err, 400, "invalid-header", "NUL byte in message head");
+            return NULL;
+        }
+    }
+    h->buf = malloc(len + 1);
+    if (!h->buf) {
+        http1_fail(err, 500, "internal-error", "out of memory");
+        return NULL;
+    }
+    memcpy(h->buf, data, len);
+    h->buf[len] = '\0';
+    h->len = len;
+    return h->buf;
+}
+
+static int http1_parse_version(const char *v, size_t n, int *minor, struct http1_error *err)
+{
+    if (n != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
+        v[7] < '0' || v[7] > '9')
+        return http1_fail(err, 400, "bad-request", "malformed HTTP version");
+    if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+        return http1_fail(err, 505, "version-not-supported", "HTTP/%c.%c is not supported",
+                          v[5], v[7]);
+    *minor = v[7] - '0';
+    return 0;
+}
+
+int http1_parse_request(struct http1_head *h, const char *data, size_t len,
+                        struct http1_error *err)
+{
+    char *b, *eol, *sp1, *sp2;
+    size_t n;
+
+    if (!(b = http1_copy_head(h, data, len, err)))
+        return -1;
+    eol = strstr(b, "\r\n");
+    sp1 = memchr(b, ' ', (size_t)(eol - b));
+    if (!sp1 || sp1 == b) {
+        http1_fail(err, 400, "bad-request", "malformed request line");
+        goto fail;
+    }
+    sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+    if (!sp2 || sp2 == sp1 + 1 || memchr(sp2 + 1, ' ', (size_t)(eol - sp2 - 1))) {
+        http1_fail(err, 400, "bad-request", "malformed request line");
+        goto fail;
+    }
+    for (char *c = b; c < sp1; c++) {
+        if (!http1_is_tchar((unsigned char)*c)) {
+            http1_fail(err, 400, "bad-request", "invalid method");
+            goto fail;
+        }
+    }
+    for (char *c = sp1 + 1; c < sp2; c++) {
+        unsigned char u = (unsigned char)*c;
+        if (u <= 0x20 || u == 0x7f) {
+            http1_fail(err, 400, "bad-request", "invalid character in request target");
+            goto fail;
+        }
+    }
+    n = (size_t)(eol - sp2 - 1);
+    if (http1_parse_version(sp2 + 1, n, &h->minor, err) < 0)
+        goto fail;
+    *sp1 = '\0';
+    *sp2 = '\0';
+    *eol = '\0';
+    h->method = b;
+    h->target = sp1 + 1;
+    if (h->target[0] != '/' && strcmp(h->target, "*") != 0 &&
+        strncasecmp(h->target, "http://", 7) != 0 && strncasecmp(h->target, "https://", 8) != 0 &&
+        strcmp(h->method, "CONNECT") != 0) {
+        http1_fail(err, 400, "bad-request", "request target must be an absolute path");
+        goto fail;
+    }
+    if (http1_parse_fields(h, eol + 2, b + len, 431, err) < 0)
+        goto fail;
+    return 0;
+fail:
+    http1_head_clear(h);
+    return -1;
+}
+
+int http1_parse_response(struct http1_head *h, const char *data, size_t len,
+                         struct http1_error *err)
+{
+    char *b, *eol;
+
+    if (!(b = http1_copy_head(h, data, len, err)))
+        return -1;
+    eol = strstr(b, "\r\n");
+    if (eol - b < 12 || b[8] != ' ' || http1_parse_version(b, 8, &h->minor, err) < 0 ||
+        b[9] < '1' || b[9] > '9' || b[10] < '0' || b[10] > '9' || b[11] < '0' || b[11] > '9' ||
+        (eol - b > 12 && b[12] != ' ')) {
+        http1_fail(err, 502, "upstream-failed", "malformed status line from upstream");
+        goto fail;
+    }
+    h->status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
+    *eol = '\0';
+    h->reason = eol - b > 12 ? b + 13 : eol;
+    if (http1_parse_fields(h, eol + 2, b + len, 502, err) < 0) {
+        err->status = 502;
+        err->slug = "upstream-failed";
+        goto fail;
+    }
+    return 0;
+fail:
+    http1_head_clear(h);
+    return -1;
+}
+
+const char *http1_header_get(const struct http1_head *h, const char *name, size_t *n)
+{
+    const char *first = NULL;
+    size_t count = 0;
+
+    for (size_t i = 0; i < h->nheaders; i++) {
+        if (strcasecmp(h->headers[i].name, name) == 0) {
+            if (!first)
+                first = h->headers[i].value;
+            count++;
+        }
+    }
+    if (n)
+        *n = count;
+    return first;
+}
+
+/* Call fn for each element of a comma-separated list across all `name` headers. */
+static int http1_list_each(const struct http1_head *h, const char *name,
+                           int (*fn)(const char *tok, size_t len, void *arg), void *arg)
+{
+    for (size_t i = 0; i < h->nheaders; i++) {
+        const char *p;
+
+        if (strcasecmp(h->headers[i].name, name) != 0)
+            continue;
+        p = h->headers[i].value;
+        while (*p) {
+            const char *s, *e;
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            s = p;
+            while (*p && *p != ',')
+                p++;
+            e = p;
+            while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            if (e > s) {
+                int r = fn(s, (size_t)(e - s), arg);
+                if (r)
+                    return r;
+            }
+        }
+    }
+    return 0;
+}
+
+static int http1_token_eq(const char *tok, size_t len, void *arg)
+{
+    const char *want = arg;
+    return strlen(want) == len && strncasecmp(tok, want, len) == 0;
+}
+
+int http1_header_has_token(const struct http1_head *h, const char *name, const char *token)
+{
+    return http1_list_each(h, name, http1_token_eq, (void *)token);
+}
+
+struct http1_te_scan {
+    int count, chunked_last, other;
+};
+
+static int http1_te_each(const char *tok, size_t len, void *arg)
+{
+    struct http1_te_scan *s = arg;
+    /* a coding may carry parameters: "gzip;q=1" — compare the name only */
+    size_t n = 0;
+    while (n < len && tok[n] != ';' && tok[n] != ' ' && tok[n] != '\t')
+        n++;
+    s->count++;
+    s->chunked_last = (n == 7 && strncasecmp(tok, "chunked", 7) == 0);
+    if (!s->chunked_last)
+        s->other = 1;
+    return 0;
+}
+
+/* Parse one Content-Length value: digits only, no overflow. */
+static int http1_parse_length(const char *v, uint64_t *out)
+{
+    uint64_t n = 0;
+
+    if (!*v)
+        return -1;
+    for (; *v; v++) {
+        if (*v < '0' || *v > '9')
+            return -1;
+        if (n > (UINT64_MAX / 2 - 9) / 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*v - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uint64_t *length,
+                          struct http1_error *err)
+{
+    size_t ncl, nte, nhost;
+    const char *cl = http1_header_get(h, "Content-Length", &ncl);
+    struct http1_te_scan te = {0, 0, 0};
+
+    http1_header_get(h, "Transfer-Encoding", &nte);
+    http1_header_get(h, "Host", &nhost);
+    *length = 0;
+    *kind = HTTP1_BODY_NONE;
+    if (h->minor == 1 && nhost != 1)
+        return http1_fail(err, 400, "missing-host",
+                          nhost ? "more than one Host header" : "HTTP/1.1 request without Host");
+    if (nte && ncl)
+        return http1_fail(err, 400, "conflicting-framing",
+                          "both Content-Length and Transfer-Encoding are present");
+    if (nte) {
+        http1_list_each(h, "Transfer-Encoding", http1_te_each, &te);
+        if (h->minor == 0)
+            return http1_fail(err, 400, "conflicting-framing",
+                              "Transfer-Encoding in an HTTP/1.0 request");
+        if (te.count == 1 && te.chunked_last) {
+            *kind = HTTP1_BODY_CHUNKED;
+            return 0;
+        }
+        if (te.count == 0)
+            return http1_fail(err, 400, "unsupported-transfer-encoding",
+                              "empty Transfer-Encoding");
+        return http1_fail(err, 501, "unsupported-transfer-encoding",
+                          "only \"Transfer-Encoding: chunked\" is supported");
+    }
+    if (ncl > 1)
+        return http1_fail(err, 400, "invalid-content-length", "more than one Content-Length");
+    if (ncl == 1) {
+        if (http1_parse_length(cl, length) < 0)
+            return http1_fail(err, 400, "invalid-content-length", "invalid Content-Length '%.40s'",
+                              cl);
+        *kind = *length ? HTTP1_BODY_LENGTH : HTTP1_BODY_NONE;
+    }
+    return 0;
+}
+
+int http1_response_framing(const struct http1_head *h, int request_was_head,
+                           enum http1_body *kind, uint64_t *length, struct http1_error *err)
+{
+    size_t ncl, nte;
+    const char *cl = http1_header_get(h, "Content-Length", &ncl);
+
+    http1_header_get(h, "Transfer-Encoding", &nte);
+    *length = 0;
+    if (request_was_head || h->status < 200 || h->status == 204 || h->status == 304) {
+        *kind = HTTP1_BODY_NONE;
+        return 0;
+    }
+    if (nte) {
+        struct http1_te_scan te = {0, 0, 0};
+        if (ncl)
+            return http1_fail(err, 502, "upstream-failed",
+                              "upstream sent both Content-Length and Transfer-Encoding");
+        http1_list_each(h, "Transfer-Encoding", http1_te_each, &te);
+        /* A final coding other than chunked means "read until close" (RFC 9112 §6.3),
+         * but we would then forward encoded bytes we cannot re-frame: refuse. */
+        if (te.count != 1 || !te.chunked_last)
+            return http1_fail(err, 502, "upstream-failed",
+                              "upstream used an unsupported transfer coding");
+        *kind = HTTP1_BODY_CHUNKED;
+        return 0;
+    }
+    if (ncl > 1) {
+        /* identical duplicates are tolerated from upstreams (RFC 9110 §8.6) */
+        for (size_t i = 0; i < h->nheaders; i++)
+            if (strcasecmp(h->headers[i].name, "Content-Length") == 0 &&
+                strcmp(h->headers[i].value, cl) != 0)
+                return http1_fail(err, 502, "upstream-failed",
+                                  "upstream sent conflicting Content-Length headers");
+    }
+    if (ncl) {
+        if (http1_parse_length(cl, length) < 0)
+            return http1_fail(err, 502, "upstream-failed",
+                              "upstream sent an invalid Content-Length");
+        *kind = HTTP1_BODY_LENGTH;
+        return 0;
+    }
+    *kind = HTTP1_BODY_CLOSE;
+    return 0;
+}
+
+int http1_keepalive(const struct http1_head *h)
+{
+    if (http1_header_has_token(h, "Connection", "close"))
+        return 0;
+    if (h->minor == 0)
+        return http1_header_has_token(h, "Connection", "keep-alive");
+    return 1;
+}
+
+static int http1_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Parse "HEX[;ext]" (no CRLF). */
+static int http1_chunk_size(const char *line, size_t len, uint64_t *out)
+{
+    uint64_t n = 0;
+    size_t i = 0;
+    int v;
+
+    for (; i < len && (v = http1_hexval((unsigned char)line[i])) >= 0; i++) {
+        if (i >= 15)
+            return -1;
+        n = n * 16 + (uint64_t)v;
+    }
+    if (i == 0)
+        return -1;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    if (i < len && line[i] != ';')
+        return -1;
+    for (; i < len; i++)
+        if (!http1_is_value_char((unsigned char)line[i]))
+            return -1;
+    *out = n;
+    return 0;
+}
+
+int http1_chunked_decode(struct http1_chunked *c, struct evbuffer *in, struct evbuffer *out,
+                         uint64_t max_body, uint64_t *total, size_t max_trailer,
+                         struct http1_error *err)
+{
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        struct evbuffer_ptr eol;
+        size_t eol_len;
+        char *line;
+
+        switch (c->state) {
+        case CH_SIZE:
+        case CH_TRAILER: {
+            size_t n;
+            if (avail == 0)
+                return 0;
+            eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
+            if (eol.pos < 0) {
+                if (c->trailer_bytes + avail > max_trailer)
+                    return http1_fail(err, 400, "bad-request", "chunk line too long");
+                return 0;
+            }
+            n = (size_t)eol.pos;
+            c->trailer_bytes += n + 2;
+            if (c->trailer_bytes > max_trailer)
+                return http1_fail(err, 400, "bad-request", "chunk line or trailers too long");
+            line = (char *)evbuffer_pullup(in, (ev_ssize_t)n + 2);
+            if (memchr(line, '\n', n) || memchr(line, '\r', n))
+                return http1_fail(err, 400, "bad-request", "bare CR or LF in chunked framing");
+            if (c->state == CH_TRAILER) {
+                /* trailer fields are not forwarded; their syntax is still checked */
+                if (n && !memchr(line, ':', n))
+                    return http1_fail(err, 400, "bad-request", "malformed trailer field");
+                evbuffer_drain(in, n + 2);
+                if (n == 0) {
+                    c->state = CH_DONE;
+                    return 1;
+                }
+                continue;
+            }
+            if (http1_chunk_size(line, n, &c->remaining) < 0)
+                return http1_fail(err, 400, "bad-request", "invalid chunk size");
+            evbuffer_drain(in, n + 2);
+            c->trailer_bytes = 0;
+            if (c->remaining == 0) {
+                c->state = CH_TRAILER;
+                continue;
+            }
+            if (*total + c->remaining > max_body)
+                return http1_fail(err, 413, "body-too-large",
+                                  "body exceeds the limit of %llu bytes",
+                                  (unsigned long long)max_body);
+            c->state = CH_DATA;
+            continue;
+        }
+        case CH_DATA: {
+            size_t take;
+            if (avail == 0)
+                return 0;
+            take = avail < c->remaining ? avail : (size_t)c->remaining;
+            evbuffer_remove_buffer(in, out, take);
+            c->remaining -= take;
+            *total += take;
+            if (c->remaining == 0)
+                c->state = CH_DATA_CR;
+            continue;
+        }
+        case CH_DATA_CR:
+        case CH_DATA_LF: {
+            unsigned char ch;
+            if (avail == 0)
+                return 0;
+            evbuffer_remove(in, &ch, 1);
+            if (ch != (c->state == CH_DATA_CR ? '\r' : '\n'))
+                return http1_fail(err, 400, "bad-request", "chunk data not followed by CRLF");
+            c->state = c->state == CH_DATA_CR ? CH_DATA_LF : CH_SIZE;
+            continue;
+        }
+        default:
+            return 1;
+        }
+    }
+}
+
+const char *http1_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}

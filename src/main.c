@@ -1,0 +1,148 @@
+/*
+ * idemproxy — an idempotency-enforcing reverse proxy.
+ *
+ * main: command line and configuration, listening sockets, worker threads, signals.
+ * SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by
+ * drain-timeout), exit 0. SIGPIPE is ignored (writes to dead peers fail with EPIPE).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    log_info("received %s, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    event_base_loopbreak(arg);
+}
+
+static int main_run(const struct config *cfg)
+{
+    struct worker *workers = NULL;
+    struct event_base *base = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    sigset_t block, old;
+    unsigned short port = 0;
+    int ninit = 0, nstarted = 0, rc = 1;
+    char addr[CONFIG_HOST_MAX + 16];
+    struct evbuffer *ups = NULL;
+
+    workers = calloc((size_t)cfg->workers, sizeof(*workers));
+    base = event_base_new();
+    if (!workers || !base)
+        goto out;
+    sigterm = evsignal_new(base, SIGTERM, main_signal_cb, base);
+    sigint = evsignal_new(base, SIGINT, main_signal_cb, base);
+    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
+        goto out;
+
+    /* All sockets are bound before any thread starts, so a bad address fails at once. */
+    for (int i = 0; i < cfg->workers; i++) {
+        int fd = worker_listen_socket(cfg, &port);
+        if (fd < 0 || worker_init(&workers[i], i + 1, cfg, fd) < 0)
+            goto out;
+        ninit++;
+    }
+
+    /* Workers inherit a mask without SIGTERM/SIGINT: only this thread handles them. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    for (int i = 0; i < cfg->workers; i++) {
+        if (worker_start(&workers[i]) < 0)
+            break;
+        nstarted++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (nstarted < cfg->workers)
+        goto out;
+
+    config_addr_str(&cfg->listen, addr, sizeof(addr));
+    if (cfg->listen.port == 0) {
+        char *colon = strrchr(addr, ':');
+        if (colon)
+            snprintf(colon + 1, sizeof(addr) - (size_t)(colon + 1 - addr), "%u", port);
+    }
+    ups = evbuffer_new();
+    for (size_t i = 0; ups && i < cfg->nupstreams; i++) {
+        char one[CONFIG_HOST_MAX + 16];
+        evbuffer_add_printf(ups, "%s%s", i ? " " : "",
+                            config_addr_str(&cfg->upstreams[i], one, sizeof(one)));
+    }
+    if (ups)
+        evbuffer_add(ups, "", 1);
+    log_info("idemproxy %s listening on %s with %d worker(s); upstreams: %s", IDEMPROXY_VERSION,
+             addr, cfg->workers, ups ? (const char *)evbuffer_pullup(ups, -1) : "?");
+    event_base_dispatch(base);
+    rc = 0;
+out:
+    for (int i = 0; i < nstarted; i++)
+        worker_stop(&workers[i]);
+    for (int i = 0; i < ninit; i++)
+        worker_join(&workers[i]);
+    if (rc == 0)
+        log_info("stopped");
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (base)
+        event_base_free(base);
+    if (ups)
+        evbuffer_free(ups);
+    free(workers);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    struct config_cli cli = {0};
+    char err[512];
+    int rc = 1;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() < 0) {
+        fprintf(stderr, "idemproxy: libevent has no pthreads support\n");
+        return 1;
+    }
+    config_defaults(&cfg);
+    if (config_from_argv(&cfg, &cli, argc, argv, err, sizeof(err)) < 0) {
+        fprintf(stderr, "idemproxy: %s\n", err);
+        if (cli.test_only)
+            fprintf(stderr, "idemproxy: configuration test failed\n");
+        else
+            fprintf(stderr, "Try 'idemproxy --help'.\n");
+        goto out;
+    }
+    if (cli.show_help) {
+        config_print_help(stdout);
+        rc = 0;
+        goto out;
+    }
+    if (cli.show_version) {
+        printf("idemproxy %s (libevent %s)\n", IDEMPROXY_VERSION, event_get_version());
+        rc = 0;
+        goto out;
+    }
+    if (cli.test_only) {
+        fprintf(stderr, "idemproxy: configuration %s is ok\n", cfg.file ? cfg.file : "(flags)");
+        rc = 0;
+        goto out;
+    }
+    log_set_level(cfg.log_level);
+    rc = main_run(&cfg);
+out:
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,541 @@
+#include "upstream.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+
+#define UPSTREAM_MAX_HEAD      (64 * 1024)
+#define UPSTREAM_IDLE_TIMEOUT  60000 /* ms an idle pooled connection is kept */
+#define UPSTREAM_BACKOFF_MIN   500   /* ms a refusing replica is skipped, doubling */
+#define UPSTREAM_BACKOFF_MAX   30000
+
+struct up_conn {
+    struct upstream_pool *pool;
+    struct up_replica *rep;
+    struct bufferevent *bev;
+    struct upstream_exchange *x; /* NULL while idle */
+    int connecting;
+    int idle; /* 1: linked in rep->idle, 0: linked in pool->busy */
+    TAILQ_ENTRY(up_conn) link; /* rep->idle or pool->busy */
+};
+TAILQ_HEAD(up_conn_list, up_conn);
+
+struct up_replica {
+    char name[CONFIG_HOST_MAX + 16];
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    struct up_conn_list idle;
+    size_t nidle;
+    uint64_t down_until; /* monotonic ms */
+    unsigned fails;
+};
+
+struct upstream_exchange {
+    struct upstream_pool *pool;
+    struct up_conn *conn;
+    struct evbuffer *request;
+    int is_head, sent;
+    int deferred;            /* up_attempt now runs from the loop, not from forward() */
+    struct event *defer_ev;
+    upstream_cb cb;
+    void *arg;
+    struct up_replica *rep; /* last replica tried */
+    size_t ntried;
+    /* response */
+    size_t scan;
+    int have_head;
+    struct http1_head head;
+    enum http1_body kind;
+    uint64_t remaining, total;
+    struct http1_chunked chunked;
+    struct evbuffer *body;
+    TAILQ_ENTRY(upstream_exchange) link;
+    size_t order[]; /* replicas in the order to try */
+};
+TAILQ_HEAD(up_x_list, upstream_exchange);
+
+struct upstream_pool {
+    struct event_base *base;
+    const struct config *cfg;
+    struct up_replica *reps;
+    size_t nreps, rr;
+    struct up_conn_list busy;
+    struct up_x_list exchanges;
+    struct upstream_stats stats;
+};
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_attempt(struct upstream_exchange *x);
+static void up_defer_cb(evutil_socket_t fd, short what, void *arg);
+
+static uint64_t up_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval up_tv(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+struct upstream_pool *upstream_pool_new(struct event_base *base, const struct config *cfg)
+{
+    struct upstream_pool *pool = calloc(1, sizeof(*pool));
+
+    if (!pool)
+        return NULL;
+    pool->base = base;
+    pool->cfg = cfg;
+    TAILQ_INIT(&pool->busy);
+    TAILQ_INIT(&pool->exchanges);
+    pool->nreps = cfg->nupstreams;
+    pool->reps = calloc(pool->nreps ? pool->nreps : 1, sizeof(*pool->reps));
+    if (!pool->reps)
+        goto err;
+    for (size_t i = 0; i < pool->nreps; i++) {
+        struct up_replica *r = &pool->reps[i];
+        struct addrinfo hints = {0}, *res = NULL;
+        char port[8];
+        int rc;
+
+        TAILQ_INIT(&r->idle);
+        config_addr_str(&cfg->upstreams[i], r->name, sizeof(r->name));
+        snprintf(port, sizeof(port), "%u", cfg->upstreams[i].port);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        rc = getaddrinfo(cfg->upstreams[i].host, port, &hints, &res);
+        if (rc != 0) {
+            log_error("upstream %s: cannot resolve: %s", r->name, gai_strerror(rc));
+            goto err;
+        }
+        memcpy(&r->sa, res->ai_addr, res->ai_addrlen);
+        r->salen = res->ai_addrlen;
+        freeaddrinfo(res);
+    }
+    return pool;
+err:
+    upstream_pool_free(pool);
+    return NULL;
+}
+
+static void up_conn_free(struct up_conn *c)
+{
+    if (c->x)
+        c->x->conn = NULL;
+    if (c->idle) {
+        TAILQ_REMOVE(&c->rep->idle, c, link);
+        c->rep->nidle--;
+    } else {
+        TAILQ_REMOVE(&c->pool->busy, c, link);
+    }
+    /* bufferevent_free is safe from the bufferevent's own callbacks: libevent holds a
+     * reference for the duration of the callback and clears the callbacks now. */
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static void up_exchange_free(struct upstream_exchange *x)
+{
+    TAILQ_REMOVE(&x->pool->exchanges, x, link);
+    if (x->conn)
+        up_conn_free(x->conn);
+    http1_head_clear(&x->head);
+    event_free(x->defer_ev);
+    evbuffer_free(x->body);
+    evbuffer_free(x->request);
+    free(x);
+}
+
+void upstream_pool_free(struct upstream_pool *pool)
+{
+    struct upstream_exchange *x;
+    struct up_conn *c;
+
+    if (!pool)
+        return;
+    while ((x = TAILQ_FIRST(&pool->exchanges)))
+        up_exchange_free(x);
+    while ((c = TAILQ_FIRST(&pool->busy)))
+        up_conn_free(c);
+    for (size_t i = 0; pool->reps && i < pool->nreps; i++)
+        while ((c = TAILQ_FIRST(&pool->reps[i].idle)))
+            up_conn_free(c);
+    free(pool->reps);
+    free(pool);
+}
+
+void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out)
+{
+    struct up_conn *c;
+
+    *out = pool->stats;
+    out->idle = 0;
+    out->active = 0;
+    for (size_t i = 0; i < pool->nreps; i++)
+        out->idle += pool->reps[i].nidle;
+    TAILQ_FOREACH(c, &pool->busy, link)
+    out->active++;
+}
+
+/* End the exchange: give the connection back (or close it), report, free. */
+static void up_finish(struct upstream_exchange *x, enum upstream_result result, const char *error)
+{
+    struct upstream_pool *pool = x->pool;
+    struct up_conn *c = x->conn;
+    struct upstream_response resp;
+
+    if (c) {
+        int reusable = result == UPSTREAM_OK && x->kind != HTTP1_BODY_CLOSE &&
+                       http1_keepalive(&x->head) &&
+                       evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+                       evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+                       c->rep->nidle < (size_t)pool->cfg->upstream_pool;
+        if (reusable) {
+            struct timeval idle = up_tv(UPSTREAM_IDLE_TIMEOUT);
+            TAILQ_REMOVE(&pool->busy, c, link);
+            c->x = NULL;
+            x->conn = NULL;
+            TAILQ_INSERT_HEAD(&c->rep->idle, c, link);
+            c->idle = 1;
+            c->rep->nidle++;
+            bufferevent_set_timeouts(c->bev, &idle, NULL);
+            bufferevent_enable(c->bev, EV_READ);
+        } else {
+            up_conn_free(c);
+        }
+    }
+    if (result == UPSTREAM_OK)
+        log_debug("upstream %s: %d, %llu body bytes", x->rep->name, x->head.status,
+                  (unsigned long long)x->total);
+    else
+        log_warn("upstream %s: %s", x->rep ? x->rep->name : "-", error);
+
+    memset(&resp, 0, sizeof(resp));
+    resp.result = result;
+    resp.sent = x->sent;
+    resp.replica = x->rep ? x->rep->name : "-";
+    resp.head = result == UPSTREAM_OK ? &x->head : NULL;
+    resp.body = result == UPSTREAM_OK ? x->body : NULL;
+    resp.error = error;
+    if (x->cb)
+        x->cb(&resp, x->arg);
+    up_exchange_free(x);
+}
+
+static void up_mark_down(struct up_replica *r, const char *why)
+{
+    uint64_t backoff = UPSTREAM_BACKOFF_MIN;
+
+    for (unsigned i = 0; i < r->fails && backoff < UPSTREAM_BACKOFF_MAX; i++)
+        backoff *= 2;
+    if (backoff > UPSTREAM_BACKOFF_MAX)
+        backoff = UPSTREAM_BACKOFF_MAX;
+    r->fails++;
+    r->down_until = up_now() + backoff;
+    log_warn("upstream %s: %s; marked down for %llu ms", r->name, why,
+             (unsigned long long)backoff);
+}
+
+/* The connection is established: hand it the request. From here on, never resend. */
+static void up_send(struct upstream_exchange *x, struct up_conn *c)
+{
+    const struct config *cfg = x->pool->cfg;
+    struct timeval tv = up_tv(cfg->upstream_timeout_ms);
+
+    c->x = x;
+    c->connecting = 0;
+    x->conn = c;
+    x->sent = 1;
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    evbuffer_add_buffer(bufferevent_get_output(c->bev), x->request);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* Is a pooled idle connection still open? (the peer may have closed it a moment ago) */
+static int up_conn_alive(struct up_conn *c)
+{
+    char b;
+    ssize_t n = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+static struct up_conn *up_connect(struct upstream_exchange *x, struct up_replica *r)
+{
+    struct upstream_pool *pool = x->pool;
+    struct timeval tv = up_tv(pool->cfg->upstream_connect_timeout_ms);
+    struct up_conn *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->pool = pool;
+    c->rep = r;
+    c->connecting = 1;
+    c->x = x;
+    c->bev = bufferevent_socket_new(pool->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        free(c);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&pool->busy, c, link);
+    x->conn = c;
+    bufferevent_setcb(c->bev, up_read_cb, NULL, up_event_cb, c);
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    pool->stats.connects++;
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&r->sa, (int)r->salen) < 0) {
+        up_conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Try the next replica in x's order; finishes the exchange when none is left. */
+static void up_attempt(struct upstream_exchange *x)
+{
+    struct upstream_pool *pool = x->pool;
+
+    while (x->ntried < pool->nreps) {
+        struct up_replica *r = &pool->reps[x->order[x->ntried++]];
+        struct up_conn *c;
+
+        x->rep = r;
+        while ((c = TAILQ_FIRST(&r->idle))) {
+            if (!up_conn_alive(c)) {
+                up_conn_free(c);
+                continue;
+            }
+            TAILQ_REMOVE(&r->idle, c, link);
+            r->nidle--;
+            c->idle = 0;
+            TAILQ_INSERT_TAIL(&pool->busy, c, link);
+            pool->stats.reused++;
+            up_send(x, c);
+            return;
+        }
+        if (up_connect(x, r))
+            return; /* up_event_cb continues */
+        up_mark_down(r, "cannot start a connection");
+    }
+    if (x->deferred) {
+        up_finish(x, UPSTREAM_UNAVAILABLE, "no upstream replica accepted the connection");
+        return;
+    }
+    /* Still inside upstream_forward: report from the loop, never synchronously. */
+    x->deferred = 1;
+    event_active(x->defer_ev, EV_TIMEOUT, 0);
+}
+
+static void up_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    up_attempt(arg);
+}
+
+struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct evbuffer *request,
+                                           int is_head, upstream_cb cb, void *arg)
+{
+    struct upstream_exchange *x;
+    uint64_t now = up_now();
+    size_t n = pool->nreps, k = 0, start;
+
+    if (n == 0)
+        return NULL;
+    x = calloc(1, sizeof(*x) + n * sizeof(x->order[0]));
+    if (!x)
+        return NULL;
+    x->pool = pool;
+    x->is_head = is_head;
+    x->cb = cb;
+    x->arg = arg;
+    x->request = evbuffer_new();
+    x->body = evbuffer_new();
+    x->defer_ev = event_new(pool->base, -1, 0, up_defer_cb, x);
+    if (!x->request || !x->body || !x->defer_ev) {
+        if (x->defer_ev)
+            event_free(x->defer_ev);
+        evbuffer_free(x->request);
+        evbuffer_free(x->body);
+        free(x);
+        return NULL;
+    }
+    evbuffer_add_buffer(x->request, request);
+    TAILQ_INSERT_TAIL(&pool->exchanges, x, link);
+
+    /* Round robin over healthy replicas first; replicas in back-off come last, so
+     * when every replica is down one is still probed. */
+    start = pool->rr++ % n;
+    for (size_t i = 0; i < n; i++) {
+        size_t idx = (start + i) % n;
+        if (pool->reps[idx].down_until <= now)
+            x->order[k++] = idx;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t idx = (start + i) % n;
+        if (pool->reps[idx].down_until > now)
+            x->order[k++] = idx;
+    }
+    up_attempt(x);
+    return x;
+}
+
+void upstream_exchange_detach(struct upstream_exchange *x)
+{
+    x->cb = NULL;
+    x->arg = NULL;
+}
+
+/* Consume what arrived. Returns 1 when the response is complete, 0 for more, -1 on error
+ * (with *why set). */
+static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char **why)
+{
+    static __thread char reason[200];
+    struct http1_error err;
+
+    while (!x->have_head) {
+        long n = http1_head_end(in, &x->scan, UPSTREAM_MAX_HEAD, 0);
+        if (n == 0)
+            return 0;
+        if (n < 0) {
+            *why = "upstream response head too large";
+            return -1;
+        }
+        if (http1_parse_response(&x->head, (const char *)evbuffer_pullup(in, n), (size_t)n,
+                                 &err) < 0) {
+            snprintf(reason, sizeof(reason), "%s", err.detail);
+            *why = reason;
+            return -1;
+        }
+        evbuffer_drain(in, (size_t)n);
+        x->scan = 0;
+        if (x->head.status < 200) {
+            if (x->head.status == 101) {
+                *why = "upstream switched protocols";
+                return -1;
+            }
+            http1_head_clear(&x->head); /* 100, 103: informational, skip */
+            continue;
+        }
+        if (http1_response_framing(&x->head, x->is_head, &x->kind, &x->remaining, &err) < 0) {
+            snprintf(reason, sizeof(reason), "%s", err.detail);
+            *why = reason;
+            return -1;
+        }
+        x->have_head = 1;
+    }
+    switch (x->kind) {
+    case HTTP1_BODY_NONE:
+        return 1;
+    case HTTP1_BODY_LENGTH: {
+        size_t avail = evbuffer_get_length(in);
+        size_t take = avail < x->remaining ? avail : (size_t)x->remaining;
+        evbuffer_remove_buffer(in, x->body, take);
+        x->remaining -= take;
+        x->total += take;
+        return x->remaining == 0;
+    }
+    case HTTP1_BODY_CHUNKED: {
+        int r = http1_chunked_decode(&x->chunked, in, x->body, UINT64_MAX / 4, &x->total,
+                                     UPSTREAM_MAX_HEAD, &err);
+        if (r < 0) {
+            snprintf(reason, sizeof(reason), "invalid chunked response: %s", err.detail);
+            *why = reason;
+        }
+        return r;
+    }
+    case HTTP1_BODY_CLOSE:
+        x->total += evbuffer_get_length(in);
+        evbuffer_add_buffer(x->body, in);
+        return 0; /* complete at EOF */
+    }
+    return -1;
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct up_conn *c = arg;
+    struct upstream_exchange *x = c->x;
+    const char *why = NULL;
+    int r;
+
+    if (!x) {
+        /* bytes on an idle connection: protocol violation, drop it */
+        up_conn_free(c);
+        return;
+    }
+    r = up_parse(x, bufferevent_get_input(bev), &why);
+    if (r > 0)
+        up_finish(x, UPSTREAM_OK, NULL);
+    else if (r < 0)
+        up_finish(x, UPSTREAM_FAILED, why);
+    /* c may be freed or reused by now: do not touch it */
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct up_conn *c = arg;
+    struct upstream_exchange *x = c->x;
+    static __thread char why[256];
+
+    if (!x) { /* idle: closed by the peer or idle timeout */
+        up_conn_free(c);
+        return;
+    }
+    if (c->connecting) {
+        int fd, one = 1;
+        if (what & BEV_EVENT_CONNECTED) {
+            fd = bufferevent_getfd(bev);
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            c->rep->fails = 0;
+            c->rep->down_until = 0;
+            up_send(x, c);
+            return;
+        }
+        snprintf(why, sizeof(why), "%s",
+                 (what & BEV_EVENT_TIMEOUT) ? "connect timed out"
+                                            : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        up_mark_down(c->rep, why);
+        up_conn_free(c); /* x->conn = NULL */
+        x->pool->stats.failovers++;
+        up_attempt(x);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        const char *perr = NULL;
+        int r = up_parse(x, bufferevent_get_input(bev), &perr);
+        if (r > 0 || (r == 0 && x->have_head && x->kind == HTTP1_BODY_CLOSE)) {
+            up_finish(x, UPSTREAM_OK, NULL);
+            return;
+        }
+        snprintf(why, sizeof(why), "%s",
+                 perr ? perr
+                      : (x->have_head ? "upstream closed the connection mid-body (truncated)"
+                                      : "upstream closed the connection before answering"));
+        up_finish(x, UPSTREAM_FAILED, why);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        up_finish(x, UPSTREAM_TIMEOUT, "upstream did not answer within upstream-timeout");
+        return;
+    }
+    snprintf(why, sizeof(why), "upstream connection failed: %s",
+             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    up_finish(x, UPSTREAM_FAILED, why);
+}

@@ -1,0 +1,190 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "config.h"
+#include "frontend.h"
+#include "log.h"
+#include "upstream.h"
+
+int worker_listen_socket(const struct config *cfg, unsigned short *port)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[8];
+    int fd = -1, one = 1, rc;
+    unsigned short want = *port ? *port : cfg->listen.port;
+
+    snprintf(portstr, sizeof(portstr), "%u", want);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    rc = getaddrinfo(cfg->listen.host, portstr, &hints, &res);
+    if (rc != 0) {
+        log_error("listen %s: %s", cfg->listen.host, gai_strerror(rc));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto err;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto err;
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 511) < 0)
+        goto err;
+    if (want == 0) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &len);
+        want = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    *port = want;
+    freeaddrinfo(res);
+    return fd;
+err:
+    log_error("listen %s:%u: %s", cfg->listen.host, want, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return -1;
+}
+
+static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                             int salen, void *arg)
+{
+    frontend_accept(arg, fd, sa, salen);
+}
+
+static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    /* EMFILE and friends: keep serving the connections we have */
+    log_warn("accept: %s", evutil_socket_error_to_string(err));
+}
+
+static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    log_warn("drain-timeout reached with %zu connection(s), %zu request(s) open; closing them",
+             w->nconns, w->nreqs);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct timeval tv;
+
+    if (w->draining)
+        return;
+    w->draining = 1;
+    if (w->listener) {
+        evconnlistener_free(w->listener); /* closes our listening socket */
+        w->listener = NULL;
+    }
+    frontend_drain(w);
+    tv.tv_sec = (time_t)(w->cfg->drain_timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)(w->cfg->drain_timeout_ms % 1000) * 1000;
+    evtimer_add(w->drain_ev, &tv);
+    worker_maybe_finish(w);
+}
+
+void worker_maybe_finish(struct worker *w)
+{
+    if (w->draining && w->nconns == 0 && w->nreqs == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+int worker_init(struct worker *w, int id, const struct config *cfg, int listen_fd)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->cfg = cfg;
+    w->listen_fd = listen_fd;
+    TAILQ_INIT(&w->conns);
+    TAILQ_INIT(&w->reqs);
+    w->base = event_base_new();
+    if (!w->base)
+        goto err;
+    w->listener = evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0,
+                                     listen_fd);
+    if (!w->listener)
+        goto err;
+    w->listen_fd = -1; /* owned by the listener now */
+    evconnlistener_set_error_cb(w->listener, worker_accept_error_cb);
+    w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
+    w->drain_ev = evtimer_new(w->base, worker_drain_timeout_cb, w);
+    w->pool = upstream_pool_new(w->base, cfg);
+    if (!w->stop_ev || !w->drain_ev || !w->pool)
+        goto err;
+    return 0;
+err:
+    log_error("worker %d: initialisation failed", id);
+    worker_join(w);
+    return -1;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    log_set_worker(w->id);
+    log_debug("worker started");
+    event_base_dispatch(w->base);
+    log_debug("worker stopped");
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        log_error("worker %d: cannot start thread", w->id);
+        return -1;
+    }
+    w->started = 1;
+    return 0;
+}
+
+void worker_stop(struct worker *w)
+{
+    if (w->stop_ev)
+        event_active(w->stop_ev, EV_TIMEOUT, 0); /* thread-safe with evthread_use_pthreads */
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->started) {
+        pthread_join(w->thread, NULL);
+        w->started = 0;
+    }
+    if (w->base)
+        frontend_free_all(w);
+    upstream_pool_free(w->pool);
+    w->pool = NULL;
+    if (w->listener)
+        evconnlistener_free(w->listener);
+    w->listener = NULL;
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
+    w->listen_fd = -1;
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    w->stop_ev = w->drain_ev = NULL;
+    if (w->base)
+        event_base_free(w->base);
+    w->base = NULL;
+}

@@ -1,0 +1,140 @@
+/*
+ * The command line as other tools use it: -t, --version, --help, exit codes and messages.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include "harness.h"
+
+TestSuite(cli, .fini = harness_cleanup, .timeout = 60);
+
+/* Run idemproxy with args, capture stdout+stderr; returns exit code. */
+static int run(char **out, const char *const args[])
+{
+    char *argv[32];
+    int n = 0, st;
+    pid_t pid;
+    static int seq;
+    char name[32];
+
+    argv[n++] = IDEMPROXY_BIN;
+    for (int i = 0; args[i]; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    snprintf(name, sizeof(name), "cli%d", seq++);
+    pid = harness_spawn(name, argv);
+    cr_assert_gt(pid, 0);
+    st = harness_stop(pid, 0, 10000);
+    *out = harness_read_log(name);
+    cr_assert_not_null(*out);
+    cr_assert(st >= 0 && WIFEXITED(st), "no normal exit");
+    return WEXITSTATUS(st);
+}
+
+static char *write_conf(const char *text)
+{
+    static char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/t.conf", harness_tmpdir());
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+Test(cli, check_mode_accepts_the_shipped_config_with_an_upstream)
+{
+    char *out;
+    const char *args[] = {"-t", SOURCE_DIR "/conf/idemproxy.conf", "--upstream", "127.0.0.1:9",
+                          NULL};
+    cr_assert_eq(run(&out, args), 0, "%s", out);
+    cr_assert(strstr(out, "ok"), "%s", out);
+    free(out);
+}
+
+Test(cli, check_mode_reports_file_and_line)
+{
+    char *out;
+    char *path = write_conf("upstream 127.0.0.1:9\n# comment\nmax-body 12q\n");
+    const char *args[] = {"-t", path, NULL};
+    char want[300];
+
+    cr_assert_eq(run(&out, args), 1, "%s", out);
+    snprintf(want, sizeof(want), "%s:3:", path);
+    cr_assert(strstr(out, want), "%s", out);
+    cr_assert(strstr(out, "max-body"), "%s", out);
+    free(out);
+}
+
+Test(cli, unknown_directive_and_flag_are_errors)
+{
+    char *out;
+    char *path = write_conf("upstream 127.0.0.1:9\nlisen 127.0.0.1:1\n");
+    const char *a1[] = {"-t", path, NULL};
+    const char *a2[] = {"-t", "--upstream", "127.0.0.1:9", "--no-such", "1", NULL};
+
+    cr_assert_eq(run(&out, a1), 1);
+    cr_assert(strstr(out, "unknown directive 'lisen'"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, a2), 1);
+    cr_assert(strstr(out, "--no-such"), "%s", out);
+    free(out);
+}
+
+Test(cli, missing_upstream_is_an_error)
+{
+    char *out;
+    const char *args[] = {"--listen", "127.0.0.1:0", NULL};
+
+    cr_assert_eq(run(&out, args), 1);
+    cr_assert(strstr(out, "upstream"), "%s", out);
+    free(out);
+}
+
+Test(cli, version_and_help)
+{
+    char *out;
+    const char *v[] = {"--version", NULL};
+    const char *h[] = {"--help", NULL};
+
+    cr_assert_eq(run(&out, v), 0);
+    cr_assert(strstr(out, "idemproxy " IDEMPROXY_VERSION), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, h), 0);
+    cr_assert(strstr(out, "upstream-connect-timeout"), "%s", out);
+    cr_assert(strstr(out, "drain-timeout"), "%s", out);
+    free(out);
+}
+
+Test(cli, busy_port_fails_at_startup_with_a_message)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in sa = {0};
+    socklen_t len = sizeof(sa);
+    char *out, listen_arg[32];
+
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(fd, 1), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    snprintf(listen_arg, sizeof(listen_arg), "127.0.0.1:%u", ntohs(sa.sin_port));
+    {
+        const char *args[] = {"--listen", listen_arg, "--upstream", "127.0.0.1:9", NULL};
+        cr_assert_eq(run(&out, args), 1, "%s", out);
+    }
+    cr_assert(strstr(out, "Address already in use"), "%s", out);
+    free(out);
+    close(fd);
+}

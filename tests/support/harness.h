@@ -1,0 +1,86 @@
+/*
+ * harness — what integration tests need to drive real processes over real sockets.
+ *
+ * Processes: started with fork+exec, stdout/stderr appended to a log file in the
+ * test's temp dir; every pid started is remembered and killed (SIGKILL) and reaped by
+ * harness_cleanup(), which tests call from a Criterion .fini (or which runs atexit).
+ * Ports: harness_free_port() binds 127.0.0.1:0, reads the port, closes (never fixed ports).
+ * Every wait is bounded; a timeout is a test failure, never a hang.
+ */
+#ifndef IDEMPROXY_HARNESS_H
+#define IDEMPROXY_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A fresh private directory under $TMPDIR (or /tmp), created once per process. */
+const char *harness_tmpdir(void);
+
+/* A port on 127.0.0.1 that was free a moment ago. */
+uint16_t harness_free_port(void);
+
+/*
+ * Start argv[0] (a path) with argv; NULL-terminated. Output goes to <tmpdir>/<logname>.log.
+ * Returns the pid (>0) or -1. The pid is tracked for harness_cleanup().
+ */
+pid_t harness_spawn(const char *logname, char *const argv[]);
+
+/* Wait until 127.0.0.1:port accepts a TCP connection; 0 on success, -1 after timeout_ms. */
+int harness_wait_port(uint16_t port, int timeout_ms);
+
+/* Send sig to pid and wait (bounded by timeout_ms) for it to exit.
+ * Returns the exit status as from waitpid (WIFEXITED etc.), or -1 on timeout (then the
+ * process was SIGKILLed and reaped). */
+int harness_stop(pid_t pid, int sig, int timeout_ms);
+
+/* Kill and reap every tracked process still alive. Idempotent. */
+void harness_cleanup(void);
+
+/* Contents of <tmpdir>/<logname>.log (malloc'd, NUL-terminated; caller frees), or NULL. */
+char *harness_read_log(const char *logname);
+
+/* Convenience starters. Both wait for the port to accept before returning; 0 on failure. */
+/* test-upstream on a free port; extra_args may be NULL. Returns pid, *port filled. */
+pid_t harness_start_upstream(uint16_t *port, const char *logname);
+/* idemproxy with --listen 127.0.0.1:<free> --workers 2 and the given NULL-terminated extra
+ * args (e.g. "--upstream", "127.0.0.1:1234", NULL). Returns pid, *port filled. */
+pid_t harness_start_proxy(uint16_t *port, const char *logname, const char *const extra[]);
+
+/* ---- a small HTTP/1.1 client over a blocking socket with deadlines ---- */
+
+struct harness_resp {
+    int status;             /* 0 if no complete status line was received */
+    char *head;             /* raw head incl. status line, NUL-terminated */
+    char *body;             /* body bytes (de-chunked), NUL-terminated for convenience */
+    size_t body_len;
+    int closed;             /* server closed the connection after this response */
+    int complete;           /* framing said the body was complete */
+};
+
+/* Connect to 127.0.0.1:port; returns fd or -1. */
+int harness_connect(uint16_t port);
+
+/* Write all of buf; 0 or -1. */
+int harness_send(int fd, const void *buf, size_t len);
+
+/* Read one response from fd (Content-Length, chunked, or until close), bounded by
+ * timeout_ms. is_head_request: a response to HEAD has no body. 0 on success, -1 on
+ * timeout/EOF-before-status. Fills r (free with harness_resp_free). */
+int harness_read_response(int fd, struct harness_resp *r, int is_head_request, int timeout_ms);
+
+/* Connect, send the raw request, read one response, close. 0 or -1. */
+int harness_request(uint16_t port, const char *raw, size_t raw_len, struct harness_resp *r,
+                    int timeout_ms);
+
+/* Value of header name in r->head (case-insensitive), copied into buf; NULL if absent.
+ * nth selects among repeated headers (0 = first). */
+const char *harness_header(const struct harness_resp *r, const char *name, int nth, char *buf,
+                           size_t len);
+
+/* Does the peer close the connection within timeout_ms (read returns 0 or ECONNRESET)? 1/0 */
+int harness_wait_closed(int fd, int timeout_ms);
+
+void harness_resp_free(struct harness_resp *r);
+
+#endif

@@ -1,0 +1,154 @@
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "headers.h"
+#include "http1.h"
+#include "problem.h"
+
+static char *drain_str(struct evbuffer *b)
+{
+    size_t n = evbuffer_get_length(b);
+    char *s = malloc(n + 1);
+    evbuffer_remove(b, s, n);
+    s[n] = '\0';
+    return s;
+}
+
+static void parse(struct http1_head *h, const char *raw, int request)
+{
+    struct http1_error err;
+    int rc = request ? http1_parse_request(h, raw, strlen(raw), &err)
+                     : http1_parse_response(h, raw, strlen(raw), &err);
+    cr_assert_eq(rc, 0, "%s", err.detail);
+}
+
+Test(headers, request_drops_hop_by_hop_and_adds_forwarding)
+{
+    struct http1_head h;
+    struct evbuffer *out = evbuffer_new();
+    char *s;
+
+    parse(&h,
+          "POST /p?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Hop\r\n"
+          "X-Hop: secret\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\n"
+          "Trailer: X-T\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+          "X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nVia: 1.0 edge\r\n"
+          "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nIdempotency-Key: k1\r\n\r\n",
+          1);
+    headers_write_request(out, &h, "192.0.2.7", 1, 42, "up:1");
+    s = drain_str(out);
+    cr_assert(strncmp(s, "POST /p?q=1 HTTP/1.1\r\n", 22) == 0, "%s", s);
+    cr_assert(strstr(s, "\r\nHost: shop.example\r\n"));
+    cr_assert(strstr(s, "\r\nIdempotency-Key: k1\r\n"));
+    cr_assert(strstr(s, "\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\n"), "%s", s);
+    cr_assert(strstr(s, "\r\nVia: 1.0 edge, 1.1 idemproxy\r\n"), "%s", s);
+    cr_assert(strstr(s, "\r\nX-Forwarded-Proto: http\r\n"));
+    cr_assert(strstr(s, "\r\nX-Forwarded-Host: shop.example\r\n"));
+    cr_assert(strstr(s, "\r\nContent-Length: 42\r\n"));
+    cr_assert(strcmp(s + strlen(s) - 4, "\r\n\r\n") == 0);
+    cr_assert_null(strstr(s, "X-Hop"), "%s", s);
+    cr_assert_null(strstr(s, "Keep-Alive"));
+    cr_assert_null(strstr(s, "Connection:"));
+    cr_assert_null(strstr(s, "TE:"));
+    cr_assert_null(strstr(s, "Trailer"));
+    cr_assert_null(strstr(s, "Upgrade"));
+    cr_assert_null(strstr(s, "Transfer-Encoding"));
+    cr_assert_null(strstr(s, "Expect"));
+    cr_assert_null(strstr(s, "https"));
+    cr_assert_null(strstr(s, "evil"));
+    free(s);
+    http1_head_clear(&h);
+    evbuffer_free(out);
+}
+
+Test(headers, request_without_body_gets_no_length_and_default_host)
+{
+    struct http1_head h;
+    struct evbuffer *out = evbuffer_new();
+    char *s;
+
+    parse(&h, "GET / HTTP/1.0\r\n\r\n", 1);
+    headers_write_request(out, &h, "::1", 0, 0, "127.0.0.1:9");
+    s = drain_str(out);
+    cr_assert(strstr(s, "GET / HTTP/1.1\r\n"));
+    cr_assert(strstr(s, "\r\nHost: 127.0.0.1:9\r\n"));
+    cr_assert(strstr(s, "\r\nX-Forwarded-For: ::1\r\n"));
+    cr_assert_null(strstr(s, "Content-Length"));
+    cr_assert_null(strstr(s, "X-Forwarded-Host"));
+    free(s);
+    http1_head_clear(&h);
+
+    /* POST with an empty body still says so */
+    parse(&h, "POST / HTTP/1.1\r\nHost: a\r\n\r\n", 1);
+    headers_write_request(out, &h, "1.2.3.4", 0, 0, NULL);
+    s = drain_str(out);
+    cr_assert(strstr(s, "\r\nContent-Length: 0\r\n"));
+    free(s);
+    http1_head_clear(&h);
+    evbuffer_free(out);
+}
+
+Test(headers, response_filtering_and_length)
+{
+    struct http1_head h;
+    struct evbuffer *out = evbuffer_new();
+    char *s;
+
+    parse(&h,
+          "HTTP/1.1 201 Created\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: t=5\r\n"
+          "Transfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+          "Content-Length: 999\r\nUpgrade: h2c\r\n\r\n",
+          0);
+    headers_write_response(out, 201, h.reason, &h, "X-Extra: 1\r\n", 7, 0, 0);
+    s = drain_str(out);
+    cr_assert(strncmp(s, "HTTP/1.1 201 Created\r\n", 22) == 0, "%s", s);
+    cr_assert(strstr(s, "\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"));
+    cr_assert(strstr(s, "\r\nX-Extra: 1\r\n"));
+    cr_assert(strstr(s, "\r\nContent-Length: 7\r\n"));
+    cr_assert(strstr(s, "\r\nConnection: close\r\n"));
+    cr_assert_null(strstr(s, "999"));
+    cr_assert_null(strstr(s, "Secret"));
+    cr_assert_null(strstr(s, "Keep-Alive"));
+    cr_assert_null(strstr(s, "Transfer-Encoding"));
+    cr_assert_null(strstr(s, "Upgrade"));
+    free(s);
+
+    /* HEAD / 304: upstream length kept as is */
+    headers_write_response(out, 200, NULL, &h, NULL, 0, 1, 1);
+    s = drain_str(out);
+    cr_assert(strstr(s, "HTTP/1.1 200 OK\r\n"));
+    cr_assert(strstr(s, "\r\nContent-Length: 999\r\n"));
+    cr_assert_null(strstr(s, "Connection"));
+    free(s);
+
+    /* 204: no length at all */
+    headers_write_response(out, 204, NULL, NULL, NULL, 0, 0, 1);
+    s = drain_str(out);
+    cr_assert_str_eq(s, "HTTP/1.1 204 No Content\r\n\r\n");
+    free(s);
+    http1_head_clear(&h);
+    evbuffer_free(out);
+}
+
+Test(problem, document_is_escaped_json)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *s;
+
+    cr_assert_gt(problem_body(b, 413, "body-too-large", "limit \"1m\"\n\x01", "/p"), 0);
+    s = drain_str(b);
+    cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "body-too-large\",\"title\":\"Request "
+                        "body too large\",\"status\":413,\"detail\":\"limit \\\"1m\\\"\\n\\u0001\","
+                        "\"instance\":\"/p\"}\n");
+    free(s);
+    cr_assert_null(problem_title("no-such-kind"));
+    problem_body(b, 500, "no-such-kind", NULL, NULL);
+    s = drain_str(b);
+    cr_assert(strstr(s, "\"title\":\"Error\""));
+    cr_assert_null(strstr(s, "detail"));
+    free(s);
+    evbuffer_free(b);
+}
