@@ -32,24 +32,24 @@
 struct config_addr {
     char host[CONFIG_HOST_MAX]; /* IPv4/IPv6 literal or name; IPv6 given as [::1]:80 */
     uint16_t port;
-    char unix_path[108];        /* non-empty for "unix:/path" (redis only) */
+    char unix_path[108]; /* non-empty for "unix:/path" (redis only) */
 };
 
 struct config {
-    char *file;                          /* path of the config file, or NULL; owned */
-    struct config_addr listen;           /* listen [127.0.0.1:8080] */
-    int workers;                         /* workers [CPUs], 1..256 */
-    struct config_addr *upstreams;       /* upstream HOST:PORT, repeatable, required; owned */
+    char *file;                    /* path of the config file, or NULL; owned */
+    struct config_addr listen;     /* listen [127.0.0.1:8080] */
+    int workers;                   /* workers [CPUs], 1..256 */
+    struct config_addr *upstreams; /* upstream HOST:PORT, repeatable, required; owned */
     size_t nupstreams;
-    struct config_addr redis;            /* redis [127.0.0.1:6379] or unix:/path */
-    size_t max_body;                     /* max-body [1m] */
-    size_t max_headers;                  /* max-headers [16k] */
-    uint64_t client_timeout_ms;          /* client-timeout [60s] */
-    uint64_t upstream_timeout_ms;        /* upstream-timeout [30s] */
+    struct config_addr redis;             /* redis [127.0.0.1:6379] or unix:/path */
+    size_t max_body;                      /* max-body [1m] */
+    size_t max_headers;                   /* max-headers [16k] */
+    uint64_t client_timeout_ms;           /* client-timeout [60s] */
+    uint64_t upstream_timeout_ms;         /* upstream-timeout [30s] */
     uint64_t upstream_connect_timeout_ms; /* upstream-connect-timeout [2s] */
-    int upstream_pool;                   /* upstream-pool [64], 1..100000 */
-    uint64_t drain_timeout_ms;           /* drain-timeout [30s] */
-    enum log_level log_level;            /* log-level [info] */
+    int upstream_pool;                    /* upstream-pool [64], 1..100000 */
+    uint64_t drain_timeout_ms;            /* drain-timeout [30s] */
+    enum log_level log_level;             /* log-level [info] */
 };
 
 /* What the command line asked for besides directives. */
@@ -77,8 +77,8 @@ int config_load_string(struct config *cfg, const char *origin, const char *text,
                        size_t errlen);
 
 /* Apply one directive with its arguments; where is "file:line" or "--name". */
-int config_set(struct config *cfg, const char *where, const char *name, int argc,
-               const char **argv, char *err, size_t errlen);
+int config_set(struct config *cfg, const char *where, const char *name, int argc, const char **argv,
+               char *err, size_t errlen);
 
 /* Cross-field checks after everything is loaded (e.g. at least one upstream). */
 int config_validate(const struct config *cfg, char *err, size_t errlen);

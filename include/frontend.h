@@ -27,9 +27,9 @@ struct frontend_req {
     struct worker *worker;
     struct frontend_conn *conn; /* NULL once the client has gone */
     struct http1_head head;
-    int is_head;                /* method is HEAD */
-    int has_body;               /* the client framed a body (even an empty chunked one) */
-    struct evbuffer *body;      /* complete request body */
+    int is_head;           /* method is HEAD */
+    int has_body;          /* the client framed a body (even an empty chunked one) */
+    struct evbuffer *body; /* complete request body */
     char client_ip[64];
     uint64_t started_ms;
     struct upstream_exchange *x;

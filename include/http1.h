@@ -28,7 +28,7 @@ struct evbuffer;
 #define HTTP1_MAX_HEADERS 128
 
 struct http1_header {
-    char *name; /* NUL-terminated, as received (case preserved) */
+    char *name;  /* NUL-terminated, as received (case preserved) */
     char *value; /* NUL-terminated, surrounding OWS removed */
     size_t name_len, value_len;
 };
@@ -36,8 +36,8 @@ struct http1_header {
 /* A parsed head. All strings point into buf, which the head owns. */
 struct http1_head {
     char *buf;
-    size_t len;  /* bytes of the raw head incl. the final empty line */
-    int minor;   /* HTTP/1.<minor> */
+    size_t len; /* bytes of the raw head incl. the final empty line */
+    int minor;  /* HTTP/1.<minor> */
     /* requests */
     char *method, *target;
     /* responses */
@@ -92,8 +92,8 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
                           struct http1_error *err);
 
 /* Response body framing given the request method; -1 (→ 502) on an invalid length. */
-int http1_response_framing(const struct http1_head *h, int request_was_head,
-                           enum http1_body *kind, uint64_t *length, struct http1_error *err);
+int http1_response_framing(const struct http1_head *h, int request_was_head, enum http1_body *kind,
+                           uint64_t *length, struct http1_error *err);
 
 /* Keep the connection after this message? (1.1 unless "close"; 1.0 only if "keep-alive") */
 int http1_keepalive(const struct http1_head *h);
@@ -102,7 +102,7 @@ int http1_keepalive(const struct http1_head *h);
 struct http1_chunked {
     int state;
     uint64_t remaining;
-    size_t line_bytes;  /* bytes of the current size/trailer line seen so far */
+    size_t line_bytes; /* bytes of the current size/trailer line seen so far */
     size_t trailer_bytes;
 };
 

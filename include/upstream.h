@@ -34,11 +34,11 @@ enum upstream_result {
 /* What the completion callback sees. Valid only during the callback. */
 struct upstream_response {
     enum upstream_result result;
-    int sent;                   /* any byte may have reached an upstream */
-    const char *replica;        /* "host:port" of the replica used (or last tried) */
-    struct http1_head *head;    /* UPSTREAM_OK: the final (non-1xx) response head */
-    struct evbuffer *body;      /* UPSTREAM_OK: de-chunked body; the callee may drain it */
-    const char *error;          /* otherwise: why, for logs and problem details */
+    int sent;                /* any byte may have reached an upstream */
+    const char *replica;     /* "host:port" of the replica used (or last tried) */
+    struct http1_head *head; /* UPSTREAM_OK: the final (non-1xx) response head */
+    struct evbuffer *body;   /* UPSTREAM_OK: de-chunked body; the callee may drain it */
+    const char *error;       /* otherwise: why, for logs and problem details */
 };
 
 /* Called exactly once per upstream_forward. The exchange is freed by the pool after the
@@ -68,10 +68,10 @@ void upstream_exchange_detach(struct upstream_exchange *x);
 
 /* Counters for logs/tests. */
 struct upstream_stats {
-    uint64_t connects;     /* TCP connections opened */
-    uint64_t reused;       /* requests sent on a pooled connection */
-    uint64_t failovers;    /* connects refused → next replica */
-    size_t idle, active;   /* connections now */
+    uint64_t connects;   /* TCP connections opened */
+    uint64_t reused;     /* requests sent on a pooled connection */
+    uint64_t failovers;  /* connects refused → next replica */
+    size_t idle, active; /* connections now */
 };
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out);
 

@@ -212,8 +212,7 @@ static void fe_upstream_done(const struct upstream_response *resp, void *arg)
     r->x = NULL;
     switch (resp->result) {
     case UPSTREAM_OK:
-        frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL,
-                         resp->body);
+        frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL, resp->body);
         return;
     case UPSTREAM_UNAVAILABLE:
         frontend_problem(r, 502, "upstream-unavailable", resp->error, NULL);
@@ -234,8 +233,8 @@ void frontend_forward(struct frontend_req *r)
     char host[CONFIG_HOST_MAX + 16];
 
     config_addr_str(&cfg->upstreams[0], host, sizeof(host));
-    headers_write_request(wire, &r->head, r->client_ip, r->has_body,
-                          evbuffer_get_length(r->body), host);
+    headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
+                          host);
     evbuffer_add_buffer(wire, r->body);
     r->x = upstream_forward(r->worker->pool, wire, r->is_head, fe_upstream_done, r);
     evbuffer_free(wire);
@@ -276,8 +275,7 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     c->w->nreqs++;
     c->req = r;
 
-    if (http1_parse_request(&r->head, (const char *)evbuffer_pullup(in, n), (size_t)n, &err) <
-        0) {
+    if (http1_parse_request(&r->head, (const char *)evbuffer_pullup(in, n), (size_t)n, &err) < 0) {
         fe_reject(c, err.status, err.slug, err.detail);
         return -1;
     }

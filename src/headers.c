@@ -8,8 +8,7 @@
 #include "http1.h"
 
 static const char *const headers_hop[] = {
-    "Connection", "Keep-Alive", "Proxy-Connection", "TE",
-    "Trailer",    "Transfer-Encoding", "Upgrade",
+    "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
 };
 
 int headers_is_hop_by_hop(const struct http1_head *h, size_t i)

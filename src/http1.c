@@ -119,8 +119,8 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, int o
             }
         }
         if (h->nheaders == HTTP1_MAX_HEADERS)
-            return http1_fail(err, over_status, "headers-too-large",
-                              "more than %d header fields", HTTP1_MAX_HEADERS);
+            return http1_fail(err, over_status, "headers-too-large", "more than %d header fields",
+                              HTTP1_MAX_HEADERS);
         *colon = '\0';
         *ve = '\0';
         h->headers[h->nheaders].name = line;
@@ -174,14 +174,13 @@ static int http1_parse_version(const char *v, size_t n, int *minor, struct http1
         v[7] < '0' || v[7] > '9')
         return http1_fail(err, 400, "bad-request", "malformed HTTP version");
     if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
-        return http1_fail(err, 505, "version-not-supported", "HTTP/%c.%c is not supported",
-                          v[5], v[7]);
+        return http1_fail(err, 505, "version-not-supported", "HTTP/%c.%c is not supported", v[5],
+                          v[7]);
     *minor = v[7] - '0';
     return 0;
 }
 
-int http1_parse_request(struct http1_head *h, const char *data, size_t len,
-                        struct http1_error *err)
+int http1_parse_request(struct http1_head *h, const char *data, size_t len, struct http1_error *err)
 {
     char *b, *eol, *sp1, *sp2;
     size_t n;
@@ -383,8 +382,7 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
             return 0;
         }
         if (te.count == 0)
-            return http1_fail(err, 400, "unsupported-transfer-encoding",
-                              "empty Transfer-Encoding");
+            return http1_fail(err, 400, "unsupported-transfer-encoding", "empty Transfer-Encoding");
         return http1_fail(err, 501, "unsupported-transfer-encoding",
                           "only \"Transfer-Encoding: chunked\" is supported");
     }
@@ -399,8 +397,8 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
     return 0;
 }
 
-int http1_response_framing(const struct http1_head *h, int request_was_head,
-                           enum http1_body *kind, uint64_t *length, struct http1_error *err)
+int http1_response_framing(const struct http1_head *h, int request_was_head, enum http1_body *kind,
+                           uint64_t *length, struct http1_error *err)
 {
     size_t ncl, nte;
     const char *cl = http1_header_get(h, "Content-Length", &ncl);
@@ -576,32 +574,59 @@ int http1_chunked_decode(struct http1_chunked *c, struct evbuffer *in, struct ev
 const char *http1_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 422: return "Unprocessable Content";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }

@@ -18,10 +18,10 @@
 #include "config.h"
 #include "log.h"
 
-#define UPSTREAM_MAX_HEAD      (64 * 1024)
-#define UPSTREAM_IDLE_TIMEOUT  60000 /* ms an idle pooled connection is kept */
-#define UPSTREAM_BACKOFF_MIN   500   /* ms a refusing replica is skipped, doubling */
-#define UPSTREAM_BACKOFF_MAX   30000
+#define UPSTREAM_MAX_HEAD     (64 * 1024)
+#define UPSTREAM_IDLE_TIMEOUT 60000 /* ms an idle pooled connection is kept */
+#define UPSTREAM_BACKOFF_MIN  500   /* ms a refusing replica is skipped, doubling */
+#define UPSTREAM_BACKOFF_MAX  30000
 
 struct up_conn {
     struct upstream_pool *pool;
@@ -29,7 +29,7 @@ struct up_conn {
     struct bufferevent *bev;
     struct upstream_exchange *x; /* NULL while idle */
     int connecting;
-    int idle; /* 1: linked in rep->idle, 0: linked in pool->busy */
+    int idle;                  /* 1: linked in rep->idle, 0: linked in pool->busy */
     TAILQ_ENTRY(up_conn) link; /* rep->idle or pool->busy */
 };
 TAILQ_HEAD(up_conn_list, up_conn);
@@ -49,7 +49,7 @@ struct upstream_exchange {
     struct up_conn *conn;
     struct evbuffer *request;
     int is_head, sent;
-    int deferred;            /* up_attempt now runs from the loop, not from forward() */
+    int deferred; /* up_attempt now runs from the loop, not from forward() */
     struct event *defer_ev;
     upstream_cb cb;
     void *arg;
@@ -251,8 +251,7 @@ static void up_mark_down(struct up_replica *r, const char *why)
         backoff = UPSTREAM_BACKOFF_MAX;
     r->fails++;
     r->down_until = up_now() + backoff;
-    log_warn("upstream %s: %s; marked down for %llu ms", r->name, why,
-             (unsigned long long)backoff);
+    log_warn("upstream %s: %s; marked down for %llu ms", r->name, why, (unsigned long long)backoff);
 }
 
 /* The connection is established: hand it the request. From here on, never resend. */
@@ -417,8 +416,8 @@ static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char
             *why = "upstream response head too large";
             return -1;
         }
-        if (http1_parse_response(&x->head, (const char *)evbuffer_pullup(in, n), (size_t)n,
-                                 &err) < 0) {
+        if (http1_parse_response(&x->head, (const char *)evbuffer_pullup(in, n), (size_t)n, &err) <
+            0) {
             snprintf(reason, sizeof(reason), "%s", err.detail);
             *why = reason;
             return -1;

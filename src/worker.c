@@ -118,8 +118,8 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     w->base = event_base_new();
     if (!w->base)
         goto err;
-    w->listener = evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0,
-                                     listen_fd);
+    w->listener =
+        evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0, listen_fd);
     if (!w->listener)
         goto err;
     w->listen_fd = -1; /* owned by the listener now */

@@ -139,8 +139,8 @@ Test(failover, upstream_timeout_is_504_and_not_resent)
     snprintf(a, sizeof(a), "127.0.0.1:%u", a_port);
     snprintf(b, sizeof(b), "127.0.0.1:%u", b_port);
     {
-        const char *args[] = {"--upstream", a,    "--upstream", b, "--upstream-timeout",
-                              "300ms",      NULL};
+        const char *args[] = {"--upstream",         a,       "--upstream", b,
+                              "--upstream-timeout", "300ms", NULL};
         px_pid = harness_start_proxy(&px, "proxy", args);
     }
     cr_assert_gt(px_pid, 0);

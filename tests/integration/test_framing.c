@@ -18,8 +18,16 @@ static pid_t up_pid, px_pid;
 static void setup(void)
 {
     char up[32];
-    const char *args[] = {"--upstream",  up,      "--max-body",       "1k", "--max-headers",
-                          "1k",          "--client-timeout", "400ms", "--upstream-timeout", "500ms",
+    const char *args[] = {"--upstream",
+                          up,
+                          "--max-body",
+                          "1k",
+                          "--max-headers",
+                          "1k",
+                          "--client-timeout",
+                          "400ms",
+                          "--upstream-timeout",
+                          "500ms",
                           NULL};
 
     up_pid = harness_start_upstream(&up_port, "upstream");
@@ -93,8 +101,8 @@ Test(framing, bad_requests_never_reach_the_upstream)
     EXPECT("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
            "0\r\n\r\n",
            400, "conflicting-framing");
-    EXPECT("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-           400, "invalid-content-length");
+    EXPECT("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400,
+           "invalid-content-length");
     EXPECT("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400,
            "invalid-content-length");
     EXPECT("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400,

@@ -110,14 +110,12 @@ Test(http1, framing_rules)
     enum http1_body kind;
     uint64_t len;
 
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", &kind,
-                                &len),
-                 0);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", &kind, &len), 0);
     cr_assert_eq(kind, HTTP1_BODY_LENGTH);
     cr_assert_eq(len, 12);
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &kind,
-                                &len),
-                 0);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &kind, &len), 0);
     cr_assert_eq(kind, HTTP1_BODY_NONE);
     cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
                                 &kind, &len),
@@ -137,21 +135,20 @@ Test(http1, framing_rules)
                                 "Content-Length: 3\r\n\r\n",
                                 &kind, &len),
                  400);
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
-                                &kind, &len),
-                 400);
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
-                                &kind, &len),
-                 400);
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
-                                &kind, &len),
-                 400);
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n",
-                                &kind, &len),
-                 400);
-    cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", &kind,
-                                &len),
-                 400);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", &kind, &len),
+        400);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", &kind, &len),
+        400);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", &kind, &len),
+        400);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n", &kind, &len),
+        400);
+    cr_assert_eq(
+        framing_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", &kind, &len), 400);
     cr_assert_eq(framing_status("POST / HTTP/1.1\r\nHost: a\r\n"
                                 "Content-Length: 99999999999999999999999\r\n\r\n",
                                 &kind, &len),
@@ -281,9 +278,9 @@ Test(http1, chunked_decoding)
     size_t n;
     struct http1_error err;
 
-    cr_assert_eq(decode_all("5;ext=1\r\nhello\r\n1\r\n \r\n0\r\nX-Trailer: t\r\n\r\n", 100, out, &n,
-                            &err),
-                 1);
+    cr_assert_eq(
+        decode_all("5;ext=1\r\nhello\r\n1\r\n \r\n0\r\nX-Trailer: t\r\n\r\n", 100, out, &n, &err),
+        1);
     cr_assert_eq(n, 6);
     cr_assert_eq(memcmp(out, "hello ", 6), 0);
 
