@@ -28,7 +28,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -222,7 +221,6 @@ pid_t harness_spawn(const char *logname, char *const argv[])
     }
     log_path(logname, path, sizeof(path));
     parent = getpid();
-    fflush(NULL); /* or the child's exit would not be the only writer of our buffers */
     pid = fork();
     if (pid < 0) {
         fprintf(stderr, "harness: fork: %s\n", strerror(errno));
@@ -356,10 +354,21 @@ static void dump_log(const char *logname)
     free(log);
 }
 
+/* Does the log, past its first from bytes, say the address was taken? */
+static int log_says_port_taken(const char *logname, size_t from)
+{
+    char *log = harness_read_log(logname);
+    int taken = log != NULL && strlen(log) > from && strstr(log + from, "in use") != NULL;
+
+    free(log);
+    return taken;
+}
+
 /*
  * Spawn argv (whose listen_slot entry gets "127.0.0.1:<port>") and wait for the port.
- * A child that exits before listening (say, the port was taken in between) is retried
- * on a new port. Returns the pid, or 0 after printing the log.
+ * A child that exits before listening because the port was taken in between (its log
+ * says "Address already in use") is retried on a new port. Returns the pid, or 0 after
+ * printing the log.
  */
 static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const char *logname,
                           int timeout_ms)
@@ -372,8 +381,11 @@ static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const ch
     for (attempt = 0; attempt < H_START_ATTEMPTS; attempt++) {
         long long deadline = now_ms() + timeout_ms;
         uint16_t p = harness_free_port();
+        char *log = harness_read_log(logname);
+        size_t log_len = log ? strlen(log) : 0;
         pid_t pid;
 
+        free(log);
         if (p == 0)
             continue;
         snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)p);
@@ -392,18 +404,20 @@ static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const ch
                 untrack(pid);
                 sweep_group(pid);
                 fprintf(stderr, "harness: %s exited before listening on %s\n", argv[0], addr);
+                if (!log_says_port_taken(logname, log_len))
+                    goto fail;
                 break;
             }
             if (now_ms() >= deadline) {
                 fprintf(stderr, "harness: %s not listening on %s after %d ms\n", argv[0], addr,
                         timeout_ms);
                 harness_stop(pid, SIGKILL, 1000);
-                dump_log(logname);
-                return 0;
+                goto fail;
             }
             sleep_ms(10);
         }
     }
+fail:
     dump_log(logname);
     return 0;
 }
