@@ -35,6 +35,36 @@ struct config_addr {
     char unix_path[108]; /* non-empty for "unix:/path" (redis only) */
 };
 
+enum idem_in_flight { IDEM_IN_FLIGHT_REJECT = 0, IDEM_IN_FLIGHT_WAIT };
+enum idem_ambiguous { IDEM_AMBIGUOUS_RECORD = 0, IDEM_AMBIGUOUS_RELEASE };
+enum idem_on_redis_error { IDEM_REDIS_REJECT = 0, IDEM_REDIS_PASS };
+
+/*
+ * The idempotency policy: a value on its own, so that a route can later own one.
+ * Lists are owned arrays of owned strings.
+ */
+struct idem_policy {
+    char **methods;                   /* methods [POST PATCH] */
+    size_t nmethods;
+    int require_key;                  /* require-key [no] */
+    char *key_header;                 /* key-header [Idempotency-Key] */
+    int key_max_length;               /* key-max-length [255] */
+    char **scope_headers;             /* scope-headers [Authorization] */
+    size_t nscope_headers;
+    char **fingerprint_headers;       /* fingerprint-headers [none] */
+    size_t nfingerprint_headers;
+    char *key_prefix;                 /* key-prefix [idem:] */
+    uint64_t lease_ms;                /* lease [10s] */
+    uint64_t retention_ms;            /* retention [24h] */
+    size_t max_record;                /* max-record [8m] */
+    uint64_t redis_timeout_ms;        /* redis-timeout [500ms] */
+    int on_redis_error;               /* on-redis-error [reject] (enum idem_on_redis_error) */
+    int in_flight;                    /* in-flight [reject] (enum idem_in_flight) */
+    uint64_t wait_timeout_ms;         /* wait-timeout [10s] */
+    int record_5xx;                   /* record-5xx [no] */
+    int ambiguous;                    /* ambiguous [record] (enum idem_ambiguous) */
+};
+
 struct config {
     char *file;                    /* path of the config file, or NULL; owned */
     struct config_addr listen;     /* listen [127.0.0.1:8080] */
@@ -50,6 +80,7 @@ struct config {
     int upstream_pool;                    /* upstream-pool [64], 1..100000 */
     uint64_t drain_timeout_ms;            /* drain-timeout [30s] */
     enum log_level log_level;             /* log-level [info] */
+    struct idem_policy idem;              /* the keyed-request policy */
 };
 
 /* What the command line asked for besides directives. */
@@ -59,11 +90,12 @@ struct config_cli {
     int show_version; /* -v / --version */
 };
 
-/* Fill cfg with every default. Never fails. */
+/* Fill cfg with every default (cfg is overwritten, not freed). Never fails. */
 void config_defaults(struct config *cfg);
 
 /*
- * Parse argv (argv[0] is the program name): "[-t] [CONFIG_FILE] [--directive value ...]"
+ * Start from the defaults (cfg need not be initialised; do not pass one that owns memory),
+ * then parse argv (argv[0] is the program name): "[-t] [CONFIG_FILE] [--directive value ...]"
  * plus --help/--version. Loads the file first, then applies the flags, then validates
  * (config_validate). On success returns 0 and cfg owns its allocations (config_free).
  * On failure returns -1 with err set; cfg is still safe to pass to config_free.

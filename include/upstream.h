@@ -42,7 +42,8 @@ struct upstream_response {
 };
 
 /* Called exactly once per upstream_forward. The exchange is freed by the pool after the
- * callback returns; the callback may start new exchanges but must not keep resp. */
+ * callback returns; the callback may start new exchanges but must not keep resp. It may
+ * take over the head (copy *head, then zero *head) and drain the body. */
 typedef void (*upstream_cb)(const struct upstream_response *resp, void *arg);
 
 /* Create the pool for one worker (resolves the replicas' addresses). NULL on error with

@@ -15,6 +15,7 @@ struct event;
 struct event_base;
 struct evconnlistener;
 struct upstream_pool;
+struct store;
 struct frontend_conn;
 struct frontend_req;
 
@@ -30,6 +31,7 @@ struct worker {
     struct evconnlistener *listener;
     int listen_fd;
     struct upstream_pool *pool;
+    struct store *store;    /* Redis connections of this worker */
     struct event *stop_ev;  /* activated from another thread by worker_stop */
     struct event *drain_ev; /* drain-timeout */
     int draining;

@@ -77,6 +77,13 @@ static const struct config_choice log_level_choices[] = {
 /* ENUM fields are written through an int lvalue. */
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level must be int-sized");
 
+static const struct config_choice on_redis_error_choices[] = {
+    {"reject", IDEM_REDIS_REJECT}, {"pass", IDEM_REDIS_PASS}, {NULL, 0}};
+static const struct config_choice in_flight_choices[] = {
+    {"reject", IDEM_IN_FLIGHT_REJECT}, {"wait", IDEM_IN_FLIGHT_WAIT}, {NULL, 0}};
+static const struct config_choice ambiguous_choices[] = {
+    {"record", IDEM_AMBIGUOUS_RECORD}, {"release", IDEM_AMBIGUOUS_RELEASE}, {NULL, 0}};
+
 static const char *default_workers(const struct config_directive *d, char *buf, size_t len)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -128,7 +135,7 @@ static const struct config_directive config_table[] = {
      .def = "1m",
      .off = FIELD(max_body),
      .arg = "SIZE",
-     .help = "largest request or response body"},
+     .help = "largest request body"},
     {.name = "max-headers",
      .type = CONFIG_T_SIZE,
      .min = KIB,
@@ -184,6 +191,119 @@ static const struct config_directive config_table[] = {
      .choices = log_level_choices,
      .arg = "debug|info|warn|error",
      .help = "least severe message logged"},
+    {.name = "methods",
+     .type = CONFIG_T_STRING_LIST,
+     .def = "POST PATCH",
+     .off = FIELD(idem.methods),
+     .count_off = FIELD(idem.nmethods),
+     .arg = "METHOD...",
+     .help = "methods made idempotent when keyed"},
+    {.name = "require-key",
+     .type = CONFIG_T_BOOL,
+     .def = "no",
+     .off = FIELD(idem.require_key),
+     .arg = "yes|no",
+     .help = "400 for a keyed method without a key"},
+    {.name = "key-header",
+     .type = CONFIG_T_STRING,
+     .def = "Idempotency-Key",
+     .off = FIELD(idem.key_header),
+     .arg = "NAME",
+     .help = "request header that carries the key"},
+    {.name = "key-max-length",
+     .type = CONFIG_T_INT,
+     .min = 1,
+     .max = 4096,
+     .def = "255",
+     .off = FIELD(idem.key_max_length),
+     .arg = "N",
+     .help = "longest accepted key (after unquoting)"},
+    {.name = "scope-headers",
+     .type = CONFIG_T_STRING_LIST,
+     .def = "Authorization",
+     .off = FIELD(idem.scope_headers),
+     .count_off = FIELD(idem.nscope_headers),
+     .arg = "NAME...",
+     .help = "headers that scope a key to its caller"},
+    {.name = "fingerprint-headers",
+     .type = CONFIG_T_STRING_LIST,
+     .off = FIELD(idem.fingerprint_headers),
+     .count_off = FIELD(idem.nfingerprint_headers),
+     .arg = "NAME...",
+     .help = "headers a retry must repeat (besides body)"},
+    {.name = "key-prefix",
+     .type = CONFIG_T_STRING,
+     .def = "idem:",
+     .off = FIELD(idem.key_prefix),
+     .arg = "STRING",
+     .help = "prefix of the Redis keys holding records"},
+    {.name = "lease",
+     .type = CONFIG_T_DURATION,
+     .min = 100,
+     .max = 7 * MS_DAY,
+     .def = "10s",
+     .off = FIELD(idem.lease_ms),
+     .arg = "DURATION",
+     .help = "life of a claim unless renewed"},
+    {.name = "retention",
+     .type = CONFIG_T_DURATION,
+     .min = 1000,
+     .max = 365 * MS_DAY,
+     .def = "24h",
+     .off = FIELD(idem.retention_ms),
+     .arg = "DURATION",
+     .help = "how long a recorded answer is replayed"},
+    {.name = "max-record",
+     .type = CONFIG_T_SIZE,
+     .min = 1 * KIB,
+     .max = 512 * MIB,
+     .def = "8m",
+     .off = FIELD(idem.max_record),
+     .arg = "SIZE",
+     .help = "largest answer kept for replay"},
+    {.name = "redis-timeout",
+     .type = CONFIG_T_DURATION,
+     .min = 1,
+     .max = 60000,
+     .def = "500ms",
+     .off = FIELD(idem.redis_timeout_ms),
+     .arg = "DURATION",
+     .help = "deadline of every Redis command"},
+    {.name = "on-redis-error",
+     .type = CONFIG_T_ENUM,
+     .def = "reject",
+     .off = FIELD(idem.on_redis_error),
+     .choices = on_redis_error_choices,
+     .arg = "reject|pass",
+     .help = "Redis down: 503, or forward unprotected"},
+    {.name = "in-flight",
+     .type = CONFIG_T_ENUM,
+     .def = "reject",
+     .off = FIELD(idem.in_flight),
+     .choices = in_flight_choices,
+     .arg = "reject|wait",
+     .help = "retry during the first: 409, or wait"},
+    {.name = "wait-timeout",
+     .type = CONFIG_T_DURATION,
+     .min = 1,
+     .max = 7 * MS_DAY,
+     .def = "10s",
+     .off = FIELD(idem.wait_timeout_ms),
+     .arg = "DURATION",
+     .help = "longest in-flight wait before 409"},
+    {.name = "record-5xx",
+     .type = CONFIG_T_BOOL,
+     .def = "no",
+     .off = FIELD(idem.record_5xx),
+     .arg = "yes|no",
+     .help = "record upstream 5xx answers too"},
+    {.name = "ambiguous",
+     .type = CONFIG_T_ENUM,
+     .def = "record",
+     .off = FIELD(idem.ambiguous),
+     .choices = ambiguous_choices,
+     .arg = "record|release",
+     .help = "outcome unknown: record a 504, or release"},
 };
 
 #define CONFIG_NDIRECTIVES (sizeof(config_table) / sizeof(config_table[0]))
@@ -927,12 +1047,41 @@ out:
     return rc;
 }
 
+/* RFC 9110 token: what method and header names are made of. */
+static int is_token(const char *s)
+{
+    if (!s || !*s)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return 0;
+    return 1;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
+    const struct idem_policy *p = &cfg->idem;
+
     if (cfg->nupstreams == 0)
         return fail(err, errlen,
                     "no upstream configured: give --upstream HOST:PORT or an 'upstream' line "
                     "in the config file");
+    for (size_t i = 0; i < p->nmethods; i++)
+        if (!is_token(p->methods[i]))
+            return fail(err, errlen, "methods: '%s' is not a method name", p->methods[i]);
+    if (!is_token(p->key_header))
+        return fail(err, errlen, "key-header: '%s' is not a header name", p->key_header);
+    for (size_t i = 0; i < p->nscope_headers; i++)
+        if (!is_token(p->scope_headers[i]))
+            return fail(err, errlen, "scope-headers: '%s' is not a header name",
+                        p->scope_headers[i]);
+    for (size_t i = 0; i < p->nfingerprint_headers; i++)
+        if (!is_token(p->fingerprint_headers[i]))
+            return fail(err, errlen, "fingerprint-headers: '%s' is not a header name",
+                        p->fingerprint_headers[i]);
+    if (p->lease_ms >= p->retention_ms)
+        return fail(err, errlen, "lease (%llu ms) must be shorter than retention (%llu ms)",
+                    (unsigned long long)p->lease_ms, (unsigned long long)p->retention_ms);
     return 0;
 }
 
@@ -1028,6 +1177,22 @@ int config_from_argv(struct config *cfg, struct config_cli *cli, int argc, char 
         if (val == NULL)
             val = argv[++i];
         snprintf(where, sizeof(where), "--%s", d->name);
+        if (d->type == CONFIG_T_STRING_LIST) {
+            /* "--methods 'POST PUT'" or "--methods POST,PUT": one flag, several values */
+            char *copy = strdup(val), *save = NULL, *tok;
+            const char *words[64];
+            int n = 0, rc;
+            if (!copy)
+                return fail(err, errlen, "%s: out of memory", where);
+            for (tok = strtok_r(copy, " \t,", &save); tok && n < 64;
+                 tok = strtok_r(NULL, " \t,", &save))
+                words[n++] = tok;
+            rc = config_set(cfg, where, d->name, n, words, err, errlen);
+            free(copy);
+            if (rc < 0)
+                return -1;
+            continue;
+        }
         if (config_set(cfg, where, d->name, 1, &val, err, errlen) < 0)
             return -1;
     }

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "headers.h"
+#include "idem.h"
 #include "log.h"
 #include "problem.h"
 #include "upstream.h"
@@ -59,6 +60,7 @@ static void fe_req_free(struct frontend_req *r)
 
     if (r->x)
         upstream_exchange_detach(r->x);
+    idem_ctx_free(r->idem);
     if (r->conn && r->conn->req == r)
         r->conn->req = NULL;
     TAILQ_REMOVE(&w->reqs, r, link);
@@ -250,7 +252,10 @@ static void fe_dispatch(struct frontend_conn *c)
     c->state = FE_BUSY;
     bufferevent_disable(c->bev, EV_READ);
     c->keepalive = http1_keepalive(&r->head) && !c->w->draining;
-    frontend_forward(r);
+    if (idem_method_applies(r))
+        idem_handle(r);
+    else
+        frontend_forward(r);
 }
 
 /* A head arrived: parse it, check framing and limits. 0 to go on, -1 when rejected. */

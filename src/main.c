@@ -116,7 +116,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "idemproxy: libevent has no pthreads support\n");
         return 1;
     }
-    config_defaults(&cfg);
     if (config_from_argv(&cfg, &cli, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "idemproxy: %s\n", err);
         if (cli.test_only)

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "frontend.h"
 #include "log.h"
+#include "store.h"
 #include "upstream.h"
 
 int worker_listen_socket(const struct config *cfg, unsigned short *port)
@@ -127,7 +128,8 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
     w->drain_ev = evtimer_new(w->base, worker_drain_timeout_cb, w);
     w->pool = upstream_pool_new(w->base, cfg);
-    if (!w->stop_ev || !w->drain_ev || !w->pool)
+    w->store = store_new(w->base, cfg, id);
+    if (!w->stop_ev || !w->drain_ev || !w->pool || !w->store)
         goto err;
     return 0;
 err:
@@ -171,6 +173,8 @@ void worker_join(struct worker *w)
     }
     if (w->base)
         frontend_free_all(w);
+    store_free(w->store);
+    w->store = NULL;
     upstream_pool_free(w->pool);
     w->pool = NULL;
     if (w->listener)

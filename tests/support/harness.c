@@ -14,6 +14,10 @@
  */
 #include "harness.h"
 
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -370,8 +374,8 @@ static int log_says_port_taken(const char *logname, size_t from)
  * says "Address already in use") is retried on a new port. Returns the pid, or 0 after
  * printing the log.
  */
-static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const char *logname,
-                          int timeout_ms)
+static pid_t start_server_at(char **argv, int listen_slot, int port_only, uint16_t fixed,
+                             uint16_t *port, const char *logname, int timeout_ms)
 {
     char addr[32];
     int attempt;
@@ -380,7 +384,7 @@ static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const ch
     argv[listen_slot] = addr;
     for (attempt = 0; attempt < H_START_ATTEMPTS; attempt++) {
         long long deadline = now_ms() + timeout_ms;
-        uint16_t p = harness_free_port();
+        uint16_t p = fixed ? fixed : harness_free_port();
         char *log = harness_read_log(logname);
         size_t log_len = log ? strlen(log) : 0;
         pid_t pid;
@@ -388,7 +392,10 @@ static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const ch
         free(log);
         if (p == 0)
             continue;
-        snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)p);
+        if (port_only)
+            snprintf(addr, sizeof(addr), "%u", (unsigned)p);
+        else
+            snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)p);
         pid = harness_spawn(logname, argv);
         if (pid < 0)
             break;
@@ -404,7 +411,7 @@ static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const ch
                 untrack(pid);
                 sweep_group(pid);
                 fprintf(stderr, "harness: %s exited before listening on %s\n", argv[0], addr);
-                if (!log_says_port_taken(logname, log_len))
+                if (fixed || !log_says_port_taken(logname, log_len))
                     goto fail;
                 break;
             }
@@ -420,6 +427,12 @@ static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const ch
 fail:
     dump_log(logname);
     return 0;
+}
+
+static pid_t start_server(char **argv, int listen_slot, uint16_t *port, const char *logname,
+                          int timeout_ms)
+{
+    return start_server_at(argv, listen_slot, 0, 0, port, logname, timeout_ms);
 }
 
 pid_t harness_start_upstream(uint16_t *port, const char *logname)
@@ -903,4 +916,104 @@ void harness_resp_free(struct harness_resp *r)
     free(r->head);
     free(r->body);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---- Redis ---- */
+
+static pid_t redis_start(uint16_t fixed, uint16_t *port, const char *logname,
+                         const char *const extra[])
+{
+    char dir[4200], *argv[32];
+    int n = 0;
+    pid_t pid;
+
+    snprintf(dir, sizeof(dir), "%s/%s.data", harness_tmpdir(), logname);
+    mkdir(dir, 0700);
+    argv[n++] = "/usr/bin/redis-server";
+    argv[n++] = SOURCE_DIR "/conf/redis.conf";
+    argv[n++] = "--port";
+    argv[n++] = NULL; /* the port */
+    argv[n++] = "--dir";
+    argv[n++] = dir;
+    for (int i = 0; extra && extra[i] && n < 30; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    pid = start_server_at(argv, 3, 1, fixed, port, logname, H_UPSTREAM_WAIT_MS);
+    return pid;
+}
+
+pid_t harness_start_redis(uint16_t *port, const char *logname, const char *const extra[])
+{
+    return redis_start(0, port, logname, extra);
+}
+
+pid_t harness_restart_redis(uint16_t port, const char *logname)
+{
+    uint16_t got;
+    long long deadline = now_ms() + 5000;
+    pid_t pid;
+
+    /* the old process's socket may linger a moment */
+    while ((pid = redis_start(port, &got, logname, NULL)) == 0 && now_ms() < deadline)
+        sleep_ms(100);
+    return pid;
+}
+
+long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, ...)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisReply *r;
+    long long v = -1;
+    va_list ap;
+
+    if (buf && len)
+        buf[0] = '\0';
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    redisSetTimeout(c, tv);
+    va_start(ap, fmt);
+    r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (r) {
+        if (r->type == REDIS_REPLY_INTEGER)
+            v = r->integer;
+        else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+            if (buf)
+                snprintf(buf, len, "%.*s", (int)r->len, r->str);
+            v = (long long)r->len;
+        } else if (r->type == REDIS_REPLY_ARRAY)
+            v = (long long)r->elements;
+        else if (r->type == REDIS_REPLY_NIL)
+            v = 0;
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    return v;
+}
+
+long harness_executions(uint16_t up_port, const char *key)
+{
+    struct harness_resp r;
+    const char *raw = "GET /executions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    char want[512];
+    const char *p;
+    long v = -1;
+
+    if (harness_request(up_port, raw, strlen(raw), &r, 5000) < 0)
+        return -1;
+    if (key == NULL) {
+        p = strstr(r.body, "\"total\":");
+        if (p)
+            v = strtol(p + 8, NULL, 10);
+    } else {
+        snprintf(want, sizeof(want), "\"%s\":", key);
+        p = strstr(r.body, want);
+        v = p ? strtol(p + strlen(want), NULL, 10) : 0;
+    }
+    harness_resp_free(&r);
+    return v;
 }

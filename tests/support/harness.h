@@ -47,6 +47,20 @@ pid_t harness_start_upstream(uint16_t *port, const char *logname);
  * args (e.g. "--upstream", "127.0.0.1:1234", NULL). Returns pid, *port filled. */
 pid_t harness_start_proxy(uint16_t *port, const char *logname, const char *const extra[]);
 
+/* ---- Redis ---- */
+
+/* redis-server with conf/redis.conf on a free port, data in <tmpdir>/<logname>.data;
+ * extra: more "--directive value" args (NULL-terminated, may be NULL). */
+pid_t harness_start_redis(uint16_t *port, const char *logname, const char *const extra[]);
+/* Start it again on the same port and data dir (after a stop). */
+pid_t harness_restart_redis(uint16_t port, const char *logname);
+/* One command (hiredis printf-style). Returns the integer reply, a string reply's length
+ * (copied into buf), an array's size, 0 for nil, or -1 on error. */
+long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, ...);
+
+/* test-upstream's execution count for key (NULL: the total), from GET /executions. */
+long harness_executions(uint16_t up_port, const char *key);
+
 /* ---- a small HTTP/1.1 client over a blocking socket with deadlines ---- */
 
 struct harness_resp {

@@ -118,6 +118,25 @@ static void assert_defaults(const struct config *c, int check_workers, int check
     cr_assert_eq(c->upstream_pool, 64);
     cr_assert_eq(c->drain_timeout_ms, 30000);
     cr_assert_eq(c->log_level, LOG_LEVEL_INFO);
+    /* the idempotency policy */
+    cr_assert_eq(c->idem.nmethods, 2);
+    cr_assert_str_eq(c->idem.methods[0], "POST");
+    cr_assert_str_eq(c->idem.methods[1], "PATCH");
+    cr_assert_eq(c->idem.require_key, 0);
+    cr_assert_str_eq(c->idem.key_header, "Idempotency-Key");
+    cr_assert_eq(c->idem.key_max_length, 255);
+    cr_assert_eq(c->idem.nscope_headers, 1);
+    cr_assert_str_eq(c->idem.scope_headers[0], "Authorization");
+    cr_assert_str_eq(c->idem.key_prefix, "idem:");
+    cr_assert_eq(c->idem.lease_ms, 10000);
+    cr_assert_eq(c->idem.retention_ms, 24 * 3600 * 1000);
+    cr_assert_eq(c->idem.max_record, 8 * 1024 * 1024);
+    cr_assert_eq(c->idem.redis_timeout_ms, 500);
+    cr_assert_eq(c->idem.on_redis_error, IDEM_REDIS_REJECT);
+    cr_assert_eq(c->idem.in_flight, IDEM_IN_FLIGHT_REJECT);
+    cr_assert_eq(c->idem.wait_timeout_ms, 10000);
+    cr_assert_eq(c->idem.record_5xx, 0);
+    cr_assert_eq(c->idem.ambiguous, IDEM_AMBIGUOUS_RECORD);
 }
 
 /* ---- defaults and the example file ---- */
@@ -171,6 +190,8 @@ Test(config, example_conf_documents_real_defaults)
     cr_assert_eq(load(&c, text), 0, "%s", err);
     assert_defaults(&c, 0, 0);
     cr_assert_eq(c.nupstreams, 1);
+    /* fingerprint-headers has no default; the example shows one */
+    cr_assert_eq(c.idem.nfingerprint_headers, 1);
     config_free(&c);
 }
 
@@ -1029,4 +1050,64 @@ Test(config, format_units_bounds)
     cr_assert_str_eq(format_units(1, duration_units, buf, sizeof(buf)), "1ms");
     cr_assert_str_eq(format_units(90000, duration_units, buf, sizeof(buf)), "90s");
     cr_assert_str_eq(format_units(7 * 86400000ULL, duration_units, buf, sizeof(buf)), "7d");
+}
+
+/* ---- the idempotency policy ---- */
+
+Test(config, policy_lists_enums_and_validation)
+{
+    struct config c;
+    struct config_cli cli;
+    char *a1[] = {"idemproxy", "--upstream", "h:1", "--methods", "POST, PUT DELETE",
+                  "--in-flight", "wait", "--ambiguous", "release", "--record-5xx", "yes",
+                  "--on-redis-error", "pass", NULL};
+    char *a2[] = {"idemproxy", "--upstream", "h:1", "--methods", "PO ST(", NULL};
+    char *a3[] = {"idemproxy", "--upstream", "h:1", "--lease", "2d", "--retention", "1d", NULL};
+    char *a4[] = {"idemproxy", "--upstream", "h:1", "--in-flight", "maybe", NULL};
+    char *a5[] = {"idemproxy", "--upstream", "h:1", "--key-header", "Bad Header", NULL};
+
+    cr_assert_eq(config_from_argv(&c, &cli, 13, a1, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(c.idem.nmethods, 3);
+    cr_assert_str_eq(c.idem.methods[0], "POST");
+    cr_assert_str_eq(c.idem.methods[1], "PUT");
+    cr_assert_str_eq(c.idem.methods[2], "DELETE");
+    cr_assert_eq(c.idem.in_flight, IDEM_IN_FLIGHT_WAIT);
+    cr_assert_eq(c.idem.ambiguous, IDEM_AMBIGUOUS_RELEASE);
+    cr_assert_eq(c.idem.record_5xx, 1);
+    cr_assert_eq(c.idem.on_redis_error, IDEM_REDIS_PASS);
+    config_free(&c);
+
+    cr_assert_eq(config_from_argv(&c, &cli, 5, a2, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "methods: 'ST(' is not a method name"), "%s", err);
+    config_free(&c);
+    cr_assert_eq(config_from_argv(&c, &cli, 7, a3, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "lease"), "%s", err);
+    cr_assert(strstr(err, "shorter than retention"), "%s", err);
+    config_free(&c);
+    cr_assert_eq(config_from_argv(&c, &cli, 5, a4, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "--in-flight"), "%s", err);
+    cr_assert(strstr(err, "maybe"), "%s", err);
+    config_free(&c);
+    cr_assert_eq(config_from_argv(&c, &cli, 5, a5, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "key-header"), "%s", err);
+    config_free(&c);
+}
+
+Test(config, policy_from_file_lines)
+{
+    struct config c;
+
+    cr_assert_eq(load(&c, "upstream h:1\nmethods POST\nscope-headers Authorization X-Tenant\n"
+                          "fingerprint-headers X-Amount\nlease 3s\nmax-record 64k\n"),
+                 0, "%s", err);
+    cr_assert_eq(c.idem.nmethods, 1);
+    cr_assert_eq(c.idem.nscope_headers, 2);
+    cr_assert_str_eq(c.idem.scope_headers[1], "X-Tenant");
+    cr_assert_eq(c.idem.nfingerprint_headers, 1);
+    cr_assert_eq(c.idem.lease_ms, 3000);
+    cr_assert_eq(c.idem.max_record, 64 * 1024);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream h:1\nlease 10ms\n"), -1);
+    cr_assert(strstr(err, ":2: lease:"), "%s", err);
+    config_free(&c);
 }

@@ -1,0 +1,59 @@
+/*
+ * record — the stored answer: a versioned, binary-safe encoding of status, end-to-end
+ * headers and body, byte-exact on replay.
+ *
+ * Layout (all integers big-endian):
+ *   "IDRC"            magic, 4 bytes
+ *   u8  version       RECORD_VERSION (1)
+ *   u8  flags         RECORD_F_TOO_LARGE: the answer was not kept (too large to replay)
+ *   u16 status
+ *   u64 created       unix time in ms
+ *   u32 nheaders
+ *   nheaders × { u32 name_len, name bytes, u32 value_len, value bytes }
+ *   u64 body_len, body bytes
+ * Nothing may follow. Decoding checks every length against what is left, so a truncated
+ * or corrupt record is rejected, never over-read.
+ */
+#ifndef IDEMPROXY_RECORD_H
+#define IDEMPROXY_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http1.h"
+
+struct evbuffer;
+
+#define RECORD_VERSION     1
+#define RECORD_F_TOO_LARGE 0x01
+
+/*
+ * Append the encoding of an upstream answer to out: status, the end-to-end headers of
+ * head (hop-by-hop ones and Content-Length are left out, as headers.h defines them),
+ * and body (not drained). Returns 0 or -1.
+ */
+int record_encode(struct evbuffer *out, int status, const struct http1_head *head,
+                  struct evbuffer *body, uint64_t created_ms);
+
+/* Append a record that says "status was answered but is too large to replay". */
+int record_encode_too_large(struct evbuffer *out, int status, uint64_t created_ms);
+
+/* A decoded record. head.headers point into head.buf (owned); head.status = status. */
+struct record {
+    int flags;
+    int status;
+    uint64_t created_ms;
+    struct http1_head head; /* only status and headers are meaningful */
+    const uint8_t *body;    /* points into the input given to record_decode */
+    size_t body_len;
+};
+
+/*
+ * Decode data/len. On success 0 and rec filled (release with record_clear; rec->body
+ * borrows data, which must outlive its use). On corrupt input, -1 and *why says what
+ * was wrong; rec holds nothing.
+ */
+int record_decode(struct record *rec, const void *data, size_t len, const char **why);
+void record_clear(struct record *rec);
+
+#endif

@@ -1,0 +1,531 @@
+#include "idem.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/rand.h>
+
+#include "config.h"
+#include "frontend.h"
+#include "headers.h"
+#include "idkey.h"
+#include "log.h"
+#include "problem.h"
+#include "record.h"
+#include "store.h"
+#include "upstream.h"
+#include "worker.h"
+
+enum idem_state { IDEM_CLAIMING, IDEM_WAITING, IDEM_FORWARDING, IDEM_RECORDING };
+
+struct idem_ctx {
+    struct frontend_req *r;
+    const struct idem_policy *pol;
+    struct store *store;
+    enum idem_state state;
+    char *rkey;        /* key-prefix + hex record id */
+    char id[17];       /* short record id for logs (never the raw key) */
+    char fp[IDKEY_HEX_LEN + 1];
+    char token[33];
+    struct store_cmd *cmd;   /* claim or record in flight */
+    struct store_cmd *renew; /* lease renewal in flight */
+    struct store_watch *watch;
+    struct event *renew_ev;  /* every lease/3 while forwarding */
+    struct event *recheck_ev; /* waiting: claim again when the other lease may have expired */
+    struct event *wait_ev;    /* waiting: wait-timeout */
+    int wake_again;           /* a wake-up arrived while a claim was in flight */
+    /* the answer being recorded */
+    int status;
+    struct http1_head head;
+    struct evbuffer *body;
+};
+
+static void idem_claim(struct idem_ctx *ctx);
+
+static uint64_t idem_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval idem_tv(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+int idem_method_applies(const struct frontend_req *r)
+{
+    const struct idem_policy *p = &r->worker->cfg->idem;
+
+    for (size_t i = 0; i < p->nmethods; i++)
+        if (strcmp(p->methods[i], r->head.method) == 0)
+            return 1;
+    return 0;
+}
+
+void idem_ctx_free(struct idem_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    store_cancel(ctx->cmd);
+    store_cancel(ctx->renew);
+    store_unwatch(ctx->watch);
+    if (ctx->renew_ev)
+        event_free(ctx->renew_ev);
+    if (ctx->recheck_ev)
+        event_free(ctx->recheck_ev);
+    if (ctx->wait_ev)
+        event_free(ctx->wait_ev);
+    http1_head_clear(&ctx->head);
+    if (ctx->body)
+        evbuffer_free(ctx->body);
+    free(ctx->rkey);
+    free(ctx);
+}
+
+/* Fire-and-forget release of our claim (the retry may execute again). */
+static void idem_release(struct idem_ctx *ctx, const char *why)
+{
+    log_info("idem %s: released (%s)", ctx->id, why);
+    if (!store_release(ctx->store, ctx->rkey, ctx->token, NULL, NULL))
+        log_warn("idem %s: could not release the claim; it expires with its lease", ctx->id);
+}
+
+static void idem_stop_watching(struct idem_ctx *ctx)
+{
+    store_unwatch(ctx->watch);
+    ctx->watch = NULL;
+    if (ctx->recheck_ev)
+        evtimer_del(ctx->recheck_ev);
+    if (ctx->wait_ev)
+        evtimer_del(ctx->wait_ev);
+}
+
+static void idem_store_failed(struct idem_ctx *ctx, const char *why)
+{
+    struct frontend_req *r = ctx->r;
+
+    idem_stop_watching(ctx);
+    if (ctx->pol->on_redis_error == IDEM_REDIS_PASS) {
+        log_warn("idem %s: store unavailable (%s); forwarding UNPROTECTED (on-redis-error pass)",
+                 ctx->id, why);
+        frontend_forward(r);
+        return;
+    }
+    log_warn("idem %s: 503 store unavailable (%s)", ctx->id, why);
+    frontend_problem(r, 503, "store-unavailable",
+                     "the idempotency store did not answer; the request was not forwarded",
+                     "Retry-After: 1\r\n");
+}
+
+/* ---- replay ---- */
+
+static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
+{
+    struct frontend_req *r = ctx->r;
+    struct record rec;
+    struct evbuffer *body;
+    const char *why = NULL;
+
+    if (record_decode(&rec, data, len, &why) < 0) {
+        log_error("idem %s: stored record is corrupt (%s)", ctx->id, why);
+        frontend_problem(r, 500, "internal-error", "the stored answer is corrupt", NULL);
+        return;
+    }
+    if (rec.flags & RECORD_F_TOO_LARGE) {
+        char d[160];
+        log_info("idem %s: 502 original answer (%d) too large to replay", ctx->id, rec.status);
+        snprintf(d, sizeof(d),
+                 "the original request was executed and answered %d, but its answer was larger "
+                 "than max-record and cannot be replayed",
+                 rec.status);
+        record_clear(&rec);
+        frontend_problem(r, 502, "response-not-replayable", d, NULL);
+        return;
+    }
+    log_info("idem %s: replay %d", ctx->id, rec.status);
+    body = evbuffer_new();
+    if (body)
+        evbuffer_add(body, rec.body, rec.body_len);
+    frontend_respond(r, rec.status, NULL, &rec.head, "Idempotent-Replayed: true\r\n", body);
+    record_clear(&rec);
+    if (body)
+        evbuffer_free(body);
+}
+
+/* ---- waiting for another request's answer ---- */
+
+static void idem_wake_cb(void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    if (ctx->state != IDEM_WAITING)
+        return;
+    if (ctx->cmd) {
+        ctx->wake_again = 1; /* look again when the claim in flight returns */
+        return;
+    }
+    idem_claim(ctx);
+}
+
+static void idem_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    idem_wake_cb(arg);
+}
+
+static void idem_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    idem_stop_watching(ctx);
+    log_info("idem %s: 409 still in flight after wait-timeout", ctx->id);
+    frontend_problem(ctx->r, 409, "idempotency-key-in-use",
+                     "a request with this key is still being processed (waited wait-timeout)",
+                     "Retry-After: 1\r\n");
+}
+
+/* Park (or keep parked) ctx. 0, or -1 when it could not and r was answered. */
+static int idem_wait(struct idem_ctx *ctx, long long pttl)
+{
+    struct event_base *base = ctx->r->worker->base;
+    struct timeval tv;
+
+    if (ctx->state != IDEM_WAITING) {
+        ctx->state = IDEM_WAITING;
+        ctx->recheck_ev = evtimer_new(base, idem_recheck_cb, ctx);
+        ctx->wait_ev = evtimer_new(base, idem_wait_timeout_cb, ctx);
+        if (!ctx->recheck_ev || !ctx->wait_ev) {
+            frontend_problem(ctx->r, 500, "internal-error", "out of memory", NULL);
+            return -1;
+        }
+        tv = idem_tv(ctx->pol->wait_timeout_ms);
+        evtimer_add(ctx->wait_ev, &tv);
+        /* pub/sub wakes us when the owner records or releases; the subscription's
+         * confirmation wakes us once too, closing the race with an early completion */
+        ctx->watch = store_watch(ctx->store, ctx->rkey, idem_wake_cb, ctx);
+        log_debug("idem %s: waiting for the request in flight", ctx->id);
+    }
+    /* A crashed owner publishes nothing: look again when its lease runs out. */
+    tv = idem_tv(pttl > 0 ? (uint64_t)pttl + 5 : 50);
+    evtimer_add(ctx->recheck_ev, &tv);
+    return 0;
+}
+
+/* ---- forwarding and recording ---- */
+
+static void idem_answer_kept(struct idem_ctx *ctx)
+{
+    frontend_respond(ctx->r, ctx->status, ctx->head.reason, &ctx->head, NULL, ctx->body);
+}
+
+static void idem_record_cb(enum store_status st, long long value, const char *errstr, void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    ctx->cmd = NULL;
+    if (st != STORE_OK)
+        log_error("idem %s: answer %d NOT recorded (%s); a retry after the lease expires will "
+                  "execute again",
+                  ctx->id, ctx->status, errstr);
+    else if (value != 1)
+        log_warn("idem %s: record refused: stale owner (our lease expired and the key was "
+                 "claimed again); answer %d not recorded",
+                 ctx->id, ctx->status);
+    else
+        log_debug("idem %s: recorded %d", ctx->id, ctx->status);
+    idem_answer_kept(ctx);
+}
+
+/* Record the answer kept in ctx (head, body), then answer the client with it. */
+static void idem_record(struct idem_ctx *ctx)
+{
+    struct evbuffer *rec = evbuffer_new();
+    size_t len;
+
+    ctx->state = IDEM_RECORDING;
+    if (!rec || record_encode(rec, ctx->status, &ctx->head, ctx->body, idem_unix_ms()) < 0)
+        goto fail;
+    if (evbuffer_get_length(rec) > ctx->pol->max_record) {
+        log_info("idem %s: answer %d (%zu bytes) exceeds max-record; recorded as not replayable",
+                 ctx->id, ctx->status, evbuffer_get_length(rec));
+        evbuffer_drain(rec, evbuffer_get_length(rec));
+        if (record_encode_too_large(rec, ctx->status, idem_unix_ms()) < 0)
+            goto fail;
+    }
+    len = evbuffer_get_length(rec);
+    ctx->cmd = store_record(ctx->store, ctx->rkey, ctx->token, evbuffer_pullup(rec, -1), len,
+                            idem_record_cb, ctx);
+    evbuffer_free(rec);
+    if (!ctx->cmd) {
+        log_error("idem %s: answer %d NOT recorded (redis unavailable)", ctx->id, ctx->status);
+        idem_answer_kept(ctx);
+    }
+    return;
+fail:
+    if (rec)
+        evbuffer_free(rec);
+    log_error("idem %s: could not encode the answer", ctx->id);
+    idem_release(ctx, "encoding failed");
+    idem_answer_kept(ctx);
+}
+
+/* Keep a proxy-made problem answer in ctx, as if the upstream had sent it. */
+static int idem_keep_problem(struct idem_ctx *ctx, int status, const char *slug,
+                             const char *detail)
+{
+    char head[128];
+    struct http1_error err;
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n\r\n", status,
+                     http1_reason(status));
+
+    http1_head_clear(&ctx->head);
+    if (http1_parse_response(&ctx->head, head, (size_t)n, &err) < 0)
+        return -1;
+    ctx->status = status;
+    if (!ctx->body && !(ctx->body = evbuffer_new()))
+        return -1;
+    evbuffer_drain(ctx->body, evbuffer_get_length(ctx->body));
+    problem_body(ctx->body, status, slug, detail, ctx->r->head.target);
+    return 0;
+}
+
+static void idem_renew_cb(enum store_status st, long long value, const char *errstr, void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    ctx->renew = NULL;
+    if (st == STORE_OK && value != 1)
+        log_warn("idem %s: lease lost while the upstream works (claimed by someone else?)",
+                 ctx->id);
+    else if (st != STORE_OK)
+        log_warn("idem %s: lease renewal failed: %s", ctx->id, errstr);
+}
+
+static void idem_renew_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    if (!ctx->renew)
+        ctx->renew = store_renew(ctx->store, ctx->rkey, ctx->token, idem_renew_cb, ctx);
+}
+
+static void idem_upstream_done(const struct upstream_response *resp, void *arg)
+{
+    struct idem_ctx *ctx = arg;
+    struct frontend_req *r = ctx->r;
+
+    r->x = NULL;
+    evtimer_del(ctx->renew_ev);
+    store_cancel(ctx->renew);
+    ctx->renew = NULL;
+    switch (resp->result) {
+    case UPSTREAM_OK:
+        if (resp->head->status >= 500 && !ctx->pol->record_5xx) {
+            idem_release(ctx, "upstream answered 5xx");
+            frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL,
+                             resp->body);
+            return;
+        }
+        ctx->status = resp->head->status;
+        ctx->head = *resp->head; /* take it over */
+        memset(resp->head, 0, sizeof(*resp->head));
+        ctx->body = evbuffer_new();
+        if (!ctx->body) {
+            idem_release(ctx, "out of memory");
+            frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+            return;
+        }
+        evbuffer_add_buffer(ctx->body, resp->body);
+        idem_record(ctx);
+        return;
+    case UPSTREAM_UNAVAILABLE:
+        idem_release(ctx, "no upstream accepted the connection");
+        frontend_problem(r, 502, "upstream-unavailable", resp->error, NULL);
+        return;
+    case UPSTREAM_FAILED:
+    case UPSTREAM_TIMEOUT:
+        if (ctx->pol->ambiguous == IDEM_AMBIGUOUS_RELEASE) {
+            idem_release(ctx, "outcome unknown, ambiguous release");
+            frontend_problem(r, resp->result == UPSTREAM_TIMEOUT ? 504 : 502,
+                             resp->result == UPSTREAM_TIMEOUT ? "upstream-timeout"
+                                                              : "upstream-failed",
+                             resp->error, NULL);
+            return;
+        }
+        /* The upstream may have executed it: retries must not execute it again. */
+        log_warn("idem %s: outcome unknown (%s); recording 504", ctx->id, resp->error);
+        if (idem_keep_problem(ctx, 504, "outcome-unknown",
+                              "the upstream received the request but its answer was lost; it "
+                              "may or may not have been executed, and will not be executed "
+                              "again for this key") < 0) {
+            frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+            return;
+        }
+        idem_record(ctx);
+        return;
+    }
+}
+
+static void idem_forward(struct idem_ctx *ctx)
+{
+    struct frontend_req *r = ctx->r;
+    const struct config *cfg = r->worker->cfg;
+    struct evbuffer *wire = evbuffer_new();
+    char host[CONFIG_HOST_MAX + 16];
+    struct timeval tv = idem_tv(ctx->pol->lease_ms / 3 ? ctx->pol->lease_ms / 3 : 1);
+
+    ctx->state = IDEM_FORWARDING;
+    ctx->renew_ev = event_new(r->worker->base, -1, EV_PERSIST, idem_renew_tick, ctx);
+    if (!wire || !ctx->renew_ev) {
+        if (wire)
+            evbuffer_free(wire);
+        idem_release(ctx, "out of memory");
+        frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+        return;
+    }
+    config_addr_str(&cfg->upstreams[0], host, sizeof(host));
+    headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
+                          host);
+    evbuffer_add_buffer(wire, r->body);
+    r->x = upstream_forward(r->worker->pool, wire, r->is_head, idem_upstream_done, ctx);
+    evbuffer_free(wire);
+    if (!r->x) {
+        idem_release(ctx, "could not start the upstream request");
+        frontend_problem(r, 500, "internal-error", "could not start the upstream request", NULL);
+        return;
+    }
+    event_add(ctx->renew_ev, &tv);
+}
+
+/* ---- claim ---- */
+
+static void idem_claim_cb(enum store_status st, const struct store_claim_result *res,
+                          const char *errstr, void *arg)
+{
+    struct idem_ctx *ctx = arg;
+    char retry[48];
+
+    ctx->cmd = NULL;
+    if (st != STORE_OK) {
+        idem_store_failed(ctx, errstr);
+        return;
+    }
+    switch (res->kind) {
+    case STORE_CLAIMED:
+        idem_stop_watching(ctx);
+        log_debug("idem %s: claimed", ctx->id);
+        idem_forward(ctx);
+        return;
+    case STORE_DONE:
+        idem_stop_watching(ctx);
+        idem_replay(ctx, res->record, res->record_len);
+        return;
+    case STORE_MISMATCH:
+        idem_stop_watching(ctx);
+        log_info("idem %s: 422 key reused with a different request", ctx->id);
+        frontend_problem(ctx->r, 422, "idempotency-key-reused",
+                         "this Idempotency-Key was already used with a different request "
+                         "(method, target, body or fingerprinted headers differ)",
+                         NULL);
+        return;
+    case STORE_PENDING:
+        if (ctx->pol->in_flight == IDEM_IN_FLIGHT_WAIT) {
+            if (idem_wait(ctx, res->pttl_ms) < 0)
+                return;
+            if (ctx->wake_again) {
+                ctx->wake_again = 0;
+                idem_claim(ctx);
+            }
+            return;
+        }
+        snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n",
+                 res->pttl_ms > 0 ? (res->pttl_ms + 999) / 1000 : 1);
+        log_info("idem %s: 409 in flight", ctx->id);
+        frontend_problem(ctx->r, 409, "idempotency-key-in-use",
+                         "a request with this Idempotency-Key is still being processed", retry);
+        return;
+    }
+}
+
+static void idem_claim(struct idem_ctx *ctx)
+{
+    ctx->cmd = store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->token, idem_claim_cb, ctx);
+    if (!ctx->cmd)
+        idem_store_failed(ctx, "redis unavailable");
+}
+
+void idem_handle(struct frontend_req *r)
+{
+    const struct idem_policy *pol = &r->worker->cfg->idem;
+    struct idem_ctx *ctx;
+    uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN], tok[16];
+    char hex[IDKEY_HEX_LEN + 1], *key;
+    const char *value, *why = NULL;
+    size_t n, plen;
+    int keylen;
+
+    value = http1_header_get(&r->head, pol->key_header, &n);
+    if (!value) {
+        if (pol->require_key) {
+            char d[160];
+            snprintf(d, sizeof(d), "%s requests must carry an %s header", r->head.method,
+                     pol->key_header);
+            frontend_problem(r, 400, "missing-idempotency-key", d, NULL);
+            return;
+        }
+        frontend_forward(r);
+        return;
+    }
+    if (n > 1) {
+        frontend_problem(r, 400, "invalid-idempotency-key", "more than one key header", NULL);
+        return;
+    }
+    key = malloc((size_t)pol->key_max_length + 1);
+    if (!key) {
+        frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+        return;
+    }
+    keylen = idkey_parse(value, (size_t)pol->key_max_length, key, (size_t)pol->key_max_length + 1,
+                         &why);
+    if (keylen < 0) {
+        free(key);
+        frontend_problem(r, 400, "invalid-idempotency-key", why, NULL);
+        return;
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    plen = strlen(pol->key_prefix);
+    if (!ctx || !(ctx->rkey = malloc(plen + IDKEY_HEX_LEN + 1)) ||
+        idkey_record_id(&r->head, pol->scope_headers, pol->nscope_headers, key, (size_t)keylen,
+                        id) < 0 ||
+        idkey_fingerprint(&r->head, r->body, pol->fingerprint_headers, pol->nfingerprint_headers,
+                          fp) < 0 ||
+        RAND_bytes(tok, sizeof(tok)) != 1) {
+        free(key);
+        idem_ctx_free(ctx);
+        frontend_problem(r, 500, "internal-error", "could not hash the request", NULL);
+        return;
+    }
+    free(key);
+    ctx->r = r;
+    ctx->pol = pol;
+    ctx->store = r->worker->store;
+    ctx->state = IDEM_CLAIMING;
+    r->idem = ctx;
+    idkey_hex(id, hex);
+    memcpy(ctx->rkey, pol->key_prefix, plen);
+    memcpy(ctx->rkey + plen, hex, IDKEY_HEX_LEN + 1);
+    memcpy(ctx->id, hex, 16);
+    ctx->id[16] = '\0';
+    idkey_hex(fp, ctx->fp);
+    for (size_t i = 0; i < sizeof(tok); i++)
+        snprintf(ctx->token + 2 * i, 3, "%02x", tok[i]);
+    idem_claim(ctx);
+}

@@ -1,0 +1,312 @@
+/*
+ * record — encoding and strict decoding of stored answers (layout in record.h).
+ *
+ * A record comes back from Redis, which anything with access to it can write, so the
+ * decoder trusts nothing: every length is checked against the bytes left before use,
+ * header names must be tokens and values field-content (no CR, LF, NUL or other control
+ * byte but HTAB), so a corrupt record can never turn into a response-splitting head.
+ * Decoding validates everything first and allocates once, after the input has passed.
+ */
+#include "record.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "headers.h"
+#include "http1.h"
+
+#define RECORD_MAGIC     "IDRC"
+#define RECORD_FIXED_LEN (4 + 1 + 1 + 2 + 8 + 4) /* magic .. nheaders */
+
+static void record_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void record_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static void record_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static int record_is_token(const uint8_t *p, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!http1_is_tchar(p[i]))
+            return 0;
+    return 1;
+}
+
+/* field-content as the HTTP parser accepts it: HTAB, SP, VCHAR, obs-text. */
+static int record_is_value(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != '\t' && (p[i] < 0x20 || p[i] == 0x7f))
+            return 0;
+    return 1;
+}
+
+/* Should header i of head be stored? Only end-to-end fields; Content-Length is rebuilt. */
+static int record_keeps(const struct http1_head *head, size_t i)
+{
+    return strcasecmp(head->headers[i].name, "Content-Length") != 0 &&
+           !headers_is_hop_by_hop(head, i);
+}
+
+static int record_add_fixed(struct evbuffer *out, int flags, int status, uint64_t created_ms,
+                            uint32_t nheaders)
+{
+    uint8_t b[RECORD_FIXED_LEN];
+
+    memcpy(b, RECORD_MAGIC, 4);
+    b[4] = RECORD_VERSION;
+    b[5] = (uint8_t)flags;
+    record_put_u16(b + 6, (uint16_t)status);
+    record_put_u64(b + 8, created_ms);
+    record_put_u32(b + 16, nheaders);
+    return evbuffer_add(out, b, sizeof(b));
+}
+
+static int record_add_string(struct evbuffer *out, const char *s, size_t len)
+{
+    uint8_t b[4];
+
+    if (len > UINT32_MAX)
+        return -1;
+    record_put_u32(b, (uint32_t)len);
+    if (evbuffer_add(out, b, sizeof(b)) != 0)
+        return -1;
+    return len ? evbuffer_add(out, s, len) : 0;
+}
+
+/* u64 length then the body's bytes, copied chain by chain; body is left as it was. */
+static int record_add_body(struct evbuffer *out, struct evbuffer *body)
+{
+    size_t total = body ? evbuffer_get_length(body) : 0;
+    size_t done = 0;
+    uint8_t b[8];
+
+    record_put_u64(b, total);
+    if (evbuffer_add(out, b, sizeof(b)) != 0)
+        return -1;
+    while (done < total) {
+        struct evbuffer_iovec vec[16];
+        struct evbuffer_ptr pos;
+        int n;
+
+        if (evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET) != 0)
+            return -1;
+        n = evbuffer_peek(body, (ev_ssize_t)(total - done), &pos, vec, 16);
+        if (n <= 0)
+            return -1;
+        if (n > 16)
+            n = 16;
+        for (int i = 0; i < n && done < total; i++) {
+            size_t len = vec[i].iov_len;
+
+            if (len > total - done)
+                len = total - done;
+            if (len && evbuffer_add(out, vec[i].iov_base, len) != 0)
+                return -1;
+            done += len;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Built in a scratch buffer and moved to out only when complete, so on -1 out is left
+ * untouched (the move relinks chains, it does not copy the body again).
+ */
+int record_encode(struct evbuffer *out, int status, const struct http1_head *head,
+                  struct evbuffer *body, uint64_t created_ms)
+{
+    struct evbuffer *tmp;
+    uint32_t kept = 0;
+    int rc = -1;
+
+    if (!out || status < 100 || status > 599)
+        return -1;
+    for (size_t i = 0; head && i < head->nheaders; i++)
+        kept += (uint32_t)record_keeps(head, i);
+    tmp = evbuffer_new();
+    if (!tmp)
+        return -1;
+    if (record_add_fixed(tmp, 0, status, created_ms, kept) != 0)
+        goto out;
+    for (size_t i = 0; head && i < head->nheaders; i++) {
+        const struct http1_header *f = &head->headers[i];
+
+        if (!record_keeps(head, i))
+            continue;
+        /* never write what record_decode would refuse */
+        if (!record_is_token((const uint8_t *)f->name, f->name_len) ||
+            !record_is_value((const uint8_t *)f->value, f->value_len))
+            goto out;
+        if (record_add_string(tmp, f->name, f->name_len) != 0 ||
+            record_add_string(tmp, f->value, f->value_len) != 0)
+            goto out;
+    }
+    if (record_add_body(tmp, body) != 0)
+        goto out;
+    rc = evbuffer_add_buffer(out, tmp);
+out:
+    evbuffer_free(tmp);
+    return rc;
+}
+
+int record_encode_too_large(struct evbuffer *out, int status, uint64_t created_ms)
+{
+    uint8_t b[RECORD_FIXED_LEN + 8];
+
+    if (!out || status < 100 || status > 599)
+        return -1;
+    memcpy(b, RECORD_MAGIC, 4);
+    b[4] = RECORD_VERSION;
+    b[5] = RECORD_F_TOO_LARGE;
+    record_put_u16(b + 6, (uint16_t)status);
+    record_put_u64(b + 8, created_ms);
+    record_put_u32(b + 16, 0);  /* no headers */
+    record_put_u64(b + 20, 0); /* no body */
+    return evbuffer_add(out, b, sizeof(b));
+}
+
+/* A bounds-checked cursor over the input. */
+struct record_rd {
+    const uint8_t *p;
+    size_t left;
+};
+
+static int record_take(struct record_rd *r, uint64_t n, const uint8_t **p)
+{
+    if (n > r->left)
+        return -1;
+    *p = r->p;
+    r->p += n;
+    r->left -= (size_t)n;
+    return 0;
+}
+
+static int record_get_uint(struct record_rd *r, size_t width, uint64_t *v)
+{
+    const uint8_t *p;
+
+    if (record_take(r, width, &p) != 0)
+        return -1;
+    *v = 0;
+    for (size_t i = 0; i < width; i++)
+        *v = (*v << 8) | p[i];
+    return 0;
+}
+
+static int record_bad(struct record *rec, const char **why, const char *reason)
+{
+    if (why)
+        *why = reason;
+    memset(rec, 0, sizeof(*rec));
+    return -1;
+}
+
+int record_decode(struct record *rec, const void *data, size_t len, const char **why)
+{
+    struct {
+        const uint8_t *name, *value;
+        size_t name_len, value_len;
+    } f[HTTP1_MAX_HEADERS];
+    struct record_rd r = {data, len};
+    const uint8_t *magic, *body;
+    uint64_t version, flags, status, created, nheaders, body_len;
+    size_t strings = 0;
+    char *buf, *w;
+
+    if (!rec)
+        return -1;
+    memset(rec, 0, sizeof(*rec));
+    if (!data && len)
+        return record_bad(rec, why, "no data");
+    if (record_take(&r, 4, &magic) != 0 || memcmp(magic, RECORD_MAGIC, 4) != 0)
+        return record_bad(rec, why, "bad magic");
+    if (record_get_uint(&r, 1, &version) != 0)
+        return record_bad(rec, why, "truncated record");
+    if (version != RECORD_VERSION)
+        return record_bad(rec, why, "unsupported record version");
+    if (record_get_uint(&r, 1, &flags) != 0 || record_get_uint(&r, 2, &status) != 0 ||
+        record_get_uint(&r, 8, &created) != 0 || record_get_uint(&r, 4, &nheaders) != 0)
+        return record_bad(rec, why, "truncated record");
+    if (flags & ~(uint64_t)RECORD_F_TOO_LARGE)
+        return record_bad(rec, why, "unknown record flags");
+    if (status < 100 || status > 599)
+        return record_bad(rec, why, "status out of range");
+    if (nheaders > HTTP1_MAX_HEADERS)
+        return record_bad(rec, why, "too many headers");
+
+    for (size_t i = 0; i < nheaders; i++) {
+        uint64_t nl, vl;
+
+        if (record_get_uint(&r, 4, &nl) != 0 || record_take(&r, nl, &f[i].name) != 0 ||
+            record_get_uint(&r, 4, &vl) != 0 || record_take(&r, vl, &f[i].value) != 0)
+            return record_bad(rec, why, "truncated record");
+        if (!record_is_token(f[i].name, (size_t)nl))
+            return record_bad(rec, why, "invalid header name");
+        if (!record_is_value(f[i].value, (size_t)vl))
+            return record_bad(rec, why, "invalid header value");
+        f[i].name_len = (size_t)nl;
+        f[i].value_len = (size_t)vl;
+        /* both lie within data, so the sum stays below len + 2 * HTTP1_MAX_HEADERS */
+        strings += f[i].name_len + 1 + f[i].value_len + 1;
+    }
+    if (record_get_uint(&r, 8, &body_len) != 0 || record_take(&r, body_len, &body) != 0)
+        return record_bad(rec, why, "truncated record");
+    if (r.left != 0)
+        return record_bad(rec, why, "trailing bytes after record");
+
+    buf = malloc(strings ? strings : 1);
+    if (!buf)
+        return record_bad(rec, why, "out of memory");
+    w = buf;
+    for (size_t i = 0; i < nheaders; i++) {
+        struct http1_header *h = &rec->head.headers[i];
+
+        h->name = w;
+        h->name_len = f[i].name_len;
+        memcpy(w, f[i].name, f[i].name_len);
+        w += f[i].name_len;
+        *w++ = '\0';
+        h->value = w;
+        h->value_len = f[i].value_len;
+        if (f[i].value_len)
+            memcpy(w, f[i].value, f[i].value_len);
+        w += f[i].value_len;
+        *w++ = '\0';
+    }
+    rec->flags = (int)flags;
+    rec->status = (int)status;
+    rec->created_ms = created;
+    rec->head.buf = buf;
+    rec->head.minor = 1;
+    rec->head.status = (int)status;
+    rec->head.nheaders = (size_t)nheaders;
+    rec->body = body;
+    rec->body_len = (size_t)body_len;
+    return 0;
+}
+
+void record_clear(struct record *rec)
+{
+    if (!rec)
+        return;
+    free(rec->head.buf);
+    memset(rec, 0, sizeof(*rec));
+}

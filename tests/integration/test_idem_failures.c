@@ -1,0 +1,287 @@
+/*
+ * The idempotency engine when things break: a replica killed or frozen mid-request,
+ * Redis frozen or restarted, the maxmemory-policy warning.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static uint16_t redis_port, up_port, a_port, b_port;
+static pid_t redis_pid, a_pid, b_pid;
+static char up_arg[32], redis_arg[32];
+
+static pid_t start_proxy(uint16_t *port, const char *name, const char *const extra[])
+{
+    const char *args[32];
+    int n = 0;
+
+    args[n++] = "--upstream";
+    args[n++] = up_arg;
+    args[n++] = "--redis";
+    args[n++] = redis_arg;
+    for (int i = 0; extra && extra[i]; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    return harness_start_proxy(port, name, args);
+}
+
+static void start_stack(const char *const extra[], const char *const redis_extra[])
+{
+    redis_pid = harness_start_redis(&redis_port, "redis", redis_extra);
+    cr_assert_gt(redis_pid, 0, "redis did not start");
+    cr_assert_gt(harness_start_upstream(&up_port, "upstream"), 0);
+    snprintf(up_arg, sizeof(up_arg), "127.0.0.1:%u", up_port);
+    snprintf(redis_arg, sizeof(redis_arg), "127.0.0.1:%u", redis_port);
+    a_pid = start_proxy(&a_port, "proxyA", extra);
+    b_pid = start_proxy(&b_port, "proxyB", extra);
+    cr_assert(a_pid > 0 && b_pid > 0, "idemproxy did not start");
+}
+
+static void stop_clean(pid_t pid, const char *name)
+{
+    int st;
+    char *log;
+
+    if (pid <= 0)
+        return;
+    st = harness_stop(pid, SIGTERM, 10000);
+    log = harness_read_log(name);
+    cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "%s did not exit cleanly (status %d); log:\n%s", name, st, log ? log : "");
+    free(log);
+}
+
+static void teardown(void)
+{
+    if (redis_pid > 0)
+        kill(redis_pid, SIGCONT); /* a test may leave it frozen */
+    stop_clean(a_pid, "proxyA");
+    stop_clean(b_pid, "proxyB");
+    harness_cleanup();
+}
+
+TestSuite(failures, .fini = teardown, .timeout = 120);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void post(uint16_t port, const char *path, const char *key, struct harness_resp *r)
+{
+    char raw[512];
+
+    snprintf(raw, sizeof(raw),
+             "POST %s HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: %s\r\nContent-Length: 2\r\n"
+             "Connection: close\r\n\r\n{}",
+             path, key);
+    cr_assert_eq(harness_request(port, raw, strlen(raw), r, 15000), 0, "no answer");
+}
+
+/* Send a keyed request and leave it running; returns the client fd. */
+static int post_async(uint16_t port, const char *path, const char *key)
+{
+    char raw[512];
+    int fd = harness_connect(port);
+
+    cr_assert_geq(fd, 0);
+    snprintf(raw, sizeof(raw),
+             "POST %s HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: %s\r\nContent-Length: 2\r\n"
+             "Connection: close\r\n\r\n{}",
+             path, key);
+    cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
+    return fd;
+}
+
+static int replayed(const struct harness_resp *r)
+{
+    char buf[16];
+    return harness_header(r, "Idempotent-Replayed", 0, buf, sizeof(buf)) != NULL;
+}
+
+Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
+{
+    const char *extra[] = {"--lease", "1s", NULL};
+    struct harness_resp r;
+    int fd;
+    double t0;
+
+    start_stack(extra, NULL);
+    fd = post_async(a_port, "/slow/3000", "orphan");
+    usleep(300 * 1000);
+    cr_assert_eq(harness_stop(a_pid, SIGKILL, 5000) >= 0, 1);
+    a_pid = 0;
+    close(fd);
+    post(b_port, "/slow/3000", "orphan", &r);
+    cr_assert_eq(r.status, 409, "the dead replica's claim should still hold: %d", r.status);
+    harness_resp_free(&r);
+    /* after the lease, the key is free again (the crash may have cost an execution) */
+    t0 = now_s();
+    for (;;) {
+        post(b_port, "/status/201", "orphan2", &r); /* a different key: proves B works */
+        harness_resp_free(&r);
+        post(b_port, "/slow/3000", "orphan", &r);
+        if (r.status == 200)
+            break;
+        cr_assert_eq(r.status, 409);
+        harness_resp_free(&r);
+        cr_assert_lt(now_s() - t0, 5.0, "claim did not expire");
+        usleep(200 * 1000);
+    }
+    cr_assert_not(replayed(&r));
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(up_port, "orphan"), 2);
+}
+
+Test(failures, a_stale_owner_cannot_overwrite_the_record)
+{
+    const char *extra[] = {"--lease", "600ms", NULL};
+    struct harness_resp r, winner;
+    int fd;
+    char *log;
+
+    start_stack(extra, NULL);
+    fd = post_async(a_port, "/slow/1200", "stale");
+    usleep(200 * 1000);
+    kill(a_pid, SIGSTOP); /* frozen: cannot renew its lease */
+    usleep(900 * 1000);
+    post(b_port, "/slow/1200", "stale", &winner); /* claims after the lease ran out */
+    cr_assert_eq(winner.status, 200);
+    cr_assert_not(replayed(&winner));
+    kill(a_pid, SIGCONT);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 10000), 0);
+    cr_assert_eq(r.status, 200, "the stale owner still answers its client");
+    harness_resp_free(&r);
+    close(fd);
+    usleep(200 * 1000);
+    log = harness_read_log("proxyA");
+    cr_assert(log && strstr(log, "stale owner"), "no stale-owner refusal logged:\n%s", log);
+    free(log);
+    /* the record is the winner's */
+    post(a_port, "/slow/1200", "stale", &r);
+    cr_assert(replayed(&r));
+    cr_assert_str_eq(r.body, winner.body);
+    harness_resp_free(&r);
+    harness_resp_free(&winner);
+    cr_assert_eq(harness_executions(up_port, "stale"), 2);
+}
+
+Test(failures, frozen_redis_gives_503_fast_and_keyless_traffic_flows)
+{
+    const char *extra[] = {"--redis-timeout", "300ms", NULL};
+    struct harness_resp r;
+    char buf[16];
+    double t0;
+    const char *get = "GET /free HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+
+    start_stack(extra, NULL);
+    post(a_port, "/p", "before", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    kill(redis_pid, SIGSTOP);
+    t0 = now_s();
+    post(a_port, "/p", "during", &r);
+    cr_assert_lt(now_s() - t0, 2.0, "503 took too long");
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    cr_assert(strstr(r.body, "store-unavailable"));
+    cr_assert_str_eq(harness_header(&r, "Retry-After", 0, buf, sizeof(buf)), "1");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(up_port, "during"), 0, "forwarded without protection");
+    /* keyless requests do not need Redis */
+    cr_assert_eq(harness_request(a_port, get, strlen(get), &r, 5000), 0);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    kill(redis_pid, SIGCONT);
+    /* recovers by itself */
+    t0 = now_s();
+    for (;;) {
+        post(a_port, "/p", "after", &r);
+        if (r.status == 200)
+            break;
+        harness_resp_free(&r);
+        cr_assert_lt(now_s() - t0, 10.0, "no recovery after Redis resumed");
+        usleep(100 * 1000);
+    }
+    harness_resp_free(&r);
+    post(b_port, "/p", "before", &r);
+    cr_assert(replayed(&r));
+    harness_resp_free(&r);
+}
+
+Test(failures, redis_restart_recovers_without_restarting_the_proxy)
+{
+    struct harness_resp r;
+    double t0;
+
+    start_stack(NULL, NULL);
+    post(a_port, "/p", "persisted", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    /* appendonly yes (conf/redis.conf): the record survives a clean restart */
+    cr_assert_geq(harness_stop(redis_pid, SIGTERM, 10000), 0);
+    post(a_port, "/p", "while-down", &r);
+    cr_assert_eq(r.status, 503);
+    harness_resp_free(&r);
+    redis_pid = harness_restart_redis(redis_port, "redis");
+    cr_assert_gt(redis_pid, 0);
+    t0 = now_s();
+    for (;;) {
+        post(b_port, "/p", "persisted", &r);
+        if (r.status == 200)
+            break;
+        harness_resp_free(&r);
+        cr_assert_lt(now_s() - t0, 10.0, "no recovery after Redis restarted");
+        usleep(100 * 1000);
+    }
+    cr_assert(replayed(&r), "record lost across a Redis restart");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(up_port, "persisted"), 1);
+}
+
+Test(failures, on_redis_error_pass_forwards_unprotected)
+{
+    const char *extra[] = {"--on-redis-error", "pass", "--redis-timeout", "200ms", NULL};
+    struct harness_resp r;
+    char *log;
+
+    start_stack(extra, NULL);
+    kill(redis_pid, SIGSTOP);
+    post(a_port, "/p", "unprotected", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    post(a_port, "/p", "unprotected", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    kill(redis_pid, SIGCONT);
+    cr_assert_eq(harness_executions(up_port, "unprotected"), 2);
+    log = harness_read_log("proxyA");
+    cr_assert(log && strstr(log, "UNPROTECTED"), "%s", log);
+    free(log);
+}
+
+Test(failures, eviction_policy_warning)
+{
+    const char *redis_extra[] = {"--maxmemory-policy", "allkeys-lru", NULL};
+    char *log;
+    double t0 = now_s();
+
+    start_stack(NULL, redis_extra);
+    for (;;) {
+        log = harness_read_log("proxyA");
+        if (log && strstr(log, "maxmemory-policy is 'allkeys-lru'"))
+            break;
+        free(log);
+        cr_assert_lt(now_s() - t0, 5.0, "no eviction warning");
+        usleep(100 * 1000);
+    }
+    free(log);
+}
