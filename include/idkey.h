@@ -11,9 +11,9 @@
  *
  * Hashing: OpenSSL EVP SHA-256. Every field is length-prefixed (8-byte big-endian length),
  * and an absent header hashes differently from an empty one, so no two different inputs
- * can be concatenated into the same byte stream.
- *   record id   = SHA-256("idem-id/1", scope values..., key)
- *   fingerprint = SHA-256("idem-fp/1", method, target, body, fingerprint headers...)
+ * can be concatenated into the same byte stream (exact layout at the top of idkey.c):
+ *   record id   = SHA-256("idem-id/1", #scope, scope values..., key)
+ *   fingerprint = SHA-256("idem-fp/1", method, target, body, #fp, fingerprint headers...)
  */
 #ifndef IDEMPROXY_IDKEY_H
 #define IDEMPROXY_IDKEY_H

@@ -178,7 +178,7 @@ int record_encode_too_large(struct evbuffer *out, int status, uint64_t created_m
     b[5] = RECORD_F_TOO_LARGE;
     record_put_u16(b + 6, (uint16_t)status);
     record_put_u64(b + 8, created_ms);
-    record_put_u32(b + 16, 0);  /* no headers */
+    record_put_u32(b + 16, 0); /* no headers */
     record_put_u64(b + 20, 0); /* no body */
     return evbuffer_add(out, b, sizeof(b));
 }
