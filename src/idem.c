@@ -250,11 +250,16 @@ static void idem_record(struct idem_ctx *ctx)
     size_t len;
 
     ctx->state = IDEM_RECORDING;
-    if (!rec || record_encode(rec, ctx->status, &ctx->head, ctx->body, idem_unix_ms()) < 0)
+    if (!rec)
         goto fail;
-    if (evbuffer_get_length(rec) > ctx->pol->max_record) {
-        log_info("idem %s: answer %d (%zu bytes) exceeds max-record; recorded as not replayable",
-                 ctx->id, ctx->status, evbuffer_get_length(rec));
+    /* a body over the limit is not even encoded; an answer the record format cannot
+     * hold is kept as "not replayable" too: a retry must not execute it again */
+    if (evbuffer_get_length(ctx->body) > ctx->pol->max_record ||
+        record_encode(rec, ctx->status, &ctx->head, ctx->body, idem_unix_ms()) < 0 ||
+        evbuffer_get_length(rec) > ctx->pol->max_record) {
+        log_info("idem %s: answer %d (%zu body bytes) not replayable (over max-record or not "
+                 "encodable); recorded as such",
+                 ctx->id, ctx->status, evbuffer_get_length(ctx->body));
         evbuffer_drain(rec, evbuffer_get_length(rec));
         if (record_encode_too_large(rec, ctx->status, idem_unix_ms()) < 0)
             goto fail;
