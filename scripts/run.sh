@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Start idemproxy for a quick try: builds if needed, starts a private redis-server and
-# idemproxy on 127.0.0.1:8080 in front of the given upstreams. Ctrl-C stops everything.
+# Start idemproxy for a try. Builds if needed and starts a private redis-server (data
+# under run/). Ctrl-C stops everything it started.
 #
-#   scripts/run.sh --upstream HOST:PORT [--upstream HOST:PORT ...] [--port N] [-- idemproxy flags]
+#   scripts/run.sh                         demo: 3 demo-bank replicas behind 2 idemproxy
+#                                          replicas on 127.0.0.1:8080 and :8081
+#   scripts/run.sh --upstream HOST:PORT    idemproxy on 127.0.0.1:8080 in front of your
+#                  [--upstream ...]        service (repeat for more replicas)
+#   options: --port N (first proxy port, default 8080)  -- IDEMPROXY_FLAGS...
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -23,7 +27,6 @@ while [ $# -gt 0 ]; do
     *) say "unknown argument: $1"; usage 1 ;;
     esac
 done
-[ ${#UPSTREAMS[@]} -gt 0 ] || die "give at least one --upstream HOST:PORT (the service to protect)"
 
 need_packages "${BUILD_PACKAGES[@]}"
 build "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -40,26 +43,76 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+start() { # start NAME PORT CMD...: background, log to run/NAME.log, wait for PORT
+    local name=$1 port=$2
+    shift 2
+    "$@" 2> >(tee "$RUN/$name.log" >&2) &
+    PIDS+=($!)
+    wait_port "$port" 10 || die "$name did not start; see ${RUN#$ROOT/}/$name.log"
+}
+
 REDIS_PORT=$(free_port)
 redis-server "$ROOT/conf/redis.conf" --port "$REDIS_PORT" --dir "$RUN/redis" \
     >"$RUN/redis.log" 2>&1 &
 PIDS+=($!)
-wait_port "$REDIS_PORT" 10 || die "redis-server did not start; see $RUN/redis.log"
+wait_port "$REDIS_PORT" 10 || die "redis-server did not start; see run/redis.log"
 
-ARGS=(--listen "127.0.0.1:$PORT" --redis "127.0.0.1:$REDIS_PORT")
+DEMO=0
+if [ ${#UPSTREAMS[@]} -eq 0 ]; then
+    DEMO=1
+    BANK="$ROOT/build/tools/demo-bank/demo-bank"
+    [ -x "$BANK" ] || die "demo-bank was not built"
+    for i in 1 2 3; do
+        p=$(free_port)
+        start "bank$i" "$p" "$BANK" --listen "127.0.0.1:$p" --id "bank$i" --delay 300ms \
+            --jitter 200ms
+        UPSTREAMS+=("127.0.0.1:$p")
+    done
+fi
+
+ARGS=(--redis "127.0.0.1:$REDIS_PORT")
 for u in "${UPSTREAMS[@]}"; do ARGS+=(--upstream "$u"); done
-"$ROOT/build/idemproxy" "${ARGS[@]}" "${EXTRA[@]}" 2> >(tee "$RUN/idemproxy.log" >&2) &
-PIDS+=($!)
-wait_port "$PORT" 10 || die "idemproxy did not start; see $RUN/idemproxy.log"
+start idemproxy "$PORT" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT" "${ARGS[@]}" "${EXTRA[@]}"
+PROXY_PID=${PIDS[-1]}
+if [ $DEMO -eq 1 ]; then
+    PORT2=$((PORT + 1))
+    start idemproxy2 "$PORT2" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT2" "${ARGS[@]}" \
+        "${EXTRA[@]}"
+fi
 
-cat >&2 <<INFO
+A="http://127.0.0.1:$PORT"
+if [ $DEMO -eq 1 ]; then
+    B="http://127.0.0.1:$PORT2"
+    cat >&2 <<INFO
 
-  redis-server   127.0.0.1:$REDIS_PORT   (data in ${RUN#$ROOT/}/redis, log ${RUN#$ROOT/}/redis.log)
-  idemproxy      127.0.0.1:$PORT   → ${UPSTREAMS[*]}
+  redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)
+  demo-bank ×3   ${UPSTREAMS[*]}   (answers after 300-500 ms; executing twice double-charges)
+  idemproxy ×2   $A  and  $B
 
-  try:  curl -i http://127.0.0.1:$PORT/
-        curl -i -X POST -H 'Idempotency-Key: order-42' -d '{"amount": 10}' http://127.0.0.1:$PORT/
+  first execution (201 and a payment id):
+    curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $A/payments
+  a retry on the OTHER replica: the same answer, Idempotent-Replayed: true, no second charge:
+    curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $B/payments
+  the same key with a different amount: 422
+    curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 99}' $A/payments
+  a retry while the first is still running: 409 with Retry-After
+    curl -s -o /dev/null -X POST -H 'Idempotency-Key: order-2' -d '{"amount": 5}' $A/payments &
+    sleep 0.1; curl -i -X POST -H 'Idempotency-Key: order-2' -d '{"amount": 5}' $B/payments
+  what the banks executed (one entry per key):
+    curl -s http://${UPSTREAMS[0]}/ledger
 
   Ctrl-C stops everything.
 INFO
-wait "${PIDS[1]}"
+else
+    cat >&2 <<INFO
+
+  redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)
+  idemproxy      $A   → ${UPSTREAMS[*]}
+
+  try:  curl -i $A/
+        curl -i -X POST -H 'Idempotency-Key: order-42' -d '{"amount": 10}' $A/
+
+  Ctrl-C stops everything.
+INFO
+fi
+wait "$PROXY_PID"
