@@ -36,8 +36,10 @@ void headers_write_request(struct evbuffer *out, const struct http1_head *req,
  * Write the client response head: "HTTP/1.1 status reason", the end-to-end headers of
  * resp (NULL for none), extra (preformatted "Name: value\r\n" lines, may be NULL),
  * Content-Length (omitted for 1xx/204; for 304 and HEAD answers kept as the upstream
- * sent it, via length_as_is) and "Connection: close" when !keepalive.
+ * sent it, via length_as_is) and "Connection: close" when !keepalive, or
+ * "Connection: keep-alive" when keepalive is HEADERS_KEEPALIVE_EXPLICIT (HTTP/1.0 peers).
  */
+#define HEADERS_KEEPALIVE_EXPLICIT 2
 void headers_write_response(struct evbuffer *out, int status, const char *reason,
                             const struct http1_head *resp, const char *extra, uint64_t body_len,
                             int length_as_is, int keepalive);

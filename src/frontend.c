@@ -179,7 +179,10 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
 
         if (w->draining)
             c->keepalive = 0;
-        headers_write_response(out, status, reason, head, extra, len, as_is, c->keepalive);
+        /* an HTTP/1.0 client keeps the connection only if told so */
+        int keep = c->keepalive && r->head.minor == 0 ? HEADERS_KEEPALIVE_EXPLICIT : c->keepalive;
+
+        headers_write_response(out, status, reason, head, extra, len, as_is, keep);
         if (body && !r->is_head)
             evbuffer_add_buffer(out, body);
         log_debug("%s %s %s → %d (%llu ms)", c->ip, r->head.method, r->head.target, status,

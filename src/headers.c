@@ -135,5 +135,7 @@ void headers_write_response(struct evbuffer *out, int status, const char *reason
         evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)body_len);
     if (!keepalive)
         evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (keepalive == HEADERS_KEEPALIVE_EXPLICIT)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     evbuffer_add(out, "\r\n", 2);
 }

@@ -273,3 +273,29 @@ Test(proxy, expect_100_continue_is_answered)
     harness_resp_free(&r);
     close(fd);
 }
+
+Test(proxy, http10_keepalive_is_acknowledged)
+{
+    struct harness_resp r;
+    char buf[32];
+    int fd = harness_connect(px_port);
+    const char *raw = "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+
+    cr_assert_geq(fd, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
+        cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0, "answer %d missing", i);
+        cr_assert_eq(r.status, 200);
+        cr_assert_str_eq(harness_header(&r, "Connection", 0, buf, sizeof(buf)), "keep-alive");
+        harness_resp_free(&r);
+    }
+    close(fd);
+    /* without asking, an HTTP/1.0 connection closes after the answer */
+    fd = harness_connect(px_port);
+    cr_assert_eq(harness_send(fd, "GET /c HTTP/1.0\r\n\r\n", 19), 0);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert(harness_wait_closed(fd, 2000));
+    harness_resp_free(&r);
+    close(fd);
+}
