@@ -416,7 +416,7 @@ static void idem_claim_cb(enum store_status st, const struct store_claim_result 
                           const char *errstr, void *arg)
 {
     struct idem_ctx *ctx = arg;
-    char retry[48];
+    char retry[32];
 
     ctx->cmd = NULL;
     if (st != STORE_OK) {
@@ -451,8 +451,9 @@ static void idem_claim_cb(enum store_status st, const struct store_claim_result 
             }
             return;
         }
-        snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n",
-                 res->pttl_ms > 0 ? (res->pttl_ms + 999) / 1000 : 1);
+        /* The lease left (pttl) only bounds a crashed owner; a live one usually
+         * finishes far sooner, so suggest the shortest wait HTTP can express. */
+        snprintf(retry, sizeof(retry), "Retry-After: 1\r\n");
         log_info("idem %s: 409 in flight", ctx->id);
         frontend_problem(ctx->r, 409, "idempotency-key-in-use",
                          "a request with this Idempotency-Key is still being processed", retry);
