@@ -45,17 +45,7 @@ static void setup(void)
 
 static void stop_clean(pid_t pid, const char *name)
 {
-    int st;
-    char *log;
-
-    if (pid <= 0)
-        return;
-    st = harness_stop(pid, SIGTERM, 10000);
-    log = harness_read_log(name);
-
-    cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "%s did not exit cleanly (status %d); log:\n%s", name, st, log ? log : "");
-    free(log);
+    cr_expect(harness_stop_clean(pid, name, 10000), "%s did not exit cleanly", name);
 }
 
 static void teardown(void)

@@ -29,12 +29,7 @@ static void setup(void)
 /* A clean stop is part of every test: SIGTERM → exit 0 (and, under ASan, no leaks). */
 static void teardown(void)
 {
-    int st = harness_stop(px_pid, SIGTERM, 10000);
-    char *log = harness_read_log("proxy");
-
-    cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "idemproxy did not exit cleanly (status %d); log:\n%s", st, log ? log : "");
-    free(log);
+    cr_expect(harness_stop_clean(px_pid, "proxy", 10000), "idemproxy did not exit cleanly");
     harness_cleanup();
 }
 
@@ -47,16 +42,9 @@ static void get(const char *raw, struct harness_resp *r)
 
 static long upstream_stat(const char *field)
 {
-    struct harness_resp r;
-    const char *raw = "GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    char *p;
-    long v;
+    long v = harness_upstream_stat(up_port, field);
 
-    cr_assert_eq(harness_request(up_port, raw, strlen(raw), &r, 5000), 0);
-    p = strstr(r.body, field);
-    cr_assert_not_null(p, "%s not in %s", field, r.body);
-    v = strtol(p + strlen(field) + 2, NULL, 10);
-    harness_resp_free(&r);
+    cr_assert_geq(v, 0, "no %s from the test upstream", field);
     return v;
 }
 
@@ -197,7 +185,7 @@ Test(proxy, keepalive_and_pipelining_on_both_sides)
 {
     struct harness_resp r;
     int fd = harness_connect(px_port);
-    long conns_before = upstream_stat("\"connections\"");
+    long conns_before = upstream_stat("connections");
     char raw[4096] = "";
 
     cr_assert_geq(fd, 0);
@@ -218,7 +206,7 @@ Test(proxy, keepalive_and_pipelining_on_both_sides)
     close(fd);
     /* one client connection is served by one worker: its pool needs one upstream
      * connection, reused 20 times (the /stats probes add their own) */
-    cr_assert_leq(upstream_stat("\"connections\"") - conns_before, 2,
+    cr_assert_leq(upstream_stat("connections") - conns_before, 2,
                   "upstream keep-alive not used");
 }
 

@@ -1017,3 +1017,35 @@ long harness_executions(uint16_t up_port, const char *key)
     harness_resp_free(&r);
     return v;
 }
+
+int harness_stop_clean(pid_t pid, const char *logname, int timeout_ms)
+{
+    int st;
+
+    if (pid <= 0)
+        return 1;
+    st = harness_stop(pid, SIGTERM, timeout_ms);
+    if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 1;
+    fprintf(stderr, "harness: %s did not exit cleanly (status %d)\n", logname, st);
+    dump_log(logname);
+    return 0;
+}
+
+long harness_upstream_stat(uint16_t up_port, const char *field)
+{
+    struct harness_resp r;
+    const char *raw = "GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    char want[128];
+    const char *p;
+    long v = -1;
+
+    if (harness_request(up_port, raw, strlen(raw), &r, 5000) < 0)
+        return -1;
+    snprintf(want, sizeof(want), "\"%s\":", field);
+    p = strstr(r.body, want);
+    if (p)
+        v = strtol(p + strlen(want), NULL, 10);
+    harness_resp_free(&r);
+    return v;
+}

@@ -34,6 +34,10 @@ int harness_wait_port(uint16_t port, int timeout_ms);
  * process was SIGKILLed and reaped). */
 int harness_stop(pid_t pid, int sig, int timeout_ms);
 
+/* SIGTERM pid and wait up to timeout_ms: 1 if it exited with status 0 (a clean drain,
+ * and under ASan no leak), else 0 after printing its log to stderr. pid <= 0: 1. */
+int harness_stop_clean(pid_t pid, const char *logname, int timeout_ms);
+
 /* Kill and reap every tracked process still alive. Idempotent. */
 void harness_cleanup(void);
 
@@ -57,6 +61,9 @@ pid_t harness_restart_redis(uint16_t port, const char *logname);
 /* One command (hiredis printf-style). Returns the integer reply, a string reply's length
  * (copied into buf), an array's size, 0 for nil, or -1 on error. */
 long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, ...);
+
+/* A counter from test-upstream's GET /stats ("requests", "connections"), or -1. */
+long harness_upstream_stat(uint16_t up_port, const char *field);
 
 /* test-upstream's execution count for key (NULL: the total), from GET /executions. */
 long harness_executions(uint16_t up_port, const char *key);
