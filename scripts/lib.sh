@@ -27,6 +27,21 @@ need_packages() {
     } || die "apt-get could not install: ${missing[*]}"
 }
 
+# need_packages_nostart PKG...: the same, but keep Debian from starting the packages'
+# services on install (the nginx package would otherwise start a server on port 80;
+# we only want the binary).
+need_packages_nostart() {
+    local created=0 rc=0
+    if [ "$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        created=1
+    fi
+    (need_packages "$@") || rc=$?
+    [ $created -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ $rc -eq 0 ] || exit $rc
+}
+
 BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev libhiredis-dev libssl-dev
     libcriterion-dev redis-server curl)
 

@@ -6,6 +6,7 @@
 #
 #   scripts/storm.sh [--keys N] [--dupes D] [--concurrency C] [--abort-rate R]
 #                    [--fail-rate R] [--report FILE] [--proxy-args "ARGS"] [--pause-redis]
+#                    [--bin BUILD_DIR]
 #
 #   --fail-rate R     demo-bank answers 503 before executing for a fraction R
 #   --proxy-args      extra idemproxy flags, e.g. "--in-flight wait"
@@ -13,10 +14,11 @@
 #                     on-redis-error reject the proxies answer 503 and retries wait it out;
 #                     with --proxy-args "--on-redis-error pass" they forward unprotected
 #                     and retrystorm must catch the duplicate executions.
+#   --bin DIR         use the binaries already built in DIR (default: build/, built now)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-KEYS=2000 DUPES=6 CONC=64 ABORT=0.2 FAIL=0 PAUSE=0 PROXY_ARGS="" REPORT=""
+KEYS=2000 DUPES=6 CONC=64 ABORT=0.2 FAIL=0 PAUSE=0 PROXY_ARGS="" REPORT="" BIN=""
 while [ $# -gt 0 ]; do
     case $1 in
     --keys) KEYS=$2; shift 2 ;;
@@ -27,14 +29,17 @@ while [ $# -gt 0 ]; do
     --report) REPORT=$2; shift 2 ;;
     --proxy-args) PROXY_ARGS=$2; shift 2 ;;
     --pause-redis) PAUSE=1; shift ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bin) BIN=$2; shift 2 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
 
 need_packages "${BUILD_PACKAGES[@]}"
-build "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
-BIN="$ROOT/build"
+if [ -z "$BIN" ]; then
+    BIN="$ROOT/build"
+    build "$BIN" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+fi
 for b in "$BIN/idemproxy" "$BIN/tools/demo-bank/demo-bank" "$BIN/tools/retrystorm/retrystorm"; do
     [ -x "$b" ] || die "missing $b after the build"
 done
@@ -85,8 +90,9 @@ for name in proxyA proxyB; do
 done
 
 if [ $PAUSE -eq 1 ]; then
-    # freeze Redis for most of the storm, from its start
-    (sleep 0.2; kill -STOP "$REDIS_PID"; sleep 3; kill -CONT "$REDIS_PID") &
+    # freeze Redis from the first request on, for 3 seconds
+    kill -STOP "$REDIS_PID"
+    (sleep 3; kill -CONT "$REDIS_PID") &
 fi
 
 say "storm: $KEYS keys × $DUPES copies, concurrency $CONC, abort rate $ABORT, 2 proxies, 3 banks"

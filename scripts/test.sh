@@ -9,6 +9,9 @@ FAST=0
 [ "${1:-}" = "--fast" ] && FAST=1
 
 need_packages "${BUILD_PACKAGES[@]}"
+# the storm, compose and benchmark tests need these too
+need_packages docker-compose perl
+need_packages_nostart nginx wrk
 
 run_suite() {
     local dir=$1 label=$2

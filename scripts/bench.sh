@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# Benchmark idemproxy against nginx, side by side, in one run, on loopback.
+#
+#   scripts/bench.sh [--rounds N] [--duration SECS] [--connections C] [--idle N]
+#                    [--out FILE] [--bin DIR] [--quick]
+#
+# Starts (free ports only): two fixed-answer upstreams (nginx "return 200"), redis-server,
+# idemproxy and nginx as the comparison proxy (proxy_pass + keepalive), then measures,
+# alternating idemproxy and nginx within each round:
+#   1 keyless GET                      idemproxy vs nginx
+#   2 keyed POST, a fresh key each     idemproxy, ratio to nginx keyless
+#   3 keyed POST replays               idemproxy, ratio to nginx keyless
+#   4 concurrent duplicates (409 path) idemproxy, ratio to nginx keyless
+# plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
+# omission corrected), CPU per 10k requests, Redis commands per request, upstream
+# connections opened, and RSS with N idle client connections. Writes docs/BENCHMARKS.md
+# (or --out). It reports; it never asserts a threshold.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS=3 DUR=5 CONN=64 IDLE=10000 OUT="$ROOT/docs/BENCHMARKS.md" BIN="" QUICK=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DUR=$2; shift 2 ;;
+    --connections) CONN=$2; shift 2 ;;
+    --idle) IDLE=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --quick) QUICK=1; ROUNDS=1; DUR=1; CONN=16; IDLE=200; shift ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+
+need_packages "${BUILD_PACKAGES[@]}"
+need_packages_nostart nginx wrk
+if [ -z "$BIN" ]; then
+    BIN="$ROOT/build-bench"
+    build "$BIN" -DCMAKE_BUILD_TYPE=Release -DIDEMPROXY_TESTS=OFF
+fi
+PROXY="$BIN/idemproxy"
+STORM="$BIN/tools/retrystorm/retrystorm"
+[ -x "$PROXY" ] || die "no idemproxy in $BIN"
+[ -x "$STORM" ] || die "no retrystorm in $BIN"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# 10k idle connections need file descriptors on both ends
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 512)) ]; then
+    say "open-file limit $(ulimit -n) is too low for $IDLE idle connections; using $(($(ulimit -n) - 512))"
+    IDLE=$(($(ulimit -n) - 512))
+fi
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/idembench.XXXXXX")
+PIDS=()
+cleanup() {
+    trap - INT TERM EXIT
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup INT TERM EXIT
+bg() { # bg NAME CMD...: start in the background, log to $W/NAME.log
+    local name=$1
+    shift
+    "$@" >"$W/$name.log" 2>&1 &
+    PIDS+=($!)
+}
+
+# ---- the processes ----
+nginx_conf() { # nginx_conf NAME WORKERS BODY
+    mkdir -p "$W/$1"
+    cat >"$W/$1/nginx.conf" <<CONF
+worker_processes $2;
+daemon off;
+master_process on;
+pid $W/$1/nginx.pid;
+error_log $W/$1/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 32768; }
+http {
+    access_log off;
+    client_body_temp_path $W/$1/body;
+    proxy_temp_path $W/$1/proxy;
+    fastcgi_temp_path $W/$1/fastcgi;
+    uwsgi_temp_path $W/$1/uwsgi;
+    scgi_temp_path $W/$1/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+$3
+}
+CONF
+}
+
+UP1=$(free_port) UP2=$(free_port)
+for n in 1 2; do
+    port=$([ $n = 1 ] && echo "$UP1" || echo "$UP2")
+    nginx_conf "up$n" 1 "
+    server {
+        listen 127.0.0.1:$port;
+        location = /nginx_status { stub_status; }
+        location / { return 200 \"ok\n\"; }
+    }"
+    bg "up$n" "$NGINX" -p "$W/up$n" -c "$W/up$n/nginx.conf" -e "$W/up$n/error.log"
+    wait_port "$port" 10 || die "upstream nginx $n did not start: $(cat "$W/up$n/error.log")"
+done
+UP_PIDS=("${PIDS[@]}")
+
+NG=$(free_port)
+nginx_conf proxy 2 "
+    upstream up { server 127.0.0.1:$UP1; server 127.0.0.1:$UP2; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NG reuseport;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+bg nginx-proxy "$NGINX" -p "$W/proxy" -c "$W/proxy/nginx.conf" -e "$W/proxy/error.log"
+NG_PID=${PIDS[-1]}
+wait_port "$NG" 10 || die "nginx proxy did not start: $(cat "$W/proxy/error.log")"
+
+REDIS=$(free_port)
+mkdir -p "$W/redis"
+bg redis redis-server "$ROOT/conf/redis.conf" --port "$REDIS" --dir "$W/redis"
+REDIS_PID=${PIDS[-1]}
+wait_port "$REDIS" 10 || die "redis did not start"
+
+PX=$(free_port)
+bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "127.0.0.1:$REDIS" \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn
+PX_PID=${PIDS[-1]}
+wait_port "$PX" 10 || die "idemproxy did not start: $(cat "$W/idemproxy.log")"
+
+# A second idemproxy whose upstream accepts and never answers: it holds claims on a few
+# keys for the duplicates scenario (its lease is renewed while it waits).
+HOLE=$(free_port) HOLD=$(free_port)
+bg blackhole perl -MIO::Socket::INET -e '
+    my $s = IO::Socket::INET->new(Listen => 128, LocalAddr => "127.0.0.1:'"$HOLE"'", ReuseAddr => 1)
+        or die "blackhole: $!";
+    my @c; while (my $c = $s->accept) { push @c, $c }'
+wait_port "$HOLE" 10 || die "blackhole did not start"
+bg holder "$PROXY" --listen "127.0.0.1:$HOLD" --workers 1 --redis "127.0.0.1:$REDIS" \
+    --upstream "127.0.0.1:$HOLE" --upstream-timeout 1h --log-level warn
+wait_port "$HOLD" 10 || die "holder idemproxy did not start"
+
+# ---- measuring helpers ----
+cpu_ticks() { # sum of utime+stime of PIDs and their children processes
+    local t=0 p c
+    for p in "$@"; do
+        for c in "$p" $(pgrep -P "$p" || true); do
+            [ -r "/proc/$c/stat" ] || continue
+            t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat")))
+        done
+    done
+    echo "$t"
+}
+rss_kb() { # VmRSS of PIDs and their children, in kB
+    local t=0 p c
+    for p in "$@"; do
+        for c in "$p" $(pgrep -P "$p" || true); do
+            [ -r "/proc/$c/status" ] || continue
+            t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$c/status")))
+        done
+    done
+    echo "$t"
+}
+redis_calls() { # commands clients sent so far: commandstats also counts the commands
+    # scripts run inside Redis (GET, SET, PUBLISH...), so count only what idemproxy sends
+    redis-cli -p "$REDIS" INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '$1 ~ /^cmdstat_(eval|evalsha|eval_ro|evalsha_ro|subscribe|unsubscribe|script\|.*)$/ {s += $3}
+            END {print s + 0}'
+}
+upstream_accepts() {
+    local a=0 p
+    for p in "$UP1" "$UP2"; do
+        a=$((a + $(curl -s "http://127.0.0.1:$p/nginx_status" | awk 'NR == 3 {print $1}')))
+    done
+    echo "$a"
+}
+CLK=$(getconf CLK_TCK)
+
+cat >"$W/fresh.lua" <<'LUA'
+-- a fresh Idempotency-Key per request, pre-generated per thread
+local keys, n, i = {}, 0, 0
+function setup(thread) thread:set("tid", tostring(math.random(1, 2^30))) end
+function init(args)
+    n = tonumber(args[1]) or 200000
+    local run = os.time() .. "-" .. tid
+    for k = 1, n do keys[k] = "fresh-" .. run .. "-" .. k end
+    wrk.method = "POST"
+    wrk.body = '{"amount": 10}'
+    wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+    i = i + 1
+    if i > n then i = 1 end -- wraps only if the run outlives its keys (then: replays)
+    wrk.headers["Idempotency-Key"] = keys[i]
+    return wrk.format()
+end
+LUA
+cat >"$W/cycle.lua" <<'LUA'
+-- cycle over a fixed set of keys: args[1] = prefix, args[2] = how many
+local prefix, n, i = "k", 1, 0
+function init(args)
+    prefix, n = args[1], tonumber(args[2])
+    i = math.random(0, n - 1)
+    wrk.method = "POST"
+    wrk.body = '{"amount": 10}'
+    wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+    i = i % n + 1
+    wrk.headers["Idempotency-Key"] = prefix .. i
+    return wrk.format()
+end
+LUA
+
+# run_wrk LABEL PORT PROXY_PID -- wrk args... → appends to $W/results:
+#   label req/s requests proxy-CPU-ms/10k redis-CPU-ms/10k upstreams-CPU-ms/10k
+#   redis-cmds/req upstream-conns-opened non-2xx
+per10k() { awk -v c="$1" -v r="$2" -v k="$CLK" 'BEGIN {printf "%.0f", (r ? c * 1000 / k / r * 10000 : 0)}'; }
+run_wrk() {
+    local label=$1 port=$2 ppid=$3
+    shift 4
+    local p0 s0 u0 r0 a0 out rps reqs p1 s1 u1 r1 a1 non2xx
+    p0=$(cpu_ticks "$ppid") s0=$(cpu_ticks "$REDIS_PID") u0=$(cpu_ticks "${UP_PIDS[@]}")
+    r0=$(redis_calls) a0=$(upstream_accepts)
+    out=$(wrk -t2 -c"$CONN" -d"${DUR}s" "$@" 2>&1) || { say "$out"; die "wrk failed"; }
+    p1=$(cpu_ticks "$ppid") s1=$(cpu_ticks "$REDIS_PID") u1=$(cpu_ticks "${UP_PIDS[@]}")
+    r1=$(redis_calls) a1=$(upstream_accepts)
+    rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    echo "$label $rps $reqs $(per10k $((p1 - p0)) "$reqs") $(per10k $((s1 - s0)) "$reqs") \
+$(per10k $((u1 - u0)) "$reqs") $(awk -v d=$((r1 - r0)) -v r="$reqs" 'BEGIN {printf "%.2f", (r ? d / r : 0)}') \
+$((a1 - a0)) ${non2xx:-0}" >>"$W/results"
+    say "  $label: $rps req/s"
+}
+
+say "== throughput: $ROUNDS round(s) of ${DUR}s per scenario, $CONN connections, wrk -t2"
+# seed the replay keys and hold the in-flight ones
+NREPLAY=1000
+for i in $(seq 1 $NREPLAY); do echo "$i"; done |
+    xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
+        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PX/pay"
+NHELD=16
+for i in $(seq 1 $NHELD); do
+    curl -s -o /dev/null -m 3600 -X POST -H "Idempotency-Key: held-$i" \
+        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$HOLD/pay" &
+    PIDS+=($!)
+done
+sleep 0.5
+
+: >"$W/results"
+for round in $(seq 1 "$ROUNDS"); do
+    say "round $round"
+    run_wrk keyless-idemproxy "$PX" "$PX_PID" -- "http://127.0.0.1:$PX/"
+    run_wrk keyless-nginx "$NG" "$NG_PID" -- "http://127.0.0.1:$NG/"
+    run_wrk fresh-idemproxy "$PX" "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- 400000
+    run_wrk replay-idemproxy "$PX" "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
+    run_wrk dupes409-idemproxy "$PX" "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- held- $NHELD
+done
+
+median() { # median of column $2 for label $1
+    awk -v l="$1" -v c="$2" '$1 == l {print $c}' "$W/results" | sort -n |
+        awk '{v[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# ---- latency at a constant rate ----
+PEAK=$(median fresh-idemproxy 2)
+RATE=$(awk -v p="$PEAK" 'BEGIN {r = int(p / 2); if (r < 50) r = 50; print r}')
+LDUR=$((DUR * 2))
+say "== latency at $RATE req/s (50 % of idemproxy's fresh-key peak), ${LDUR}s each"
+latency() { # latency LABEL retrystorm-args...
+    local label=$1
+    shift
+    "$STORM" --rate "$RATE" --duration "${LDUR}s" --concurrency "$CONN" --quiet \
+        --json "$W/lat-$label.json" "$@" >"$W/lat-$label.log" 2>&1 || true
+    local j="$W/lat-$label.json"
+    [ -s "$j" ] || { say "latency run $label failed: $(tail -3 "$W/lat-$label.log")"; echo "$label - - - -" >>"$W/latency"; return; }
+    get() { grep -o "\"$1\": *[0-9.]*" "$j" | head -1 | sed 's/.*: *//'; }
+    echo "$label $(get p50) $(get p99) $(get p999) $(get max)" >>"$W/latency"
+}
+: >"$W/latency"
+latency keyless-nginx --no-key --method GET --target "http://127.0.0.1:$NG/"
+latency keyless-idemproxy --no-key --method GET --target "http://127.0.0.1:$PX/"
+latency fresh-idemproxy --dupes 1 --target "http://127.0.0.1:$PX/pay"
+
+# ---- memory with idle connections ----
+say "== RSS with $IDLE idle client connections"
+idle_rss() { # idle_rss PORT PIDS → kB before and with the idle connections
+    local port=$1 pids=$2 before with
+    before=$(rss_kb $pids)
+    perl -MIO::Socket::INET -e '
+        my ($port, $n, $ready) = @ARGV; my @s;
+        for (1 .. $n) { my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or last; push @s, $s }
+        open(my $f, ">", $ready); print $f scalar(@s); close $f; sleep 4' "$port" "$IDLE" "$W/idle.$port" &
+    local hp=$!
+    for _ in $(seq 1 200); do [ -s "$W/idle.$port" ] && break; sleep 0.1; done
+    sleep 1
+    with=$(rss_kb $pids)
+    wait $hp 2>/dev/null || true
+    echo "$before $with $(cat "$W/idle.$port" 2>/dev/null || echo 0)"
+}
+read -r PX_RSS0 PX_RSS1 PX_IDLE_OK <<<"$(idle_rss "$PX" "$PX_PID")"
+read -r NG_RSS0 NG_RSS1 NG_IDLE_OK <<<"$(idle_rss "$NG" "$NG_PID")"
+
+# ---- the report ----
+mkdir -p "$(dirname "$OUT")"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+NGK=$(median keyless-nginx 2)
+row() { # row LABEL description
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(median "$1" 2)" \
+        "$(ratio "$(median "$1" 2)" "$NGK")" "$(median "$1" 4)" "$(median "$1" 5)" \
+        "$(median "$1" 6)" "$(median "$1" 7)" "$(median "$1" 8)" "$(median "$1" 9)"
+}
+lrow() {
+    awk -v l="$1" -v d="$2" '$1 == l {printf "| %s | %s | %s | %s | %s |\n", d, $2, $3, $4, $5}' "$W/latency"
+}
+{
+    echo "# Benchmarks"
+    echo
+    echo "Produced by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC')$([ $QUICK = 1 ] && echo ' (--quick: too short to mean anything)')."
+    echo "Everything ran on one machine over loopback, so the load generator, both proxies,"
+    echo "Redis and the upstreams share the same cores: compare the ratios, which come from one"
+    echo "run with the proxies measured alternately, not the absolute numbers."
+    echo
+    echo "## Machine and versions"
+    echo
+    echo "- CPU: $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
+    echo "- idemproxy $("$PROXY" --version | awk '{print $2}') (\`--workers 2\`, release build), $("$NGINX" -v 2>&1 | sed 's|nginx version: ||') (\`worker_processes 2\`, \`reuseport\`), redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}')"
+    echo "- upstreams: two nginx processes, \`return 200\`, 1 worker each; nginx proxy: \`proxy_pass\` with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection \"\"\`, \`access_log off\`"
+    echo "- load: \`wrk -t2 -c$CONN -d${DUR}s\`, $ROUNDS round(s), median reported; keys pre-generated in wrk's Lua script"
+    echo
+    echo "## Throughput"
+    echo
+    echo "| scenario | req/s | × nginx keyless | proxy CPU ms / 10k req | Redis CPU ms / 10k | upstreams CPU ms / 10k | Redis cmds / req | upstream conns opened | non-2xx |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    row keyless-nginx "nginx proxy_pass, keyless GET"
+    row keyless-idemproxy "idemproxy, keyless GET"
+    row fresh-idemproxy "idemproxy, keyed POST, fresh key (claim + upstream + record)"
+    row replay-idemproxy "idemproxy, keyed POST, replay ($NREPLAY recorded keys)"
+    row dupes409-idemproxy "idemproxy, keyed POST, duplicates of $NHELD in-flight keys (409)"
+    echo
+    echo "## Latency at a constant rate"
+    echo
+    echo "$RATE req/s for ${LDUR}s (half of idemproxy's fresh-key peak), measured by"
+    echo "\`retrystorm --rate\` from each request's intended send time (coordinated omission"
+    echo "corrected). Milliseconds."
+    echo
+    echo "| scenario | p50 | p99 | p99.9 | max |"
+    echo "|---|---|---|---|---|"
+    lrow keyless-nginx "nginx, keyless GET"
+    lrow keyless-idemproxy "idemproxy, keyless GET"
+    lrow fresh-idemproxy "idemproxy, keyed POST, fresh key"
+    echo
+    echo "## Memory with idle connections"
+    echo
+    echo "| proxy | RSS before | RSS with idle connections | connections held |"
+    echo "|---|---|---|---|"
+    echo "| idemproxy | $((PX_RSS0 / 1024)) MiB | $((PX_RSS1 / 1024)) MiB | $PX_IDLE_OK |"
+    echo "| nginx (master + workers) | $((NG_RSS0 / 1024)) MiB | $((NG_RSS1 / 1024)) MiB | $NG_IDLE_OK |"
+    echo
+    echo "## Raw results"
+    echo
+    echo "label, req/s, requests, CPU ms per 10k requests of the proxy / Redis / upstreams, Redis cmds/req,"
+    echo "upstream conns opened, non-2xx (one line per round):"
+    echo
+    echo '```'
+    cat "$W/results"
+    echo '```'
+    if [ -f "$ROOT/docs/BENCHMARKS.notes.md" ]; then
+        echo
+        cat "$ROOT/docs/BENCHMARKS.notes.md"
+    fi
+    echo
+    echo "## Reproduce"
+    echo
+    echo '```sh'
+    echo "scripts/bench.sh --rounds $ROUNDS --duration $DUR --connections $CONN --idle $IDLE"
+    echo '```'
+} >"$OUT"
+say "wrote $OUT"
+cat "$OUT"
