@@ -44,25 +44,25 @@ enum idem_on_redis_error { IDEM_REDIS_REJECT = 0, IDEM_REDIS_PASS };
  * Lists are owned arrays of owned strings.
  */
 struct idem_policy {
-    char **methods;                   /* methods [POST PATCH] */
+    char **methods; /* methods [POST PATCH] */
     size_t nmethods;
-    int require_key;                  /* require-key [no] */
-    char *key_header;                 /* key-header [Idempotency-Key] */
-    int key_max_length;               /* key-max-length [255] */
-    char **scope_headers;             /* scope-headers [Authorization] */
+    int require_key;      /* require-key [no] */
+    char *key_header;     /* key-header [Idempotency-Key] */
+    int key_max_length;   /* key-max-length [255] */
+    char **scope_headers; /* scope-headers [Authorization] */
     size_t nscope_headers;
-    char **fingerprint_headers;       /* fingerprint-headers [none] */
+    char **fingerprint_headers; /* fingerprint-headers [none] */
     size_t nfingerprint_headers;
-    char *key_prefix;                 /* key-prefix [idem:] */
-    uint64_t lease_ms;                /* lease [10s] */
-    uint64_t retention_ms;            /* retention [24h] */
-    size_t max_record;                /* max-record [8m] */
-    uint64_t redis_timeout_ms;        /* redis-timeout [500ms] */
-    int on_redis_error;               /* on-redis-error [reject] (enum idem_on_redis_error) */
-    int in_flight;                    /* in-flight [reject] (enum idem_in_flight) */
-    uint64_t wait_timeout_ms;         /* wait-timeout [10s] */
-    int record_5xx;                   /* record-5xx [no] */
-    int ambiguous;                    /* ambiguous [record] (enum idem_ambiguous) */
+    char *key_prefix;          /* key-prefix [idem:] */
+    uint64_t lease_ms;         /* lease [10s] */
+    uint64_t retention_ms;     /* retention [24h] */
+    size_t max_record;         /* max-record [8m] */
+    uint64_t redis_timeout_ms; /* redis-timeout [500ms] */
+    int on_redis_error;        /* on-redis-error [reject] (enum idem_on_redis_error) */
+    int in_flight;             /* in-flight [reject] (enum idem_in_flight) */
+    uint64_t wait_timeout_ms;  /* wait-timeout [10s] */
+    int record_5xx;            /* record-5xx [no] */
+    int ambiguous;             /* ambiguous [record] (enum idem_ambiguous) */
 };
 
 struct config {

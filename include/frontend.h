@@ -34,7 +34,7 @@ struct frontend_req {
     char client_ip[64];
     uint64_t started_ms;
     struct upstream_exchange *x;
-    struct idem_ctx *idem;      /* keyed state (idem.h), freed with the request */
+    struct idem_ctx *idem;          /* keyed state (idem.h), freed with the request */
     TAILQ_ENTRY(frontend_req) link; /* worker->reqs */
 };
 

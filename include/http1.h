@@ -27,10 +27,33 @@ struct evbuffer;
 
 #define HTTP1_MAX_HEADERS 128
 
+/* Header names the proxy itself looks at, recognised once per head (http1_head_index)
+ * so that lookups compare small integers instead of running strcasecmp over every
+ * field. Everything else is HTTP1_H_OTHER. */
+enum http1_hdr {
+    HTTP1_H_OTHER = 0,
+    HTTP1_H_HOST,
+    HTTP1_H_CONTENT_LENGTH,
+    HTTP1_H_TRANSFER_ENCODING,
+    HTTP1_H_CONNECTION,
+    HTTP1_H_KEEP_ALIVE,
+    HTTP1_H_PROXY_CONNECTION,
+    HTTP1_H_TE,
+    HTTP1_H_TRAILER,
+    HTTP1_H_UPGRADE,
+    HTTP1_H_EXPECT,
+    HTTP1_H_X_FORWARDED_FOR,
+    HTTP1_H_X_FORWARDED_PROTO,
+    HTTP1_H_X_FORWARDED_HOST,
+    HTTP1_H_VIA,
+    HTTP1_H_COUNT
+};
+
 struct http1_header {
     char *name;  /* NUL-terminated, as received (case preserved) */
     char *value; /* NUL-terminated, surrounding OWS removed */
     size_t name_len, value_len;
+    int id; /* enum http1_hdr */
 };
 
 /* A parsed head. All strings point into buf, which the head owns. */
@@ -44,6 +67,7 @@ struct http1_head {
     int status;
     char *reason;
     size_t nheaders;
+    unsigned char count[HTTP1_H_COUNT]; /* how many fields of each known name */
     struct http1_header headers[HTTP1_MAX_HEADERS];
 };
 
@@ -80,6 +104,13 @@ int http1_parse_request(struct http1_head *h, const char *data, size_t len,
 int http1_parse_response(struct http1_head *h, const char *data, size_t len,
                          struct http1_error *err);
 void http1_head_clear(struct http1_head *h);
+
+/* Which known header is name (len bytes, case-insensitive)? HTTP1_H_OTHER if none. */
+int http1_header_id(const char *name, size_t len);
+
+/* Set every field's id and the per-name counts. The parsers do this; whoever fills a
+ * head by hand (record.c) calls it once the fields are in place. */
+void http1_head_index(struct http1_head *h);
 
 /* First header named name (case-insensitive), or NULL. n counts how many there are. */
 const char *http1_header_get(const struct http1_head *h, const char *name, size_t *n);

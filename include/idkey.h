@@ -39,8 +39,8 @@ int idkey_record_id(const struct http1_head *req, char *const *scope_headers, si
                     const char *key, size_t keylen, uint8_t out[IDKEY_HASH_LEN]);
 
 /* Fingerprint of method, target, body and the named headers (first occurrence each). */
-int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body,
-                      char *const *fp_headers, size_t nfp, uint8_t out[IDKEY_HASH_LEN]);
+int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body, char *const *fp_headers,
+                      size_t nfp, uint8_t out[IDKEY_HASH_LEN]);
 
 /* Lower-case hex of a hash; out must hold IDKEY_HEX_LEN + 1 bytes. Returns out. */
 char *idkey_hex(const uint8_t hash[IDKEY_HASH_LEN], char *out);

@@ -59,8 +59,7 @@ struct store_claim_result {
 typedef void (*store_claim_cb)(enum store_status st, const struct store_claim_result *res,
                                const char *errstr, void *arg);
 /* RECORD/RELEASE/RENEW: value 1 = done, 0 = refused (not pending or not our token). */
-typedef void (*store_int_cb)(enum store_status st, long long value, const char *errstr,
-                             void *arg);
+typedef void (*store_int_cb)(enum store_status st, long long value, const char *errstr, void *arg);
 /* A watched key completed (or the subscription became active: check again). */
 typedef void (*store_wake_cb)(void *arg);
 
@@ -81,8 +80,8 @@ struct store_cmd *store_record(struct store *s, const char *key, const char *tok
                                const void *record, size_t len, store_int_cb cb, void *arg);
 struct store_cmd *store_release(struct store *s, const char *key, const char *token,
                                 store_int_cb cb, void *arg);
-struct store_cmd *store_renew(struct store *s, const char *key, const char *token,
-                              store_int_cb cb, void *arg);
+struct store_cmd *store_renew(struct store *s, const char *key, const char *token, store_int_cb cb,
+                              void *arg);
 void store_cancel(struct store_cmd *c);
 
 /*

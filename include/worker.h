@@ -31,8 +31,9 @@ struct worker {
     struct evconnlistener *listener;
     int listen_fd;
     struct upstream_pool *pool;
-    struct store *store;    /* Redis connections of this worker */
-    struct event *stop_ev;  /* activated from another thread by worker_stop */
+    struct store *store; /* Redis connections of this worker */
+    int stop_pipe[2];    /* worker_stop (another thread) writes, stop_ev reads */
+    struct event *stop_ev;
     struct event *drain_ev; /* drain-timeout */
     int draining;
     struct frontend_conn_list conns; /* open client connections */

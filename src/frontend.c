@@ -17,6 +17,7 @@
 #include "headers.h"
 #include "idem.h"
 #include "log.h"
+#include "netio.h"
 #include "problem.h"
 #include "upstream.h"
 #include "worker.h"
@@ -92,7 +93,6 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
     const struct config *cfg = w->cfg;
     struct frontend_conn *c;
     struct timeval tv;
-    int one = 1;
 
     if (w->draining) {
         evutil_closesocket(fd);
@@ -113,7 +113,7 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
                          sizeof(c->ip));
     else
         snprintf(c->ip, sizeof(c->ip), "unknown");
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    netio_nodelay(fd);
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
@@ -127,15 +127,23 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
     tv.tv_usec = (suseconds_t)(cfg->client_timeout_ms % 1000) * 1000;
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_setcb(c->bev, fe_read_cb, fe_write_cb, fe_event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* EV_WRITE (on by default) stays off: answers are written directly (netio_flush) */
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 /* After an answer is queued: go on with the next request, or close once written. */
 static void fe_after_answer(struct frontend_conn *c)
 {
+    int flushed = netio_flush(c->bev);
+
     if (!c->keepalive || c->w->draining) {
         c->state = FE_CLOSING;
         bufferevent_disable(c->bev, EV_READ);
+        /* close from the write callback, never from the caller's stack */
+        if (flushed)
+            bufferevent_trigger(c->bev, EV_WRITE,
+                                BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
         return;
     }
     c->state = FE_HEAD;
@@ -252,8 +260,9 @@ static void fe_dispatch(struct frontend_conn *c)
 {
     struct frontend_req *r = c->req;
 
+    /* Reading stays enabled (no epoll_ctl per request): a client that goes away is
+     * noticed, and pipelined bytes wait in the input buffer, bounded in fe_read_cb. */
     c->state = FE_BUSY;
-    bufferevent_disable(c->bev, EV_READ);
     c->keepalive = http1_keepalive(&r->head) && !c->w->draining;
     if (idem_method_applies(r))
         idem_handle(r);
@@ -310,8 +319,10 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     memset(&c->chunked, 0, sizeof(c->chunked));
     expect = http1_header_get(&r->head, "Expect", NULL);
     if (expect && r->head.minor == 1 && c->kind != HTTP1_BODY_NONE &&
-        strcasecmp(expect, "100-continue") == 0 && evbuffer_get_length(in) == 0)
+        strcasecmp(expect, "100-continue") == 0 && evbuffer_get_length(in) == 0) {
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        netio_flush(c->bev);
+    }
     c->state = FE_BODY;
     return 0;
 }
@@ -368,6 +379,8 @@ static void fe_read_cb(struct bufferevent *bev, void *arg)
 
     if (c->state == FE_HEAD || c->state == FE_BODY)
         fe_process(c);
+    else if (evbuffer_get_length(bufferevent_get_input(bev)) > c->w->cfg->max_headers)
+        bufferevent_disable(bev, EV_READ); /* enough pipelined; resumed after the answer */
 }
 
 static void fe_write_cb(struct bufferevent *bev, void *arg)
@@ -375,6 +388,7 @@ static void fe_write_cb(struct bufferevent *bev, void *arg)
     struct frontend_conn *c = arg;
     struct worker *w = c->w;
 
+    bufferevent_disable(bev, EV_WRITE); /* drained: back to direct writes */
     if (c->state == FE_CLOSING) {
         fe_conn_free(c);
         worker_maybe_finish(w);
@@ -386,6 +400,11 @@ static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
     struct frontend_conn *c = arg;
     struct worker *w = c->w;
 
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == FE_BUSY) {
+        /* the client waits for a slow answer: that is not the client's fault */
+        bufferevent_enable(bev, EV_READ);
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
         (c->state == FE_BODY ||
          (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(bev))))) {

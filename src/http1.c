@@ -72,6 +72,49 @@ long http1_head_end(struct evbuffer *buf, size_t *scan, size_t max, int is_reque
     return len >= max ? -1 : 0;
 }
 
+int http1_header_id(const char *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        int id;
+    } known[] = {
+        {"Host", HTTP1_H_HOST},
+        {"Content-Length", HTTP1_H_CONTENT_LENGTH},
+        {"Transfer-Encoding", HTTP1_H_TRANSFER_ENCODING},
+        {"Connection", HTTP1_H_CONNECTION},
+        {"Keep-Alive", HTTP1_H_KEEP_ALIVE},
+        {"Proxy-Connection", HTTP1_H_PROXY_CONNECTION},
+        {"TE", HTTP1_H_TE},
+        {"Trailer", HTTP1_H_TRAILER},
+        {"Upgrade", HTTP1_H_UPGRADE},
+        {"Expect", HTTP1_H_EXPECT},
+        {"X-Forwarded-For", HTTP1_H_X_FORWARDED_FOR},
+        {"X-Forwarded-Proto", HTTP1_H_X_FORWARDED_PROTO},
+        {"X-Forwarded-Host", HTTP1_H_X_FORWARDED_HOST},
+        {"Via", HTTP1_H_VIA},
+    };
+    /* cheap filter first: only these lengths can match */
+    if (len < 2 || len > 17 ||
+        !((1u << len) & ((1u << 2) | (1u << 3) | (1u << 4) | (1u << 6) | (1u << 7) | (1u << 10) |
+                         (1u << 14) | (1u << 15) | (1u << 16) | (1u << 17))))
+        return HTTP1_H_OTHER;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0)
+            return known[i].id;
+    return HTTP1_H_OTHER;
+}
+
+void http1_head_index(struct http1_head *h)
+{
+    memset(h->count, 0, sizeof(h->count));
+    for (size_t i = 0; i < h->nheaders; i++) {
+        struct http1_header *f = &h->headers[i];
+        f->id = http1_header_id(f->name, f->name_len);
+        if (h->count[f->id] < 255)
+            h->count[f->id]++;
+    }
+}
+
 void http1_head_clear(struct http1_head *h)
 {
     free(h->buf);
@@ -127,6 +170,9 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, int o
         h->headers[h->nheaders].name_len = (size_t)(colon - line);
         h->headers[h->nheaders].value = v;
         h->headers[h->nheaders].value_len = (size_t)(ve - v);
+        h->headers[h->nheaders].id = http1_header_id(line, (size_t)(colon - line));
+        if (h->count[h->headers[h->nheaders].id] < 255)
+            h->count[h->headers[h->nheaders].id]++;
         h->nheaders++;
         line = eol + 2;
     }
@@ -261,13 +307,25 @@ fail:
     return -1;
 }
 
+/* Does field i carry the name whose id is id (or, for unknown names, this name)? */
+static int http1_is(const struct http1_head *h, size_t i, int id, const char *name)
+{
+    return id != HTTP1_H_OTHER ? h->headers[i].id == id : strcasecmp(h->headers[i].name, name) == 0;
+}
+
 const char *http1_header_get(const struct http1_head *h, const char *name, size_t *n)
 {
     const char *first = NULL;
     size_t count = 0;
+    int id = http1_header_id(name, strlen(name));
 
+    if (id != HTTP1_H_OTHER && h->count[id] == 0) {
+        if (n)
+            *n = 0;
+        return NULL;
+    }
     for (size_t i = 0; i < h->nheaders; i++) {
-        if (strcasecmp(h->headers[i].name, name) == 0) {
+        if (http1_is(h, i, id, name)) {
             if (!first)
                 first = h->headers[i].value;
             count++;
@@ -282,10 +340,14 @@ const char *http1_header_get(const struct http1_head *h, const char *name, size_
 static int http1_list_each(const struct http1_head *h, const char *name,
                            int (*fn)(const char *tok, size_t len, void *arg), void *arg)
 {
+    int id = http1_header_id(name, strlen(name));
+
+    if (id != HTTP1_H_OTHER && h->count[id] == 0)
+        return 0;
     for (size_t i = 0; i < h->nheaders; i++) {
         const char *p;
 
-        if (strcasecmp(h->headers[i].name, name) != 0)
+        if (!http1_is(h, i, id, name))
             continue;
         p = h->headers[i].value;
         while (*p) {
@@ -426,8 +488,7 @@ int http1_response_framing(const struct http1_head *h, int request_was_head, enu
     if (ncl > 1) {
         /* identical duplicates are tolerated from upstreams (RFC 9110 §8.6) */
         for (size_t i = 0; i < h->nheaders; i++)
-            if (strcasecmp(h->headers[i].name, "Content-Length") == 0 &&
-                strcmp(h->headers[i].value, cl) != 0)
+            if (h->headers[i].id == HTTP1_H_CONTENT_LENGTH && strcmp(h->headers[i].value, cl) != 0)
                 return http1_fail(err, 502, "upstream-failed",
                                   "upstream sent conflicting Content-Length headers");
     }

@@ -28,14 +28,14 @@ struct idem_ctx {
     const struct idem_policy *pol;
     struct store *store;
     enum idem_state state;
-    char *rkey;        /* key-prefix + hex record id */
-    char id[17];       /* short record id for logs (never the raw key) */
+    char *rkey;  /* key-prefix + hex record id */
+    char id[17]; /* short record id for logs (never the raw key) */
     char fp[IDKEY_HEX_LEN + 1];
     char token[33];
     struct store_cmd *cmd;   /* claim or record in flight */
     struct store_cmd *renew; /* lease renewal in flight */
     struct store_watch *watch;
-    struct event *renew_ev;  /* every lease/3 while forwarding */
+    struct event *renew_ev;   /* every lease/3 while forwarding */
     struct event *recheck_ev; /* waiting: claim again when the other lease may have expired */
     struct event *wait_ev;    /* waiting: wait-timeout */
     int wake_again;           /* a wake-up arrived while a claim was in flight */
@@ -282,8 +282,7 @@ fail:
 }
 
 /* Keep a proxy-made problem answer in ctx, as if the upstream had sent it. */
-static int idem_keep_problem(struct idem_ctx *ctx, int status, const char *slug,
-                             const char *detail)
+static int idem_keep_problem(struct idem_ctx *ctx, int status, const char *slug, const char *detail)
 {
     char head[128];
     struct http1_error err;
@@ -499,8 +498,8 @@ void idem_handle(struct frontend_req *r)
         frontend_problem(r, 500, "internal-error", "out of memory", NULL);
         return;
     }
-    keylen = idkey_parse(value, (size_t)pol->key_max_length, key, (size_t)pol->key_max_length + 1,
-                         &why);
+    keylen =
+        idkey_parse(value, (size_t)pol->key_max_length, key, (size_t)pol->key_max_length + 1, &why);
     if (keylen < 0) {
         free(key);
         frontend_problem(r, 400, "invalid-idempotency-key", why, NULL);

@@ -13,7 +13,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "config.h"
 #include "log.h"
@@ -112,10 +111,6 @@ int main(int argc, char **argv)
     int rc = 1;
 
     signal(SIGPIPE, SIG_IGN);
-    if (evthread_use_pthreads() < 0) {
-        fprintf(stderr, "idemproxy: libevent has no pthreads support\n");
-        return 1;
-    }
     if (config_from_argv(&cfg, &cli, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "idemproxy: %s\n", err);
         if (cli.test_only)

@@ -61,8 +61,7 @@ static int record_is_value(const uint8_t *p, size_t len)
 /* Should header i of head be stored? Only end-to-end fields; Content-Length is rebuilt. */
 static int record_keeps(const struct http1_head *head, size_t i)
 {
-    return strcasecmp(head->headers[i].name, "Content-Length") != 0 &&
-           !headers_is_hop_by_hop(head, i);
+    return head->headers[i].id != HTTP1_H_CONTENT_LENGTH && !headers_is_hop_by_hop(head, i);
 }
 
 static int record_add_fixed(struct evbuffer *out, int flags, int status, uint64_t created_ms,
@@ -298,6 +297,7 @@ int record_decode(struct record *rec, const void *data, size_t len, const char *
     rec->head.minor = 1;
     rec->head.status = (int)status;
     rec->head.nheaders = (size_t)nheaders;
+    http1_head_index(&rec->head);
     rec->body = body;
     rec->body_len = (size_t)body_len;
     return 0;

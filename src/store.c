@@ -58,8 +58,7 @@ static const char *const store_scripts[SCRIPT_COUNT] = {
     "return 0\n",
 };
 
-static const char *const store_script_names[SCRIPT_COUNT] = {"claim", "record", "release",
-                                                             "renew"};
+static const char *const store_script_names[SCRIPT_COUNT] = {"claim", "record", "release", "renew"};
 
 struct store_cmd {
     struct store *s;
@@ -231,8 +230,7 @@ static void store_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
     if (!reply || s->freeing) {
         if (!s->freeing)
             store_cmd_fail(c, c->timed_out ? STORE_TIMEOUT : STORE_DOWN,
-                           c->timed_out ? "redis did not answer in time"
-                                        : "redis connection lost");
+                           c->timed_out ? "redis did not answer in time" : "redis connection lost");
         store_cmd_free(c);
         return;
     }
@@ -396,8 +394,8 @@ struct store_cmd *store_release(struct store *s, const char *key, const char *to
     return store_int(s, SCRIPT_RELEASE, key, 1, args, lens, cb, arg);
 }
 
-struct store_cmd *store_renew(struct store *s, const char *key, const char *token,
-                              store_int_cb cb, void *arg)
+struct store_cmd *store_renew(struct store *s, const char *key, const char *token, store_int_cb cb,
+                              void *arg)
 {
     const char *args[] = {token, s->lease};
     size_t lens[] = {strlen(token), strlen(s->lease)};
@@ -499,8 +497,8 @@ static redisAsyncContext *store_open(struct store *s)
     const struct config_addr *a = &s->cfg->redis;
     redisAsyncContext *ac;
 
-    ac = a->unix_path[0] ? redisAsyncConnectUnix(a->unix_path)
-                         : redisAsyncConnect(a->host, a->port);
+    ac =
+        a->unix_path[0] ? redisAsyncConnectUnix(a->unix_path) : redisAsyncConnect(a->host, a->port);
     if (!ac)
         return NULL;
     if (ac->err) {

@@ -17,11 +17,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "netio.h"
 
 #define UPSTREAM_MAX_HEAD     (64 * 1024)
 #define UPSTREAM_IDLE_TIMEOUT 60000 /* ms an idle pooled connection is kept */
 #define UPSTREAM_BACKOFF_MIN  500   /* ms a refusing replica is skipped, doubling */
 #define UPSTREAM_BACKOFF_MAX  30000
+#define UPSTREAM_PEEK_AFTER   250 /* ms idle before a reused connection is probed */
 
 struct up_conn {
     struct upstream_pool *pool;
@@ -30,6 +32,7 @@ struct up_conn {
     struct upstream_exchange *x; /* NULL while idle */
     int connecting;
     int idle;                  /* 1: linked in rep->idle, 0: linked in pool->busy */
+    uint64_t idle_since;       /* monotonic ms it went back to the pool */
     TAILQ_ENTRY(up_conn) link; /* rep->idle or pool->busy */
 };
 TAILQ_HEAD(up_conn_list, up_conn);
@@ -159,7 +162,8 @@ static void up_exchange_free(struct upstream_exchange *x)
     if (x->conn)
         up_conn_free(x->conn);
     http1_head_clear(&x->head);
-    event_free(x->defer_ev);
+    if (x->defer_ev)
+        event_free(x->defer_ev);
     evbuffer_free(x->body);
     evbuffer_free(x->request);
     free(x);
@@ -216,6 +220,7 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
             x->conn = NULL;
             TAILQ_INSERT_HEAD(&c->rep->idle, c, link);
             c->idle = 1;
+            c->idle_since = up_now();
             c->rep->nidle++;
             bufferevent_set_timeouts(c->bev, &idle, NULL);
             bufferevent_enable(c->bev, EV_READ);
@@ -266,15 +271,23 @@ static void up_send(struct upstream_exchange *x, struct up_conn *c)
     x->sent = 1;
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     evbuffer_add_buffer(bufferevent_get_output(c->bev), x->request);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_disable(c->bev, EV_WRITE); /* on after a connect; netio_flush decides */
+    bufferevent_enable(c->bev, EV_READ);
+    netio_flush(c->bev);
 }
 
-/* Is a pooled idle connection still open? (the peer may have closed it a moment ago) */
+/* Is a pooled idle connection still open? The peer may have closed it a moment ago and
+ * the loop not yet seen it: the classic keep-alive race, where the request would be lost
+ * (and never resent). Upstreams close idle connections after seconds, so a connection
+ * idle for less than UPSTREAM_PEEK_AFTER ms is trusted without the extra syscall. */
 static int up_conn_alive(struct up_conn *c)
 {
     char b;
-    ssize_t n = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n;
 
+    if (up_now() - c->idle_since < UPSTREAM_PEEK_AFTER)
+        return 1;
+    n = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
@@ -340,6 +353,11 @@ static void up_attempt(struct upstream_exchange *x)
     }
     /* Still inside upstream_forward: report from the loop, never synchronously. */
     x->deferred = 1;
+    x->defer_ev = event_new(pool->base, -1, 0, up_defer_cb, x);
+    if (!x->defer_ev) {
+        up_finish(x, UPSTREAM_UNAVAILABLE, "no upstream replica accepted the connection");
+        return;
+    }
     event_active(x->defer_ev, EV_TIMEOUT, 0);
 }
 
@@ -369,7 +387,8 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
     x->defer_ev = event_new(pool->base, -1, 0, up_defer_cb, x);
     if (!x->request || !x->body || !x->defer_ev) {
         if (x->defer_ev)
-            event_free(x->defer_ev);
+            if (x->defer_ev)
+                event_free(x->defer_ev);
         evbuffer_free(x->request);
         evbuffer_free(x->body);
         free(x);
@@ -498,10 +517,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (c->connecting) {
-        int fd, one = 1;
         if (what & BEV_EVENT_CONNECTED) {
-            fd = bufferevent_getfd(bev);
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            netio_nodelay(bufferevent_getfd(bev));
             c->rep->fails = 0;
             c->rep->down_until = 0;
             up_send(x, c);

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -87,7 +88,10 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     struct timeval tv;
+    char buf[16];
 
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
     if (w->draining)
         return;
     w->draining = 1;
@@ -111,6 +115,7 @@ void worker_maybe_finish(struct worker *w)
 int worker_init(struct worker *w, int id, const struct config *cfg, int listen_fd)
 {
     memset(w, 0, sizeof(*w));
+    w->stop_pipe[0] = w->stop_pipe[1] = -1;
     w->id = id;
     w->cfg = cfg;
     w->listen_fd = listen_fd;
@@ -125,7 +130,13 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
         goto err;
     w->listen_fd = -1; /* owned by the listener now */
     evconnlistener_set_error_cb(w->listener, worker_accept_error_cb);
-    w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
+    /* The one cross-thread signal: main writes a byte here. A pipe rather than libevent's
+     * thread support keeps every lock off the request path. */
+    if (pipe2(w->stop_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+        goto err;
+    w->stop_ev = event_new(w->base, w->stop_pipe[0], EV_READ | EV_PERSIST, worker_stop_cb, w);
+    if (!w->stop_ev || event_add(w->stop_ev, NULL) < 0)
+        goto err;
     w->drain_ev = evtimer_new(w->base, worker_drain_timeout_cb, w);
     w->pool = upstream_pool_new(w->base, cfg);
     w->store = store_new(w->base, cfg, id);
@@ -161,8 +172,8 @@ int worker_start(struct worker *w)
 
 void worker_stop(struct worker *w)
 {
-    if (w->stop_ev)
-        event_active(w->stop_ev, EV_TIMEOUT, 0); /* thread-safe with evthread_use_pthreads */
+    if (w->stop_pipe[1] >= 0 && write(w->stop_pipe[1], "x", 1) < 0)
+        log_error("worker %d: cannot signal it to stop", w->id);
 }
 
 void worker_join(struct worker *w)
@@ -188,6 +199,11 @@ void worker_join(struct worker *w)
     if (w->drain_ev)
         event_free(w->drain_ev);
     w->stop_ev = w->drain_ev = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (w->stop_pipe[i] >= 0)
+            close(w->stop_pipe[i]);
+        w->stop_pipe[i] = -1;
+    }
     if (w->base)
         event_base_free(w->base);
     w->base = NULL;
