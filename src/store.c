@@ -12,8 +12,6 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 
-#include <hiredis/adapters/libevent.h>
-
 #include "config.h"
 #include "log.h"
 
@@ -421,6 +419,109 @@ void store_get_stats(const struct store *s, struct store_stats *out)
     *out = s->stats;
 }
 
+/* ---- the hiredis event adapter ----
+ *
+ * hiredis's own libevent adapter re-adds a one-shot read event after every read and
+ * toggles a write event around every write: four epoll_ctl calls per round trip. Ours
+ * keeps a persistent read event, and writes what hiredis buffered from a deferred
+ * callback at the end of the current loop pass (no syscall to schedule it, and every
+ * command issued in that pass goes out in one write). Only a socket that would block
+ * gets a real write event.
+ */
+struct store_ev {
+    redisAsyncContext *ac;
+    struct event *rev, *wev, *flush;
+    int flushing;
+};
+
+static void store_ev_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct store_ev *e = arg;
+    redisAsyncHandleRead(e->ac);
+}
+
+static void store_ev_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct store_ev *e = arg;
+
+    e->flushing = 1;
+    redisAsyncHandleWrite(e->ac); /* may free e (connection lost): touch nothing after */
+}
+
+static void store_ev_add_read(void *arg)
+{
+    struct store_ev *e = arg;
+    event_add(e->rev, NULL);
+}
+
+static void store_ev_del_read(void *arg)
+{
+    struct store_ev *e = arg;
+    event_del(e->rev);
+}
+
+static void store_ev_add_write(void *arg)
+{
+    struct store_ev *e = arg;
+
+    if (e->flushing) /* still bytes left after a write: wait for writability */
+        event_add(e->wev, NULL);
+    else
+        event_active(e->flush, EV_WRITE, 0);
+}
+
+static void store_ev_del_write(void *arg)
+{
+    struct store_ev *e = arg;
+
+    e->flushing = 0;
+    event_del(e->wev);
+}
+
+static void store_ev_cleanup(void *arg)
+{
+    struct store_ev *e = arg;
+
+    event_free(e->rev);
+    event_free(e->wev);
+    event_free(e->flush);
+    free(e);
+}
+
+static int store_ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct store_ev *e = calloc(1, sizeof(*e));
+    int fd = ac->c.fd;
+
+    if (!e)
+        return -1;
+    e->ac = ac;
+    e->rev = event_new(base, fd, EV_READ | EV_PERSIST, store_ev_read, e);
+    e->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, store_ev_write, e);
+    e->flush = event_new(base, -1, 0, store_ev_write, e);
+    if (!e->rev || !e->wev || !e->flush) {
+        if (e->rev)
+            event_free(e->rev);
+        if (e->wev)
+            event_free(e->wev);
+        if (e->flush)
+            event_free(e->flush);
+        free(e);
+        return -1;
+    }
+    ac->ev.data = e;
+    ac->ev.addRead = store_ev_add_read;
+    ac->ev.delRead = store_ev_del_read;
+    ac->ev.addWrite = store_ev_add_write;
+    ac->ev.delWrite = store_ev_del_write;
+    ac->ev.cleanup = store_ev_cleanup;
+    /* hiredis asks for writability to learn that a non-blocking connect finished */
+    e->flushing = 1;
+    event_add(e->rev, NULL);
+    event_add(e->wev, NULL);
+    return 0;
+}
+
 /* ---- connection management ---- */
 
 static void store_script_loaded_cb(redisAsyncContext *ac, void *r, void *privdata)
@@ -507,7 +608,7 @@ static redisAsyncContext *store_open(struct store *s)
         return NULL;
     }
     ac->data = s;
-    if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
+    if (store_ev_attach(ac, s->base) < 0) {
         redisAsyncFree(ac);
         return NULL;
     }
