@@ -31,6 +31,13 @@ run_suite() {
         say "a test program ran no test"
         rc=1
     fi
+    # A sanitizer report anywhere (a test process, or a server it started and whose log
+    # a test printed) fails the run even if the test itself passed.
+    if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
+        say "sanitizer reports in $log:"
+        grep -E -A3 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log" | head -40 >&2
+        rc=1
+    fi
     return $rc
 }
 

@@ -31,7 +31,9 @@ enum fe_state {
 
 struct frontend_conn {
     struct worker *w;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* writes, write timeout */
+    struct netio_reader *rd; /* reads, client-timeout */
+    struct timeval timeout;  /* client-timeout */
     enum fe_state state;
     size_t scan;
     struct frontend_req *req;
@@ -84,6 +86,7 @@ static void fe_conn_free(struct frontend_conn *c)
     }
     TAILQ_REMOVE(&w->conns, c, link);
     w->nconns--;
+    netio_reader_free(c->rd); /* deferred if we are inside its callback */
     bufferevent_free(c->bev); /* safe from its own callbacks (libevent refcounts it) */
     free(c);
 }
@@ -92,7 +95,6 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
 {
     const struct config *cfg = w->cfg;
     struct frontend_conn *c;
-    struct timeval tv;
 
     if (w->draining) {
         evutil_closesocket(fd);
@@ -121,15 +123,22 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
         free(c);
         return;
     }
+    c->rd = netio_reader_new(c->bev, fe_read_cb, fe_event_cb, c);
+    if (!c->rd) {
+        bufferevent_free(c->bev);
+        free(c);
+        return;
+    }
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->nconns++;
-    tv.tv_sec = (time_t)(cfg->client_timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)(cfg->client_timeout_ms % 1000) * 1000;
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
-    bufferevent_setcb(c->bev, fe_read_cb, fe_write_cb, fe_event_cb, c);
-    /* EV_WRITE (on by default) stays off: answers are written directly (netio_flush) */
-    bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    c->timeout.tv_sec = (time_t)(cfg->client_timeout_ms / 1000);
+    c->timeout.tv_usec = (suseconds_t)(cfg->client_timeout_ms % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, NULL, &c->timeout);
+    bufferevent_setcb(c->bev, NULL, fe_write_cb, fe_event_cb, c);
+    /* The bufferevent neither reads (the netio reader does) nor watches writability
+     * (answers are written directly by netio_flush; EV_WRITE is on by default). */
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    netio_reader_start(c->rd, &c->timeout);
 }
 
 /* After an answer is queued: go on with the next request, or close once written. */
@@ -139,7 +148,7 @@ static void fe_after_answer(struct frontend_conn *c)
 
     if (!c->keepalive || c->w->draining) {
         c->state = FE_CLOSING;
-        bufferevent_disable(c->bev, EV_READ);
+        netio_reader_stop(c->rd);
         /* close from the write callback, never from the caller's stack */
         if (flushed)
             bufferevent_trigger(c->bev, EV_WRITE,
@@ -148,9 +157,9 @@ static void fe_after_answer(struct frontend_conn *c)
     }
     c->state = FE_HEAD;
     c->scan = 0;
-    bufferevent_enable(c->bev, EV_READ);
+    netio_reader_start(c->rd, &c->timeout); /* restarts the idle timeout */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)))
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        netio_reader_kick(c->rd); /* pipelined requests already read */
 }
 
 /* Problem answer for a request we could not parse or frame; the connection closes. */
@@ -380,7 +389,7 @@ static void fe_read_cb(struct bufferevent *bev, void *arg)
     if (c->state == FE_HEAD || c->state == FE_BODY)
         fe_process(c);
     else if (evbuffer_get_length(bufferevent_get_input(bev)) > c->w->cfg->max_headers)
-        bufferevent_disable(bev, EV_READ); /* enough pipelined; resumed after the answer */
+        netio_reader_stop(c->rd); /* enough pipelined; resumed after the answer */
 }
 
 static void fe_write_cb(struct bufferevent *bev, void *arg)
@@ -400,18 +409,16 @@ static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
     struct frontend_conn *c = arg;
     struct worker *w = c->w;
 
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == FE_BUSY) {
-        /* the client waits for a slow answer: that is not the client's fault */
-        bufferevent_enable(bev, EV_READ);
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+        (c->state == FE_BUSY || c->state == FE_CLOSING)) {
+        /* the client waits for a slow answer: that is not the client's fault (and a
+         * closing connection's write timeout is the bufferevent's) */
         return;
     }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
         (c->state == FE_BODY ||
          (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(bev))))) {
         /* a request started but did not arrive in time */
-        struct timeval tv = {(time_t)(w->cfg->client_timeout_ms / 1000),
-                             (suseconds_t)(w->cfg->client_timeout_ms % 1000) * 1000};
-        bufferevent_set_timeouts(bev, NULL, &tv);
         fe_reject(c, 408, "request-timeout", "the request did not arrive within client-timeout");
         return;
     }

@@ -28,7 +28,8 @@
 struct up_conn {
     struct upstream_pool *pool;
     struct up_replica *rep;
-    struct bufferevent *bev;
+    struct bufferevent *bev;     /* connect, writes, write timeout */
+    struct netio_reader *rd;     /* reads (created once connected) */
     struct upstream_exchange *x; /* NULL while idle */
     int connecting;
     int idle;                  /* 1: linked in rep->idle, 0: linked in pool->busy */
@@ -150,6 +151,7 @@ static void up_conn_free(struct up_conn *c)
     } else {
         TAILQ_REMOVE(&c->pool->busy, c, link);
     }
+    netio_reader_free(c->rd); /* deferred if we are inside its callback */
     /* bufferevent_free is safe from the bufferevent's own callbacks: libevent holds a
      * reference for the duration of the callback and clears the callbacks now. */
     bufferevent_free(c->bev);
@@ -222,8 +224,8 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
             c->idle = 1;
             c->idle_since = up_now();
             c->rep->nidle++;
-            bufferevent_set_timeouts(c->bev, &idle, NULL);
-            bufferevent_enable(c->bev, EV_READ);
+            bufferevent_set_timeouts(c->bev, NULL, NULL);
+            netio_reader_start(c->rd, &idle); /* notices the peer closing it */
         } else {
             up_conn_free(c);
         }
@@ -269,10 +271,10 @@ static void up_send(struct upstream_exchange *x, struct up_conn *c)
     c->connecting = 0;
     x->conn = c;
     x->sent = 1;
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
     evbuffer_add_buffer(bufferevent_get_output(c->bev), x->request);
-    bufferevent_disable(c->bev, EV_WRITE); /* on after a connect; netio_flush decides */
-    bufferevent_enable(c->bev, EV_READ);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE); /* netio does both */
+    netio_reader_start(c->rd, &tv);
     netio_flush(c->bev);
 }
 
@@ -384,13 +386,11 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
     x->arg = arg;
     x->request = evbuffer_new();
     x->body = evbuffer_new();
-    x->defer_ev = event_new(pool->base, -1, 0, up_defer_cb, x);
-    if (!x->request || !x->body || !x->defer_ev) {
-        if (x->defer_ev)
-            if (x->defer_ev)
-                event_free(x->defer_ev);
-        evbuffer_free(x->request);
-        evbuffer_free(x->body);
+    if (!x->request || !x->body) {
+        if (x->request)
+            evbuffer_free(x->request);
+        if (x->body)
+            evbuffer_free(x->body);
         free(x);
         return NULL;
     }
@@ -519,6 +519,12 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     if (c->connecting) {
         if (what & BEV_EVENT_CONNECTED) {
             netio_nodelay(bufferevent_getfd(bev));
+            c->rd = netio_reader_new(bev, up_read_cb, up_event_cb, c);
+            if (!c->rd) {
+                up_conn_free(c);
+                up_finish(x, UPSTREAM_UNAVAILABLE, "out of memory");
+                return;
+            }
             c->rep->fails = 0;
             c->rep->down_until = 0;
             up_send(x, c);

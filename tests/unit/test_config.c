@@ -17,6 +17,44 @@
 static char err[ERRLEN];
 
 /* Fresh defaults, then text parsed as "t.conf". */
+/*
+ * Tests often load into the same struct twice. Every struct the tests initialise is
+ * tracked (each test runs in its own process, so the list starts empty): initialising
+ * a tracked one first releases what it owns, and config_free untracks it, so a later
+ * struct at the same stack address is not mistaken for it.
+ */
+static struct config *tracked[16];
+static int ntracked;
+
+static int track_find(struct config *c)
+{
+    for (int i = 0; i < ntracked; i++)
+        if (tracked[i] == c)
+            return i;
+    return -1;
+}
+
+static void test_defaults(struct config *c)
+{
+    if (track_find(c) >= 0)
+        config_free(c);
+    else if (ntracked < 16)
+        tracked[ntracked++] = c;
+    config_defaults(c);
+}
+
+static void test_free(struct config *c)
+{
+    int i = track_find(c);
+
+    config_free(c);
+    if (i >= 0)
+        tracked[i] = tracked[--ntracked];
+}
+
+#define config_defaults(c) test_defaults(c)
+#define config_free(c)     test_free(c)
+
 static int load(struct config *c, const char *text)
 {
     config_defaults(c);
