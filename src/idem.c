@@ -86,8 +86,7 @@ void idem_ctx_free(struct idem_ctx *ctx)
     http1_head_clear(&ctx->head);
     if (ctx->body)
         evbuffer_free(ctx->body);
-    free(ctx->rkey);
-    free(ctx);
+    free(ctx); /* rkey lives in the same allocation */
 }
 
 /* Fire-and-forget release of our claim (the retry may execute again). */
@@ -467,12 +466,33 @@ static void idem_claim(struct idem_ctx *ctx)
         idem_store_failed(ctx, "redis unavailable");
 }
 
+/*
+ * A claim token: unique per claim, across workers, replicas and restarts. 64 random bits
+ * per thread (RAND_bytes once) and a 64-bit counter, in hex; cheaper than RAND_bytes per
+ * request, which also makes a getpid() syscall each time. out holds 33 bytes.
+ */
+static int idem_token(char *out)
+{
+    static __thread uint64_t seed, counter;
+    static __thread int ready;
+
+    if (!ready) {
+        if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1 ||
+            RAND_bytes((unsigned char *)&counter, sizeof(counter)) != 1)
+            return -1;
+        ready = 1;
+    }
+    counter++;
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)seed, (unsigned long long)counter);
+    return 0;
+}
+
 void idem_handle(struct frontend_req *r)
 {
     const struct idem_policy *pol = &r->worker->cfg->idem;
     struct idem_ctx *ctx;
-    uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN], tok[16];
-    char hex[IDKEY_HEX_LEN + 1], *key;
+    uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN];
+    char hex[IDKEY_HEX_LEN + 1], key[4097];
     const char *value, *why = NULL;
     size_t n, plen;
     int keylen;
@@ -493,32 +513,25 @@ void idem_handle(struct frontend_req *r)
         frontend_problem(r, 400, "invalid-idempotency-key", "more than one key header", NULL);
         return;
     }
-    key = malloc((size_t)pol->key_max_length + 1);
-    if (!key) {
-        frontend_problem(r, 500, "internal-error", "out of memory", NULL);
-        return;
-    }
-    keylen =
-        idkey_parse(value, (size_t)pol->key_max_length, key, (size_t)pol->key_max_length + 1, &why);
+    /* key-max-length is at most 4096 (config table) */
+    keylen = idkey_parse(value, (size_t)pol->key_max_length, key, sizeof(key), &why);
     if (keylen < 0) {
-        free(key);
         frontend_problem(r, 400, "invalid-idempotency-key", why, NULL);
         return;
     }
-    ctx = calloc(1, sizeof(*ctx));
     plen = strlen(pol->key_prefix);
-    if (!ctx || !(ctx->rkey = malloc(plen + IDKEY_HEX_LEN + 1)) ||
+    ctx = calloc(1, sizeof(*ctx) + plen + IDKEY_HEX_LEN + 1);
+    if (!ctx ||
         idkey_record_id(&r->head, pol->scope_headers, pol->nscope_headers, key, (size_t)keylen,
                         id) < 0 ||
         idkey_fingerprint(&r->head, r->body, pol->fingerprint_headers, pol->nfingerprint_headers,
                           fp) < 0 ||
-        RAND_bytes(tok, sizeof(tok)) != 1) {
-        free(key);
+        idem_token(ctx->token) < 0) {
         idem_ctx_free(ctx);
         frontend_problem(r, 500, "internal-error", "could not hash the request", NULL);
         return;
     }
-    free(key);
+    ctx->rkey = (char *)(ctx + 1);
     ctx->r = r;
     ctx->pol = pol;
     ctx->store = r->worker->store;
@@ -530,7 +543,5 @@ void idem_handle(struct frontend_req *r)
     memcpy(ctx->id, hex, 16);
     ctx->id[16] = '\0';
     idkey_hex(fp, ctx->fp);
-    for (size_t i = 0; i < sizeof(tok); i++)
-        snprintf(ctx->token + 2 * i, 3, "%02x", tok[i]);
     idem_claim(ctx);
 }

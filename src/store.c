@@ -154,8 +154,7 @@ static void store_arm_deadline(struct store *s)
 
 static void store_cmd_free(struct store_cmd *c)
 {
-    free(c->blob);
-    free(c);
+    free(c); /* argv and arguments live in the same allocation */
 }
 
 /* Report a failure to the command's owner (once). */
@@ -307,14 +306,11 @@ static struct store_cmd *store_send(struct store *s, int script, const char *key
         return NULL;
     for (int i = 0; i < nargs; i++)
         total += lens[i];
-    c = calloc(1, sizeof(*c));
+    /* one allocation: the command, then its argv, lengths and argument bytes */
+    c = calloc(1, sizeof(*c) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) + keylen + total);
     if (!c)
         return NULL;
-    c->blob = malloc((size_t)argc * (sizeof(char *) + sizeof(size_t)) + keylen + total + 1);
-    if (!c->blob) {
-        free(c);
-        return NULL;
-    }
+    c->blob = (char *)(c + 1);
     c->argv = (const char **)(void *)c->blob;
     c->argvlen = (size_t *)(void *)(c->blob + (size_t)argc * sizeof(char *));
     p = c->blob + (size_t)argc * (sizeof(char *) + sizeof(size_t));
