@@ -124,12 +124,14 @@ wait_port "$NG" 10 || die "nginx proxy did not start: $(cat "$W/proxy/error.log"
 
 REDIS=$(free_port)
 mkdir -p "$W/redis"
-bg redis redis-server "$ROOT/conf/redis.conf" --port "$REDIS" --dir "$W/redis"
+# Redis on the same host: idemproxy talks to it over a unix socket (TCP port for redis-cli)
+bg redis redis-server "$ROOT/conf/redis.conf" --port "$REDIS" --dir "$W/redis" \
+    --unixsocket "$W/redis/redis.sock" --unixsocketperm 700
 REDIS_PID=${PIDS[-1]}
 wait_port "$REDIS" 10 || die "redis did not start"
 
 PX=$(free_port)
-bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "127.0.0.1:$REDIS" \
+bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "unix:$W/redis/redis.sock" \
     --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn
 PX_PID=${PIDS[-1]}
 wait_port "$PX" 10 || die "idemproxy did not start: $(cat "$W/idemproxy.log")"
@@ -142,7 +144,7 @@ bg blackhole perl -MIO::Socket::INET -e '
         or die "blackhole: $!";
     my @c; while (my $c = $s->accept) { push @c, $c }'
 wait_port "$HOLE" 10 || die "blackhole did not start"
-bg holder "$PROXY" --listen "127.0.0.1:$HOLD" --workers 1 --redis "127.0.0.1:$REDIS" \
+bg holder "$PROXY" --listen "127.0.0.1:$HOLD" --workers 1 --redis "unix:$W/redis/redis.sock" \
     --upstream "127.0.0.1:$HOLE" --upstream-timeout 1h --log-level warn
 wait_port "$HOLD" 10 || die "holder idemproxy did not start"
 
@@ -332,6 +334,7 @@ lrow() {
     echo
     echo "- CPU: $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- idemproxy $("$PROXY" --version | awk '{print $2}') (\`--workers 2\`, release build), $("$NGINX" -v 2>&1 | sed 's|nginx version: ||') (\`worker_processes 2\`, \`reuseport\`), redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}')"
+    echo "- Redis: \`conf/redis.conf\` (appendonly yes, everysec), reached over a unix socket"
     echo "- upstreams: two nginx processes, \`return 200\`, 1 worker each; nginx proxy: \`proxy_pass\` with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection \"\"\`, \`access_log off\`"
     echo "- load: \`wrk -t2 -c$CONN -d${DUR}s\`, $ROUNDS round(s), median reported; keys pre-generated in wrk's Lua script"
     echo

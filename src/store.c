@@ -26,11 +26,9 @@ enum { SCRIPT_CLAIM, SCRIPT_RECORD, SCRIPT_RELEASE, SCRIPT_RENEW, SCRIPT_COUNT }
 
 static const char *const store_scripts[SCRIPT_COUNT] = {
     /* CLAIM fp token lease_ms → {1} claimed | {2, pttl} pending | {3, record} | {4} */
-    "local v = redis.call('GET', KEYS[1])\n"
-    "if not v then\n"
-    "  redis.call('SET', KEYS[1], 'P' .. ARGV[1] .. ARGV[2], 'PX', ARGV[3])\n"
-    "  return {1}\n"
-    "end\n"
+    /* one SET ... NX GET (Redis >= 7.0) both claims and tells what was there */
+    "local v = redis.call('SET', KEYS[1], 'P' .. ARGV[1] .. ARGV[2], 'NX', 'GET', 'PX', ARGV[3])\n"
+    "if not v then return {1} end\n"
     "if string.sub(v, 2, 65) ~= ARGV[1] then return {4} end\n"
     "if string.sub(v, 1, 1) == 'P' then return {2, redis.call('PTTL', KEYS[1])} end\n"
     "return {3, string.sub(v, 66)}\n",
@@ -546,6 +544,20 @@ static void store_policy_cb(redisAsyncContext *ac, void *r, void *privdata)
                  reply->element[1]->str);
 }
 
+static void store_version_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+    const char *v;
+
+    if (!reply || reply->type != REDIS_REPLY_STRING)
+        return;
+    v = strstr(reply->str, "redis_version:");
+    if (v && atoi(v + 14) < 7)
+        log_error("redis: version %.*s is too old: idemproxy needs Redis 7.0 or later (its "
+                  "claim script uses SET NX GET); every keyed request will fail",
+                  (int)strcspn(v + 14, "\r\n"), v + 14);
+}
+
 static void store_connect_cb(const redisAsyncContext *ac, int status)
 {
     struct store *s = ac->data;
@@ -630,6 +642,7 @@ static void store_connect(struct store *s)
     if (s->worker_id == 1 && !s->checked_policy) {
         s->checked_policy = 1;
         redisAsyncCommand(ac, store_policy_cb, NULL, "CONFIG GET maxmemory-policy");
+        redisAsyncCommand(ac, store_version_cb, NULL, "INFO server");
     }
 }
 
