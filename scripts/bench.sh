@@ -53,14 +53,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 512)) ]; th
 fi
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/idembench.XXXXXX")
-PIDS=()
-cleanup() {
-    trap - INT TERM EXIT
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup INT TERM EXIT
+trap stop_started INT TERM EXIT
 bg() { # bg NAME CMD...: start in the background, log to $W/NAME.log
     local name=$1
     shift

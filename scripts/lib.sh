@@ -71,3 +71,13 @@ wait_port() {
     done
     return 1
 }
+
+# Processes a script started, stopped (TERM, then waited for) by stop_started, which the
+# scripts install as their EXIT/INT/TERM trap. Only these PIDs are ever signalled.
+PIDS=()
+stop_started() {
+    trap - INT TERM EXIT
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}

@@ -33,12 +33,8 @@ build "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 RUN="$ROOT/run"
 mkdir -p "$RUN/redis"
-PIDS=()
 cleanup() {
-    trap - INT TERM EXIT
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    stop_started
     say "stopped."
 }
 trap cleanup INT TERM EXIT

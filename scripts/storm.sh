@@ -47,14 +47,10 @@ done
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/idemstorm.XXXXXX")
 [ -n "$REPORT" ] || REPORT="$ROOT/run/storm-report.html"
 mkdir -p "$(dirname "$REPORT")"
-PIDS=()
 REDIS_PID=""
 cleanup() {
-    trap - INT TERM EXIT
-    [ -n "$REDIS_PID" ] && kill -CONT "$REDIS_PID" 2>/dev/null || true
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [ -n "$REDIS_PID" ] && kill -CONT "$REDIS_PID" 2>/dev/null || true # may be frozen
+    stop_started
 }
 trap cleanup INT TERM EXIT
 

@@ -224,20 +224,6 @@ static struct timeval storm_tv(uint64_t us)
     return tv;
 }
 
-static void storm_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void storm_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void storm_progress(const struct storm *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -270,7 +256,7 @@ static int storm_resolve(struct storm_target *t, char *err, size_t errlen)
     snprintf(port, sizeof(port), "%u", t->url.port);
     rc = getaddrinfo(t->url.host, port, &hints, &res);
     if (rc != 0) {
-        storm_errf(err, errlen, "resolve %s: %s", t->url.host, gai_strerror(rc));
+        wire_errf(err, errlen, "resolve %s: %s", t->url.host, gai_strerror(rc));
         return -1;
     }
     memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
@@ -381,7 +367,7 @@ struct storm *storm_new(const struct storm_opts *o, char *err, size_t errlen)
 
     /* The run id is always fresh (not from the seed), so two runs never share keys. */
     if (getrandom(idb, sizeof(idb), 0) != (ssize_t)sizeof(idb)) {
-        storm_errf(err, errlen, "getrandom: %s", strerror(errno));
+        wire_errf(err, errlen, "getrandom: %s", strerror(errno));
         goto fail;
     }
     for (size_t i = 0; i < sizeof(idb); i++)
@@ -407,7 +393,7 @@ struct storm *storm_new(const struct storm_opts *o, char *err, size_t errlen)
     storm_params(s);
     return s;
 nomem:
-    storm_errf(err, errlen, "out of memory");
+    wire_errf(err, errlen, "out of memory");
 fail:
     storm_free(s);
     return NULL;
@@ -511,7 +497,7 @@ static struct storm_conn *storm_conn_get(struct storm *s, int t, char *err, size
         for (size_t i = 0; i < s->ntargets && c == NULL; i++)
             c = s->targets[i].idle;
         if (c == NULL) {
-            storm_errf(err, errlen, "no connection slot (internal)");
+            wire_errf(err, errlen, "no connection slot (internal)");
             return NULL;
         }
         storm_conn_close(c); /* puts it on the free stack */
@@ -520,7 +506,7 @@ static struct storm_conn *storm_conn_get(struct storm *s, int t, char *err, size
     fd = socket(tg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         s->free_conns[s->nfree++] = c;
-        storm_errf(err, errlen, "socket: %s", strerror(errno));
+        wire_errf(err, errlen, "socket: %s", strerror(errno));
         return NULL;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -528,7 +514,7 @@ static struct storm_conn *storm_conn_get(struct storm *s, int t, char *err, size
     if (c->bev == NULL) {
         close(fd);
         s->free_conns[s->nfree++] = c;
-        storm_errf(err, errlen, "bufferevent: out of memory");
+        wire_errf(err, errlen, "bufferevent: out of memory");
         return NULL;
     }
     c->state = CONN_OPEN;
@@ -536,7 +522,7 @@ static struct storm_conn *storm_conn_get(struct storm *s, int t, char *err, size
     bufferevent_setcb(c->bev, storm_readcb, storm_writecb, storm_eventcb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&tg->addr, (int)tg->addrlen) < 0) {
-        storm_errf(err, errlen, "connect %s: %s", tg->url.hostport, strerror(errno));
+        wire_errf(err, errlen, "connect %s: %s", tg->url.hostport, strerror(errno));
         c->busy = 0;
         storm_conn_close(c);
         return NULL;
@@ -1046,7 +1032,7 @@ int storm_run(struct storm *s, char *err, size_t errlen)
         !s->sigterm_ev || !s->conns || !s->free_conns || !s->ready || !s->waiting)
         goto nomem;
     if (evsignal_add(s->sigint_ev, NULL) < 0 || evsignal_add(s->sigterm_ev, NULL) < 0) {
-        storm_errf(err, errlen, "cannot install signal handlers");
+        wire_errf(err, errlen, "cannot install signal handlers");
         return -1;
     }
     for (int i = s->concurrency - 1; i >= 0; i--) {
@@ -1074,7 +1060,7 @@ int storm_run(struct storm *s, char *err, size_t errlen)
     storm_empty_graveyard(s);
     return 0;
 nomem:
-    storm_errf(err, errlen, "out of memory");
+    wire_errf(err, errlen, "out of memory");
     return -1;
 }
 
@@ -1122,11 +1108,11 @@ static int storm_fetch_ledger(struct storm *s, const struct wire_url *u, int add
 
     if (wire_get(u, STORM_LEDGER_TIMEOUT, STORM_LEDGER_MAX_BODY, &body, &len, why, sizeof(why)) <
         0) {
-        storm_errf(err, errlen, "ledger %s unreachable: %s", u->text, why);
+        wire_errf(err, errlen, "ledger %s unreachable: %s", u->text, why);
         return -1;
     }
     if (ledger_parse(body, len, &total, storm_ledger_key, &x, why, sizeof(why)) < 0) {
-        storm_errf(err, errlen, "ledger %s: not a ledger document: %s", u->text, why);
+        wire_errf(err, errlen, "ledger %s: not a ledger document: %s", u->text, why);
         free(body);
         return -1;
     }

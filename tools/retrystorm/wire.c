@@ -47,10 +47,7 @@ uint64_t wire_fnv(uint64_t h, const void *data, size_t len)
     return h;
 }
 
-static void wire_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void wire_errf(char *err, size_t errlen, const char *fmt, ...)
+void wire_errf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
 

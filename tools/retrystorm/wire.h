@@ -99,4 +99,8 @@ int wire_get(const struct wire_url *u, uint64_t timeout_ms, size_t max_body, cha
 #define WIRE_FNV_INIT 1469598103934665603ULL
 uint64_t wire_fnv(uint64_t h, const void *data, size_t len);
 
+/* Format a one-line error into err (errlen 0: nothing). */
+void wire_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif
