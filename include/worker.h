@@ -34,7 +34,8 @@ struct worker {
     struct store *store; /* Redis connections of this worker */
     int stop_pipe[2];    /* worker_stop (another thread) writes, stop_ev reads */
     struct event *stop_ev;
-    struct event *drain_ev; /* drain-timeout */
+    struct event *drain_ev;  /* drain-timeout */
+    struct event *accept_ev; /* resumes accepting after running out of descriptors */
     int draining;
     struct frontend_conn_list conns; /* open client connections */
     size_t nconns;

@@ -69,11 +69,26 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     frontend_accept(arg, fd, sa, salen);
 }
 
+static void worker_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (w->listener && !w->draining)
+        evconnlistener_enable(w->listener);
+}
+
 static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
 {
+    struct worker *w = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    /* EMFILE and friends: keep serving the connections we have */
-    log_warn("accept: %s", evutil_socket_error_to_string(err));
+    struct timeval pause = {0, 100 * 1000};
+
+    /* Out of descriptors (EMFILE, ENFILE) or memory: the listening socket stays
+     * readable, so accepting again at once would spin. Serve the connections we have
+     * and try again in 100 ms, as nginx does. */
+    log_warn("accept: %s; pausing accepts for 100 ms", evutil_socket_error_to_string(err));
+    evconnlistener_disable(l);
+    evtimer_add(w->accept_ev, &pause);
 }
 
 static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -138,9 +153,10 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     if (!w->stop_ev || event_add(w->stop_ev, NULL) < 0)
         goto err;
     w->drain_ev = evtimer_new(w->base, worker_drain_timeout_cb, w);
+    w->accept_ev = evtimer_new(w->base, worker_accept_resume_cb, w);
     w->pool = upstream_pool_new(w->base, cfg);
     w->store = store_new(w->base, cfg, id);
-    if (!w->stop_ev || !w->drain_ev || !w->pool || !w->store)
+    if (!w->stop_ev || !w->drain_ev || !w->accept_ev || !w->pool || !w->store)
         goto err;
     return 0;
 err:
@@ -198,6 +214,9 @@ void worker_join(struct worker *w)
         event_free(w->stop_ev);
     if (w->drain_ev)
         event_free(w->drain_ev);
+    if (w->accept_ev)
+        event_free(w->accept_ev);
+    w->accept_ev = NULL;
     w->stop_ev = w->drain_ev = NULL;
     for (int i = 0; i < 2; i++) {
         if (w->stop_pipe[i] >= 0)
