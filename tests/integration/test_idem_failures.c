@@ -276,3 +276,47 @@ Test(failures, eviction_policy_warning)
     }
     free(log);
 }
+
+/* The lease is renewed while the upstream works: a request that outlives its lease
+ * keeps its claim, and a duplicate during it is still refused. */
+Test(failures, a_long_request_keeps_its_claim_past_the_lease)
+{
+    const char *extra[] = {"--lease", "600ms", NULL};
+    struct harness_resp r;
+    int fd;
+
+    start_stack(extra, NULL);
+    fd = post_async(a_port, "/slow/2000", "long-runner");
+    usleep(1300 * 1000); /* two leases later */
+    post(b_port, "/slow/2000", "long-runner", &r);
+    cr_assert_eq(r.status, 409, "the claim lapsed although its owner was alive: %d", r.status);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 10000), 0);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    close(fd);
+    post(b_port, "/slow/2000", "long-runner", &r);
+    cr_assert(replayed(&r));
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(up_port, "long-runner"), 1);
+}
+
+/* SCRIPT FLUSH empties Redis's script cache: EVALSHA answers NOSCRIPT and the proxy
+ * must fall back to EVAL without failing the request. */
+Test(failures, flushed_script_cache_falls_back_to_eval)
+{
+    struct harness_resp r;
+
+    start_stack(NULL, NULL);
+    post(a_port, "/p", "before-flush", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    cr_assert_geq(harness_redis(redis_port, NULL, 0, "SCRIPT FLUSH"), 0);
+    post(a_port, "/p", "after-flush", &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    harness_resp_free(&r);
+    post(b_port, "/p", "after-flush", &r);
+    cr_assert(replayed(&r));
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(up_port, "after-flush"), 1);
+}
