@@ -10,7 +10,7 @@ FAST=0
 
 need_packages "${BUILD_PACKAGES[@]}"
 # the storm, compose and benchmark tests need these too
-need_packages docker-compose perl
+need_packages docker-compose perl clang-format
 need_packages_nostart nginx wrk
 
 run_suite() {
@@ -40,6 +40,13 @@ run_suite() {
     fi
     return $rc
 }
+
+# The code follows .clang-format (checked, not rewritten).
+say "== style: clang-format"
+mapfile -t SOURCES < <(cd "$ROOT" && git ls-files -- '*.c' '*.h' 2>/dev/null ||
+    find src include tests tools -name '*.[ch]')
+(cd "$ROOT" && clang-format --dry-run --Werror "${SOURCES[@]}") ||
+    die "some files do not follow .clang-format (run: clang-format -i FILE)"
 
 run_suite "$ROOT/build" "release" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ $FAST -eq 0 ]; then

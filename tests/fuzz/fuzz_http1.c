@@ -26,8 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t len;
             http1_keepalive(&h);
             http1_header_has_token(&h, "Connection", "close");
-            if (http1_request_framing(&h, &kind, &len, &err) == 0 &&
-                kind == HTTP1_BODY_CHUNKED) {
+            if (http1_request_framing(&h, &kind, &len, &err) == 0 && kind == HTTP1_BODY_CHUNKED) {
                 struct http1_chunked c;
                 uint64_t total = 0;
                 memset(&c, 0, sizeof(c));

@@ -168,8 +168,8 @@ Test(idem, same_key_different_request_is_422)
 
 Test(idem, invalid_keys_are_400_and_never_reach_redis)
 {
-    static const char *bad[] = {"\"\"", "\"unterminated", "\"a\"b", "\"bad\\escape\"", "a,b",
-                                "a b", NULL};
+    static const char *bad[] = {"\"\"", "\"unterminated", "\"a\"b", "\"bad\\escape\"", "a,b", "a b",
+                                NULL};
     char longkey[300];
     struct harness_resp r;
     char raw[512];
@@ -238,8 +238,9 @@ Test(idem, unkeyed_traffic_never_touches_redis)
     post(a_port, "POST", "/p", NULL, NULL, "{}", &r); /* no key */
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    snprintf(raw, sizeof(raw), "GET /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: g1\r\n"
-                               "Connection: close\r\n\r\n"); /* GET is not a keyed method */
+    snprintf(raw, sizeof(raw),
+             "GET /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: g1\r\n"
+             "Connection: close\r\n\r\n"); /* GET is not a keyed method */
     cr_assert_eq(harness_request(a_port, raw, strlen(raw), &r, 5000), 0);
     cr_assert_eq(r.status, 200);
     cr_assert_not(replayed(&r));

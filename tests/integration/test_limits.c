@@ -27,8 +27,7 @@ static long cpu_ticks(pid_t pid)
     fclose(f);
     p = strrchr(buf, ')'); /* fields after the command name */
     cr_assert_not_null(p);
-    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st),
-                 2);
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st), 2);
     return ut + st;
 }
 

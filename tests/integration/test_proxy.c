@@ -206,8 +206,7 @@ Test(proxy, keepalive_and_pipelining_on_both_sides)
     close(fd);
     /* one client connection is served by one worker: its pool needs one upstream
      * connection, reused 20 times (the /stats probes add their own) */
-    cr_assert_leq(upstream_stat("connections") - conns_before, 2,
-                  "upstream keep-alive not used");
+    cr_assert_leq(upstream_stat("connections") - conns_before, 2, "upstream keep-alive not used");
 }
 
 Test(proxy, upstream_errors_pass_through_untouched)

@@ -52,9 +52,20 @@ static char *slurp(const char *path)
 Test(scripts, storm_holds_with_zero_duplicates)
 {
     char report[512], json[512], *out, *j, *html;
-    const char *args[] = {SOURCE_DIR "/scripts/storm.sh", "--bin", BUILD_DIR, "--keys", "150",
-                          "--dupes", "6", "--concurrency", "24", "--abort-rate", "0.2",
-                          "--report", report, NULL};
+    const char *args[] = {SOURCE_DIR "/scripts/storm.sh",
+                          "--bin",
+                          BUILD_DIR,
+                          "--keys",
+                          "150",
+                          "--dupes",
+                          "6",
+                          "--concurrency",
+                          "24",
+                          "--abort-rate",
+                          "0.2",
+                          "--report",
+                          report,
+                          NULL};
 
     snprintf(report, sizeof(report), "%s/storm.html", harness_tmpdir());
     snprintf(json, sizeof(json), "%s/storm.json", harness_tmpdir());
@@ -97,8 +108,8 @@ Test(scripts, storm_detects_duplicates_when_protection_is_off)
 
     snprintf(report, sizeof(report), "%s/bad.html", harness_tmpdir());
     snprintf(json, sizeof(json), "%s/bad.json", harness_tmpdir());
-    cr_assert_eq(run_script("storm-bad", &out, 300000, args), 1,
-                 "retrystorm did not fail:\n%s", out);
+    cr_assert_eq(run_script("storm-bad", &out, 300000, args), 1, "retrystorm did not fail:\n%s",
+                 out);
     j = slurp(json);
     cr_assert(strstr(j, "\"pass\": false"), "%s", j);
     cr_assert_null(strstr(j, "\"keys_duplicated\": 0"), "no duplicate detected: %s", j);
@@ -121,8 +132,8 @@ Test(scripts, compose_file_is_valid_and_its_commands_are_accepted)
 Test(scripts, bench_runs_end_to_end)
 {
     char md[512], *out, *doc;
-    const char *args[] = {SOURCE_DIR "/scripts/bench.sh", "--quick", "--bin", BUILD_DIR,
-                          "--out", md, NULL};
+    const char *args[] = {
+        SOURCE_DIR "/scripts/bench.sh", "--quick", "--bin", BUILD_DIR, "--out", md, NULL};
 
     snprintf(md, sizeof(md), "%s/BENCH.md", harness_tmpdir());
     cr_assert_eq(run_script("bench", &out, 400000, args), 0, "bench failed:\n%s", out);

@@ -71,12 +71,12 @@ long harness_executions(uint16_t up_port, const char *key);
 /* ---- a small HTTP/1.1 client over a blocking socket with deadlines ---- */
 
 struct harness_resp {
-    int status;             /* 0 if no complete status line was received */
-    char *head;             /* raw head incl. status line, NUL-terminated */
-    char *body;             /* body bytes (de-chunked), NUL-terminated for convenience */
+    int status; /* 0 if no complete status line was received */
+    char *head; /* raw head incl. status line, NUL-terminated */
+    char *body; /* body bytes (de-chunked), NUL-terminated for convenience */
     size_t body_len;
-    int closed;             /* server closed the connection after this response */
-    int complete;           /* framing said the body was complete */
+    int closed;   /* server closed the connection after this response */
+    int complete; /* framing said the body was complete */
 };
 
 /* Connect to 127.0.0.1:port; returns fd or -1. */

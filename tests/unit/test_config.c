@@ -1096,9 +1096,20 @@ Test(config, policy_lists_enums_and_validation)
 {
     struct config c;
     struct config_cli cli;
-    char *a1[] = {"idemproxy", "--upstream", "h:1", "--methods", "POST, PUT DELETE",
-                  "--in-flight", "wait", "--ambiguous", "release", "--record-5xx", "yes",
-                  "--on-redis-error", "pass", NULL};
+    char *a1[] = {"idemproxy",
+                  "--upstream",
+                  "h:1",
+                  "--methods",
+                  "POST, PUT DELETE",
+                  "--in-flight",
+                  "wait",
+                  "--ambiguous",
+                  "release",
+                  "--record-5xx",
+                  "yes",
+                  "--on-redis-error",
+                  "pass",
+                  NULL};
     char *a2[] = {"idemproxy", "--upstream", "h:1", "--methods", "PO ST(", NULL};
     char *a3[] = {"idemproxy", "--upstream", "h:1", "--lease", "2d", "--retention", "1d", NULL};
     char *a4[] = {"idemproxy", "--upstream", "h:1", "--in-flight", "maybe", NULL};
