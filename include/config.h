@@ -72,6 +72,7 @@ struct config {
     struct config_addr *upstreams; /* upstream HOST:PORT, repeatable, required; owned */
     size_t nupstreams;
     struct config_addr redis;             /* redis [127.0.0.1:6379] or unix:/path */
+    char *redis_password;                 /* redis-password [none]; owned */
     size_t max_body;                      /* max-body [1m] */
     size_t max_headers;                   /* max-headers [16k] */
     uint64_t client_timeout_ms;           /* client-timeout [60s] */

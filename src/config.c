@@ -128,6 +128,11 @@ static const struct config_directive config_table[] = {
      .off = FIELD(redis),
      .arg = "HOST:PORT|unix:PATH",
      .help = "Redis server for the idempotency records"},
+    {.name = "redis-password",
+     .type = CONFIG_T_STRING,
+     .off = FIELD(redis_password),
+     .arg = "PASSWORD",
+     .help = "Redis AUTH password (or $IDEMPROXY_REDIS_PASSWORD)"},
     {.name = "max-body",
      .type = CONFIG_T_SIZE,
      .min = 0,
@@ -1196,6 +1201,10 @@ int config_from_argv(struct config *cfg, struct config_cli *cli, int argc, char 
         if (config_set(cfg, where, d->name, 1, &val, err, errlen) < 0)
             return -1;
     }
+    /* a secret is better kept out of argv (ps shows it) and out of config files */
+    if (!cfg->redis_password && getenv("IDEMPROXY_REDIS_PASSWORD") &&
+        !(cfg->redis_password = strdup(getenv("IDEMPROXY_REDIS_PASSWORD"))))
+        return fail(err, errlen, "out of memory");
     return config_validate(cfg, err, errlen);
 }
 

@@ -544,6 +544,23 @@ static void store_policy_cb(redisAsyncContext *ac, void *r, void *privdata)
                  reply->element[1]->str);
 }
 
+static void store_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_error("redis: AUTH failed: %s (check redis-password)", reply->str);
+}
+
+/* First thing on every new connection: AUTH, when a password is configured. */
+static void store_auth(struct store *s, redisAsyncContext *ac)
+{
+    const char *pw = s->cfg->redis_password;
+
+    if (pw && *pw)
+        redisAsyncCommand(ac, store_auth_cb, NULL, "AUTH %b", pw, strlen(pw));
+}
+
 static void store_version_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
     redisReply *reply = r;
@@ -635,6 +652,7 @@ static void store_connect(struct store *s)
     s->ac = ac;
     redisAsyncSetConnectCallback(ac, store_connect_cb);
     redisAsyncSetDisconnectCallback(ac, store_disconnect_cb);
+    store_auth(s, ac);
     /* Queued ahead of any EVALSHA on this connection, so the scripts are there first. */
     for (long i = 0; i < SCRIPT_COUNT; i++)
         redisAsyncCommand(ac, store_script_loaded_cb, (void *)(intptr_t)i, "SCRIPT LOAD %s",
@@ -741,6 +759,7 @@ static void store_sub_connect(struct store *s)
     s->sub = ac;
     redisAsyncSetConnectCallback(ac, store_sub_connect_cb);
     redisAsyncSetDisconnectCallback(ac, store_sub_disconnect_cb);
+    store_auth(s, ac);
     /* (re)subscribe every watched key once */
     TAILQ_FOREACH(w, &s->watches, link)
     {

@@ -320,3 +320,44 @@ Test(failures, flushed_script_cache_falls_back_to_eval)
     harness_resp_free(&r);
     cr_assert_eq(harness_executions(up_port, "after-flush"), 1);
 }
+
+Test(failures, redis_auth_from_flag_or_environment)
+{
+    const char *extra[] = {"--redis-password", "s3cret pw", NULL};
+    const char *redis_extra[] = {"--requirepass", "s3cret pw", NULL};
+    const char *wrong[] = {"--redis-password", "nope", NULL};
+    struct harness_resp r;
+    uint16_t c_port, d_port;
+    pid_t c_pid, d_pid;
+    char *log;
+
+    start_stack(extra, redis_extra);
+    post(a_port, "/p", "authed", &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    harness_resp_free(&r);
+    post(b_port, "/p", "authed", &r);
+    cr_assert(replayed(&r));
+    harness_resp_free(&r);
+
+    /* the environment variable stands in for the directive */
+    setenv("IDEMPROXY_REDIS_PASSWORD", "s3cret pw", 1);
+    c_pid = start_proxy(&c_port, "proxyC", NULL);
+    unsetenv("IDEMPROXY_REDIS_PASSWORD");
+    cr_assert_gt(c_pid, 0);
+    post(c_port, "/p", "authed", &r);
+    cr_assert(replayed(&r), "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    cr_assert(harness_stop_clean(c_pid, "proxyC", 10000));
+
+    /* a wrong password: keyed requests are refused (503) and the log says why */
+    d_pid = start_proxy(&d_port, "proxyD", wrong);
+    cr_assert_gt(d_pid, 0);
+    post(d_port, "/p", "denied", &r);
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    harness_resp_free(&r);
+    log = harness_read_log("proxyD");
+    cr_assert(log && strstr(log, "AUTH failed"), "%s", log ? log : "");
+    free(log);
+    cr_assert(harness_stop_clean(d_pid, "proxyD", 10000));
+    cr_assert_eq(harness_executions(up_port, "denied"), 0);
+}
