@@ -75,6 +75,7 @@ struct config {
     char *redis_password;                 /* redis-password [none]; owned */
     size_t max_body;                      /* max-body [1m] */
     size_t max_headers;                   /* max-headers [16k] */
+    size_t response_buffer;               /* response-buffer [1m]: larger answers stream */
     uint64_t client_timeout_ms;           /* client-timeout [60s] */
     uint64_t upstream_timeout_ms;         /* upstream-timeout [30s] */
     uint64_t upstream_connect_timeout_ms; /* upstream-connect-timeout [2s] */

@@ -35,6 +35,9 @@ struct frontend_req {
     uint64_t started_ms;
     struct upstream_exchange *x;
     struct idem_ctx *idem;          /* keyed state (idem.h), freed with the request */
+    int streaming;                  /* the answer is being streamed (frontend_stream_*) */
+    int chunked_out;                /* ... re-chunked to the client */
+    int paused;                     /* ... and the upstream paused for a slow client */
     TAILQ_ENTRY(frontend_req) link; /* worker->reqs */
 };
 
@@ -52,6 +55,20 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
 /* Answer with an RFC 9457 problem document (see problem.h) and free r. */
 void frontend_problem(struct frontend_req *r, int status, const char *slug, const char *detail,
                       const char *extra);
+
+/*
+ * An answer too large to buffer (upstream.h, UPSTREAM_STREAM) passes through as it
+ * arrives: start with its head and the first bytes, add more, then end. r stays alive
+ * until frontend_stream_end, which frees it. Framing to the client: the upstream's
+ * Content-Length when it sent one, else chunked (HTTP/1.1 clients) or close-delimited.
+ * end(complete = 0) — the upstream cut the answer short — closes the client connection
+ * without completing the message, so the client can never take it for whole. A slow
+ * client pauses the upstream (r->x) until its output drains.
+ */
+void frontend_stream_start(struct frontend_req *r, const struct http1_head *head,
+                           struct evbuffer *body);
+void frontend_stream_data(struct frontend_req *r, struct evbuffer *body);
+void frontend_stream_end(struct frontend_req *r, int complete);
 
 /* Keyless path: forward r to the upstream pool and answer with what comes back. */
 void frontend_forward(struct frontend_req *r);

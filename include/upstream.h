@@ -29,21 +29,30 @@ enum upstream_result {
     UPSTREAM_UNAVAILABLE, /* no replica accepted a connection; nothing was sent */
     UPSTREAM_FAILED,      /* sent, then reset/closed early or an invalid response */
     UPSTREAM_TIMEOUT,     /* sent, then no (complete) answer within upstream-timeout */
+    UPSTREAM_STREAM,      /* not a final result: more of a large answer (see below) */
 };
 
 /* What the completion callback sees. Valid only during the callback. */
 struct upstream_response {
     enum upstream_result result;
     int sent;                /* any byte may have reached an upstream */
+    int streaming;           /* the head was already delivered with UPSTREAM_STREAM */
     const char *replica;     /* "host:port" of the replica used (or last tried) */
     struct http1_head *head; /* UPSTREAM_OK: the final (non-1xx) response head */
     struct evbuffer *body;   /* UPSTREAM_OK: de-chunked body; the callee may drain it */
     const char *error;       /* otherwise: why, for logs and problem details */
 };
 
-/* Called exactly once per upstream_forward. The exchange is freed by the pool after the
- * callback returns; the callback may start new exchanges but must not keep resp. It may
- * take over the head (copy *head, then zero *head) and drain the body. */
+/*
+ * Called once per upstream_forward with the final result — and before that, for an
+ * answer whose body grows past stream_after bytes, once per arriving piece with
+ * UPSTREAM_STREAM: head and the body so far (drain it). After the first STREAM call,
+ * the final call carries the rest of the body (UPSTREAM_OK) or says the answer was cut
+ * short (FAILED/TIMEOUT, with streaming set): the receiver must then not treat what it
+ * passed on as complete. The exchange is freed by the pool after the final callback
+ * returns; callbacks may start new exchanges but must not keep resp. The final OK
+ * callback may take over the head (copy *head, then zero *head) and drain the body.
+ */
 typedef void (*upstream_cb)(const struct upstream_response *resp, void *arg);
 
 /* Create the pool for one worker (resolves the replicas' addresses). NULL on error with
@@ -57,11 +66,18 @@ void upstream_pool_free(struct upstream_pool *pool);
 /*
  * Forward a request. request holds the complete wire request (head + body) and is moved
  * out of (left empty) — the pool owns those bytes from here. is_head: the request method
- * was HEAD (its response has no body). Returns the exchange handle (for
- * upstream_exchange_detach) or NULL if it could not even start (then cb was NOT called).
+ * was HEAD (its response has no body). stream_after: bodies up to this many bytes are
+ * delivered whole; larger ones stream (UPSTREAM_STREAM; SIZE_MAX: never). Returns the exchange
+ * handle (for upstream_exchange_detach) or NULL if it could not even start (then cb was NOT
+ * called).
  */
 struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct evbuffer *request,
-                                           int is_head, upstream_cb cb, void *arg);
+                                           int is_head, size_t stream_after, upstream_cb cb,
+                                           void *arg);
+
+/* Stop (pause = 1) or resume reading the answer: backpressure from a slow client while
+ * streaming. While paused, upstream-timeout does not run. */
+void upstream_exchange_pause(struct upstream_exchange *x, int pause);
 
 /* Forget the callback (its arg is going away); the exchange still completes so the
  * connection can be reused or closed cleanly. */

@@ -227,12 +227,109 @@ void frontend_problem(struct frontend_req *r, int status, const char *slug, cons
     evbuffer_free(body);
 }
 
+#define FE_STREAM_HIGH (1024 * 1024) /* client output that pauses the upstream */
+
+void frontend_stream_start(struct frontend_req *r, const struct http1_head *head,
+                           struct evbuffer *body)
+{
+    struct frontend_conn *c = r->conn;
+    int length_known = head->count[HTTP1_H_CONTENT_LENGTH] > 0;
+    const char *extra = NULL;
+
+    r->streaming = 1;
+    if (c) {
+        int keep;
+        if (c->w->draining)
+            c->keepalive = 0;
+        if (!length_known && r->head.minor >= 1) {
+            extra = "Transfer-Encoding: chunked\r\n";
+            r->chunked_out = 1;
+        } else if (!length_known) {
+            c->keepalive = 0; /* an HTTP/1.0 client learns the end from the close */
+        }
+        keep = c->keepalive && r->head.minor == 0 ? HEADERS_KEEPALIVE_EXPLICIT : c->keepalive;
+        /* length_as_is: the upstream's Content-Length, or (streamed) none at all */
+        headers_write_response(bufferevent_get_output(c->bev), head->status, head->reason, head,
+                               extra, 0, 1, keep);
+        log_debug("%s %s %s → %d (streaming)", c->ip, r->head.method, r->head.target, head->status);
+    }
+    frontend_stream_data(r, body);
+}
+
+void frontend_stream_data(struct frontend_req *r, struct evbuffer *body)
+{
+    struct frontend_conn *c = r->conn;
+    struct evbuffer *out;
+    size_t len = body ? evbuffer_get_length(body) : 0;
+
+    if (!c || len == 0) {
+        if (len)
+            evbuffer_drain(body, len); /* the client is gone: drop it */
+        return;
+    }
+    out = bufferevent_get_output(c->bev);
+    if (r->chunked_out) {
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        evbuffer_add(out, size, (size_t)n);
+        evbuffer_add_buffer(out, body);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add_buffer(out, body);
+    }
+    if (!netio_flush(c->bev) && evbuffer_get_length(out) > FE_STREAM_HIGH && r->x && !r->paused) {
+        r->paused = 1; /* resumed by fe_write_cb once the client has caught up */
+        upstream_exchange_pause(r->x, 1);
+    }
+}
+
+void frontend_stream_end(struct frontend_req *r, int complete)
+{
+    struct frontend_conn *c = r->conn;
+    struct worker *w = r->worker;
+
+    r->x = NULL; /* the exchange is finishing */
+    if (!c) {
+        fe_req_free(r);
+    } else if (complete) {
+        if (r->chunked_out)
+            evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        c->req = NULL;
+        r->conn = NULL;
+        fe_req_free(r);
+        fe_after_answer(c);
+    } else {
+        log_warn("%s %s %s: the upstream cut its answer short mid-stream; closing the "
+                 "client connection",
+                 c->ip, r->head.method, r->head.target);
+        c->req = NULL;
+        r->conn = NULL;
+        fe_req_free(r);
+        fe_conn_free(c);
+    }
+    worker_maybe_finish(w);
+}
+
 static void fe_upstream_done(const struct upstream_response *resp, void *arg)
 {
     struct frontend_req *r = arg;
 
+    if (resp->result == UPSTREAM_STREAM) {
+        if (!r->streaming)
+            frontend_stream_start(r, resp->head, resp->body);
+        else
+            frontend_stream_data(r, resp->body);
+        return;
+    }
     r->x = NULL;
+    if (r->streaming) {
+        if (resp->result == UPSTREAM_OK)
+            frontend_stream_data(r, resp->body);
+        frontend_stream_end(r, resp->result == UPSTREAM_OK);
+        return;
+    }
     switch (resp->result) {
+
     case UPSTREAM_OK:
         frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL, resp->body);
         return;
@@ -243,6 +340,7 @@ static void fe_upstream_done(const struct upstream_response *resp, void *arg)
         frontend_problem(r, 504, "upstream-timeout", resp->error, NULL);
         return;
     case UPSTREAM_FAILED:
+    case UPSTREAM_STREAM: /* handled above */
         frontend_problem(r, 502, "upstream-failed", resp->error, NULL);
         return;
     }
@@ -258,7 +356,8 @@ void frontend_forward(struct frontend_req *r)
     headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
                           host);
     evbuffer_add_buffer(wire, r->body);
-    r->x = upstream_forward(r->worker->pool, wire, r->is_head, fe_upstream_done, r);
+    r->x = upstream_forward(r->worker->pool, wire, r->is_head, cfg->response_buffer,
+                            fe_upstream_done, r);
     evbuffer_free(wire);
     if (!r->x)
         frontend_problem(r, 500, "internal-error", "could not start the upstream request", NULL);
@@ -398,6 +497,10 @@ static void fe_write_cb(struct bufferevent *bev, void *arg)
     struct worker *w = c->w;
 
     bufferevent_disable(bev, EV_WRITE); /* drained: back to direct writes */
+    if (c->req && c->req->paused && c->req->x) {
+        c->req->paused = 0; /* the client caught up with a streamed answer */
+        upstream_exchange_pause(c->req->x, 0);
+    }
     if (c->state == FE_CLOSING) {
         fe_conn_free(c);
         worker_maybe_finish(w);

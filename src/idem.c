@@ -320,16 +320,75 @@ static void idem_renew_tick(evutil_socket_t fd, short what, void *arg)
         ctx->renew = store_renew(ctx->store, ctx->rkey, ctx->token, idem_renew_cb, ctx);
 }
 
+static void idem_stream_record_cb(enum store_status st, long long value, const char *errstr,
+                                  void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    ctx->cmd = NULL;
+    if (st != STORE_OK || value != 1)
+        log_error("idem %s: 'too large to replay' NOT recorded (%s)", ctx->id,
+                  st != STORE_OK ? errstr : "stale owner");
+}
+
+/*
+ * The answer outgrew max-record (and response-buffer) while arriving: it cannot be kept
+ * for replay, so what is recorded now is that it exists and is too large — retries get
+ * 502 response-not-replayable, never a second execution — and it streams to the client.
+ */
+static void idem_stream_start(struct idem_ctx *ctx, const struct upstream_response *resp)
+{
+    struct evbuffer *rec;
+
+    evtimer_del(ctx->renew_ev);
+    store_cancel(ctx->renew);
+    ctx->renew = NULL;
+    ctx->status = resp->head->status;
+    if (ctx->status >= 500 && !ctx->pol->record_5xx) {
+        idem_release(ctx, "upstream answered 5xx");
+    } else if ((rec = evbuffer_new()) != NULL &&
+               record_encode_too_large(rec, ctx->status, idem_unix_ms()) == 0) {
+        log_info("idem %s: answer %d larger than max-record; streamed, recorded as not "
+                 "replayable",
+                 ctx->id, ctx->status);
+        ctx->state = IDEM_RECORDING;
+        ctx->cmd = store_record(ctx->store, ctx->rkey, ctx->token, evbuffer_pullup(rec, -1),
+                                evbuffer_get_length(rec), idem_stream_record_cb, ctx);
+        if (!ctx->cmd)
+            log_error("idem %s: 'too large to replay' NOT recorded (redis unavailable)", ctx->id);
+        evbuffer_free(rec);
+    } else {
+        if (rec)
+            evbuffer_free(rec);
+        log_error("idem %s: could not encode the 'too large' record", ctx->id);
+    }
+    frontend_stream_start(ctx->r, resp->head, resp->body);
+}
+
 static void idem_upstream_done(const struct upstream_response *resp, void *arg)
 {
     struct idem_ctx *ctx = arg;
     struct frontend_req *r = ctx->r;
 
+    if (resp->result == UPSTREAM_STREAM) {
+        if (!r->streaming)
+            idem_stream_start(ctx, resp);
+        else
+            frontend_stream_data(r, resp->body);
+        return;
+    }
     r->x = NULL;
     evtimer_del(ctx->renew_ev);
     store_cancel(ctx->renew);
     ctx->renew = NULL;
+    if (r->streaming) { /* the record was written when streaming began */
+        if (resp->result == UPSTREAM_OK)
+            frontend_stream_data(r, resp->body);
+        frontend_stream_end(r, resp->result == UPSTREAM_OK);
+        return;
+    }
     switch (resp->result) {
+    case UPSTREAM_STREAM: /* handled above */
     case UPSTREAM_OK:
         if (resp->head->status >= 500 && !ctx->pol->record_5xx) {
             idem_release(ctx, "upstream answered 5xx");
@@ -398,7 +457,11 @@ static void idem_forward(struct idem_ctx *ctx)
     headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
                           host);
     evbuffer_add_buffer(wire, r->body);
-    r->x = upstream_forward(r->worker->pool, wire, r->is_head, idem_upstream_done, ctx);
+    /* keyed answers are buffered whole up to max-record, so they can be recorded */
+    r->x = upstream_forward(r->worker->pool, wire, r->is_head,
+                            ctx->pol->max_record > cfg->response_buffer ? ctx->pol->max_record
+                                                                        : cfg->response_buffer,
+                            idem_upstream_done, ctx);
     evbuffer_free(wire);
     if (!r->x) {
         idem_release(ctx, "could not start the upstream request");

@@ -53,7 +53,10 @@ struct upstream_exchange {
     struct up_conn *conn;
     struct evbuffer *request;
     int is_head, sent;
-    int deferred; /* up_attempt now runs from the loop, not from forward() */
+    size_t stream_after; /* body bytes buffered before streaming starts */
+    int streaming;       /* the head went out with UPSTREAM_STREAM */
+    int paused;          /* reading stopped by upstream_exchange_pause */
+    int deferred;        /* up_attempt now runs from the loop, not from forward() */
     struct event *defer_ev;
     upstream_cb cb;
     void *arg;
@@ -239,6 +242,7 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
     memset(&resp, 0, sizeof(resp));
     resp.result = result;
     resp.sent = x->sent;
+    resp.streaming = x->streaming;
     resp.replica = x->rep ? x->rep->name : "-";
     resp.head = result == UPSTREAM_OK ? &x->head : NULL;
     resp.body = result == UPSTREAM_OK ? x->body : NULL;
@@ -369,7 +373,8 @@ static void up_defer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct evbuffer *request,
-                                           int is_head, upstream_cb cb, void *arg)
+                                           int is_head, size_t stream_after, upstream_cb cb,
+                                           void *arg)
 {
     struct upstream_exchange *x;
     uint64_t now = up_now();
@@ -382,6 +387,7 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
         return NULL;
     x->pool = pool;
     x->is_head = is_head;
+    x->stream_after = stream_after;
     x->cb = cb;
     x->arg = arg;
     x->request = evbuffer_new();
@@ -418,6 +424,44 @@ void upstream_exchange_detach(struct upstream_exchange *x)
 {
     x->cb = NULL;
     x->arg = NULL;
+    if (x->paused) /* nobody will resume it: let the answer drain into the void */
+        upstream_exchange_pause(x, 0);
+}
+
+void upstream_exchange_pause(struct upstream_exchange *x, int pause)
+{
+    struct timeval tv = up_tv(x->pool->cfg->upstream_timeout_ms);
+
+    if (x->paused == pause || !x->conn || !x->conn->rd)
+        return;
+    x->paused = pause;
+    log_debug("upstream %s: %s reading a streamed answer", x->rep ? x->rep->name : "-",
+              pause ? "paused" : "resumed");
+    if (pause) {
+        netio_reader_stop(x->conn->rd);
+    } else {
+        netio_reader_start(x->conn->rd, &tv);
+        if (evbuffer_get_length(bufferevent_get_input(x->conn->bev)))
+            netio_reader_kick(x->conn->rd);
+    }
+}
+
+/* A large answer in progress: hand what has arrived to the receiver (or drop it). */
+static void up_stream(struct upstream_exchange *x)
+{
+    struct upstream_response resp;
+
+    memset(&resp, 0, sizeof(resp));
+    resp.result = UPSTREAM_STREAM;
+    resp.sent = 1;
+    resp.streaming = x->streaming;
+    resp.replica = x->rep->name;
+    resp.head = &x->head;
+    resp.body = x->body;
+    x->streaming = 1;
+    if (x->cb)
+        x->cb(&resp, x->arg);
+    evbuffer_drain(x->body, evbuffer_get_length(x->body)); /* whatever was not taken */
 }
 
 /* Consume what arrived. Returns 1 when the response is complete, 0 for more, -1 on error
@@ -503,6 +547,9 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
         up_finish(x, UPSTREAM_OK, NULL);
     else if (r < 0)
         up_finish(x, UPSTREAM_FAILED, why);
+    else if (x->have_head && evbuffer_get_length(x->body) > 0 &&
+             (x->streaming || evbuffer_get_length(x->body) > x->stream_after))
+        up_stream(x); /* x stays alive: only up_finish frees it */
     /* c may be freed or reused by now: do not touch it */
 }
 

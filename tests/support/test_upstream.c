@@ -12,6 +12,7 @@
  *   /bytes/N     N bytes, byte i = (i*31+7) % 256
  *   /chunked/N   the same bytes as a chunked response, in several chunks
  *   /truncate    raw head with Content-Length: 100, 10 body bytes, then shutdown
+ *   /truncate/N  raw head with Content-Length: 2N, N body bytes, then shutdown
  *   /reset       read the request, shutdown without any answer
  *   /hop         hop-by-hop headers the proxy must strip, plus end-to-end ones
  *   /stats       {"requests": N, "connections": M}
@@ -24,6 +25,7 @@
  * that carries an Idempotency-Key header counts as one execution of that key.
  */
 #include <errno.h>
+#include <poll.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -475,6 +477,38 @@ static void send_broken(struct upstream *up, struct evhttp_request *req, int tru
     evhttp_send_reply(req, 200, "OK", NULL);
 }
 
+/* /truncate/N: a large answer cut off halfway (the proxy is streaming by then). */
+static void send_truncated_big(struct upstream *up, struct evhttp_request *req, size_t n)
+{
+    char head[96];
+    int fd = request_fd(req),
+        hl = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", 2 * n);
+    char *body = malloc(n ? n : 1);
+
+    up_log(up, "%s %s -> %zu of %zu bytes, shutdown", method_name(evhttp_request_get_command(req)),
+           evhttp_request_get_uri(req), n, 2 * n);
+    if (fd >= 0 && body) {
+        size_t off = 0;
+        for (size_t i = 0; i < n; i++)
+            body[i] = (char)((i * 31 + 7) % 256);
+        if (write(fd, head, (size_t)hl) != hl)
+            up_log(up, "/truncate: short write");
+        while (off < n) { /* the socket is non-blocking: wait for room */
+            struct pollfd p = {fd, POLLOUT, 0};
+            ssize_t w = write(fd, body + off, n - off);
+            if (w > 0)
+                off += (size_t)w;
+            else if (w < 0 && errno == EAGAIN && poll(&p, 1, 2000) > 0)
+                continue;
+            else
+                break;
+        }
+        shutdown(fd, SHUT_RDWR);
+    }
+    free(body);
+    evhttp_send_reply(req, 200, "OK", NULL);
+}
+
 /* ---- /slow ---- */
 
 static void slow_unlink(struct slow_req *s)
@@ -590,6 +624,8 @@ static void handle(struct evhttp_request *req, void *arg)
         send_executions(up, req);
     } else if (path_is(uri, plen, "/truncate")) {
         send_broken(up, req, 1);
+    } else if (strncmp(uri, "/truncate/", 10) == 0) {
+        send_truncated_big(up, req, (size_t)strtoul(uri + 10, NULL, 10));
     } else if (path_is(uri, plen, "/reset")) {
         send_broken(up, req, 0);
     } else if (path_is(uri, plen, "/hop")) {

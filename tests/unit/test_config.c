@@ -150,6 +150,7 @@ static void assert_defaults(const struct config *c, int check_workers, int check
     cr_assert_str_eq(astr(&c->redis), "127.0.0.1:6379");
     cr_assert_eq(c->max_body, 1024 * 1024);
     cr_assert_eq(c->max_headers, 16 * 1024);
+    cr_assert_eq(c->response_buffer, 1024 * 1024);
     cr_assert_eq(c->client_timeout_ms, 60000);
     cr_assert_eq(c->upstream_timeout_ms, 30000);
     cr_assert_eq(c->upstream_connect_timeout_ms, 2000);
