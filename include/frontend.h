@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "http1.h"
+#include "upstream.h"
 
 struct worker;
 struct evbuffer;
@@ -69,6 +70,13 @@ void frontend_stream_start(struct frontend_req *r, const struct http1_head *head
                            struct evbuffer *body);
 void frontend_stream_data(struct frontend_req *r, struct evbuffer *body);
 void frontend_stream_end(struct frontend_req *r, int complete);
+
+/*
+ * Send r upstream: the head as headers.h rewrites it, then the body (moved out of r).
+ * Both paths use it; returns the exchange (cb gets the answer) or NULL (not started).
+ */
+struct upstream_exchange *frontend_send_upstream(struct frontend_req *r, size_t stream_after,
+                                                 upstream_cb cb, void *arg);
 
 /* Keyless path: forward r to the upstream pool and answer with what comes back. */
 void frontend_forward(struct frontend_req *r);

@@ -31,8 +31,9 @@ struct worker {
     struct evconnlistener *listener;
     int listen_fd;
     struct upstream_pool *pool;
-    struct store *store; /* Redis connections of this worker */
-    int stop_pipe[2];    /* worker_stop (another thread) writes, stop_ev reads */
+    struct store *store;    /* Redis connections of this worker */
+    char default_host[300]; /* Host for HTTP/1.0 requests without one: the first upstream */
+    int stop_pipe[2];       /* worker_stop (another thread) writes, stop_ev reads */
     struct event *stop_ev;
     struct event *drain_ev;  /* drain-timeout */
     struct event *accept_ev; /* resumes accepting after running out of descriptors */

@@ -346,19 +346,26 @@ static void fe_upstream_done(const struct upstream_response *resp, void *arg)
     }
 }
 
+struct upstream_exchange *frontend_send_upstream(struct frontend_req *r, size_t stream_after,
+                                                 upstream_cb cb, void *arg)
+{
+    struct worker *w = r->worker;
+    struct evbuffer *wire = evbuffer_new();
+    struct upstream_exchange *x = NULL;
+
+    if (!wire)
+        return NULL;
+    headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
+                          w->default_host);
+    evbuffer_add_buffer(wire, r->body);
+    x = upstream_forward(w->pool, wire, r->is_head, stream_after, cb, arg);
+    evbuffer_free(wire);
+    return x;
+}
+
 void frontend_forward(struct frontend_req *r)
 {
-    struct evbuffer *wire = evbuffer_new();
-    const struct config *cfg = r->worker->cfg;
-    char host[CONFIG_HOST_MAX + 16];
-
-    config_addr_str(&cfg->upstreams[0], host, sizeof(host));
-    headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
-                          host);
-    evbuffer_add_buffer(wire, r->body);
-    r->x = upstream_forward(r->worker->pool, wire, r->is_head, cfg->response_buffer,
-                            fe_upstream_done, r);
-    evbuffer_free(wire);
+    r->x = frontend_send_upstream(r, r->worker->cfg->response_buffer, fe_upstream_done, r);
     if (!r->x)
         frontend_problem(r, 500, "internal-error", "could not start the upstream request", NULL);
 }

@@ -439,30 +439,19 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
 static void idem_forward(struct idem_ctx *ctx)
 {
     struct frontend_req *r = ctx->r;
-    const struct config *cfg = r->worker->cfg;
-    struct evbuffer *wire = evbuffer_new();
-    char host[CONFIG_HOST_MAX + 16];
+    size_t buffer = r->worker->cfg->response_buffer;
     struct timeval tv = idem_tv(ctx->pol->lease_ms / 3 ? ctx->pol->lease_ms / 3 : 1);
 
     ctx->state = IDEM_FORWARDING;
     ctx->renew_ev = event_new(r->worker->base, -1, EV_PERSIST, idem_renew_tick, ctx);
-    if (!wire || !ctx->renew_ev) {
-        if (wire)
-            evbuffer_free(wire);
+    if (!ctx->renew_ev) {
         idem_release(ctx, "out of memory");
         frontend_problem(r, 500, "internal-error", "out of memory", NULL);
         return;
     }
-    config_addr_str(&cfg->upstreams[0], host, sizeof(host));
-    headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
-                          host);
-    evbuffer_add_buffer(wire, r->body);
     /* keyed answers are buffered whole up to max-record, so they can be recorded */
-    r->x = upstream_forward(r->worker->pool, wire, r->is_head,
-                            ctx->pol->max_record > cfg->response_buffer ? ctx->pol->max_record
-                                                                        : cfg->response_buffer,
-                            idem_upstream_done, ctx);
-    evbuffer_free(wire);
+    r->x = frontend_send_upstream(r, ctx->pol->max_record > buffer ? ctx->pol->max_record : buffer,
+                                  idem_upstream_done, ctx);
     if (!r->x) {
         idem_release(ctx, "could not start the upstream request");
         frontend_problem(r, 500, "internal-error", "could not start the upstream request", NULL);

@@ -133,6 +133,8 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     w->id = id;
     w->cfg = cfg;
+    if (cfg->nupstreams)
+        config_addr_str(&cfg->upstreams[0], w->default_host, sizeof(w->default_host));
     w->listen_fd = listen_fd;
     TAILQ_INIT(&w->conns);
     TAILQ_INIT(&w->reqs);

@@ -119,6 +119,14 @@ Test(idem, replay_on_the_same_and_the_other_replica)
         cr_assert_eq(strlen(buf), 5 + 64, "%s", buf);
         cr_assert_null(strstr(buf, "pay-1"), "the raw key must not be stored");
     }
+    /* the replay is logged with level, worker and record id — never the raw key */
+    {
+        char *log = harness_read_log("proxyB");
+        cr_assert(log && strstr(log, "info  w"), "no level/worker in:\n%s", log);
+        cr_assert(strstr(log, ": replay 200"), "%s", log);
+        cr_assert_null(strstr(log, "pay-1"), "the raw key reached the log:\n%s", log);
+        free(log);
+    }
     harness_resp_free(&first);
     harness_resp_free(&again);
     harness_resp_free(&other);

@@ -145,3 +145,47 @@ Test(scripts, bench_runs_end_to_end)
     free(doc);
     free(out);
 }
+
+/* demo-bank executes every payment it gets — twice if asked twice — and --ledger FILE
+ * keeps one JSON line per execution. */
+Test(scripts, demo_bank_double_charges_and_keeps_a_ledger_file)
+{
+    uint16_t port = harness_free_port();
+    char listen[32], path[512], *argv[8];
+    const char *raw = "POST /payments HTTP/1.1\r\nHost: b\r\nIdempotency-Key: twice\r\n"
+                      "Content-Length: 14\r\nConnection: close\r\n\r\n{\"amount\": 10}";
+    struct harness_resp r;
+    pid_t pid;
+    char *file;
+    int lines = 0;
+
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
+    snprintf(path, sizeof(path), "%s/ledger.jsonl", harness_tmpdir());
+    argv[0] = BUILD_DIR "/tools/demo-bank/demo-bank";
+    argv[1] = "--listen";
+    argv[2] = listen;
+    argv[3] = "--ledger";
+    argv[4] = path;
+    argv[5] = NULL;
+    pid = harness_spawn("bank", argv);
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(harness_wait_port(port, 10000), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(harness_request(port, raw, strlen(raw), &r, 5000), 0);
+        cr_assert_eq(r.status, 201);
+        harness_resp_free(&r);
+    }
+    cr_assert_eq(harness_request(port,
+                                 "GET /ledger HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n", 52,
+                                 &r, 5000),
+                 0);
+    cr_assert(strstr(r.body, "\"twice\": 2"), "%s", r.body);
+    harness_resp_free(&r);
+    file = slurp(path);
+    for (char *p = file; (p = strchr(p, '\n')); p++)
+        lines++;
+    cr_assert_eq(lines, 2, "%s", file);
+    cr_assert(strstr(file, "\"key\":\"twice\""), "%s", file);
+    free(file);
+    cr_assert(harness_stop_clean(pid, "bank", 5000));
+}

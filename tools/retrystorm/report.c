@@ -319,6 +319,22 @@ static void report_fmt_count(char *buf, size_t len, double n)
         snprintf(buf, len, "%g", n);
 }
 
+/* Horizontal grid lines with count labels, for both charts. */
+static void report_y_grid(FILE *out, double L, double T, double pw, double ph, double ymax,
+                          double step)
+{
+    for (double y = 0; y <= ymax + step / 2; y += step) {
+        double py = T + ph - y / ymax * ph;
+        char lbl[32];
+
+        report_fmt_count(lbl, sizeof(lbl), y);
+        fprintf(out,
+                "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eef0f3\"/>"
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                L, L + pw, py, py, L - 8, py + 4, lbl);
+    }
+}
+
 static const char report_css[] =
     "*{box-sizing:border-box}"
     "body{margin:0;background:#f3f4f7;color:#1f2328;"
@@ -462,16 +478,7 @@ static void report_svg_latency(FILE *out, const struct report_verdict *v)
     fprintf(out, "<svg viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"latency histogram\">\n",
             W, H);
     /* y grid */
-    for (double y = 0; y <= ymax + step / 2; y += step) {
-        double py = T + ph - y / ymax * ph;
-        char lbl[32];
-
-        report_fmt_count(lbl, sizeof(lbl), y);
-        fprintf(out,
-                "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eef0f3\"/>"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
-                L, L + pw, py, py, L - 8, py + 4, lbl);
-    }
+    report_y_grid(out, L, T, pw, ph, ymax, step);
     /* x grid: decades solid with labels, 2x and 5x dotted with small labels */
     for (double d = floor(lo_dec); d <= hi_dec + 1e-9; d += 1) {
         static const double subs[] = {1, 2, 5};
@@ -585,16 +592,7 @@ static void report_svg_timeline(FILE *out, const struct report_verdict *v, uint6
 
     fprintf(out, "<svg viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"answers over time\">\n",
             W, H);
-    for (double y = 0; y <= ymax + step / 2; y += step) {
-        double py = T + ph - y / ymax * ph;
-        char lbl[32];
-
-        report_fmt_count(lbl, sizeof(lbl), y);
-        fprintf(out,
-                "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eef0f3\"/>"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
-                L, L + pw, py, py, L - 8, py + 4, lbl);
-    }
+    report_y_grid(out, L, T, pw, ph, ymax, step);
     xstep = report_nice_step(span_s, 8);
     for (double t = 0; t <= span_s + 1e-9; t += xstep) {
         double x = L + t / span_s * pw;
