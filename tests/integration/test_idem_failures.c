@@ -135,17 +135,19 @@ Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
 
 Test(failures, a_stale_owner_cannot_overwrite_the_record)
 {
-    const char *extra[] = {"--lease", "600ms", NULL};
+    /* leases long enough that a loaded CI machine (ASan, parallel tests) cannot starve
+     * a live owner past one, short enough for a quick test */
+    const char *extra[] = {"--lease", "1s", NULL};
     struct harness_resp r, winner;
     int fd;
     char *log;
 
     start_stack(extra, NULL);
-    fd = post_async(a_port, "/slow/1200", "stale");
+    fd = post_async(a_port, "/slow/1500", "stale");
     usleep(200 * 1000);
     kill(a_pid, SIGSTOP); /* frozen: cannot renew its lease */
-    usleep(900 * 1000);
-    post(b_port, "/slow/1200", "stale", &winner); /* claims after the lease ran out */
+    usleep(1500 * 1000); /* A renewed last at 0.33 s at the latest: its lease is over */
+    post(b_port, "/slow/1500", "stale", &winner); /* claims after the lease ran out */
     cr_assert_eq(winner.status, 200);
     cr_assert_not(replayed(&winner));
     kill(a_pid, SIGCONT);
@@ -158,8 +160,8 @@ Test(failures, a_stale_owner_cannot_overwrite_the_record)
     cr_assert(log && strstr(log, "stale owner"), "no stale-owner refusal logged:\n%s", log);
     free(log);
     /* the record is the winner's */
-    post(a_port, "/slow/1200", "stale", &r);
-    cr_assert(replayed(&r));
+    post(a_port, "/slow/1500", "stale", &r);
+    cr_assert(replayed(&r), "%d %s", r.status, r.body);
     cr_assert_str_eq(r.body, winner.body);
     harness_resp_free(&r);
     harness_resp_free(&winner);
@@ -281,21 +283,21 @@ Test(failures, eviction_policy_warning)
  * keeps its claim, and a duplicate during it is still refused. */
 Test(failures, a_long_request_keeps_its_claim_past_the_lease)
 {
-    const char *extra[] = {"--lease", "600ms", NULL};
+    const char *extra[] = {"--lease", "1s", NULL};
     struct harness_resp r;
     int fd;
 
     start_stack(extra, NULL);
-    fd = post_async(a_port, "/slow/2000", "long-runner");
-    usleep(1300 * 1000); /* two leases later */
-    post(b_port, "/slow/2000", "long-runner", &r);
+    fd = post_async(a_port, "/slow/3500", "long-runner");
+    usleep(2200 * 1000); /* two leases later */
+    post(b_port, "/slow/3500", "long-runner", &r);
     cr_assert_eq(r.status, 409, "the claim lapsed although its owner was alive: %d", r.status);
     harness_resp_free(&r);
     cr_assert_eq(harness_read_response(fd, &r, 0, 10000), 0);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     close(fd);
-    post(b_port, "/slow/2000", "long-runner", &r);
+    post(b_port, "/slow/3500", "long-runner", &r);
     cr_assert(replayed(&r));
     harness_resp_free(&r);
     cr_assert_eq(harness_executions(up_port, "long-runner"), 1);
