@@ -146,7 +146,7 @@ Test(failures, a_stale_owner_cannot_overwrite_the_record)
     fd = post_async(a_port, "/slow/1500", "stale");
     usleep(200 * 1000);
     kill(a_pid, SIGSTOP); /* frozen: cannot renew its lease */
-    usleep(1500 * 1000); /* A renewed last at 0.33 s at the latest: its lease is over */
+    usleep(1500 * 1000);  /* A renewed last at 0.33 s at the latest: its lease is over */
     post(b_port, "/slow/1500", "stale", &winner); /* claims after the lease ran out */
     cr_assert_eq(winner.status, 200);
     cr_assert_not(replayed(&winner));
