@@ -71,9 +71,6 @@ struct store *store_new(struct event_base *base, const struct config *cfg, int w
  * accept that their args are never seen again). */
 void store_free(struct store *s);
 
-/* Can commands be sent right now (a connection exists or is being made)? */
-int store_up(const struct store *s);
-
 struct store_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
                               const char *token, store_claim_cb cb, void *arg);
 struct store_cmd *store_record(struct store *s, const char *key, const char *token,

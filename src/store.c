@@ -403,11 +403,6 @@ void store_cancel(struct store_cmd *c)
     }
 }
 
-int store_up(const struct store *s)
-{
-    return s->ac != NULL;
-}
-
 void store_get_stats(const struct store *s, struct store_stats *out)
 {
     *out = s->stats;

@@ -196,9 +196,23 @@ void worker_stop(struct worker *w)
 
 void worker_join(struct worker *w)
 {
+    int ran = w->started; /* its counters mean something */
+
     if (w->started) {
         pthread_join(w->thread, NULL);
         w->started = 0;
+    }
+    if (ran && w->pool && w->store) {
+        /* what this worker did, for the operator reading the shutdown log */
+        struct upstream_stats us;
+        struct store_stats ss;
+        upstream_pool_stats(w->pool, &us);
+        store_get_stats(w->store, &ss);
+        log_info("worker %d: upstream connections opened %llu, reused %llu times, %llu "
+                 "failovers; redis commands %llu, timeouts %llu, reconnects %llu",
+                 w->id, (unsigned long long)us.connects, (unsigned long long)us.reused,
+                 (unsigned long long)us.failovers, (unsigned long long)ss.commands,
+                 (unsigned long long)ss.timeouts, (unsigned long long)ss.reconnects);
     }
     if (w->base)
         frontend_free_all(w);
