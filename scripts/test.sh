@@ -48,6 +48,10 @@ mapfile -t SOURCES < <(cd "$ROOT" && git ls-files -- '*.c' '*.h' 2>/dev/null ||
 (cd "$ROOT" && clang-format --dry-run --Werror "${SOURCES[@]}") ||
     die "some files do not follow .clang-format (run: clang-format -i FILE)"
 
+# Lower layers never include higher ones, and no two modules include each other.
+say "== layering: src/"
+bash "$ROOT/scripts/check-layers.sh" "$ROOT/src" || die "src/ breaks the layering (see above)"
+
 run_suite "$ROOT/build" "release" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ $FAST -eq 0 ]; then
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23

@@ -16,7 +16,7 @@
 #include <event2/event.h>
 
 #include "config.h"
-#include "log.h"
+#include "core/log.h"
 #include "worker.h"
 
 static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -33,10 +33,10 @@ static int main_run(const struct config *cfg)
     sigset_t block, old;
     unsigned short port = 0;
     int ninit = 0, nstarted = 0, rc = 1;
-    char addr[CONFIG_HOST_MAX + 16];
+    char addr[CONF_HOST_MAX + 16];
     struct evbuffer *ups = NULL;
 
-    workers = calloc((size_t)cfg->workers, sizeof(*workers));
+    workers = calloc((size_t)cfg->worker.workers, sizeof(*workers));
     base = event_base_new();
     if (!workers || !base)
         goto out;
@@ -46,7 +46,7 @@ static int main_run(const struct config *cfg)
         goto out;
 
     /* All sockets are bound before any thread starts, so a bad address fails at once. */
-    for (int i = 0; i < cfg->workers; i++) {
+    for (int i = 0; i < cfg->worker.workers; i++) {
         int fd = worker_listen_socket(cfg, &port);
         if (fd < 0 || worker_init(&workers[i], i + 1, cfg, fd) < 0)
             goto out;
@@ -58,31 +58,31 @@ static int main_run(const struct config *cfg)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    for (int i = 0; i < cfg->workers; i++) {
+    for (int i = 0; i < cfg->worker.workers; i++) {
         if (worker_start(&workers[i]) < 0)
             break;
         nstarted++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (nstarted < cfg->workers)
+    if (nstarted < cfg->worker.workers)
         goto out;
 
-    config_addr_str(&cfg->listen, addr, sizeof(addr));
-    if (cfg->listen.port == 0) {
+    conf_addr_str(&cfg->worker.listen, addr, sizeof(addr));
+    if (cfg->worker.listen.port == 0) {
         char *colon = strrchr(addr, ':');
         if (colon)
             snprintf(colon + 1, sizeof(addr) - (size_t)(colon + 1 - addr), "%u", port);
     }
     ups = evbuffer_new();
-    for (size_t i = 0; ups && i < cfg->nupstreams; i++) {
-        char one[CONFIG_HOST_MAX + 16];
+    for (size_t i = 0; ups && i < cfg->upstream.naddrs; i++) {
+        char one[CONF_HOST_MAX + 16];
         evbuffer_add_printf(ups, "%s%s", i ? " " : "",
-                            config_addr_str(&cfg->upstreams[i], one, sizeof(one)));
+                            conf_addr_str(&cfg->upstream.addrs[i], one, sizeof(one)));
     }
     if (ups)
         evbuffer_add(ups, "", 1);
     log_info("idemproxy %s listening on %s with %d worker(s); upstreams: %s", IDEMPROXY_VERSION,
-             addr, cfg->workers, ups ? (const char *)evbuffer_pullup(ups, -1) : "?");
+             addr, cfg->worker.workers, ups ? (const char *)evbuffer_pullup(ups, -1) : "?");
     event_base_dispatch(base);
     rc = 0;
 out:
@@ -107,7 +107,7 @@ out:
 int main(int argc, char **argv)
 {
     struct config cfg;
-    struct config_cli cli = {0};
+    struct conf_cli cli = {0};
     char err[512];
     int rc = 1;
 

@@ -16,25 +16,28 @@
 #include <event2/util.h>
 
 #include "config.h"
-#include "frontend.h"
-#include "log.h"
-#include "store.h"
-#include "upstream.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "http/frontend.h"
+#include "http/upstream.h"
+#include "idem/idem.h"
+#include "idem/store.h"
+#include "redis/redis.h"
 
 int worker_listen_socket(const struct config *cfg, unsigned short *port)
 {
     struct addrinfo hints = {0}, *res = NULL;
     char portstr[8];
     int fd = -1, one = 1, rc;
-    unsigned short want = *port ? *port : cfg->listen.port;
+    unsigned short want = *port ? *port : cfg->worker.listen.port;
 
     snprintf(portstr, sizeof(portstr), "%u", want);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
-    rc = getaddrinfo(cfg->listen.host, portstr, &hints, &res);
+    rc = getaddrinfo(cfg->worker.listen.host, portstr, &hints, &res);
     if (rc != 0) {
-        log_error("listen %s: %s", cfg->listen.host, gai_strerror(rc));
+        log_error("listen %s: %s", cfg->worker.listen.host, gai_strerror(rc));
         return -1;
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -56,7 +59,7 @@ int worker_listen_socket(const struct config *cfg, unsigned short *port)
     freeaddrinfo(res);
     return fd;
 err:
-    log_error("listen %s:%u: %s", cfg->listen.host, want, strerror(errno));
+    log_error("listen %s:%u: %s", cfg->worker.listen.host, want, strerror(errno));
     if (fd >= 0)
         close(fd);
     freeaddrinfo(res);
@@ -66,7 +69,9 @@ err:
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                              int salen, void *arg)
 {
-    frontend_accept(arg, fd, sa, salen);
+    struct worker *w = arg;
+
+    frontend_accept(w->fe, fd, sa, salen);
 }
 
 static void worker_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -94,8 +99,19 @@ static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
 static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    size_t conns, reqs;
+
+    frontend_counts(w->fe, &conns, &reqs);
     log_warn("drain-timeout reached with %zu connection(s), %zu request(s) open; closing them",
-             w->nconns, w->nreqs);
+             conns, reqs);
+    event_base_loopexit(w->base, NULL);
+}
+
+/* The frontend has nothing left: the worker is done. */
+static void worker_drained_cb(void *arg)
+{
+    struct worker *w = arg;
+
     event_base_loopexit(w->base, NULL);
 }
 
@@ -114,30 +130,23 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
         evconnlistener_free(w->listener); /* closes our listening socket */
         w->listener = NULL;
     }
-    frontend_drain(w);
-    tv.tv_sec = (time_t)(w->cfg->drain_timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)(w->cfg->drain_timeout_ms % 1000) * 1000;
+    tv = clock_tv(w->cfg->worker.drain_timeout_ms);
     evtimer_add(w->drain_ev, &tv);
-    worker_maybe_finish(w);
-}
-
-void worker_maybe_finish(struct worker *w)
-{
-    if (w->draining && w->nconns == 0 && w->nreqs == 0)
-        event_base_loopexit(w->base, NULL);
+    frontend_drain(w->fe, worker_drained_cb, w);
 }
 
 int worker_init(struct worker *w, int id, const struct config *cfg, int listen_fd)
 {
+    char default_host[CONF_HOST_MAX + 16] = "";
+
     memset(w, 0, sizeof(*w));
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     w->id = id;
     w->cfg = cfg;
-    if (cfg->nupstreams)
-        config_addr_str(&cfg->upstreams[0], w->default_host, sizeof(w->default_host));
+    /* Host for HTTP/1.0 requests without one: the first upstream */
+    if (cfg->upstream.naddrs)
+        conf_addr_str(&cfg->upstream.addrs[0], default_host, sizeof(default_host));
     w->listen_fd = listen_fd;
-    TAILQ_INIT(&w->conns);
-    TAILQ_INIT(&w->reqs);
     w->base = event_base_new();
     if (!w->base)
         goto err;
@@ -156,10 +165,18 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
         goto err;
     w->drain_ev = evtimer_new(w->base, worker_drain_timeout_cb, w);
     w->accept_ev = evtimer_new(w->base, worker_accept_resume_cb, w);
-    w->pool = upstream_pool_new(w->base, cfg);
-    w->store = store_new(w->base, cfg, id);
-    if (!w->stop_ev || !w->drain_ev || !w->accept_ev || !w->pool || !w->store)
+    if (!w->drain_ev || !w->accept_ev)
         goto err;
+    /* the layers, bottom up; the keyed handler is the one registered handler */
+    w->pool = upstream_pool_new(w->base, &cfg->upstream);
+    w->redis =
+        w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts, store_nscripts) : NULL;
+    w->store = w->redis ? store_new(w->redis, &cfg->idem, id == 1) : NULL;
+    w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool, default_host) : NULL;
+    w->idem = w->fe ? idem_handler_new(w->base, &cfg->idem, w->store) : NULL;
+    if (!w->idem)
+        goto err;
+    frontend_add_handler(w->fe, w->idem);
     return 0;
 err:
     log_error("worker %d: initialisation failed", id);
@@ -202,22 +219,27 @@ void worker_join(struct worker *w)
         pthread_join(w->thread, NULL);
         w->started = 0;
     }
-    if (ran && w->pool && w->store) {
+    if (ran && w->pool && w->redis) {
         /* what this worker did, for the operator reading the shutdown log */
         struct upstream_stats us;
-        struct store_stats ss;
+        struct redis_stats ss;
         upstream_pool_stats(w->pool, &us);
-        store_get_stats(w->store, &ss);
+        redis_get_stats(w->redis, &ss);
         log_info("worker %d: upstream connections opened %llu, reused %llu times, %llu "
                  "failovers; redis commands %llu, timeouts %llu, reconnects %llu",
                  w->id, (unsigned long long)us.connects, (unsigned long long)us.reused,
                  (unsigned long long)us.failovers, (unsigned long long)ss.commands,
                  (unsigned long long)ss.timeouts, (unsigned long long)ss.reconnects);
     }
-    if (w->base)
-        frontend_free_all(w);
+    /* top down: requests (and their handlers' state) before what they used */
+    frontend_free(w->fe);
+    w->fe = NULL;
+    idem_handler_free(w->idem);
+    w->idem = NULL;
     store_free(w->store);
     w->store = NULL;
+    redis_client_free(w->redis);
+    w->redis = NULL;
     upstream_pool_free(w->pool);
     w->pool = NULL;
     if (w->listener)

@@ -5,7 +5,7 @@
 
 #include <event2/buffer.h>
 
-#include "http1.h"
+#include "http/http1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "idkey.h"
-#include "record.h"
+#include "idem/idkey.h"
+#include "idem/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,7 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../src/config.c"
+#include "../../src/core/conf.c"
+#include "config.h"
 
 #define ERRLEN 512
 
@@ -109,7 +110,7 @@ static const char *write_tmp(const char *text)
 }
 
 /* config_from_argv over a NULL-terminated list (argv[0] is added). */
-static int run_argv(struct config *c, struct config_cli *cli, const char *const *args)
+static int run_argv(struct config *c, struct conf_cli *cli, const char *const *args)
 {
     char *argv[32];
     int argc = 0;
@@ -130,32 +131,32 @@ static int online_cpus(void)
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
-static const char *astr(const struct config_addr *a)
+static const char *astr(const struct conf_addr *a)
 {
     static char buf[4][300];
     static int i;
     i = (i + 1) % 4;
-    return config_addr_str(a, buf[i], sizeof(buf[i]));
+    return conf_addr_str(a, buf[i], sizeof(buf[i]));
 }
 
 static void assert_defaults(const struct config *c, int check_workers, int check_upstreams)
 {
-    cr_assert_str_eq(astr(&c->listen), "127.0.0.1:8080");
+    cr_assert_str_eq(astr(&c->worker.listen), "127.0.0.1:8080");
     if (check_workers)
-        cr_assert_eq(c->workers, online_cpus());
+        cr_assert_eq(c->worker.workers, online_cpus());
     if (check_upstreams) {
-        cr_assert_eq(c->nupstreams, 0);
-        cr_assert_null(c->upstreams);
+        cr_assert_eq(c->upstream.naddrs, 0);
+        cr_assert_null(c->upstream.addrs);
     }
-    cr_assert_str_eq(astr(&c->redis), "127.0.0.1:6379");
-    cr_assert_eq(c->max_body, 1024 * 1024);
-    cr_assert_eq(c->max_headers, 16 * 1024);
-    cr_assert_eq(c->response_buffer, 1024 * 1024);
-    cr_assert_eq(c->client_timeout_ms, 60000);
-    cr_assert_eq(c->upstream_timeout_ms, 30000);
-    cr_assert_eq(c->upstream_connect_timeout_ms, 2000);
-    cr_assert_eq(c->upstream_pool, 64);
-    cr_assert_eq(c->drain_timeout_ms, 30000);
+    cr_assert_str_eq(astr(&c->redis.addr), "127.0.0.1:6379");
+    cr_assert_eq(c->frontend.max_body, 1024 * 1024);
+    cr_assert_eq(c->frontend.max_headers, 16 * 1024);
+    cr_assert_eq(c->frontend.response_buffer, 1024 * 1024);
+    cr_assert_eq(c->frontend.client_timeout_ms, 60000);
+    cr_assert_eq(c->upstream.timeout_ms, 30000);
+    cr_assert_eq(c->upstream.connect_timeout_ms, 2000);
+    cr_assert_eq(c->upstream.pool, 64);
+    cr_assert_eq(c->worker.drain_timeout_ms, 30000);
     cr_assert_eq(c->log_level, LOG_LEVEL_INFO);
     /* the idempotency policy */
     cr_assert_eq(c->idem.nmethods, 2);
@@ -170,7 +171,7 @@ static void assert_defaults(const struct config *c, int check_workers, int check
     cr_assert_eq(c->idem.lease_ms, 10000);
     cr_assert_eq(c->idem.retention_ms, 24 * 3600 * 1000);
     cr_assert_eq(c->idem.max_record, 8 * 1024 * 1024);
-    cr_assert_eq(c->idem.redis_timeout_ms, 500);
+    cr_assert_eq(c->redis.timeout_ms, 500);
     cr_assert_eq(c->idem.on_redis_error, IDEM_REDIS_REJECT);
     cr_assert_eq(c->idem.in_flight, IDEM_IN_FLIGHT_REJECT);
     cr_assert_eq(c->idem.wait_timeout_ms, 10000);
@@ -187,9 +188,9 @@ Test(config, defaults)
     config_defaults(&c);
     assert_defaults(&c, 1, 1);
     cr_assert_null(c.file);
-    cr_assert_eq(c.listen.port, 8080);
-    cr_assert_str_eq(c.listen.host, "127.0.0.1");
-    cr_assert_str_eq(c.listen.unix_path, "");
+    cr_assert_eq(c.worker.listen.port, 8080);
+    cr_assert_str_eq(c.worker.listen.host, "127.0.0.1");
+    cr_assert_str_eq(c.worker.listen.unix_path, "");
     config_free(&c);
 }
 
@@ -216,19 +217,21 @@ Test(config, example_conf_documents_real_defaults)
 
     cr_assert_not_null(f);
     while (fgets(line, sizeof(line), f)) {
-        const struct config_directive *d;
+        const struct conf_directive *d;
         char word[64];
         if (strncmp(line, "# ", 2) != 0 || sscanf(line + 2, "%63s", word) != 1 ||
-            (d = directive_find(word, strlen(word))) == NULL || strcmp(word, d->name) != 0)
+            (d = conf_find(&config_schema, word, strlen(word), NULL)) == NULL ||
+            strcmp(word, d->name) != 0)
             continue;
         strcat(text, line + 2);
         seen++;
     }
     fclose(f);
-    cr_assert_eq(seen, (int)CONFIG_NDIRECTIVES, "every directive documented once: %d", seen);
+    cr_assert_eq(seen, (int)conf_count(&config_schema), "every directive documented once: %d",
+                 seen);
     cr_assert_eq(load(&c, text), 0, "%s", err);
     assert_defaults(&c, 0, 0);
-    cr_assert_eq(c.nupstreams, 1);
+    cr_assert_eq(c.upstream.naddrs, 1);
     /* fingerprint-headers has no default; the example shows one */
     cr_assert_eq(c.idem.nfingerprint_headers, 1);
     config_free(&c);
@@ -241,10 +244,10 @@ Test(config, int_ok)
     struct config c;
 
     cr_assert_eq(load(&c, "workers 4\nupstream-pool 100000\n"), 0, "%s", err);
-    cr_assert_eq(c.workers, 4);
-    cr_assert_eq(c.upstream_pool, 100000);
+    cr_assert_eq(c.worker.workers, 4);
+    cr_assert_eq(c.upstream.pool, 100000);
     cr_assert_eq(load(&c, "workers 1\nworkers 256"), 0, "%s", err);
-    cr_assert_eq(c.workers, 256, "later wins");
+    cr_assert_eq(c.worker.workers, 256, "later wins");
     config_free(&c);
 }
 
@@ -273,21 +276,21 @@ Test(config, size_suffixes)
 {
     size_t v = 0;
 
-    cr_assert_eq(config_parse_size("0", &v), 0);
+    cr_assert_eq(conf_parse_size("0", &v), 0);
     cr_assert_eq(v, 0);
-    cr_assert_eq(config_parse_size("1000", &v), 0);
+    cr_assert_eq(conf_parse_size("1000", &v), 0);
     cr_assert_eq(v, 1000);
-    cr_assert_eq(config_parse_size("16k", &v), 0);
+    cr_assert_eq(conf_parse_size("16k", &v), 0);
     cr_assert_eq(v, 16384);
-    cr_assert_eq(config_parse_size("16K", &v), 0);
+    cr_assert_eq(conf_parse_size("16K", &v), 0);
     cr_assert_eq(v, 16384);
-    cr_assert_eq(config_parse_size("3m", &v), 0);
+    cr_assert_eq(conf_parse_size("3m", &v), 0);
     cr_assert_eq(v, 3 * 1024 * 1024);
-    cr_assert_eq(config_parse_size("3M", &v), 0);
+    cr_assert_eq(conf_parse_size("3M", &v), 0);
     cr_assert_eq(v, 3 * 1024 * 1024);
-    cr_assert_eq(config_parse_size("2g", &v), 0);
+    cr_assert_eq(conf_parse_size("2g", &v), 0);
     cr_assert_eq(v, 2ULL * 1024 * 1024 * 1024);
-    cr_assert_eq(config_parse_size("2G", &v), 0);
+    cr_assert_eq(conf_parse_size("2G", &v), 0);
     cr_assert_eq(v, 2ULL * 1024 * 1024 * 1024);
 }
 
@@ -309,7 +312,7 @@ Test(config, size_invalid_leaves_value)
                          "18446744073709551616"};
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        cr_assert_eq(config_parse_size(bad[i], &v), -1, "'%s' accepted", bad[i]);
+        cr_assert_eq(conf_parse_size(bad[i], &v), -1, "'%s' accepted", bad[i]);
         cr_assert_eq(v, 42, "'%s' wrote a partial result", bad[i]);
     }
 }
@@ -319,11 +322,11 @@ Test(config, size_directives)
     struct config c;
 
     cr_assert_eq(load(&c, "max-body 0\nmax-headers 1k"), 0, "%s", err);
-    cr_assert_eq(c.max_body, 0);
-    cr_assert_eq(c.max_headers, 1024);
+    cr_assert_eq(c.frontend.max_body, 0);
+    cr_assert_eq(c.frontend.max_headers, 1024);
     cr_assert_eq(load(&c, "max-body 1g\nmax-headers 1m"), 0, "%s", err);
-    cr_assert_eq(c.max_body, 1024 * 1024 * 1024);
-    cr_assert_eq(c.max_headers, 1024 * 1024);
+    cr_assert_eq(c.frontend.max_body, 1024 * 1024 * 1024);
+    cr_assert_eq(c.frontend.max_headers, 1024 * 1024);
     config_free(&c);
 
     cr_assert(strstr(load_err("max-body abc"),
@@ -347,21 +350,21 @@ Test(config, duration_suffixes)
 {
     uint64_t v = 0;
 
-    cr_assert_eq(config_parse_duration("1500ms", &v), 0);
+    cr_assert_eq(conf_parse_duration("1500ms", &v), 0);
     cr_assert_eq(v, 1500);
-    cr_assert_eq(config_parse_duration("45", &v), 0);
+    cr_assert_eq(conf_parse_duration("45", &v), 0);
     cr_assert_eq(v, 45000, "bare number is seconds");
-    cr_assert_eq(config_parse_duration("45s", &v), 0);
+    cr_assert_eq(conf_parse_duration("45s", &v), 0);
     cr_assert_eq(v, 45000);
-    cr_assert_eq(config_parse_duration("2m", &v), 0);
+    cr_assert_eq(conf_parse_duration("2m", &v), 0);
     cr_assert_eq(v, 120000);
-    cr_assert_eq(config_parse_duration("3h", &v), 0);
+    cr_assert_eq(conf_parse_duration("3h", &v), 0);
     cr_assert_eq(v, 3 * 3600000ULL);
-    cr_assert_eq(config_parse_duration("1d", &v), 0);
+    cr_assert_eq(conf_parse_duration("1d", &v), 0);
     cr_assert_eq(v, 86400000ULL);
-    cr_assert_eq(config_parse_duration("10MS", &v), 0);
+    cr_assert_eq(conf_parse_duration("10MS", &v), 0);
     cr_assert_eq(v, 10);
-    cr_assert_eq(config_parse_duration("0", &v), 0);
+    cr_assert_eq(conf_parse_duration("0", &v), 0);
     cr_assert_eq(v, 0);
 }
 
@@ -380,7 +383,7 @@ Test(config, duration_invalid_leaves_value)
                          "18446744073709551615s"};
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        cr_assert_eq(config_parse_duration(bad[i], &v), -1, "'%s' accepted", bad[i]);
+        cr_assert_eq(conf_parse_duration(bad[i], &v), -1, "'%s' accepted", bad[i]);
         cr_assert_eq(v, 42, "'%s' wrote a partial result", bad[i]);
     }
 }
@@ -392,10 +395,10 @@ Test(config, duration_directives)
     cr_assert_eq(load(&c, "client-timeout 1ms\nupstream-timeout 7d\n"
                           "upstream-connect-timeout 250ms\ndrain-timeout 0"),
                  0, "%s", err);
-    cr_assert_eq(c.client_timeout_ms, 1);
-    cr_assert_eq(c.upstream_timeout_ms, 7 * 86400000ULL);
-    cr_assert_eq(c.upstream_connect_timeout_ms, 250);
-    cr_assert_eq(c.drain_timeout_ms, 0);
+    cr_assert_eq(c.frontend.client_timeout_ms, 1);
+    cr_assert_eq(c.upstream.timeout_ms, 7 * 86400000ULL);
+    cr_assert_eq(c.upstream.connect_timeout_ms, 250);
+    cr_assert_eq(c.worker.drain_timeout_ms, 0);
     config_free(&c);
 
     cr_assert(strstr(load_err("client-timeout 5x"),
@@ -440,24 +443,24 @@ Test(config, log_level)
 
 Test(config, addr_forms)
 {
-    struct config_addr a;
+    struct conf_addr a;
 
-    cr_assert_eq(config_parse_addr("10.0.0.1:80", &a, 0, 0), 0);
+    cr_assert_eq(conf_parse_addr("10.0.0.1:80", &a, 0, 0), 0);
     cr_assert_str_eq(a.host, "10.0.0.1");
     cr_assert_eq(a.port, 80);
     cr_assert_str_eq(a.unix_path, "");
-    cr_assert_eq(config_parse_addr("backend-1.example.com:65535", &a, 0, 0), 0);
+    cr_assert_eq(conf_parse_addr("backend-1.example.com:65535", &a, 0, 0), 0);
     cr_assert_str_eq(a.host, "backend-1.example.com");
     cr_assert_eq(a.port, 65535);
-    cr_assert_eq(config_parse_addr("[::1]:80", &a, 0, 0), 0);
+    cr_assert_eq(conf_parse_addr("[::1]:80", &a, 0, 0), 0);
     cr_assert_str_eq(a.host, "::1");
     cr_assert_eq(a.port, 80);
     cr_assert_str_eq(astr(&a), "[::1]:80");
-    cr_assert_eq(config_parse_addr("[2001:db8::5]:8443", &a, 0, 0), 0);
+    cr_assert_eq(conf_parse_addr("[2001:db8::5]:8443", &a, 0, 0), 0);
     cr_assert_str_eq(astr(&a), "[2001:db8::5]:8443");
-    cr_assert_eq(config_parse_addr("0.0.0.0:0", &a, 0, 1), 0);
+    cr_assert_eq(conf_parse_addr("0.0.0.0:0", &a, 0, 1), 0);
     cr_assert_eq(a.port, 0);
-    cr_assert_eq(config_parse_addr("unix:/tmp/r.sock", &a, 1, 0), 0);
+    cr_assert_eq(conf_parse_addr("unix:/tmp/r.sock", &a, 1, 0), 0);
     cr_assert_str_eq(a.unix_path, "/tmp/r.sock");
     cr_assert_str_eq(a.host, "");
     cr_assert_str_eq(astr(&a), "unix:/tmp/r.sock");
@@ -507,7 +510,7 @@ Test(config, addr_too_long)
     snprintf(line, sizeof(line), "upstream %s:80", host);
     struct config c;
     cr_assert_eq(load(&c, line), 0, "%s", err);
-    cr_assert_eq(strlen(c.upstreams[0].host), 255);
+    cr_assert_eq(strlen(c.upstream.addrs[0].host), 255);
     config_free(&c);
 
     memset(host, 'p', 108);
@@ -521,11 +524,11 @@ Test(config, addr_directives)
     struct config c;
 
     cr_assert_eq(load(&c, "listen [::]:0\nredis unix:/run/redis.sock"), 0, "%s", err);
-    cr_assert_str_eq(astr(&c.listen), "[::]:0");
-    cr_assert_str_eq(astr(&c.redis), "unix:/run/redis.sock");
+    cr_assert_str_eq(astr(&c.worker.listen), "[::]:0");
+    cr_assert_str_eq(astr(&c.redis.addr), "unix:/run/redis.sock");
     cr_assert_eq(load(&c, "redis [::1]:6380"), 0, "%s", err);
-    cr_assert_str_eq(astr(&c.redis), "[::1]:6380");
-    cr_assert_str_eq(c.redis.unix_path, "");
+    cr_assert_str_eq(astr(&c.redis.addr), "[::1]:6380");
+    cr_assert_str_eq(c.redis.addr.unix_path, "");
     config_free(&c);
 }
 
@@ -534,13 +537,13 @@ Test(config, upstream_list)
     struct config c;
 
     cr_assert_eq(load(&c, "upstream a:1\nupstream b:2 [::1]:3\n"), 0, "%s", err);
-    cr_assert_eq(c.nupstreams, 3);
-    cr_assert_str_eq(astr(&c.upstreams[0]), "a:1");
-    cr_assert_str_eq(astr(&c.upstreams[1]), "b:2");
-    cr_assert_str_eq(astr(&c.upstreams[2]), "[::1]:3");
+    cr_assert_eq(c.upstream.naddrs, 3);
+    cr_assert_str_eq(astr(&c.upstream.addrs[0]), "a:1");
+    cr_assert_str_eq(astr(&c.upstream.addrs[1]), "b:2");
+    cr_assert_str_eq(astr(&c.upstream.addrs[2]), "[::1]:3");
     config_free(&c);
-    cr_assert_null(c.upstreams);
-    cr_assert_eq(c.nupstreams, 0);
+    cr_assert_null(c.upstream.addrs);
+    cr_assert_eq(c.upstream.naddrs, 0);
     config_free(&c); /* idempotent */
 }
 
@@ -552,8 +555,8 @@ Test(config, upstream_bad_line_is_all_or_nothing)
     cr_assert_eq(config_load_string(&c, "t", "upstream a:1", err, sizeof(err)), 0);
     cr_assert_eq(config_load_string(&c, "t", "upstream b:2 c", err, sizeof(err)), -1);
     cr_assert(strstr(err, "t:1: upstream: invalid address 'c'"), "%s", err);
-    cr_assert_eq(c.nupstreams, 1);
-    cr_assert_str_eq(astr(&c.upstreams[0]), "a:1");
+    cr_assert_eq(c.upstream.naddrs, 1);
+    cr_assert_str_eq(astr(&c.upstream.addrs[0]), "a:1");
     config_free(&c);
 }
 
@@ -588,7 +591,7 @@ Test(config, directive_names_case_insensitive)
     struct config c;
 
     cr_assert_eq(load(&c, "Workers 3\nLOG-LEVEL warn"), 0, "%s", err);
-    cr_assert_eq(c.workers, 3);
+    cr_assert_eq(c.worker.workers, 3);
     cr_assert_eq(c.log_level, LOG_LEVEL_WARN);
     config_free(&c);
 }
@@ -667,8 +670,8 @@ Test(config, quoting_in_files)
                           "redis 'unix:/tmp/a b.sock'\n"
                           "\tlog-level \"\\x64ebug\"\n"),
                  0, "%s", err);
-    cr_assert_str_eq(astr(&c.listen), "127.0.0.1:9");
-    cr_assert_str_eq(c.redis.unix_path, "/tmp/a b.sock");
+    cr_assert_str_eq(astr(&c.worker.listen), "127.0.0.1:9");
+    cr_assert_str_eq(c.redis.addr.unix_path, "/tmp/a b.sock");
     cr_assert_eq(c.log_level, LOG_LEVEL_DEBUG);
     config_free(&c);
 
@@ -721,9 +724,9 @@ Test(config, file_ok)
 
     config_defaults(&c);
     cr_assert_eq(config_load_file(&c, path, err, sizeof(err)), 0, "%s", err);
-    cr_assert_str_eq(astr(&c.listen), "0.0.0.0:0");
-    cr_assert_eq(c.nupstreams, 1);
-    cr_assert_eq(c.max_body, 2 * 1024 * 1024);
+    cr_assert_str_eq(astr(&c.worker.listen), "0.0.0.0:0");
+    cr_assert_eq(c.upstream.naddrs, 1);
+    cr_assert_eq(c.frontend.max_body, 2 * 1024 * 1024);
     config_free(&c);
 }
 
@@ -775,7 +778,7 @@ Test(config, validate_needs_upstream)
 Test(config, argv_flags_only)
 {
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
 
     cr_assert_eq(run_argv(&c, &cli,
                           ARGV("--upstream", "127.0.0.1:9000", "--listen=127.0.0.1:0", "--workers",
@@ -784,13 +787,13 @@ Test(config, argv_flags_only)
                  0, "%s", err);
     cr_assert_null(c.file);
     cr_assert_eq(cli.test_only + cli.show_help + cli.show_version, 0);
-    cr_assert_eq(c.nupstreams, 1);
-    cr_assert_str_eq(astr(&c.listen), "127.0.0.1:0");
-    cr_assert_eq(c.workers, 3);
-    cr_assert_eq(c.max_body, 2048);
-    cr_assert_eq(c.client_timeout_ms, 300000);
+    cr_assert_eq(c.upstream.naddrs, 1);
+    cr_assert_str_eq(astr(&c.worker.listen), "127.0.0.1:0");
+    cr_assert_eq(c.worker.workers, 3);
+    cr_assert_eq(c.frontend.max_body, 2048);
+    cr_assert_eq(c.frontend.client_timeout_ms, 300000);
     cr_assert_eq(c.log_level, LOG_LEVEL_ERROR);
-    cr_assert_str_eq(c.redis.unix_path, "/r.sock");
+    cr_assert_str_eq(c.redis.addr.unix_path, "/r.sock");
     config_free(&c);
 }
 
@@ -798,7 +801,7 @@ Test(config, argv_file_then_flags)
 {
     const char *path = write_tmp("workers 5\nmax-body 3k\nupstream a:1\nupstream b:2\n");
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
 
     /* Flags before the file still override it; upstreams accumulate file first. */
     cr_assert_eq(
@@ -807,23 +810,23 @@ Test(config, argv_file_then_flags)
         0, "%s", err);
     cr_assert_eq(cli.test_only, 1);
     cr_assert_str_eq(c.file, path);
-    cr_assert_eq(c.workers, 7);
-    cr_assert_eq(c.max_body, 3 * 1024);
-    cr_assert_eq(c.nupstreams, 4);
-    cr_assert_str_eq(astr(&c.upstreams[0]), "a:1");
-    cr_assert_str_eq(astr(&c.upstreams[1]), "b:2");
-    cr_assert_str_eq(astr(&c.upstreams[2]), "c:3");
-    cr_assert_str_eq(astr(&c.upstreams[3]), "d:4");
+    cr_assert_eq(c.worker.workers, 7);
+    cr_assert_eq(c.frontend.max_body, 3 * 1024);
+    cr_assert_eq(c.upstream.naddrs, 4);
+    cr_assert_str_eq(astr(&c.upstream.addrs[0]), "a:1");
+    cr_assert_str_eq(astr(&c.upstream.addrs[1]), "b:2");
+    cr_assert_str_eq(astr(&c.upstream.addrs[2]), "c:3");
+    cr_assert_str_eq(astr(&c.upstream.addrs[3]), "d:4");
     config_free(&c);
     cr_assert_null(c.file);
-    cr_assert_null(c.upstreams);
+    cr_assert_null(c.upstream.addrs);
 }
 
 Test(config, argv_file_error)
 {
     const char *path = write_tmp("upstream a:1\nlisen x\n");
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
     char want[256];
 
     cr_assert_eq(run_argv(&c, &cli, ARGV(path)), -1);
@@ -840,7 +843,7 @@ Test(config, argv_file_error)
 Test(config, argv_errors)
 {
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
 
     cr_assert_eq(run_argv(&c, &cli, ARGV("--listen")), -1);
     cr_assert_str_eq(err, "--listen: missing value");
@@ -878,7 +881,7 @@ Test(config, argv_errors)
 Test(config, argv_validates)
 {
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
 
     cr_assert_eq(run_argv(&c, &cli, ARGV("--workers", "2")), -1);
     cr_assert(strstr(err, "no upstream configured: give --upstream HOST:PORT"), "%s", err);
@@ -892,7 +895,7 @@ Test(config, argv_validates)
 Test(config, argv_help_version)
 {
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
 
     /* No upstream, a bad option and a missing file: help still wins, nothing is loaded. */
     cr_assert_eq(run_argv(&c, &cli, ARGV("--foo", "/nonexistent.conf", "--help")), 0, "%s", err);
@@ -925,8 +928,9 @@ Test(config, print_help)
     cr_assert(strstr(buf, "usage: idemproxy [-t] [CONFIG_FILE]"));
     cr_assert(strstr(buf, "--help"));
     cr_assert(strstr(buf, "--version"));
-    for (size_t i = 0; i < CONFIG_NDIRECTIVES; i++) {
-        snprintf(want, sizeof(want), "  --%s %s ", config_table[i].name, config_table[i].arg);
+    for (size_t i = 0; i < conf_count(&config_schema); i++) {
+        snprintf(want, sizeof(want), "  --%s %s ", conf_at(&config_schema, i)->name,
+                 conf_at(&config_schema, i)->arg);
         cr_assert(strstr(buf, want), "missing '%s'", want);
     }
     cr_assert(strstr(buf, "clients connect here (port 0: any free port) [127.0.0.1:8080]"));
@@ -950,30 +954,27 @@ struct gen {
     size_t nmethods;
     char **tags;
     size_t ntags;
-    struct config_addr *peers;
+    struct conf_addr *peers;
     size_t npeers;
 };
 
-static const struct config_choice gen_modes[] = {{"reject", 1}, {"wait", 2}, {NULL, 0}};
+static const struct conf_choice gen_modes[] = {{"reject", 1}, {"wait", 2}, {NULL, 0}};
 
-static const struct config_directive gen_table[] = {
-    {.name = "flag", .type = CONFIG_T_BOOL, .off = offsetof(struct gen, flag)},
-    {.name = "mode",
-     .type = CONFIG_T_ENUM,
-     .off = offsetof(struct gen, mode),
-     .choices = gen_modes},
-    {.name = "name", .type = CONFIG_T_STRING, .off = offsetof(struct gen, name)},
+static const struct conf_directive gen_table[] = {
+    {.name = "flag", .type = CONF_T_BOOL, .off = offsetof(struct gen, flag)},
+    {.name = "mode", .type = CONF_T_ENUM, .off = offsetof(struct gen, mode), .choices = gen_modes},
+    {.name = "name", .type = CONF_T_STRING, .off = offsetof(struct gen, name)},
     {.name = "methods",
-     .type = CONFIG_T_STRING_LIST,
+     .type = CONF_T_STRING_LIST,
      .off = offsetof(struct gen, methods),
      .count_off = offsetof(struct gen, nmethods)},
     {.name = "tag",
-     .type = CONFIG_T_STRING_LIST,
-     .flags = CONFIG_F_REPEATABLE,
+     .type = CONF_T_STRING_LIST,
+     .flags = CONF_F_REPEATABLE,
      .off = offsetof(struct gen, tags),
      .count_off = offsetof(struct gen, ntags)},
     {.name = "peers",
-     .type = CONFIG_T_ADDR_LIST,
+     .type = CONF_T_ADDR_LIST,
      .off = offsetof(struct gen, peers),
      .count_off = offsetof(struct gen, npeers)},
 };
@@ -1096,7 +1097,7 @@ Test(config, format_units_bounds)
 Test(config, policy_lists_enums_and_validation)
 {
     struct config c;
-    struct config_cli cli;
+    struct conf_cli cli;
     char *a1[] = {"idemproxy",
                   "--upstream",
                   "h:1",

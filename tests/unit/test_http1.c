@@ -4,7 +4,7 @@
 
 #include <event2/buffer.h>
 
-#include "http1.h"
+#include "http/http1.h"
 
 static int parse_req(struct http1_head *h, const char *raw, struct http1_error *err)
 {

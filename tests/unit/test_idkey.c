@@ -5,8 +5,8 @@
 #include <event2/buffer.h>
 #include <openssl/evp.h>
 
-#include "http1.h"
-#include "idkey.h"
+#include "http/http1.h"
+#include "idem/idkey.h"
 
 /* ---- idkey_parse ---- */
 

@@ -5,8 +5,8 @@
 
 #include <event2/buffer.h>
 
-#include "http1.h"
-#include "record.h"
+#include "http/http1.h"
+#include "idem/record.h"
 
 static void resp(struct http1_head *h, const char *raw)
 {

@@ -12,7 +12,7 @@
 #include <event2/buffer.h>
 
 #include "ledger.h"
-#include "problem.h"
+#include "core/problem.h"
 
 #define LEDGER_MIN_SLOTS   64
 #define LEDGER_MIN_ENTRIES 64

@@ -40,10 +40,10 @@
 #include <event2/keyvalq_struct.h>
 
 #include "amount.h"
-#include "config.h"
+#include "core/conf.h"
 #include "ledger.h"
-#include "log.h"
-#include "problem.h"
+#include "core/log.h"
+#include "core/problem.h"
 
 #define BANK_START_BALANCE  1000000000LL
 #define BANK_MAX_BODY       (64 * 1024)
@@ -59,7 +59,7 @@
 
 /* The command line; strings point into argv. */
 struct bank_opts {
-    struct config_addr listen;
+    struct conf_addr listen;
     int have_listen;
     uint64_t delay_ms;
     uint64_t jitter_ms;
@@ -607,7 +607,7 @@ static int bank_usage_error(const char *flag, const char *fmt, const char *arg)
 
 static int bank_parse_wait(const char *flag, const char *v, uint64_t *ms)
 {
-    if (config_parse_duration(v, ms) < 0)
+    if (conf_parse_duration(v, ms) < 0)
         return bank_usage_error(flag,
                                 "invalid duration '%s' (use e.g. 300ms, 2s; a bare number "
                                 "is seconds)",
@@ -620,7 +620,7 @@ static int bank_parse_wait(const char *flag, const char *v, uint64_t *ms)
 static int bank_parse_flag(struct bank_opts *o, const char *flag, const char *v)
 {
     if (strcmp(flag, "--listen") == 0) {
-        if (config_parse_addr(v, &o->listen, 0, 1) < 0)
+        if (conf_parse_addr(v, &o->listen, 0, 1) < 0)
             return bank_usage_error(flag,
                                     "invalid address '%s' (expected HOST:PORT, e.g. "
                                     "127.0.0.1:8081 or [::1]:8081)",

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "core/conf.h"
 #include "report.h"
 #include "storm.h"
 #include "wire.h"
@@ -230,7 +230,7 @@ static int main_parse(int argc, char **argv, struct main_args *a)
                 return main_usage("--abort-rate", "'%s' is not a fraction from 0 to 1", arg);
             break;
         case OPT_CLIENT_TIMEOUT:
-            if (config_parse_duration(arg, &o->client_timeout_ms) < 0 || o->client_timeout_ms == 0)
+            if (conf_parse_duration(arg, &o->client_timeout_ms) < 0 || o->client_timeout_ms == 0)
                 return main_usage("--client-timeout",
                                   "'%s' is not a positive duration (e.g. 500ms, 30s, 2m)", arg);
             break;
@@ -239,7 +239,7 @@ static int main_parse(int argc, char **argv, struct main_args *a)
                 return main_usage("--rate", "'%s' is not a rate in requests/s (> 0)", arg);
             break;
         case OPT_DURATION:
-            if (config_parse_duration(arg, &o->duration_ms) < 0 || o->duration_ms == 0)
+            if (conf_parse_duration(arg, &o->duration_ms) < 0 || o->duration_ms == 0)
                 return main_usage("--duration",
                                   "'%s' is not a positive duration (e.g. 500ms, 30s, 2m)", arg);
             break;
@@ -250,7 +250,7 @@ static int main_parse(int argc, char **argv, struct main_args *a)
             a->json_path = arg;
             break;
         case OPT_GIVE_UP:
-            if (config_parse_duration(arg, &o->give_up_ms) < 0)
+            if (conf_parse_duration(arg, &o->give_up_ms) < 0)
                 return main_usage("--give-up", "'%s' is not a duration (e.g. 500ms, 30s, 2m)", arg);
             break;
         case OPT_SEED:

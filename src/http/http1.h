@@ -17,11 +17,13 @@
  *     headers, a list, a sign, or anything but digits → 400; a transfer coding other
  *     than a single "chunked" → 501; HTTP/1.1 request without exactly one Host → 400
  */
-#ifndef IDEMPROXY_HTTP1_H
-#define IDEMPROXY_HTTP1_H
+#ifndef IDEMPROXY_HTTP_HTTP1_H
+#define IDEMPROXY_HTTP_HTTP1_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/problem.h"
 
 struct evbuffer;
 
@@ -71,9 +73,10 @@ struct http1_head {
     struct http1_header headers[HTTP1_MAX_HEADERS];
 };
 
-/* Why a message was rejected: the HTTP status to answer, a stable problem slug (see
- * problem.h) and a human sentence. Static strings, never freed. */
+/* Why a message was rejected: the kind of problem to answer (core/problem.h) and a human
+ * sentence. status and slug are the kind's row, copied for logs and tests. */
 struct http1_error {
+    enum problem_kind kind;
     int status;
     const char *slug;
     char detail[160];

@@ -1,4 +1,4 @@
-#include "http1.h"
+#include "http/http1.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -12,16 +12,25 @@
 /* chunked decoder states */
 enum { CH_SIZE = 0, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_DONE };
 
-static int http1_fail(struct http1_error *err, int status, const char *slug, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static int http1_fail(struct http1_error *err, enum problem_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static int http1_fail(struct http1_error *err, int status, const char *slug, const char *fmt, ...)
+/* The one place an http1_error is filled: status and slug come from the problem table. */
+static void http1_set_kind(struct http1_error *err, enum problem_kind kind)
+{
+    const struct problem_type *t = problem_type(kind);
+
+    err->kind = kind;
+    err->status = t->status;
+    err->slug = t->slug;
+}
+
+static int http1_fail(struct http1_error *err, enum problem_kind kind, const char *fmt, ...)
 {
     va_list ap;
 
     if (err) {
-        err->status = status;
-        err->slug = slug;
+        http1_set_kind(err, kind);
         va_start(ap, fmt);
         vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
         va_end(ap);
@@ -125,27 +134,26 @@ void http1_head_clear(struct http1_head *h)
  * Split the lines after the start line into headers, in place. line points at the first
  * header line; end is one past the final CRLFCRLF's first CRLF region.
  */
-static int http1_parse_fields(struct http1_head *h, char *line, char *end, int over_status,
-                              struct http1_error *err)
+static int http1_parse_fields(struct http1_head *h, char *line, char *end, struct http1_error *err)
 {
     while (line < end) {
         char *eol = memchr(line, '\r', (size_t)(end - line));
         char *colon, *v, *ve;
 
         if (!eol || eol + 1 >= end || eol[1] != '\n')
-            return http1_fail(err, 400, "invalid-header", "header line not terminated by CRLF");
+            return http1_fail(err, PROBLEM_INVALID_HEADER, "header line not terminated by CRLF");
         if (eol == line) /* the empty line */
             return 0;
         if (line[0] == ' ' || line[0] == '\t')
-            return http1_fail(err, 400, "invalid-header",
+            return http1_fail(err, PROBLEM_INVALID_HEADER,
                               "obsolete line folding in header section");
         for (colon = line; colon < eol && http1_is_tchar((unsigned char)*colon); colon++)
             ;
         if (colon == line || colon == eol || *colon != ':') {
             if (colon < eol && (*colon == ' ' || *colon == '\t'))
-                return http1_fail(err, 400, "invalid-header",
+                return http1_fail(err, PROBLEM_INVALID_HEADER,
                                   "whitespace between header name and colon");
-            return http1_fail(err, 400, "invalid-header", "invalid header name");
+            return http1_fail(err, PROBLEM_INVALID_HEADER, "invalid header name");
         }
         v = colon + 1;
         while (v < eol && (*v == ' ' || *v == '\t'))
@@ -156,13 +164,13 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, int o
         for (char *c = v; c < ve; c++) {
             if (!http1_is_value_char((unsigned char)*c)) {
                 *colon = '\0';
-                return http1_fail(err, 400, "invalid-header",
+                return http1_fail(err, PROBLEM_INVALID_HEADER,
                                   "control character (0x%02x) in value of header '%.60s'",
                                   (unsigned char)*c, line);
             }
         }
         if (h->nheaders == HTTP1_MAX_HEADERS)
-            return http1_fail(err, over_status, "headers-too-large", "more than %d header fields",
+            return http1_fail(err, PROBLEM_HEADERS_TOO_LARGE, "more than %d header fields",
                               HTTP1_MAX_HEADERS);
         *colon = '\0';
         *ve = '\0';
@@ -176,7 +184,7 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, int o
         h->nheaders++;
         line = eol + 2;
     }
-    return http1_fail(err, 400, "bad-request", "header section not terminated");
+    return http1_fail(err, PROBLEM_BAD_REQUEST, "header section not terminated");
 }
 
 /* Copy data, check that no bare CR/LF or NUL hides in it, and locate the first line. */
@@ -185,27 +193,27 @@ static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
 {
     memset(h, 0, sizeof(*h));
     if (len < 4 || memcmp(data + len - 4, "\r\n\r\n", 4) != 0) {
-        http1_fail(err, 400, "bad-request", "incomplete message head");
+        http1_fail(err, PROBLEM_BAD_REQUEST, "incomplete message head");
         return NULL;
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)data[i];
         if (c == '\n' && (i == 0 || data[i - 1] != '\r')) {
-            http1_fail(err, 400, "bad-request", "bare LF in message head");
+            http1_fail(err, PROBLEM_BAD_REQUEST, "bare LF in message head");
             return NULL;
         }
         if (c == '\r' && (i + 1 == len || data[i + 1] != '\n')) {
-            http1_fail(err, 400, "invalid-header", "bare CR in message head");
+            http1_fail(err, PROBLEM_INVALID_HEADER, "bare CR in message head");
             return NULL;
         }
         if (c == '\0') {
-            http1_fail(err, 400, "invalid-header", "NUL byte in message head");
+            http1_fail(err, PROBLEM_INVALID_HEADER, "NUL byte in message head");
             return NULL;
         }
     }
     h->buf = malloc(len + 1);
     if (!h->buf) {
-        http1_fail(err, 500, "internal-error", "out of memory");
+        http1_fail(err, PROBLEM_INTERNAL_ERROR, "out of memory");
         return NULL;
     }
     memcpy(h->buf, data, len);
@@ -218,9 +226,9 @@ static int http1_parse_version(const char *v, size_t n, int *minor, struct http1
 {
     if (n != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
         v[7] < '0' || v[7] > '9')
-        return http1_fail(err, 400, "bad-request", "malformed HTTP version");
+        return http1_fail(err, PROBLEM_BAD_REQUEST, "malformed HTTP version");
     if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
-        return http1_fail(err, 505, "version-not-supported", "HTTP/%c.%c is not supported", v[5],
+        return http1_fail(err, PROBLEM_VERSION_NOT_SUPPORTED, "HTTP/%c.%c is not supported", v[5],
                           v[7]);
     *minor = v[7] - '0';
     return 0;
@@ -236,24 +244,24 @@ int http1_parse_request(struct http1_head *h, const char *data, size_t len, stru
     eol = strstr(b, "\r\n");
     sp1 = memchr(b, ' ', (size_t)(eol - b));
     if (!sp1 || sp1 == b) {
-        http1_fail(err, 400, "bad-request", "malformed request line");
+        http1_fail(err, PROBLEM_BAD_REQUEST, "malformed request line");
         goto fail;
     }
     sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
     if (!sp2 || sp2 == sp1 + 1 || memchr(sp2 + 1, ' ', (size_t)(eol - sp2 - 1))) {
-        http1_fail(err, 400, "bad-request", "malformed request line");
+        http1_fail(err, PROBLEM_BAD_REQUEST, "malformed request line");
         goto fail;
     }
     for (char *c = b; c < sp1; c++) {
         if (!http1_is_tchar((unsigned char)*c)) {
-            http1_fail(err, 400, "bad-request", "invalid method");
+            http1_fail(err, PROBLEM_BAD_REQUEST, "invalid method");
             goto fail;
         }
     }
     for (char *c = sp1 + 1; c < sp2; c++) {
         unsigned char u = (unsigned char)*c;
         if (u <= 0x20 || u == 0x7f) {
-            http1_fail(err, 400, "bad-request", "invalid character in request target");
+            http1_fail(err, PROBLEM_BAD_REQUEST, "invalid character in request target");
             goto fail;
         }
     }
@@ -268,10 +276,10 @@ int http1_parse_request(struct http1_head *h, const char *data, size_t len, stru
     if (h->target[0] != '/' && strcmp(h->target, "*") != 0 &&
         strncasecmp(h->target, "http://", 7) != 0 && strncasecmp(h->target, "https://", 8) != 0 &&
         strcmp(h->method, "CONNECT") != 0) {
-        http1_fail(err, 400, "bad-request", "request target must be an absolute path");
+        http1_fail(err, PROBLEM_BAD_REQUEST, "request target must be an absolute path");
         goto fail;
     }
-    if (http1_parse_fields(h, eol + 2, b + len, 431, err) < 0)
+    if (http1_parse_fields(h, eol + 2, b + len, err) < 0)
         goto fail;
     return 0;
 fail:
@@ -290,15 +298,14 @@ int http1_parse_response(struct http1_head *h, const char *data, size_t len,
     if (eol - b < 12 || b[8] != ' ' || http1_parse_version(b, 8, &h->minor, err) < 0 ||
         b[9] < '1' || b[9] > '9' || b[10] < '0' || b[10] > '9' || b[11] < '0' || b[11] > '9' ||
         (eol - b > 12 && b[12] != ' ')) {
-        http1_fail(err, 502, "upstream-failed", "malformed status line from upstream");
+        http1_fail(err, PROBLEM_UPSTREAM_FAILED, "malformed status line from upstream");
         goto fail;
     }
     h->status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
     *eol = '\0';
     h->reason = eol - b > 12 ? b + 13 : eol;
-    if (http1_parse_fields(h, eol + 2, b + len, 502, err) < 0) {
-        err->status = 502;
-        err->slug = "upstream-failed";
+    if (http1_parse_fields(h, eol + 2, b + len, err) < 0) {
+        http1_set_kind(err, PROBLEM_UPSTREAM_FAILED); /* the detail says what was wrong */
         goto fail;
     }
     return 0;
@@ -429,30 +436,30 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
     *length = 0;
     *kind = HTTP1_BODY_NONE;
     if (h->minor == 1 && nhost != 1)
-        return http1_fail(err, 400, "missing-host",
+        return http1_fail(err, PROBLEM_MISSING_HOST,
                           nhost ? "more than one Host header" : "HTTP/1.1 request without Host");
     if (nte && ncl)
-        return http1_fail(err, 400, "conflicting-framing",
+        return http1_fail(err, PROBLEM_CONFLICTING_FRAMING,
                           "both Content-Length and Transfer-Encoding are present");
     if (nte) {
         http1_list_each(h, "Transfer-Encoding", http1_te_each, &te);
         if (h->minor == 0)
-            return http1_fail(err, 400, "conflicting-framing",
+            return http1_fail(err, PROBLEM_CONFLICTING_FRAMING,
                               "Transfer-Encoding in an HTTP/1.0 request");
         if (te.count == 1 && te.chunked_last) {
             *kind = HTTP1_BODY_CHUNKED;
             return 0;
         }
         if (te.count == 0)
-            return http1_fail(err, 400, "unsupported-transfer-encoding", "empty Transfer-Encoding");
-        return http1_fail(err, 501, "unsupported-transfer-encoding",
+            return http1_fail(err, PROBLEM_INVALID_HEADER, "empty Transfer-Encoding");
+        return http1_fail(err, PROBLEM_UNSUPPORTED_TRANSFER_ENCODING,
                           "only \"Transfer-Encoding: chunked\" is supported");
     }
     if (ncl > 1)
-        return http1_fail(err, 400, "invalid-content-length", "more than one Content-Length");
+        return http1_fail(err, PROBLEM_INVALID_CONTENT_LENGTH, "more than one Content-Length");
     if (ncl == 1) {
         if (http1_parse_length(cl, length) < 0)
-            return http1_fail(err, 400, "invalid-content-length", "invalid Content-Length '%.40s'",
+            return http1_fail(err, PROBLEM_INVALID_CONTENT_LENGTH, "invalid Content-Length '%.40s'",
                               cl);
         *kind = *length ? HTTP1_BODY_LENGTH : HTTP1_BODY_NONE;
     }
@@ -474,13 +481,13 @@ int http1_response_framing(const struct http1_head *h, int request_was_head, enu
     if (nte) {
         struct http1_te_scan te = {0, 0, 0};
         if (ncl)
-            return http1_fail(err, 502, "upstream-failed",
+            return http1_fail(err, PROBLEM_UPSTREAM_FAILED,
                               "upstream sent both Content-Length and Transfer-Encoding");
         http1_list_each(h, "Transfer-Encoding", http1_te_each, &te);
         /* A final coding other than chunked means "read until close" (RFC 9112 §6.3),
          * but we would then forward encoded bytes we cannot re-frame: refuse. */
         if (te.count != 1 || !te.chunked_last)
-            return http1_fail(err, 502, "upstream-failed",
+            return http1_fail(err, PROBLEM_UPSTREAM_FAILED,
                               "upstream used an unsupported transfer coding");
         *kind = HTTP1_BODY_CHUNKED;
         return 0;
@@ -489,12 +496,12 @@ int http1_response_framing(const struct http1_head *h, int request_was_head, enu
         /* identical duplicates are tolerated from upstreams (RFC 9110 §8.6) */
         for (size_t i = 0; i < h->nheaders; i++)
             if (h->headers[i].id == HTTP1_H_CONTENT_LENGTH && strcmp(h->headers[i].value, cl) != 0)
-                return http1_fail(err, 502, "upstream-failed",
+                return http1_fail(err, PROBLEM_UPSTREAM_FAILED,
                                   "upstream sent conflicting Content-Length headers");
     }
     if (ncl) {
         if (http1_parse_length(cl, length) < 0)
-            return http1_fail(err, 502, "upstream-failed",
+            return http1_fail(err, PROBLEM_UPSTREAM_FAILED,
                               "upstream sent an invalid Content-Length");
         *kind = HTTP1_BODY_LENGTH;
         return 0;
@@ -567,20 +574,20 @@ int http1_chunked_decode(struct http1_chunked *c, struct evbuffer *in, struct ev
             eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
             if (eol.pos < 0) {
                 if (c->trailer_bytes + avail > max_trailer)
-                    return http1_fail(err, 400, "bad-request", "chunk line too long");
+                    return http1_fail(err, PROBLEM_BAD_REQUEST, "chunk line too long");
                 return 0;
             }
             n = (size_t)eol.pos;
             c->trailer_bytes += n + 2;
             if (c->trailer_bytes > max_trailer)
-                return http1_fail(err, 400, "bad-request", "chunk line or trailers too long");
+                return http1_fail(err, PROBLEM_BAD_REQUEST, "chunk line or trailers too long");
             line = (char *)evbuffer_pullup(in, (ev_ssize_t)n + 2);
             if (memchr(line, '\n', n) || memchr(line, '\r', n))
-                return http1_fail(err, 400, "bad-request", "bare CR or LF in chunked framing");
+                return http1_fail(err, PROBLEM_BAD_REQUEST, "bare CR or LF in chunked framing");
             if (c->state == CH_TRAILER) {
                 /* trailer fields are not forwarded; their syntax is still checked */
                 if (n && !memchr(line, ':', n))
-                    return http1_fail(err, 400, "bad-request", "malformed trailer field");
+                    return http1_fail(err, PROBLEM_BAD_REQUEST, "malformed trailer field");
                 evbuffer_drain(in, n + 2);
                 if (n == 0) {
                     c->state = CH_DONE;
@@ -589,7 +596,7 @@ int http1_chunked_decode(struct http1_chunked *c, struct evbuffer *in, struct ev
                 continue;
             }
             if (http1_chunk_size(line, n, &c->remaining) < 0)
-                return http1_fail(err, 400, "bad-request", "invalid chunk size");
+                return http1_fail(err, PROBLEM_BAD_REQUEST, "invalid chunk size");
             evbuffer_drain(in, n + 2);
             c->trailer_bytes = 0;
             if (c->remaining == 0) {
@@ -597,7 +604,7 @@ int http1_chunked_decode(struct http1_chunked *c, struct evbuffer *in, struct ev
                 continue;
             }
             if (*total + c->remaining > max_body)
-                return http1_fail(err, 413, "body-too-large",
+                return http1_fail(err, PROBLEM_BODY_TOO_LARGE,
                                   "body exceeds the limit of %llu bytes",
                                   (unsigned long long)max_body);
             c->state = CH_DATA;
@@ -622,7 +629,7 @@ int http1_chunked_decode(struct http1_chunked *c, struct evbuffer *in, struct ev
                 return 0;
             evbuffer_remove(in, &ch, 1);
             if (ch != (c->state == CH_DATA_CR ? '\r' : '\n'))
-                return http1_fail(err, 400, "bad-request", "chunk data not followed by CRLF");
+                return http1_fail(err, PROBLEM_BAD_REQUEST, "chunk data not followed by CRLF");
             c->state = c->state == CH_DATA_CR ? CH_DATA_LF : CH_SIZE;
             continue;
         }

@@ -1,4 +1,4 @@
-#include "netio.h"
+#include "net/netio.h"
 
 #include <errno.h>
 #include <stdlib.h>

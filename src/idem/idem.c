@@ -1,40 +1,67 @@
-#include "idem.h"
+#include "idem/idem.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/rand.h>
 
-#include "config.h"
-#include "frontend.h"
-#include "headers.h"
-#include "idkey.h"
-#include "log.h"
-#include "problem.h"
-#include "record.h"
-#include "store.h"
-#include "upstream.h"
-#include "worker.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/problem.h"
+#include "http/frontend.h"
+#include "idem/idkey.h"
+#include "idem/record.h"
 
-enum idem_state { IDEM_CLAIMING, IDEM_WAITING, IDEM_FORWARDING, IDEM_RECORDING };
+struct idem_handler {
+    struct frontend_handler super; /* first: the frontend sees only this */
+    struct event_base *base;
+    const struct idem_policy *pol;
+    struct store *store;
+};
+
+/* Where a keyed request is. Each state names what is in flight. */
+enum idem_state {
+    IDEM_CLAIMING,   /* ctx->cmd is the claim (or a claim again, after a wake-up) */
+    IDEM_WAITING,    /* another request holds the key: ctx->watch, recheck_ev and wait_ev
+                        are armed; ctx->cmd is a claim again when one is in flight */
+    IDEM_FORWARDING, /* ours: the upstream works (r's exchange), renew_ev runs every lease/3 */
+    IDEM_RECORDING,  /* the answer (status, head, body) is kept; ctx->cmd is the record */
+};
+
+static const char *idem_state_str(enum idem_state st)
+{
+    switch (st) {
+    case IDEM_CLAIMING:
+        return "claiming";
+    case IDEM_WAITING:
+        return "waiting";
+    case IDEM_FORWARDING:
+        return "forwarding";
+    case IDEM_RECORDING:
+        return "recording";
+    }
+    return "?";
+}
 
 struct idem_ctx {
     struct frontend_req *r;
+    struct idem_handler *h;
     const struct idem_policy *pol;
     struct store *store;
+    struct frontend_cleanup cleanup; /* frees ctx with r */
     enum idem_state state;
     char *rkey;  /* key-prefix + hex record id */
     char id[17]; /* short record id for logs (never the raw key) */
     char fp[IDKEY_HEX_LEN + 1];
     char token[33];
-    struct store_cmd *cmd;   /* claim or record in flight */
-    struct store_cmd *renew; /* lease renewal in flight */
-    struct store_watch *watch;
+    struct redis_cmd *cmd;   /* claim or record in flight */
+    struct redis_cmd *renew; /* lease renewal in flight */
+    struct redis_watch *watch;
     struct event *renew_ev;   /* every lease/3 while forwarding */
     struct event *recheck_ev; /* waiting: claim again when the other lease may have expired */
     struct event *wait_ev;    /* waiting: wait-timeout */
@@ -47,36 +74,16 @@ struct idem_ctx {
 
 static void idem_claim(struct idem_ctx *ctx);
 
-static uint64_t idem_unix_ms(void)
+/* The request's cleanup hook: release everything ctx holds. */
+static void idem_ctx_free(void *arg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+    struct idem_ctx *ctx = arg;
 
-static struct timeval idem_tv(uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    return tv;
-}
-
-int idem_method_applies(const struct frontend_req *r)
-{
-    const struct idem_policy *p = &r->worker->cfg->idem;
-
-    for (size_t i = 0; i < p->nmethods; i++)
-        if (strcmp(p->methods[i], r->head.method) == 0)
-            return 1;
-    return 0;
-}
-
-void idem_ctx_free(struct idem_ctx *ctx)
-{
     if (!ctx)
         return;
-    store_cancel(ctx->cmd);
-    store_cancel(ctx->renew);
-    store_unwatch(ctx->watch);
+    redis_cancel(ctx->cmd);
+    redis_cancel(ctx->renew);
+    redis_unwatch(ctx->watch);
     if (ctx->renew_ev)
         event_free(ctx->renew_ev);
     if (ctx->recheck_ev)
@@ -99,7 +106,7 @@ static void idem_release(struct idem_ctx *ctx, const char *why)
 
 static void idem_stop_watching(struct idem_ctx *ctx)
 {
-    store_unwatch(ctx->watch);
+    redis_unwatch(ctx->watch);
     ctx->watch = NULL;
     if (ctx->recheck_ev)
         evtimer_del(ctx->recheck_ev);
@@ -118,8 +125,9 @@ static void idem_store_failed(struct idem_ctx *ctx, const char *why)
         frontend_forward(r);
         return;
     }
-    log_warn("idem %s: 503 store unavailable (%s)", ctx->id, why);
-    frontend_problem(r, 503, "store-unavailable",
+    log_warn("idem %s: 503 store unavailable (%s; was %s)", ctx->id, why,
+             idem_state_str(ctx->state));
+    frontend_problem(r, PROBLEM_STORE_UNAVAILABLE,
                      "the idempotency store did not answer; the request was not forwarded",
                      "Retry-After: 1\r\n");
 }
@@ -135,7 +143,7 @@ static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
 
     if (record_decode(&rec, data, len, &why) < 0) {
         log_error("idem %s: stored record is corrupt (%s)", ctx->id, why);
-        frontend_problem(r, 500, "internal-error", "the stored answer is corrupt", NULL);
+        frontend_problem(r, PROBLEM_INTERNAL_ERROR, "the stored answer is corrupt", NULL);
         return;
     }
     if (rec.flags & RECORD_F_TOO_LARGE) {
@@ -146,7 +154,7 @@ static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
                  "than max-record and cannot be replayed",
                  rec.status);
         record_clear(&rec);
-        frontend_problem(r, 502, "response-not-replayable", d, NULL);
+        frontend_problem(r, PROBLEM_NOT_REPLAYABLE, d, NULL);
         return;
     }
     log_info("idem %s: replay %d", ctx->id, rec.status);
@@ -185,7 +193,7 @@ static void idem_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
     idem_stop_watching(ctx);
     log_info("idem %s: 409 still in flight after wait-timeout", ctx->id);
-    frontend_problem(ctx->r, 409, "idempotency-key-in-use",
+    frontend_problem(ctx->r, PROBLEM_KEY_IN_USE,
                      "a request with this key is still being processed (waited wait-timeout)",
                      "Retry-After: 1\r\n");
 }
@@ -193,7 +201,7 @@ static void idem_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
 /* Park (or keep parked) ctx. 0, or -1 when it could not and r was answered. */
 static int idem_wait(struct idem_ctx *ctx, long long pttl)
 {
-    struct event_base *base = ctx->r->worker->base;
+    struct event_base *base = ctx->h->base;
     struct timeval tv;
 
     if (ctx->state != IDEM_WAITING) {
@@ -201,18 +209,18 @@ static int idem_wait(struct idem_ctx *ctx, long long pttl)
         ctx->recheck_ev = evtimer_new(base, idem_recheck_cb, ctx);
         ctx->wait_ev = evtimer_new(base, idem_wait_timeout_cb, ctx);
         if (!ctx->recheck_ev || !ctx->wait_ev) {
-            frontend_problem(ctx->r, 500, "internal-error", "out of memory", NULL);
+            frontend_problem(ctx->r, PROBLEM_INTERNAL_ERROR, "out of memory", NULL);
             return -1;
         }
-        tv = idem_tv(ctx->pol->wait_timeout_ms);
+        tv = clock_tv(ctx->pol->wait_timeout_ms);
         evtimer_add(ctx->wait_ev, &tv);
         /* pub/sub wakes us when the owner records or releases; the subscription's
          * confirmation wakes us once too, closing the race with an early completion */
-        ctx->watch = store_watch(ctx->store, ctx->rkey, idem_wake_cb, ctx);
+        ctx->watch = redis_watch(store_client(ctx->store), ctx->rkey, idem_wake_cb, ctx);
         log_debug("idem %s: waiting for the request in flight", ctx->id);
     }
     /* A crashed owner publishes nothing: look again when its lease runs out. */
-    tv = idem_tv(pttl > 0 ? (uint64_t)pttl + 5 : 50);
+    tv = clock_tv(pttl > 0 ? (uint64_t)pttl + 5 : 50);
     evtimer_add(ctx->recheck_ev, &tv);
     return 0;
 }
@@ -224,12 +232,27 @@ static void idem_answer_kept(struct idem_ctx *ctx)
     frontend_respond(ctx->r, ctx->status, ctx->head.reason, &ctx->head, NULL, ctx->body);
 }
 
-static void idem_record_cb(enum store_status st, long long value, const char *errstr, void *arg)
+/* The value of a RECORD/RELEASE/RENEW reply, or -1 with *errstr set. */
+static long long idem_int_reply(enum redis_status *st, const struct redisReply *reply,
+                                const char **errstr)
+{
+    long long v = 0;
+
+    if (*st == REDIS_CMD_OK && store_int_result(reply, &v) < 0) {
+        *st = REDIS_CMD_ERROR;
+        *errstr = "unexpected reply";
+    }
+    return *st == REDIS_CMD_OK ? v : -1;
+}
+
+static void idem_record_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
+                           void *arg)
 {
     struct idem_ctx *ctx = arg;
+    long long value = idem_int_reply(&st, reply, &errstr);
 
     ctx->cmd = NULL;
-    if (st != STORE_OK)
+    if (st != REDIS_CMD_OK)
         log_error("idem %s: answer %d NOT recorded (%s); a retry after the lease expires will "
                   "execute again",
                   ctx->id, ctx->status, errstr);
@@ -254,13 +277,13 @@ static void idem_record(struct idem_ctx *ctx)
     /* a body over the limit is not even encoded; an answer the record format cannot
      * hold is kept as "not replayable" too: a retry must not execute it again */
     if (evbuffer_get_length(ctx->body) > ctx->pol->max_record ||
-        record_encode(rec, ctx->status, &ctx->head, ctx->body, idem_unix_ms()) < 0 ||
+        record_encode(rec, ctx->status, &ctx->head, ctx->body, clock_unix_ms()) < 0 ||
         evbuffer_get_length(rec) > ctx->pol->max_record) {
         log_info("idem %s: answer %d (%zu body bytes) not replayable (over max-record or not "
                  "encodable); recorded as such",
                  ctx->id, ctx->status, evbuffer_get_length(ctx->body));
         evbuffer_drain(rec, evbuffer_get_length(rec));
-        if (record_encode_too_large(rec, ctx->status, idem_unix_ms()) < 0)
+        if (record_encode_too_large(rec, ctx->status, clock_unix_ms()) < 0)
             goto fail;
     }
     len = evbuffer_get_length(rec);
@@ -281,10 +304,11 @@ fail:
 }
 
 /* Keep a proxy-made problem answer in ctx, as if the upstream had sent it. */
-static int idem_keep_problem(struct idem_ctx *ctx, int status, const char *slug, const char *detail)
+static int idem_keep_problem(struct idem_ctx *ctx, enum problem_kind kind, const char *detail)
 {
     char head[128];
     struct http1_error err;
+    int status = problem_type(kind)->status;
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n\r\n", status,
                      http1_reason(status));
@@ -296,19 +320,21 @@ static int idem_keep_problem(struct idem_ctx *ctx, int status, const char *slug,
     if (!ctx->body && !(ctx->body = evbuffer_new()))
         return -1;
     evbuffer_drain(ctx->body, evbuffer_get_length(ctx->body));
-    problem_body(ctx->body, status, slug, detail, ctx->r->head.target);
+    problem_body(ctx->body, kind, detail, ctx->r->head.target);
     return 0;
 }
 
-static void idem_renew_cb(enum store_status st, long long value, const char *errstr, void *arg)
+static void idem_renew_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
+                          void *arg)
 {
     struct idem_ctx *ctx = arg;
+    long long value = idem_int_reply(&st, reply, &errstr);
 
     ctx->renew = NULL;
-    if (st == STORE_OK && value != 1)
+    if (st == REDIS_CMD_OK && value != 1)
         log_warn("idem %s: lease lost while the upstream works (claimed by someone else?)",
                  ctx->id);
-    else if (st != STORE_OK)
+    else if (st != REDIS_CMD_OK)
         log_warn("idem %s: lease renewal failed: %s", ctx->id, errstr);
 }
 
@@ -320,34 +346,36 @@ static void idem_renew_tick(evutil_socket_t fd, short what, void *arg)
         ctx->renew = store_renew(ctx->store, ctx->rkey, ctx->token, idem_renew_cb, ctx);
 }
 
-static void idem_stream_record_cb(enum store_status st, long long value, const char *errstr,
-                                  void *arg)
+static void idem_stream_record_cb(enum redis_status st, const struct redisReply *reply,
+                                  const char *errstr, void *arg)
 {
     struct idem_ctx *ctx = arg;
+    long long value = idem_int_reply(&st, reply, &errstr);
 
     ctx->cmd = NULL;
-    if (st != STORE_OK || value != 1)
+    if (st != REDIS_CMD_OK || value != 1)
         log_error("idem %s: 'too large to replay' NOT recorded (%s)", ctx->id,
-                  st != STORE_OK ? errstr : "stale owner");
+                  st != REDIS_CMD_OK ? errstr : "stale owner");
 }
 
 /*
  * The answer outgrew max-record (and response-buffer) while arriving: it cannot be kept
  * for replay, so what is recorded now is that it exists and is too large — retries get
- * 502 response-not-replayable, never a second execution — and it streams to the client.
+ * 502 response-not-replayable, never a second execution — and the frontend streams it
+ * to the client.
  */
 static void idem_stream_start(struct idem_ctx *ctx, const struct upstream_response *resp)
 {
     struct evbuffer *rec;
 
     evtimer_del(ctx->renew_ev);
-    store_cancel(ctx->renew);
+    redis_cancel(ctx->renew);
     ctx->renew = NULL;
     ctx->status = resp->head->status;
     if (ctx->status >= 500 && !ctx->pol->record_5xx) {
         idem_release(ctx, "upstream answered 5xx");
     } else if ((rec = evbuffer_new()) != NULL &&
-               record_encode_too_large(rec, ctx->status, idem_unix_ms()) == 0) {
+               record_encode_too_large(rec, ctx->status, clock_unix_ms()) == 0) {
         log_info("idem %s: answer %d larger than max-record; streamed, recorded as not "
                  "replayable",
                  ctx->id, ctx->status);
@@ -362,7 +390,6 @@ static void idem_stream_start(struct idem_ctx *ctx, const struct upstream_respon
             evbuffer_free(rec);
         log_error("idem %s: could not encode the 'too large' record", ctx->id);
     }
-    frontend_stream_start(ctx->r, resp->head, resp->body);
 }
 
 static void idem_upstream_done(const struct upstream_response *resp, void *arg)
@@ -371,22 +398,12 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
     struct frontend_req *r = ctx->r;
 
     if (resp->result == UPSTREAM_STREAM) {
-        if (!r->streaming)
-            idem_stream_start(ctx, resp);
-        else
-            frontend_stream_data(r, resp->body);
+        idem_stream_start(ctx, resp);
         return;
     }
-    r->x = NULL;
     evtimer_del(ctx->renew_ev);
-    store_cancel(ctx->renew);
+    redis_cancel(ctx->renew);
     ctx->renew = NULL;
-    if (r->streaming) { /* the record was written when streaming began */
-        if (resp->result == UPSTREAM_OK)
-            frontend_stream_data(r, resp->body);
-        frontend_stream_end(r, resp->result == UPSTREAM_OK);
-        return;
-    }
     switch (resp->result) {
     case UPSTREAM_STREAM: /* handled above */
     case UPSTREAM_OK:
@@ -402,7 +419,7 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
         ctx->body = evbuffer_new();
         if (!ctx->body) {
             idem_release(ctx, "out of memory");
-            frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+            frontend_problem(r, PROBLEM_INTERNAL_ERROR, "out of memory", NULL);
             return;
         }
         evbuffer_add_buffer(ctx->body, resp->body);
@@ -410,25 +427,22 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
         return;
     case UPSTREAM_UNAVAILABLE:
         idem_release(ctx, "no upstream accepted the connection");
-        frontend_problem(r, 502, "upstream-unavailable", resp->error, NULL);
+        frontend_problem(r, frontend_upstream_problem(resp->result), resp->error, NULL);
         return;
     case UPSTREAM_FAILED:
     case UPSTREAM_TIMEOUT:
         if (ctx->pol->ambiguous == IDEM_AMBIGUOUS_RELEASE) {
             idem_release(ctx, "outcome unknown, ambiguous release");
-            frontend_problem(r, resp->result == UPSTREAM_TIMEOUT ? 504 : 502,
-                             resp->result == UPSTREAM_TIMEOUT ? "upstream-timeout"
-                                                              : "upstream-failed",
-                             resp->error, NULL);
+            frontend_problem(r, frontend_upstream_problem(resp->result), resp->error, NULL);
             return;
         }
         /* The upstream may have executed it: retries must not execute it again. */
         log_warn("idem %s: outcome unknown (%s); recording 504", ctx->id, resp->error);
-        if (idem_keep_problem(ctx, 504, "outcome-unknown",
+        if (idem_keep_problem(ctx, PROBLEM_OUTCOME_UNKNOWN,
                               "the upstream received the request but its answer was lost; it "
                               "may or may not have been executed, and will not be executed "
                               "again for this key") < 0) {
-            frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+            frontend_problem(r, PROBLEM_INTERNAL_ERROR, "out of memory", NULL);
             return;
         }
         idem_record(ctx);
@@ -439,22 +453,19 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
 static void idem_forward(struct idem_ctx *ctx)
 {
     struct frontend_req *r = ctx->r;
-    size_t buffer = r->worker->cfg->response_buffer;
-    struct timeval tv = idem_tv(ctx->pol->lease_ms / 3 ? ctx->pol->lease_ms / 3 : 1);
+    struct timeval tv = clock_tv(ctx->pol->lease_ms / 3 ? ctx->pol->lease_ms / 3 : 1);
 
     ctx->state = IDEM_FORWARDING;
-    ctx->renew_ev = event_new(r->worker->base, -1, EV_PERSIST, idem_renew_tick, ctx);
+    ctx->renew_ev = event_new(ctx->h->base, -1, EV_PERSIST, idem_renew_tick, ctx);
     if (!ctx->renew_ev) {
         idem_release(ctx, "out of memory");
-        frontend_problem(r, 500, "internal-error", "out of memory", NULL);
+        frontend_problem(r, PROBLEM_INTERNAL_ERROR, "out of memory", NULL);
         return;
     }
     /* keyed answers are buffered whole up to max-record, so they can be recorded */
-    r->x = frontend_send_upstream(r, ctx->pol->max_record > buffer ? ctx->pol->max_record : buffer,
-                                  idem_upstream_done, ctx);
-    if (!r->x) {
+    if (frontend_send_upstream(r, ctx->pol->max_record, idem_upstream_done, ctx) < 0) {
         idem_release(ctx, "could not start the upstream request");
-        frontend_problem(r, 500, "internal-error", "could not start the upstream request", NULL);
+        frontend_problem(r, PROBLEM_INTERNAL_ERROR, "could not start the upstream request", NULL);
         return;
     }
     event_add(ctx->renew_ev, &tv);
@@ -462,14 +473,20 @@ static void idem_forward(struct idem_ctx *ctx)
 
 /* ---- claim ---- */
 
-static void idem_claim_cb(enum store_status st, const struct store_claim_result *res,
-                          const char *errstr, void *arg)
+static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
+                          void *arg)
 {
     struct idem_ctx *ctx = arg;
+    struct store_claim_result result, *res = &result;
     char retry[32];
 
     ctx->cmd = NULL;
-    if (st != STORE_OK) {
+    if (st == REDIS_CMD_OK && store_claim_result(reply, res) < 0) {
+        log_warn("redis: claim script answered an unexpected reply");
+        st = REDIS_CMD_ERROR;
+        errstr = "unexpected reply to claim";
+    }
+    if (st != REDIS_CMD_OK) {
         idem_store_failed(ctx, errstr);
         return;
     }
@@ -486,7 +503,7 @@ static void idem_claim_cb(enum store_status st, const struct store_claim_result 
     case STORE_MISMATCH:
         idem_stop_watching(ctx);
         log_info("idem %s: 422 key reused with a different request", ctx->id);
-        frontend_problem(ctx->r, 422, "idempotency-key-reused",
+        frontend_problem(ctx->r, PROBLEM_KEY_REUSED,
                          "this Idempotency-Key was already used with a different request "
                          "(method, target, body or fingerprinted headers differ)",
                          NULL);
@@ -505,7 +522,7 @@ static void idem_claim_cb(enum store_status st, const struct store_claim_result 
          * finishes far sooner, so suggest the shortest wait HTTP can express. */
         snprintf(retry, sizeof(retry), "Retry-After: 1\r\n");
         log_info("idem %s: 409 in flight", ctx->id);
-        frontend_problem(ctx->r, 409, "idempotency-key-in-use",
+        frontend_problem(ctx->r, PROBLEM_KEY_IN_USE,
                          "a request with this Idempotency-Key is still being processed", retry);
         return;
     }
@@ -539,9 +556,12 @@ static int idem_token(char *out)
     return 0;
 }
 
-void idem_handle(struct frontend_req *r)
+/* on_req: take the requests whose method the policy names; answer them, keyed or (no
+ * key, not required) as a plain forward. */
+static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
 {
-    const struct idem_policy *pol = &r->worker->cfg->idem;
+    struct idem_handler *h = (struct idem_handler *)self;
+    const struct idem_policy *pol = h->pol;
     struct idem_ctx *ctx;
     uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN];
     char hex[IDKEY_HEX_LEN + 1], key[4097];
@@ -549,27 +569,29 @@ void idem_handle(struct frontend_req *r)
     size_t n, plen;
     int keylen;
 
+    if (!policy_method_applies(pol, r->head.method))
+        return 0;
     value = http1_header_get(&r->head, pol->key_header, &n);
     if (!value) {
         if (pol->require_key) {
             char d[160];
             snprintf(d, sizeof(d), "%s requests must carry an %s header", r->head.method,
                      pol->key_header);
-            frontend_problem(r, 400, "missing-idempotency-key", d, NULL);
-            return;
+            frontend_problem(r, PROBLEM_MISSING_KEY, d, NULL);
+            return 1;
         }
         frontend_forward(r);
-        return;
+        return 1;
     }
     if (n > 1) {
-        frontend_problem(r, 400, "invalid-idempotency-key", "more than one key header", NULL);
-        return;
+        frontend_problem(r, PROBLEM_INVALID_KEY, "more than one key header", NULL);
+        return 1;
     }
     /* key-max-length is at most 4096 (config table) */
     keylen = idkey_parse(value, (size_t)pol->key_max_length, key, sizeof(key), &why);
     if (keylen < 0) {
-        frontend_problem(r, 400, "invalid-idempotency-key", why, NULL);
-        return;
+        frontend_problem(r, PROBLEM_INVALID_KEY, why, NULL);
+        return 1;
     }
     plen = strlen(pol->key_prefix);
     ctx = calloc(1, sizeof(*ctx) + plen + IDKEY_HEX_LEN + 1);
@@ -580,15 +602,16 @@ void idem_handle(struct frontend_req *r)
                           fp) < 0 ||
         idem_token(ctx->token) < 0) {
         idem_ctx_free(ctx);
-        frontend_problem(r, 500, "internal-error", "could not hash the request", NULL);
-        return;
+        frontend_problem(r, PROBLEM_INTERNAL_ERROR, "could not hash the request", NULL);
+        return 1;
     }
     ctx->rkey = (char *)(ctx + 1);
     ctx->r = r;
+    ctx->h = h;
     ctx->pol = pol;
-    ctx->store = r->worker->store;
+    ctx->store = h->store;
     ctx->state = IDEM_CLAIMING;
-    r->idem = ctx;
+    frontend_req_cleanup_add(r, &ctx->cleanup, idem_ctx_free, ctx);
     idkey_hex(id, hex);
     memcpy(ctx->rkey, pol->key_prefix, plen);
     memcpy(ctx->rkey + plen, hex, IDKEY_HEX_LEN + 1);
@@ -596,4 +619,25 @@ void idem_handle(struct frontend_req *r)
     ctx->id[16] = '\0';
     idkey_hex(fp, ctx->fp);
     idem_claim(ctx);
+    return 1;
+}
+
+struct frontend_handler *idem_handler_new(struct event_base *base, const struct idem_policy *pol,
+                                          struct store *store)
+{
+    struct idem_handler *h = calloc(1, sizeof(*h));
+
+    if (!h)
+        return NULL;
+    h->super.name = "idem";
+    h->super.on_req = idem_on_req;
+    h->base = base;
+    h->pol = pol;
+    h->store = store;
+    return &h->super;
+}
+
+void idem_handler_free(struct frontend_handler *h)
+{
+    free(h); /* super is the first member */
 }

@@ -19,7 +19,7 @@
  * nor can an absent header and an empty one, nor two configurations with different numbers
  * of scope or fingerprint headers.
  */
-#include "idkey.h"
+#include "idem/idkey.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -30,7 +30,7 @@
 #include <event2/buffer.h>
 #include <openssl/evp.h>
 
-#include "http1.h"
+#include "http/http1.h"
 
 #define IDKEY_DOMAIN_ID "idem-id/1"
 #define IDKEY_DOMAIN_FP "idem-fp/1"

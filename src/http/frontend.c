@@ -1,4 +1,4 @@
-#include "frontend.h"
+#include "http/frontend.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,24 +13,91 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
-#include "config.h"
-#include "headers.h"
-#include "idem.h"
-#include "log.h"
-#include "netio.h"
-#include "problem.h"
-#include "upstream.h"
-#include "worker.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "http/headers.h"
+#include "net/netio.h"
 
+const struct conf_directive frontend_conf_rows[] = {
+    {.name = "max-body",
+     .type = CONF_T_SIZE,
+     .min = 0,
+     .max = CONF_GIB,
+     .def = "1m",
+     .off = offsetof(struct frontend_conf, max_body),
+     .arg = "SIZE",
+     .help = "largest request body"},
+    {.name = "max-headers",
+     .type = CONF_T_SIZE,
+     .min = CONF_KIB,
+     .max = CONF_MIB,
+     .def = "16k",
+     .off = offsetof(struct frontend_conf, max_headers),
+     .arg = "SIZE",
+     .help = "largest header block"},
+    {.name = "response-buffer",
+     .type = CONF_T_SIZE,
+     .min = 4 * CONF_KIB,
+     .max = CONF_GIB,
+     .def = "1m",
+     .off = offsetof(struct frontend_conf, response_buffer),
+     .arg = "SIZE",
+     .help = "answers larger than this stream through"},
+    {.name = "client-timeout",
+     .type = CONF_T_DURATION,
+     .min = 1,
+     .max = 7 * CONF_MS_DAY,
+     .def = "60s",
+     .off = offsetof(struct frontend_conf, client_timeout_ms),
+     .arg = "DURATION",
+     .help = "idle time allowed on a client connection"},
+    CONF_END,
+};
+
+/* A client connection's state; c->req is NULL in FE_HEAD until a head arrived. */
 enum fe_state {
     FE_HEAD,   /* waiting for / reading a request head */
     FE_BODY,   /* reading the body of c->req */
-    FE_BUSY,   /* c->req is being processed; reading is paused */
+    FE_BUSY,   /* c->req is being handled; further input waits in the buffer */
     FE_CLOSING /* last answer queued; close once it is written */
 };
 
+static const char *fe_state_str(enum fe_state st)
+{
+    switch (st) {
+    case FE_HEAD:
+        return "head";
+    case FE_BODY:
+        return "body";
+    case FE_BUSY:
+        return "busy";
+    case FE_CLOSING:
+        return "closing";
+    }
+    return "?";
+}
+
+TAILQ_HEAD(fe_conn_list, frontend_conn);
+TAILQ_HEAD(fe_req_list, frontend_req);
+
+struct frontend {
+    struct event_base *base;
+    const struct frontend_conf *conf;
+    struct upstream_pool *pool;
+    char default_host[CONF_HOST_MAX + 16];
+    struct frontend_handler *handlers, **handlers_tail;
+    int draining;
+    void (*on_drained)(void *arg);
+    void *drained_arg;
+    struct event *drained_ev;  /* reports on_drained from the loop */
+    struct fe_conn_list conns; /* open client connections */
+    size_t nconns;
+    struct fe_req_list reqs; /* requests not yet finished (client may be gone) */
+    size_t nreqs;
+};
+
 struct frontend_conn {
-    struct worker *w;
+    struct frontend *fe;
     struct bufferevent *bev; /* writes, write timeout */
     struct netio_reader *rd; /* reads, client-timeout */
     struct timeval timeout;  /* client-timeout */
@@ -49,33 +116,57 @@ static void fe_read_cb(struct bufferevent *bev, void *arg);
 static void fe_write_cb(struct bufferevent *bev, void *arg);
 static void fe_event_cb(struct bufferevent *bev, short what, void *arg);
 
-static uint64_t fe_now_ms(void)
+/* Once draining: tell the owner, from the loop, when nothing is left. */
+static void fe_maybe_drained(struct frontend *fe)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (fe->draining && fe->nconns == 0 && fe->nreqs == 0 && fe->on_drained &&
+        !event_pending(fe->drained_ev, EV_TIMEOUT, NULL))
+        event_active(fe->drained_ev, EV_TIMEOUT, 0);
 }
 
-/* The one place a request is freed. */
+static void fe_drained_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct frontend *fe = arg;
+
+    if (fe->nconns == 0 && fe->nreqs == 0 && fe->on_drained)
+        fe->on_drained(fe->drained_arg);
+}
+
+void frontend_req_cleanup_add(struct frontend_req *r, struct frontend_cleanup *c,
+                              void (*fn)(void *arg), void *arg)
+{
+    c->fn = fn;
+    c->arg = arg;
+    c->next = r->cleanups;
+    r->cleanups = c;
+}
+
+/* The one place a request is freed: its handlers' cleanups first, newest first. */
 static void fe_req_free(struct frontend_req *r)
 {
-    struct worker *w = r->worker;
+    struct frontend *fe = r->fe;
 
     if (r->x)
         upstream_exchange_detach(r->x);
-    idem_ctx_free(r->idem);
+    r->x = NULL;
+    while (r->cleanups) {
+        struct frontend_cleanup *c = r->cleanups;
+        r->cleanups = c->next; /* c may be freed by its own hook */
+        c->fn(c->arg);
+    }
     if (r->conn && r->conn->req == r)
         r->conn->req = NULL;
-    TAILQ_REMOVE(&w->reqs, r, link);
-    w->nreqs--;
+    TAILQ_REMOVE(&fe->reqs, r, link);
+    fe->nreqs--;
     http1_head_clear(&r->head);
     evbuffer_free(r->body);
     free(r);
+    fe_maybe_drained(fe);
 }
 
 static void fe_conn_free(struct frontend_conn *c)
 {
-    struct worker *w = c->w;
+    struct frontend *fe = c->fe;
 
     if (c->req) {
         if (c->state == FE_BUSY)
@@ -84,19 +175,19 @@ static void fe_conn_free(struct frontend_conn *c)
             fe_req_free(c->req);
         c->req = NULL;
     }
-    TAILQ_REMOVE(&w->conns, c, link);
-    w->nconns--;
+    TAILQ_REMOVE(&fe->conns, c, link);
+    fe->nconns--;
     netio_reader_free(c->rd); /* deferred if we are inside its callback */
     bufferevent_free(c->bev); /* safe from its own callbacks (libevent refcounts it) */
     free(c);
+    fe_maybe_drained(fe);
 }
 
-void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int salen)
 {
-    const struct config *cfg = w->cfg;
     struct frontend_conn *c;
 
-    if (w->draining) {
+    if (fe->draining) {
         evutil_closesocket(fd);
         return;
     }
@@ -105,7 +196,7 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
         evutil_closesocket(fd);
         return;
     }
-    c->w = w;
+    c->fe = fe;
     c->state = FE_HEAD;
     if (sa->sa_family == AF_INET)
         evutil_inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->ip,
@@ -117,7 +208,7 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
         snprintf(c->ip, sizeof(c->ip), "unknown");
     netio_nodelay(fd);
     evutil_make_socket_nonblocking(fd);
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         evutil_closesocket(fd);
         free(c);
@@ -129,10 +220,9 @@ void frontend_accept(struct worker *w, int fd, const struct sockaddr *sa, int sa
         free(c);
         return;
     }
-    TAILQ_INSERT_TAIL(&w->conns, c, link);
-    w->nconns++;
-    c->timeout.tv_sec = (time_t)(cfg->client_timeout_ms / 1000);
-    c->timeout.tv_usec = (suseconds_t)(cfg->client_timeout_ms % 1000) * 1000;
+    TAILQ_INSERT_TAIL(&fe->conns, c, link);
+    fe->nconns++;
+    c->timeout = clock_tv(fe->conf->client_timeout_ms);
     bufferevent_set_timeouts(c->bev, NULL, &c->timeout);
     bufferevent_setcb(c->bev, NULL, fe_write_cb, fe_event_cb, c);
     /* The bufferevent neither reads (the netio reader does) nor watches writability
@@ -146,7 +236,7 @@ static void fe_after_answer(struct frontend_conn *c)
 {
     int flushed = netio_flush(c->bev);
 
-    if (!c->keepalive || c->w->draining) {
+    if (!c->keepalive || c->fe->draining) {
         c->state = FE_CLOSING;
         netio_reader_stop(c->rd);
         /* close from the write callback, never from the caller's stack */
@@ -163,18 +253,19 @@ static void fe_after_answer(struct frontend_conn *c)
 }
 
 /* Problem answer for a request we could not parse or frame; the connection closes. */
-static void fe_reject(struct frontend_conn *c, int status, const char *slug, const char *detail)
+static void fe_reject(struct frontend_conn *c, enum problem_kind kind, const char *detail)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct evbuffer *body = evbuffer_new();
-    char extra[64];
+    const struct problem_type *t = problem_type(kind);
 
     if (c->req)
         fe_req_free(c->req); /* also clears c->req */
-    log_info("%s: %d %s: %s", c->ip, status, slug, detail);
-    problem_body(body, status, slug, detail, NULL);
-    snprintf(extra, sizeof(extra), "Content-Type: application/problem+json\r\n");
-    headers_write_response(out, status, NULL, NULL, extra, evbuffer_get_length(body), 0, 0);
+    log_info("%s: %d %s: %s (connection %s)", c->ip, t->status, t->slug, detail,
+             fe_state_str(c->state));
+    problem_body(body, kind, detail, NULL);
+    headers_write_response(out, t->status, NULL, NULL, "Content-Type: application/problem+json\r\n",
+                           evbuffer_get_length(body), 0, 0);
     evbuffer_add_buffer(out, body);
     evbuffer_free(body);
     c->keepalive = 0;
@@ -185,7 +276,6 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
                       const struct http1_head *head, const char *extra, struct evbuffer *body)
 {
     struct frontend_conn *c = r->conn;
-    struct worker *w = r->worker;
 
     if (c) {
         struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -194,7 +284,7 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
          * representation rather than this (empty) message. */
         int as_is = head && (r->is_head || status == 304);
 
-        if (w->draining)
+        if (c->fe->draining)
             c->keepalive = 0;
         /* an HTTP/1.0 client keeps the connection only if told so */
         int keep = c->keepalive && r->head.minor == 0 ? HEADERS_KEEPALIVE_EXPLICIT : c->keepalive;
@@ -203,7 +293,7 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
         if (body && !r->is_head)
             evbuffer_add_buffer(out, body);
         log_debug("%s %s %s → %d (%llu ms)", c->ip, r->head.method, r->head.target, status,
-                  (unsigned long long)(fe_now_ms() - r->started_ms));
+                  (unsigned long long)(clock_mono_ms() - r->started_ms));
         c->req = NULL;
         r->conn = NULL;
         fe_req_free(r);
@@ -211,26 +301,45 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
     } else {
         fe_req_free(r);
     }
-    worker_maybe_finish(w);
 }
 
-void frontend_problem(struct frontend_req *r, int status, const char *slug, const char *detail,
+void frontend_problem(struct frontend_req *r, enum problem_kind kind, const char *detail,
                       const char *extra)
 {
     struct evbuffer *body = evbuffer_new();
     char hdrs[512];
 
-    problem_body(body, status, slug, detail, r->head.target);
+    problem_body(body, kind, detail, r->head.target);
     snprintf(hdrs, sizeof(hdrs), "Content-Type: application/problem+json\r\n%s",
              extra ? extra : "");
-    frontend_respond(r, status, NULL, NULL, hdrs, body);
+    frontend_respond(r, problem_type(kind)->status, NULL, NULL, hdrs, body);
     evbuffer_free(body);
+}
+
+enum problem_kind frontend_upstream_problem(enum upstream_result result)
+{
+    switch (result) {
+    case UPSTREAM_UNAVAILABLE:
+        return PROBLEM_UPSTREAM_UNAVAILABLE;
+    case UPSTREAM_TIMEOUT:
+        return PROBLEM_UPSTREAM_TIMEOUT;
+    case UPSTREAM_OK:
+    case UPSTREAM_FAILED:
+    case UPSTREAM_STREAM:
+        break;
+    }
+    return PROBLEM_UPSTREAM_FAILED;
 }
 
 #define FE_STREAM_HIGH (1024 * 1024) /* client output that pauses the upstream */
 
-void frontend_stream_start(struct frontend_req *r, const struct http1_head *head,
-                           struct evbuffer *body)
+static void fe_stream_data(struct frontend_req *r, struct evbuffer *body);
+
+/* An answer too large to buffer passes through as it arrives. Framing to the client: the
+ * upstream's Content-Length when it sent one, else chunked (HTTP/1.1 clients) or
+ * close-delimited. A slow client pauses the upstream (r->x) until its output drains. */
+static void fe_stream_start(struct frontend_req *r, const struct http1_head *head,
+                            struct evbuffer *body)
 {
     struct frontend_conn *c = r->conn;
     int length_known = head->count[HTTP1_H_CONTENT_LENGTH] > 0;
@@ -239,7 +348,7 @@ void frontend_stream_start(struct frontend_req *r, const struct http1_head *head
     r->streaming = 1;
     if (c) {
         int keep;
-        if (c->w->draining)
+        if (c->fe->draining)
             c->keepalive = 0;
         if (!length_known && r->head.minor >= 1) {
             extra = "Transfer-Encoding: chunked\r\n";
@@ -253,10 +362,10 @@ void frontend_stream_start(struct frontend_req *r, const struct http1_head *head
                                extra, 0, 1, keep);
         log_debug("%s %s %s → %d (streaming)", c->ip, r->head.method, r->head.target, head->status);
     }
-    frontend_stream_data(r, body);
+    fe_stream_data(r, body);
 }
 
-void frontend_stream_data(struct frontend_req *r, struct evbuffer *body)
+static void fe_stream_data(struct frontend_req *r, struct evbuffer *body)
 {
     struct frontend_conn *c = r->conn;
     struct evbuffer *out;
@@ -283,10 +392,12 @@ void frontend_stream_data(struct frontend_req *r, struct evbuffer *body)
     }
 }
 
-void frontend_stream_end(struct frontend_req *r, int complete)
+/* The streamed answer ended (complete = 0: the upstream cut it short, so the client
+ * connection is closed without completing the message: it can never take it for whole).
+ * Frees r. */
+static void fe_stream_end(struct frontend_req *r, int complete)
 {
     struct frontend_conn *c = r->conn;
-    struct worker *w = r->worker;
 
     r->x = NULL; /* the exchange is finishing */
     if (!c) {
@@ -307,70 +418,75 @@ void frontend_stream_end(struct frontend_req *r, int complete)
         fe_req_free(r);
         fe_conn_free(c);
     }
-    worker_maybe_finish(w);
 }
 
-static void fe_upstream_done(const struct upstream_response *resp, void *arg)
+/*
+ * Every upstream answer passes here first. Streaming is the frontend's business end to
+ * end: the handler is told once when an answer starts streaming, and otherwise sees only
+ * the final result of an answer that arrived whole (which it answers).
+ */
+static void fe_upstream_cb(const struct upstream_response *resp, void *arg)
 {
     struct frontend_req *r = arg;
 
     if (resp->result == UPSTREAM_STREAM) {
-        if (!r->streaming)
-            frontend_stream_start(r, resp->head, resp->body);
-        else
-            frontend_stream_data(r, resp->body);
+        if (r->streaming) {
+            fe_stream_data(r, resp->body);
+            return;
+        }
+        if (r->ucb)
+            r->ucb(resp, r->uarg);
+        fe_stream_start(r, resp->head, resp->body);
         return;
     }
-    r->x = NULL;
+    r->x = NULL; /* the exchange is finishing */
     if (r->streaming) {
         if (resp->result == UPSTREAM_OK)
-            frontend_stream_data(r, resp->body);
-        frontend_stream_end(r, resp->result == UPSTREAM_OK);
+            fe_stream_data(r, resp->body);
+        fe_stream_end(r, resp->result == UPSTREAM_OK);
         return;
     }
-    switch (resp->result) {
-
-    case UPSTREAM_OK:
-        frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL, resp->body);
-        return;
-    case UPSTREAM_UNAVAILABLE:
-        frontend_problem(r, 502, "upstream-unavailable", resp->error, NULL);
-        return;
-    case UPSTREAM_TIMEOUT:
-        frontend_problem(r, 504, "upstream-timeout", resp->error, NULL);
-        return;
-    case UPSTREAM_FAILED:
-    case UPSTREAM_STREAM: /* handled above */
-        frontend_problem(r, 502, "upstream-failed", resp->error, NULL);
-        return;
-    }
+    r->ucb(resp, r->uarg);
 }
 
-struct upstream_exchange *frontend_send_upstream(struct frontend_req *r, size_t stream_after,
-                                                 upstream_cb cb, void *arg)
+int frontend_send_upstream(struct frontend_req *r, size_t keep, upstream_cb cb, void *arg)
 {
-    struct worker *w = r->worker;
+    struct frontend *fe = r->fe;
     struct evbuffer *wire = evbuffer_new();
-    struct upstream_exchange *x = NULL;
+    size_t stream_after = keep > fe->conf->response_buffer ? keep : fe->conf->response_buffer;
 
     if (!wire)
-        return NULL;
+        return -1;
     headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
-                          w->default_host);
+                          fe->default_host);
     evbuffer_add_buffer(wire, r->body);
-    x = upstream_forward(w->pool, wire, r->is_head, stream_after, cb, arg);
+    r->ucb = cb;
+    r->uarg = arg;
+    r->x = upstream_forward(fe->pool, wire, r->is_head, stream_after, fe_upstream_cb, r);
     evbuffer_free(wire);
-    return x;
+    return r->x ? 0 : -1;
+}
+
+/* The keyless path's answer: what the upstream said, or the problem of its failure. */
+static void fe_forward_done(const struct upstream_response *resp, void *arg)
+{
+    struct frontend_req *r = arg;
+
+    if (resp->result == UPSTREAM_STREAM)
+        return; /* the frontend streams it */
+    if (resp->result == UPSTREAM_OK)
+        frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL, resp->body);
+    else
+        frontend_problem(r, frontend_upstream_problem(resp->result), resp->error, NULL);
 }
 
 void frontend_forward(struct frontend_req *r)
 {
-    r->x = frontend_send_upstream(r, r->worker->cfg->response_buffer, fe_upstream_done, r);
-    if (!r->x)
-        frontend_problem(r, 500, "internal-error", "could not start the upstream request", NULL);
+    if (frontend_send_upstream(r, 0, fe_forward_done, r) < 0)
+        frontend_problem(r, PROBLEM_INTERNAL_ERROR, "could not start the upstream request", NULL);
 }
 
-/* The request is complete: hand it to the right path. */
+/* The request is complete: offer it to the handlers, else forward it as it is. */
 static void fe_dispatch(struct frontend_conn *c)
 {
     struct frontend_req *r = c->req;
@@ -378,17 +494,17 @@ static void fe_dispatch(struct frontend_conn *c)
     /* Reading stays enabled (no epoll_ctl per request): a client that goes away is
      * noticed, and pipelined bytes wait in the input buffer, bounded in fe_read_cb. */
     c->state = FE_BUSY;
-    c->keepalive = http1_keepalive(&r->head) && !c->w->draining;
-    if (idem_method_applies(r))
-        idem_handle(r);
-    else
-        frontend_forward(r);
+    c->keepalive = http1_keepalive(&r->head) && !c->fe->draining;
+    for (struct frontend_handler *h = c->fe->handlers; h; h = h->next)
+        if (h->on_req(h, r))
+            return;
+    frontend_forward(r);
 }
 
 /* A head arrived: parse it, check framing and limits. 0 to go on, -1 when rejected. */
 static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n)
 {
-    const struct config *cfg = c->w->cfg;
+    const struct frontend_conf *conf = c->fe->conf;
     struct frontend_req *r;
     struct http1_error err;
     const char *expect;
@@ -396,38 +512,38 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     r = calloc(1, sizeof(*r));
     if (!r || !(r->body = evbuffer_new())) {
         free(r);
-        fe_reject(c, 500, "internal-error", "out of memory");
+        fe_reject(c, PROBLEM_INTERNAL_ERROR, "out of memory");
         return -1;
     }
-    r->worker = c->w;
+    r->fe = c->fe;
     r->conn = c;
-    r->started_ms = fe_now_ms();
+    r->started_ms = clock_mono_ms();
     snprintf(r->client_ip, sizeof(r->client_ip), "%s", c->ip);
-    TAILQ_INSERT_TAIL(&c->w->reqs, r, link);
-    c->w->nreqs++;
+    TAILQ_INSERT_TAIL(&c->fe->reqs, r, link);
+    c->fe->nreqs++;
     c->req = r;
 
     if (http1_parse_request(&r->head, (const char *)evbuffer_pullup(in, n), (size_t)n, &err) < 0) {
-        fe_reject(c, err.status, err.slug, err.detail);
+        fe_reject(c, err.kind, err.detail);
         return -1;
     }
     evbuffer_drain(in, (size_t)n);
     c->scan = 0;
     if (http1_request_framing(&r->head, &c->kind, &c->remaining, &err) < 0) {
-        fe_reject(c, err.status, err.slug, err.detail);
+        fe_reject(c, err.kind, err.detail);
         return -1;
     }
     if (strcmp(r->head.method, "CONNECT") == 0) {
-        fe_reject(c, 501, "method-not-supported", "CONNECT is not supported by a reverse proxy");
+        fe_reject(c, PROBLEM_METHOD_NOT_SUPPORTED, "CONNECT is not supported by a reverse proxy");
         return -1;
     }
     r->is_head = strcmp(r->head.method, "HEAD") == 0;
     r->has_body = c->kind != HTTP1_BODY_NONE || http1_header_get(&r->head, "Content-Length", NULL);
-    if (c->kind == HTTP1_BODY_LENGTH && c->remaining > cfg->max_body) {
+    if (c->kind == HTTP1_BODY_LENGTH && c->remaining > conf->max_body) {
         char d[128];
         snprintf(d, sizeof(d), "Content-Length %llu exceeds the limit of %zu bytes",
-                 (unsigned long long)c->remaining, cfg->max_body);
-        fe_reject(c, 413, "body-too-large", d);
+                 (unsigned long long)c->remaining, conf->max_body);
+        fe_reject(c, PROBLEM_BODY_TOO_LARGE, d);
         return -1;
     }
     c->total = 0;
@@ -445,19 +561,19 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
 /* Consume what is buffered, as far as the state allows. */
 static void fe_process(struct frontend_conn *c)
 {
-    const struct config *cfg = c->w->cfg;
+    const struct frontend_conf *conf = c->fe->conf;
     struct evbuffer *in = bufferevent_get_input(c->bev);
 
     for (;;) {
         if (c->state == FE_HEAD) {
-            long n = http1_head_end(in, &c->scan, cfg->max_headers, 1);
+            long n = http1_head_end(in, &c->scan, conf->max_headers, 1);
             if (n == 0)
                 return;
             if (n < 0) {
                 char d[96];
                 snprintf(d, sizeof(d), "request head exceeds the limit of %zu bytes",
-                         cfg->max_headers);
-                fe_reject(c, 431, "headers-too-large", d);
+                         conf->max_headers);
+                fe_reject(c, PROBLEM_HEADERS_TOO_LARGE, d);
                 return;
             }
             if (fe_start_request(c, in, n) < 0)
@@ -474,10 +590,10 @@ static void fe_process(struct frontend_conn *c)
                 return;
         } else if (c->kind == HTTP1_BODY_CHUNKED) {
             struct http1_error err;
-            int r = http1_chunked_decode(&c->chunked, in, c->req->body, cfg->max_body, &c->total,
-                                         cfg->max_headers, &err);
+            int r = http1_chunked_decode(&c->chunked, in, c->req->body, conf->max_body, &c->total,
+                                         conf->max_headers, &err);
             if (r < 0) {
-                fe_reject(c, err.status, err.slug, err.detail);
+                fe_reject(c, err.kind, err.detail);
                 return;
             }
             if (r == 0)
@@ -494,30 +610,26 @@ static void fe_read_cb(struct bufferevent *bev, void *arg)
 
     if (c->state == FE_HEAD || c->state == FE_BODY)
         fe_process(c);
-    else if (evbuffer_get_length(bufferevent_get_input(bev)) > c->w->cfg->max_headers)
+    else if (evbuffer_get_length(bufferevent_get_input(bev)) > c->fe->conf->max_headers)
         netio_reader_stop(c->rd); /* enough pipelined; resumed after the answer */
 }
 
 static void fe_write_cb(struct bufferevent *bev, void *arg)
 {
     struct frontend_conn *c = arg;
-    struct worker *w = c->w;
 
     bufferevent_disable(bev, EV_WRITE); /* drained: back to direct writes */
     if (c->req && c->req->paused && c->req->x) {
         c->req->paused = 0; /* the client caught up with a streamed answer */
         upstream_exchange_pause(c->req->x, 0);
     }
-    if (c->state == FE_CLOSING) {
+    if (c->state == FE_CLOSING)
         fe_conn_free(c);
-        worker_maybe_finish(w);
-    }
 }
 
 static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct frontend_conn *c = arg;
-    struct worker *w = c->w;
 
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
         (c->state == FE_BUSY || c->state == FE_CLOSING)) {
@@ -529,37 +641,80 @@ static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
         (c->state == FE_BODY ||
          (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(bev))))) {
         /* a request started but did not arrive in time */
-        fe_reject(c, 408, "request-timeout", "the request did not arrive within client-timeout");
+        fe_reject(c, PROBLEM_REQUEST_TIMEOUT, "the request did not arrive within client-timeout");
         return;
     }
     /* EOF, error, idle keep-alive timeout or write timeout: just close */
     fe_conn_free(c);
-    worker_maybe_finish(w);
 }
 
-void frontend_drain(struct worker *w)
+struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf,
+                              struct upstream_pool *pool, const char *default_host)
+{
+    struct frontend *fe = calloc(1, sizeof(*fe));
+
+    if (!fe)
+        return NULL;
+    fe->base = base;
+    fe->conf = conf;
+    fe->pool = pool;
+    snprintf(fe->default_host, sizeof(fe->default_host), "%s", default_host ? default_host : "");
+    fe->handlers_tail = &fe->handlers;
+    TAILQ_INIT(&fe->conns);
+    TAILQ_INIT(&fe->reqs);
+    fe->drained_ev = event_new(base, -1, 0, fe_drained_cb, fe);
+    if (!fe->drained_ev) {
+        free(fe);
+        return NULL;
+    }
+    return fe;
+}
+
+void frontend_add_handler(struct frontend *fe, struct frontend_handler *h)
+{
+    h->next = NULL;
+    *fe->handlers_tail = h;
+    fe->handlers_tail = &h->next;
+}
+
+void frontend_counts(const struct frontend *fe, size_t *conns, size_t *reqs)
+{
+    *conns = fe->nconns;
+    *reqs = fe->nreqs;
+}
+
+void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *arg)
 {
     struct frontend_conn *c, *next;
 
-    for (c = TAILQ_FIRST(&w->conns); c; c = next) {
+    fe->draining = 1;
+    fe->on_drained = on_drained;
+    fe->drained_arg = arg;
+    for (c = TAILQ_FIRST(&fe->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
         c->keepalive = 0;
         if (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
             evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             fe_conn_free(c);
     }
+    fe_maybe_drained(fe);
 }
 
-void frontend_free_all(struct worker *w)
+void frontend_free(struct frontend *fe)
 {
     struct frontend_conn *c;
     struct frontend_req *r;
 
-    while ((c = TAILQ_FIRST(&w->conns))) {
+    if (!fe)
+        return;
+    fe->on_drained = NULL;
+    while ((c = TAILQ_FIRST(&fe->conns))) {
         if (c->req)
             c->state = FE_BODY; /* free the request with the connection */
         fe_conn_free(c);
     }
-    while ((r = TAILQ_FIRST(&w->reqs)))
+    while ((r = TAILQ_FIRST(&fe->reqs)))
         fe_req_free(r);
+    event_free(fe->drained_ev);
+    free(fe);
 }

@@ -1,26 +1,25 @@
 /*
- * worker — one thread: its own event_base, its own SO_REUSEPORT listener, its own
- * upstream pool (and, with the idempotency engine, its own Redis connection). Nothing
- * mutable is shared between workers; the only cross-thread call is worker_stop().
+ * worker — one thread: its own event_base, SO_REUSEPORT listener, upstream pool, Redis
+ * client, frontend and handler chain. Nothing mutable is shared between workers; the
+ * only cross-thread call is worker_stop(). The worker is where the layers are put
+ * together: it owns every per-thread object and frees them in reverse order.
  */
 #ifndef IDEMPROXY_WORKER_H
 #define IDEMPROXY_WORKER_H
 
 #include <pthread.h>
 #include <stddef.h>
-#include <sys/queue.h>
+#include <stdint.h>
 
 struct config;
 struct event;
 struct event_base;
 struct evconnlistener;
-struct upstream_pool;
+struct frontend;
+struct frontend_handler;
+struct redis_client;
 struct store;
-struct frontend_conn;
-struct frontend_req;
-
-TAILQ_HEAD(frontend_conn_list, frontend_conn);
-TAILQ_HEAD(frontend_req_list, frontend_req);
+struct upstream_pool;
 
 struct worker {
     int id; /* 1-based, for logs */
@@ -31,17 +30,15 @@ struct worker {
     struct evconnlistener *listener;
     int listen_fd;
     struct upstream_pool *pool;
-    struct store *store;    /* Redis connections of this worker */
-    char default_host[300]; /* Host for HTTP/1.0 requests without one: the first upstream */
-    int stop_pipe[2];       /* worker_stop (another thread) writes, stop_ev reads */
+    struct redis_client *redis;    /* this worker's Redis connections */
+    struct store *store;           /* the idempotency operations on them */
+    struct frontend *fe;           /* client connections and requests */
+    struct frontend_handler *idem; /* the keyed-request handler */
+    int stop_pipe[2];              /* worker_stop (another thread) writes, stop_ev reads */
     struct event *stop_ev;
     struct event *drain_ev;  /* drain-timeout */
     struct event *accept_ev; /* resumes accepting after running out of descriptors */
     int draining;
-    struct frontend_conn_list conns; /* open client connections */
-    size_t nconns;
-    struct frontend_req_list reqs; /* requests not yet finished (client may be gone) */
-    size_t nreqs;
 };
 
 /*
@@ -51,7 +48,8 @@ struct worker {
  */
 int worker_listen_socket(const struct config *cfg, unsigned short *port);
 
-/* Prepare w (event base, listener on listen_fd which it then owns, pool). 0 or -1. */
+/* Prepare w (event base, listener on listen_fd which it then owns, pool, Redis,
+ * frontend, handlers). 0, or -1 (logged) with everything released. */
 int worker_init(struct worker *w, int id, const struct config *cfg, int listen_fd);
 
 /* Run the loop in a new thread. 0 or -1. */
@@ -62,9 +60,5 @@ void worker_stop(struct worker *w);
 
 /* Wait for the thread, then free everything w owns. */
 void worker_join(struct worker *w);
-
-/* Called by frontend when a connection or request ends, so a draining worker can exit
- * as soon as nothing is left. */
-void worker_maybe_finish(struct worker *w);
 
 #endif

@@ -10,19 +10,33 @@
  * one is tried (nothing was sent). Once any byte may have reached an upstream, a failure
  * ends the exchange with UPSTREAM_FAILED / UPSTREAM_TIMEOUT — never a second send.
  */
-#ifndef IDEMPROXY_UPSTREAM_H
-#define IDEMPROXY_UPSTREAM_H
+#ifndef IDEMPROXY_HTTP_UPSTREAM_H
+#define IDEMPROXY_HTTP_UPSTREAM_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "http1.h"
+#include "core/conf.h"
+#include "http/http1.h"
 
 struct event_base;
 struct evbuffer;
-struct config;
 struct upstream_pool;
 struct upstream_exchange;
+
+/* The replicas and how they are used (directives upstream, upstream-timeout,
+ * upstream-connect-timeout, upstream-pool). */
+struct upstream_conf {
+    struct conf_addr *addrs; /* upstream HOST:PORT, repeatable, required; owned */
+    size_t naddrs;
+    uint64_t timeout_ms;         /* upstream-timeout [30s] */
+    uint64_t connect_timeout_ms; /* upstream-connect-timeout [2s] */
+    int pool;                    /* upstream-pool [64]: idle connections kept per replica */
+};
+extern const struct conf_directive upstream_conf_rows[]; /* ended by CONF_END */
+
+/* At least one upstream. 0 or -1 with err set. */
+int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t errlen);
 
 enum upstream_result {
     UPSTREAM_OK = 0,
@@ -55,9 +69,9 @@ struct upstream_response {
  */
 typedef void (*upstream_cb)(const struct upstream_response *resp, void *arg);
 
-/* Create the pool for one worker (resolves the replicas' addresses). NULL on error with
- * the reason logged. */
-struct upstream_pool *upstream_pool_new(struct event_base *base, const struct config *cfg);
+/* Create the pool for one worker (resolves the replicas' addresses; conf is borrowed and
+ * must outlive the pool). NULL on error with the reason logged. */
+struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf);
 
 /* Close idle connections and abort in-flight exchanges WITHOUT calling their callbacks
  * (shutdown only: the caller owns whatever arg pointed to). */

@@ -1,4 +1,4 @@
-#include "upstream.h"
+#include "http/upstream.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -15,15 +15,93 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "config.h"
-#include "log.h"
-#include "netio.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "net/netio.h"
 
 #define UPSTREAM_MAX_HEAD     (64 * 1024)
 #define UPSTREAM_IDLE_TIMEOUT 60000 /* ms an idle pooled connection is kept */
 #define UPSTREAM_BACKOFF_MIN  500   /* ms a refusing replica is skipped, doubling */
 #define UPSTREAM_BACKOFF_MAX  30000
 #define UPSTREAM_PEEK_AFTER   250 /* ms idle before a reused connection is probed */
+
+const struct conf_directive upstream_conf_rows[] = {
+    {.name = "upstream",
+     .type = CONF_T_ADDR_LIST,
+     .flags = CONF_F_REPEATABLE,
+     .off = offsetof(struct upstream_conf, addrs),
+     .count_off = offsetof(struct upstream_conf, naddrs),
+     .arg = "HOST:PORT",
+     .help = "backend to forward to; repeat for more (required)"},
+    {.name = "upstream-timeout",
+     .type = CONF_T_DURATION,
+     .min = 1,
+     .max = 7 * CONF_MS_DAY,
+     .def = "30s",
+     .off = offsetof(struct upstream_conf, timeout_ms),
+     .arg = "DURATION",
+     .help = "time allowed for an upstream to answer"},
+    {.name = "upstream-connect-timeout",
+     .type = CONF_T_DURATION,
+     .min = 1,
+     .max = 7 * CONF_MS_DAY,
+     .def = "2s",
+     .off = offsetof(struct upstream_conf, connect_timeout_ms),
+     .arg = "DURATION",
+     .help = "time allowed to connect to an upstream"},
+    {.name = "upstream-pool",
+     .type = CONF_T_INT,
+     .min = 1,
+     .max = 100000,
+     .def = "64",
+     .off = offsetof(struct upstream_conf, pool),
+     .arg = "N",
+     .help = "idle upstream connections kept per worker"},
+    CONF_END,
+};
+
+int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t errlen)
+{
+    if (conf->naddrs == 0)
+        return conf_fail(err, errlen,
+                         "no upstream configured: give --upstream HOST:PORT or an 'upstream' "
+                         "line in the config file");
+    return 0;
+}
+
+/*
+ * The life of one exchange. Each state says what is true in it; the order matters
+ * (x->state >= UPX_SENT means "bytes may have reached an upstream": never resend).
+ */
+enum upx_state {
+    UPX_CONNECTING, /* a replica is being tried: x->conn is NULL or connecting; nothing sent */
+    UPX_DEFERRED,   /* no replica could be started from inside upstream_forward: the failure
+                       is reported from the loop (x->defer_ev), never synchronously */
+    UPX_SENT,       /* the request was handed to a connected socket; waiting for the head */
+    UPX_BODY,       /* final head parsed (x->head valid); the body is being buffered */
+    UPX_STREAMING,  /* head and body bytes delivered with UPSTREAM_STREAM, more to come */
+    UPX_PAUSED,     /* streaming, reading stopped (upstream_exchange_pause) for a slow
+                       client; no read timer runs until resumed */
+};
+
+static const char *upx_state_str(enum upx_state st)
+{
+    switch (st) {
+    case UPX_CONNECTING:
+        return "connecting";
+    case UPX_DEFERRED:
+        return "deferred";
+    case UPX_SENT:
+        return "sent";
+    case UPX_BODY:
+        return "body";
+    case UPX_STREAMING:
+        return "streaming";
+    case UPX_PAUSED:
+        return "paused";
+    }
+    return "?";
+}
 
 struct up_conn {
     struct upstream_pool *pool;
@@ -39,7 +117,7 @@ struct up_conn {
 TAILQ_HEAD(up_conn_list, up_conn);
 
 struct up_replica {
-    char name[CONFIG_HOST_MAX + 16];
+    char name[CONF_HOST_MAX + 16];
     struct sockaddr_storage sa;
     socklen_t salen;
     struct up_conn_list idle;
@@ -52,11 +130,9 @@ struct upstream_exchange {
     struct upstream_pool *pool;
     struct up_conn *conn;
     struct evbuffer *request;
-    int is_head, sent;
+    enum upx_state state;
+    int is_head;
     size_t stream_after; /* body bytes buffered before streaming starts */
-    int streaming;       /* the head went out with UPSTREAM_STREAM */
-    int paused;          /* reading stopped by upstream_exchange_pause */
-    int deferred;        /* up_attempt now runs from the loop, not from forward() */
     struct event *defer_ev;
     upstream_cb cb;
     void *arg;
@@ -64,7 +140,6 @@ struct upstream_exchange {
     size_t ntried;
     /* response */
     size_t scan;
-    int have_head;
     struct http1_head head;
     enum http1_body kind;
     uint64_t remaining, total;
@@ -77,7 +152,7 @@ TAILQ_HEAD(up_x_list, upstream_exchange);
 
 struct upstream_pool {
     struct event_base *base;
-    const struct config *cfg;
+    const struct upstream_conf *conf;
     struct up_replica *reps;
     size_t nreps, rr;
     struct up_conn_list busy;
@@ -90,30 +165,17 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void up_attempt(struct upstream_exchange *x);
 static void up_defer_cb(evutil_socket_t fd, short what, void *arg);
 
-static uint64_t up_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct timeval up_tv(uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    return tv;
-}
-
-struct upstream_pool *upstream_pool_new(struct event_base *base, const struct config *cfg)
+struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf)
 {
     struct upstream_pool *pool = calloc(1, sizeof(*pool));
 
     if (!pool)
         return NULL;
     pool->base = base;
-    pool->cfg = cfg;
+    pool->conf = conf;
     TAILQ_INIT(&pool->busy);
     TAILQ_INIT(&pool->exchanges);
-    pool->nreps = cfg->nupstreams;
+    pool->nreps = conf->naddrs;
     pool->reps = calloc(pool->nreps ? pool->nreps : 1, sizeof(*pool->reps));
     if (!pool->reps)
         goto err;
@@ -124,12 +186,12 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct co
         int rc;
 
         TAILQ_INIT(&r->idle);
-        config_addr_str(&cfg->upstreams[i], r->name, sizeof(r->name));
-        snprintf(port, sizeof(port), "%u", cfg->upstreams[i].port);
+        conf_addr_str(&conf->addrs[i], r->name, sizeof(r->name));
+        snprintf(port, sizeof(port), "%u", conf->addrs[i].port);
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
         hints.ai_flags = AI_NUMERICSERV;
-        rc = getaddrinfo(cfg->upstreams[i].host, port, &hints, &res);
+        rc = getaddrinfo(conf->addrs[i].host, port, &hints, &res);
         if (rc != 0) {
             log_error("upstream %s: cannot resolve: %s", r->name, gai_strerror(rc));
             goto err;
@@ -217,15 +279,15 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
                        http1_keepalive(&x->head) &&
                        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
                        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
-                       c->rep->nidle < (size_t)pool->cfg->upstream_pool;
+                       c->rep->nidle < (size_t)pool->conf->pool;
         if (reusable) {
-            struct timeval idle = up_tv(UPSTREAM_IDLE_TIMEOUT);
+            struct timeval idle = clock_tv(UPSTREAM_IDLE_TIMEOUT);
             TAILQ_REMOVE(&pool->busy, c, link);
             c->x = NULL;
             x->conn = NULL;
             TAILQ_INSERT_HEAD(&c->rep->idle, c, link);
             c->idle = 1;
-            c->idle_since = up_now();
+            c->idle_since = clock_mono_ms();
             c->rep->nidle++;
             bufferevent_set_timeouts(c->bev, NULL, NULL);
             netio_reader_start(c->rd, &idle); /* notices the peer closing it */
@@ -237,12 +299,13 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
         log_debug("upstream %s: %d, %llu body bytes", x->rep->name, x->head.status,
                   (unsigned long long)x->total);
     else
-        log_warn("upstream %s: %s", x->rep ? x->rep->name : "-", error);
+        log_warn("upstream %s: %s (exchange %s)", x->rep ? x->rep->name : "-", error,
+                 upx_state_str(x->state));
 
     memset(&resp, 0, sizeof(resp));
     resp.result = result;
-    resp.sent = x->sent;
-    resp.streaming = x->streaming;
+    resp.sent = x->state >= UPX_SENT;
+    resp.streaming = x->state >= UPX_STREAMING;
     resp.replica = x->rep ? x->rep->name : "-";
     resp.head = result == UPSTREAM_OK ? &x->head : NULL;
     resp.body = result == UPSTREAM_OK ? x->body : NULL;
@@ -261,20 +324,19 @@ static void up_mark_down(struct up_replica *r, const char *why)
     if (backoff > UPSTREAM_BACKOFF_MAX)
         backoff = UPSTREAM_BACKOFF_MAX;
     r->fails++;
-    r->down_until = up_now() + backoff;
+    r->down_until = clock_mono_ms() + backoff;
     log_warn("upstream %s: %s; marked down for %llu ms", r->name, why, (unsigned long long)backoff);
 }
 
 /* The connection is established: hand it the request. From here on, never resend. */
 static void up_send(struct upstream_exchange *x, struct up_conn *c)
 {
-    const struct config *cfg = x->pool->cfg;
-    struct timeval tv = up_tv(cfg->upstream_timeout_ms);
+    struct timeval tv = clock_tv(x->pool->conf->timeout_ms);
 
     c->x = x;
     c->connecting = 0;
     x->conn = c;
-    x->sent = 1;
+    x->state = UPX_SENT;
     bufferevent_set_timeouts(c->bev, NULL, &tv);
     evbuffer_add_buffer(bufferevent_get_output(c->bev), x->request);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE); /* netio does both */
@@ -291,7 +353,7 @@ static int up_conn_alive(struct up_conn *c)
     char b;
     ssize_t n;
 
-    if (up_now() - c->idle_since < UPSTREAM_PEEK_AFTER)
+    if (clock_mono_ms() - c->idle_since < UPSTREAM_PEEK_AFTER)
         return 1;
     n = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -300,7 +362,7 @@ static int up_conn_alive(struct up_conn *c)
 static struct up_conn *up_connect(struct upstream_exchange *x, struct up_replica *r)
 {
     struct upstream_pool *pool = x->pool;
-    struct timeval tv = up_tv(pool->cfg->upstream_connect_timeout_ms);
+    struct timeval tv = clock_tv(pool->conf->connect_timeout_ms);
     struct up_conn *c = calloc(1, sizeof(*c));
 
     if (!c)
@@ -353,12 +415,12 @@ static void up_attempt(struct upstream_exchange *x)
             return; /* up_event_cb continues */
         up_mark_down(r, "cannot start a connection");
     }
-    if (x->deferred) {
+    if (x->state == UPX_DEFERRED) {
         up_finish(x, UPSTREAM_UNAVAILABLE, "no upstream replica accepted the connection");
         return;
     }
-    /* Still inside upstream_forward: report from the loop, never synchronously. */
-    x->deferred = 1;
+    /* Maybe still inside upstream_forward: report from the loop, never synchronously. */
+    x->state = UPX_DEFERRED;
     x->defer_ev = event_new(pool->base, -1, 0, up_defer_cb, x);
     if (!x->defer_ev) {
         up_finish(x, UPSTREAM_UNAVAILABLE, "no upstream replica accepted the connection");
@@ -377,7 +439,7 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
                                            void *arg)
 {
     struct upstream_exchange *x;
-    uint64_t now = up_now();
+    uint64_t now = clock_mono_ms();
     size_t n = pool->nreps, k = 0, start;
 
     if (n == 0)
@@ -386,6 +448,7 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
     if (!x)
         return NULL;
     x->pool = pool;
+    x->state = UPX_CONNECTING;
     x->is_head = is_head;
     x->stream_after = stream_after;
     x->cb = cb;
@@ -424,19 +487,19 @@ void upstream_exchange_detach(struct upstream_exchange *x)
 {
     x->cb = NULL;
     x->arg = NULL;
-    if (x->paused) /* nobody will resume it: let the answer drain into the void */
+    if (x->state == UPX_PAUSED) /* nobody will resume it: let the answer drain into the void */
         upstream_exchange_pause(x, 0);
 }
 
 void upstream_exchange_pause(struct upstream_exchange *x, int pause)
 {
-    struct timeval tv = up_tv(x->pool->cfg->upstream_timeout_ms);
+    struct timeval tv = clock_tv(x->pool->conf->timeout_ms);
 
-    if (x->paused == pause || !x->conn || !x->conn->rd)
+    if (x->state != (pause ? UPX_STREAMING : UPX_PAUSED) || !x->conn || !x->conn->rd)
         return;
-    x->paused = pause;
-    log_debug("upstream %s: %s reading a streamed answer", x->rep ? x->rep->name : "-",
-              pause ? "paused" : "resumed");
+    x->state = pause ? UPX_PAUSED : UPX_STREAMING;
+    log_debug("upstream %s: %s reading a streamed answer (now %s)", x->rep ? x->rep->name : "-",
+              pause ? "paused" : "resumed", upx_state_str(x->state));
     if (pause) {
         netio_reader_stop(x->conn->rd);
     } else {
@@ -454,11 +517,12 @@ static void up_stream(struct upstream_exchange *x)
     memset(&resp, 0, sizeof(resp));
     resp.result = UPSTREAM_STREAM;
     resp.sent = 1;
-    resp.streaming = x->streaming;
+    resp.streaming = x->state >= UPX_STREAMING;
     resp.replica = x->rep->name;
     resp.head = &x->head;
     resp.body = x->body;
-    x->streaming = 1;
+    if (x->state < UPX_STREAMING)
+        x->state = UPX_STREAMING;
     if (x->cb)
         x->cb(&resp, x->arg);
     evbuffer_drain(x->body, evbuffer_get_length(x->body)); /* whatever was not taken */
@@ -471,7 +535,7 @@ static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char
     static __thread char reason[200];
     struct http1_error err;
 
-    while (!x->have_head) {
+    while (x->state < UPX_BODY) {
         long n = http1_head_end(in, &x->scan, UPSTREAM_MAX_HEAD, 0);
         if (n == 0)
             return 0;
@@ -500,7 +564,7 @@ static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char
             *why = reason;
             return -1;
         }
-        x->have_head = 1;
+        x->state = UPX_BODY;
     }
     switch (x->kind) {
     case HTTP1_BODY_NONE:
@@ -547,8 +611,8 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
         up_finish(x, UPSTREAM_OK, NULL);
     else if (r < 0)
         up_finish(x, UPSTREAM_FAILED, why);
-    else if (x->have_head && evbuffer_get_length(x->body) > 0 &&
-             (x->streaming || evbuffer_get_length(x->body) > x->stream_after))
+    else if (x->state >= UPX_BODY && evbuffer_get_length(x->body) > 0 &&
+             (x->state >= UPX_STREAMING || evbuffer_get_length(x->body) > x->stream_after))
         up_stream(x); /* x stays alive: only up_finish frees it */
     /* c may be freed or reused by now: do not touch it */
 }
@@ -589,14 +653,15 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_EOF) {
         const char *perr = NULL;
         int r = up_parse(x, bufferevent_get_input(bev), &perr);
-        if (r > 0 || (r == 0 && x->have_head && x->kind == HTTP1_BODY_CLOSE)) {
+        if (r > 0 || (r == 0 && x->state >= UPX_BODY && x->kind == HTTP1_BODY_CLOSE)) {
             up_finish(x, UPSTREAM_OK, NULL);
             return;
         }
         snprintf(why, sizeof(why), "%s",
-                 perr ? perr
-                      : (x->have_head ? "upstream closed the connection mid-body (truncated)"
-                                      : "upstream closed the connection before answering"));
+                 perr
+                     ? perr
+                     : (x->state >= UPX_BODY ? "upstream closed the connection mid-body (truncated)"
+                                             : "upstream closed the connection before answering"));
         up_finish(x, UPSTREAM_FAILED, why);
         return;
     }

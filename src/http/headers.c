@@ -1,11 +1,11 @@
-#include "headers.h"
+#include "http/headers.h"
 
 #include <string.h>
 #include <strings.h>
 
 #include <event2/buffer.h>
 
-#include "http1.h"
+#include "http/http1.h"
 
 /* has_conn: does h have a Connection header at all? Only then can a field be named by
  * one, so the common case costs no token scan per field. */

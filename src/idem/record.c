@@ -7,7 +7,7 @@
  * byte but HTAB), so a corrupt record can never turn into a response-splitting head.
  * Decoding validates everything first and allocates once, after the input has passed.
  */
-#include "record.h"
+#include "idem/record.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +15,8 @@
 
 #include <event2/buffer.h>
 
-#include "headers.h"
-#include "http1.h"
+#include "http/headers.h"
+#include "http/http1.h"
 
 #define RECORD_MAGIC     "IDRC"
 #define RECORD_FIXED_LEN (4 + 1 + 1 + 2 + 8 + 4) /* magic .. nheaders */

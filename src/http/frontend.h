@@ -1,0 +1,143 @@
+/*
+ * frontend — the client side of one worker: HTTP/1.1 parsing with limits and strict
+ * framing, keep-alive, timeouts, the per-request context, and the handler chain.
+ *
+ * Handlers: a complete request is offered to each registered handler in turn (h2o's
+ * on_req); the first that takes it answers it. A request nobody takes is forwarded to
+ * the upstream pool as it is (the keyless path). The frontend never names a handler:
+ * the keyed layer (idem/idem.h) and, later, the admin endpoint register themselves.
+ *
+ * Ownership: a frontend_conn owns its bufferevent and at most one current request
+ * (requests on one connection are processed one at a time; pipelined bytes wait in the
+ * input buffer). A frontend_req owns everything of one request — head, body, the
+ * upstream exchange — and is freed in exactly one place, which first runs the cleanup
+ * hooks handlers attached to it (nginx's ngx_http_cleanup_add), newest first. Answering
+ * (frontend_respond, frontend_problem, the end of a streamed answer) frees it. A client
+ * that disconnects does not cancel its request: req->conn becomes NULL, the work
+ * completes and the answer is discarded.
+ */
+#ifndef IDEMPROXY_HTTP_FRONTEND_H
+#define IDEMPROXY_HTTP_FRONTEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "core/conf.h"
+#include "core/problem.h"
+#include "http/http1.h"
+#include "http/upstream.h"
+
+struct event_base;
+struct evbuffer;
+struct frontend;
+struct frontend_conn;
+
+/* Client-side limits and timeouts (directives max-body, max-headers, response-buffer,
+ * client-timeout). */
+struct frontend_conf {
+    size_t max_body;            /* max-body [1m] */
+    size_t max_headers;         /* max-headers [16k] */
+    size_t response_buffer;     /* response-buffer [1m]: larger answers stream */
+    uint64_t client_timeout_ms; /* client-timeout [60s] */
+};
+extern const struct conf_directive frontend_conf_rows[]; /* ended by CONF_END */
+
+/* A handler attaches state to a request with a cleanup hook: the node lives in the
+ * handler's own state (no allocation) and fn(arg) runs when the request is freed. */
+struct frontend_cleanup {
+    void (*fn)(void *arg);
+    void *arg;
+    struct frontend_cleanup *next;
+};
+
+struct frontend_req {
+    struct frontend *fe;
+    struct frontend_conn *conn; /* NULL once the client has gone */
+    struct http1_head head;
+    int is_head;           /* method is HEAD */
+    int has_body;          /* the client framed a body (even an empty chunked one) */
+    struct evbuffer *body; /* complete request body */
+    char client_ip[64];
+    uint64_t started_ms;
+    /* private to frontend.c */
+    struct upstream_exchange *x; /* the exchange in flight, NULL when none */
+    upstream_cb ucb;             /* the handler's view of that exchange */
+    void *uarg;
+    int streaming;   /* the answer is being streamed */
+    int chunked_out; /* ... re-chunked to the client */
+    int paused;      /* ... and the upstream paused for a slow client */
+    struct frontend_cleanup *cleanups;
+    TAILQ_ENTRY(frontend_req) link; /* fe->reqs */
+};
+
+/*
+ * A request handler. on_req is offered every complete request; it returns 0 to decline
+ * (the next handler is asked) or 1 when it took the request, which it must then answer
+ * exactly once (or hand to frontend_forward). Handlers are not owned by the frontend.
+ */
+struct frontend_handler {
+    const char *name;
+    int (*on_req)(struct frontend_handler *self, struct frontend_req *r);
+    struct frontend_handler *next; /* set by frontend_add_handler */
+};
+
+/* The client side of one worker, on base. conf and pool are borrowed; default_host is
+ * the Host given to HTTP/1.0 requests without one (copied). NULL on allocation failure. */
+struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf,
+                              struct upstream_pool *pool, const char *default_host);
+
+/* Shutdown: free every connection and request without answering, then fe. */
+void frontend_free(struct frontend *fe);
+
+/* Append h to the chain (offered requests in the order added). */
+void frontend_add_handler(struct frontend *fe, struct frontend_handler *h);
+
+/* Take over an accepted client socket (closed at once while draining). */
+void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int salen);
+
+/* Drain: close idle connections now, busy ones after their current answer; refuse new
+ * ones. on_drained(arg) is called once, from the loop, when no connection and no
+ * request is left (at once if none is). */
+void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *arg);
+
+/* Open connections and unfinished requests (for logs). */
+void frontend_counts(const struct frontend *fe, size_t *conns, size_t *reqs);
+
+/* Run fn(arg) when r is freed (after the hooks added later). c is the caller's node. */
+void frontend_req_cleanup_add(struct frontend_req *r, struct frontend_cleanup *c,
+                              void (*fn)(void *arg), void *arg);
+
+/*
+ * Answer the request and free it (r is invalid afterwards). head: upstream head whose
+ * end-to-end headers are copied (may be NULL); extra: preformatted "Name: v\r\n" lines;
+ * body is moved out of (may be NULL). If the client is gone the answer is dropped.
+ */
+void frontend_respond(struct frontend_req *r, int status, const char *reason,
+                      const struct http1_head *head, const char *extra, struct evbuffer *body);
+
+/* Answer with the problem document of kind (core/problem.h) and free r. extra: more
+ * header lines (may be NULL). */
+void frontend_problem(struct frontend_req *r, enum problem_kind kind, const char *detail,
+                      const char *extra);
+
+/* The problem kind for an upstream exchange that did not deliver an answer
+ * (UPSTREAM_UNAVAILABLE / FAILED / TIMEOUT). */
+enum problem_kind frontend_upstream_problem(enum upstream_result result);
+
+/*
+ * Send r upstream: the head as headers.h rewrites it, then the body (moved out of r).
+ * Answers up to max(keep, response-buffer) bytes arrive whole; larger ones stream to the
+ * client by themselves. cb sees: UPSTREAM_STREAM once, when an answer starts streaming
+ * (its head is about to go out: note it, do not answer), and the final result of an
+ * answer that did not stream (the handler answers r). A streamed answer is ended — and r
+ * freed — by the frontend itself. Returns 0, or -1 when the exchange could not even
+ * start (cb is not called).
+ */
+int frontend_send_upstream(struct frontend_req *r, size_t keep, upstream_cb cb, void *arg);
+
+/* Keyless path: forward r to the upstream pool and answer with what comes back. */
+void frontend_forward(struct frontend_req *r);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * idem — the keyed-request handler: claim → forward → record → answer.
+ *
+ *   claim (one EVALSHA) ─┬─ claimed  → forward (lease renewed every lease/3)
+ *                        │              ├─ 2xx-4xx (5xx with record-5xx) → record → answer
+ *                        │              ├─ 5xx → release → answer
+ *                        │              ├─ nothing sent → release → 502
+ *                        │              └─ sent, then failed → record 504 (ambiguous record)
+ *                        │                                  or release → 502/504
+ *                        ├─ done     → replay (Idempotent-Replayed: true)
+ *                        ├─ pending  → 409 + Retry-After, or (in-flight wait) park until
+ *                        │             the record completes (pub/sub, lease timer) → claim again
+ *                        └─ mismatch → 422
+ *   store unavailable → 503 + Retry-After (on-redis-error reject) or forward unprotected.
+ *
+ * It is a frontend handler (http/frontend.h): it takes the requests whose method the
+ * policy names and declines the rest. Keyless requests it takes (key not required) are
+ * forwarded as they are and never touch Redis.
+ *
+ * Ownership: the keyed state of a request lives in an idem_ctx attached to the request
+ * with a cleanup hook, so it is freed in the request's one free point; pending Redis
+ * commands and watches are cancelled then. A client that goes away does not stop the
+ * machine: the answer is still recorded for the retry.
+ */
+#ifndef IDEMPROXY_IDEM_IDEM_H
+#define IDEMPROXY_IDEM_IDEM_H
+
+#include "idem/policy.h"
+#include "idem/store.h"
+
+struct event_base;
+struct frontend_handler;
+
+/* The handler for one worker: timers on base, records in store, rules from pol (all
+ * borrowed). Register it with frontend_add_handler. NULL on allocation failure. */
+struct frontend_handler *idem_handler_new(struct event_base *base, const struct idem_policy *pol,
+                                          struct store *store);
+
+/* Free the handler (after the frontend and its requests are gone). NULL is a no-op. */
+void idem_handler_free(struct frontend_handler *h);
+
+#endif

@@ -1,0 +1,153 @@
+#include "idem/policy.h"
+
+#include <string.h>
+
+#define KIB      CONF_KIB
+#define MIB      CONF_MIB
+#define MS_DAY   CONF_MS_DAY
+#define FIELD(f) offsetof(struct idem_policy, f)
+
+static const struct conf_choice on_redis_error_choices[] = {
+    {"reject", IDEM_REDIS_REJECT}, {"pass", IDEM_REDIS_PASS}, {NULL, 0}};
+static const struct conf_choice in_flight_choices[] = {
+    {"reject", IDEM_IN_FLIGHT_REJECT}, {"wait", IDEM_IN_FLIGHT_WAIT}, {NULL, 0}};
+static const struct conf_choice ambiguous_choices[] = {
+    {"record", IDEM_AMBIGUOUS_RECORD}, {"release", IDEM_AMBIGUOUS_RELEASE}, {NULL, 0}};
+
+const struct conf_directive policy_conf_rows[] = {
+    {.name = "methods",
+     .type = CONF_T_STRING_LIST,
+     .def = "POST PATCH",
+     .off = FIELD(methods),
+     .count_off = FIELD(nmethods),
+     .arg = "METHOD...",
+     .help = "methods made idempotent when keyed"},
+    {.name = "require-key",
+     .type = CONF_T_BOOL,
+     .def = "no",
+     .off = FIELD(require_key),
+     .arg = "yes|no",
+     .help = "400 for a keyed method without a key"},
+    {.name = "key-header",
+     .type = CONF_T_STRING,
+     .def = "Idempotency-Key",
+     .off = FIELD(key_header),
+     .arg = "NAME",
+     .help = "request header that carries the key"},
+    {.name = "key-max-length",
+     .type = CONF_T_INT,
+     .min = 1,
+     .max = 4096,
+     .def = "255",
+     .off = FIELD(key_max_length),
+     .arg = "N",
+     .help = "longest accepted key (after unquoting)"},
+    {.name = "scope-headers",
+     .type = CONF_T_STRING_LIST,
+     .def = "Authorization",
+     .off = FIELD(scope_headers),
+     .count_off = FIELD(nscope_headers),
+     .arg = "NAME...",
+     .help = "headers that scope a key to its caller"},
+    {.name = "fingerprint-headers",
+     .type = CONF_T_STRING_LIST,
+     .off = FIELD(fingerprint_headers),
+     .count_off = FIELD(nfingerprint_headers),
+     .arg = "NAME...",
+     .help = "headers a retry must repeat (besides body)"},
+    {.name = "key-prefix",
+     .type = CONF_T_STRING,
+     .def = "idem:",
+     .off = FIELD(key_prefix),
+     .arg = "STRING",
+     .help = "prefix of the Redis keys holding records"},
+    {.name = "lease",
+     .type = CONF_T_DURATION,
+     .min = 100,
+     .max = 7 * MS_DAY,
+     .def = "10s",
+     .off = FIELD(lease_ms),
+     .arg = "DURATION",
+     .help = "life of a claim unless renewed"},
+    {.name = "retention",
+     .type = CONF_T_DURATION,
+     .min = 1000,
+     .max = 365 * MS_DAY,
+     .def = "24h",
+     .off = FIELD(retention_ms),
+     .arg = "DURATION",
+     .help = "how long a recorded answer is replayed"},
+    {.name = "max-record",
+     .type = CONF_T_SIZE,
+     .min = 1 * KIB,
+     .max = 512 * MIB,
+     .def = "8m",
+     .off = FIELD(max_record),
+     .arg = "SIZE",
+     .help = "largest answer kept for replay"},
+    {.name = "on-redis-error",
+     .type = CONF_T_ENUM,
+     .def = "reject",
+     .off = FIELD(on_redis_error),
+     .choices = on_redis_error_choices,
+     .arg = "reject|pass",
+     .help = "Redis down: 503, or forward unprotected"},
+    {.name = "in-flight",
+     .type = CONF_T_ENUM,
+     .def = "reject",
+     .off = FIELD(in_flight),
+     .choices = in_flight_choices,
+     .arg = "reject|wait",
+     .help = "retry during the first: 409, or wait"},
+    {.name = "wait-timeout",
+     .type = CONF_T_DURATION,
+     .min = 1,
+     .max = 7 * MS_DAY,
+     .def = "10s",
+     .off = FIELD(wait_timeout_ms),
+     .arg = "DURATION",
+     .help = "longest in-flight wait before 409"},
+    {.name = "record-5xx",
+     .type = CONF_T_BOOL,
+     .def = "no",
+     .off = FIELD(record_5xx),
+     .arg = "yes|no",
+     .help = "record upstream 5xx answers too"},
+    {.name = "ambiguous",
+     .type = CONF_T_ENUM,
+     .def = "record",
+     .off = FIELD(ambiguous),
+     .choices = ambiguous_choices,
+     .arg = "record|release",
+     .help = "outcome unknown: record a 504, or release"},
+    CONF_END,
+};
+
+int policy_validate(const struct idem_policy *p, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < p->nmethods; i++)
+        if (!conf_is_token(p->methods[i]))
+            return conf_fail(err, errlen, "methods: '%s' is not a method name", p->methods[i]);
+    if (!conf_is_token(p->key_header))
+        return conf_fail(err, errlen, "key-header: '%s' is not a header name", p->key_header);
+    for (size_t i = 0; i < p->nscope_headers; i++)
+        if (!conf_is_token(p->scope_headers[i]))
+            return conf_fail(err, errlen, "scope-headers: '%s' is not a header name",
+                             p->scope_headers[i]);
+    for (size_t i = 0; i < p->nfingerprint_headers; i++)
+        if (!conf_is_token(p->fingerprint_headers[i]))
+            return conf_fail(err, errlen, "fingerprint-headers: '%s' is not a header name",
+                             p->fingerprint_headers[i]);
+    if (p->lease_ms >= p->retention_ms)
+        return conf_fail(err, errlen, "lease (%llu ms) must be shorter than retention (%llu ms)",
+                         (unsigned long long)p->lease_ms, (unsigned long long)p->retention_ms);
+    return 0;
+}
+
+int policy_method_applies(const struct idem_policy *p, const char *method)
+{
+    for (size_t i = 0; i < p->nmethods; i++)
+        if (strcmp(p->methods[i], method) == 0)
+            return 1;
+    return 0;
+}

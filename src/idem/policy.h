@@ -1,0 +1,51 @@
+/*
+ * policy — the keyed-request policy: which requests the idempotency layer takes, how keys
+ * are read and scoped, how long claims and records live, and what each failure does.
+ *
+ * A value on its own (lists are owned arrays of owned strings), so that a route can own
+ * one later. Its directives are rows of this module (policy_conf_rows), placed in the
+ * whole configuration by config.c.
+ */
+#ifndef IDEMPROXY_IDEM_POLICY_H
+#define IDEMPROXY_IDEM_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+
+enum idem_in_flight { IDEM_IN_FLIGHT_REJECT = 0, IDEM_IN_FLIGHT_WAIT };
+enum idem_ambiguous { IDEM_AMBIGUOUS_RECORD = 0, IDEM_AMBIGUOUS_RELEASE };
+enum idem_on_redis_error { IDEM_REDIS_REJECT = 0, IDEM_REDIS_PASS };
+
+struct idem_policy {
+    char **methods; /* methods [POST PATCH] */
+    size_t nmethods;
+    int require_key;      /* require-key [no] */
+    char *key_header;     /* key-header [Idempotency-Key] */
+    int key_max_length;   /* key-max-length [255] */
+    char **scope_headers; /* scope-headers [Authorization] */
+    size_t nscope_headers;
+    char **fingerprint_headers; /* fingerprint-headers [none] */
+    size_t nfingerprint_headers;
+    char *key_prefix;         /* key-prefix [idem:] */
+    uint64_t lease_ms;        /* lease [10s] */
+    uint64_t retention_ms;    /* retention [24h] */
+    size_t max_record;        /* max-record [8m] */
+    int on_redis_error;       /* on-redis-error [reject] (enum idem_on_redis_error) */
+    int in_flight;            /* in-flight [reject] (enum idem_in_flight) */
+    uint64_t wait_timeout_ms; /* wait-timeout [10s] */
+    int record_5xx;           /* record-5xx [no] */
+    int ambiguous;            /* ambiguous [record] (enum idem_ambiguous) */
+};
+
+/* The directives of struct idem_policy (ended by CONF_END). */
+extern const struct conf_directive policy_conf_rows[];
+
+/* Cross-field checks (names are tokens, lease < retention). 0 or -1 with err set. */
+int policy_validate(const struct idem_policy *p, char *err, size_t errlen);
+
+/* Does the policy make method (case-sensitive, as received) idempotent? */
+int policy_method_applies(const struct idem_policy *p, const char *method);
+
+#endif

@@ -1,0 +1,172 @@
+#include "idem/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "core/log.h"
+
+enum { SCRIPT_CLAIM, SCRIPT_RECORD, SCRIPT_RELEASE, SCRIPT_RENEW, SCRIPT_COUNT };
+
+/* Values: "P" fp(64) token(32) | "D" fp(64) record. Each touches only KEYS[1];
+ * completion is published on the channel named KEYS[1]. */
+const struct redis_script store_scripts[SCRIPT_COUNT] = {
+    /* CLAIM fp token lease_ms → {1} claimed | {2, pttl} pending | {3, record} | {4} */
+    /* one SET ... NX GET (Redis >= 7.0) both claims and tells what was there */
+    {"claim",
+     "local v = redis.call('SET', KEYS[1], 'P' .. ARGV[1] .. ARGV[2], 'NX', 'GET', 'PX', ARGV[3])\n"
+     "if not v then return {1} end\n"
+     "if string.sub(v, 2, 65) ~= ARGV[1] then return {4} end\n"
+     "if string.sub(v, 1, 1) == 'P' then return {2, redis.call('PTTL', KEYS[1])} end\n"
+     "return {3, string.sub(v, 66)}\n"},
+    /* RECORD token retention_ms record → 1 stored | 0 refused (not ours any more) */
+    {"record",
+     "local v = redis.call('GET', KEYS[1])\n"
+     "if not v or string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66) ~= ARGV[1] then return 0 end\n"
+     "redis.call('SET', KEYS[1], 'D' .. string.sub(v, 2, 65) .. ARGV[3], 'PX', ARGV[2])\n"
+     "redis.call('PUBLISH', KEYS[1], 'done')\n"
+     "return 1\n"},
+    /* RELEASE token → 1 deleted | 0 not ours */
+    {"release", "local v = redis.call('GET', KEYS[1])\n"
+                "if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66) == ARGV[1] then\n"
+                "  redis.call('DEL', KEYS[1])\n"
+                "  redis.call('PUBLISH', KEYS[1], 'released')\n"
+                "  return 1\n"
+                "end\n"
+                "return 0\n"},
+    /* RENEW token lease_ms → 1 extended | 0 not ours */
+    {"renew", "local v = redis.call('GET', KEYS[1])\n"
+              "if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66) == ARGV[1] then\n"
+              "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+              "end\n"
+              "return 0\n"},
+};
+const size_t store_nscripts = SCRIPT_COUNT;
+
+struct store {
+    struct redis_client *rc;
+    char lease[24], retention[24];
+};
+
+static void store_policy_cb(enum redis_status st, const struct redisReply *reply,
+                            const char *errstr, void *arg)
+{
+    if (st != REDIS_CMD_OK || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return; /* CONFIG may be disabled on managed Redis: nothing to check then */
+    if (strcmp(reply->element[1]->str, "noeviction") != 0)
+        log_warn("redis: maxmemory-policy is '%s': Redis may evict records, and an evicted "
+                 "record means a duplicate execution; set maxmemory-policy noeviction",
+                 reply->element[1]->str);
+}
+
+static void store_version_cb(enum redis_status st, const struct redisReply *reply,
+                             const char *errstr, void *arg)
+{
+    const char *v;
+
+    if (st != REDIS_CMD_OK || reply->type != REDIS_REPLY_STRING)
+        return;
+    v = strstr(reply->str, "redis_version:");
+    if (v && atoi(v + 14) < 7)
+        log_error("redis: version %.*s is too old: idemproxy needs Redis 7.0 or later (its "
+                  "claim script uses SET NX GET); every keyed request will fail",
+                  (int)strcspn(v + 14, "\r\n"), v + 14);
+}
+
+struct store *store_new(struct redis_client *rc, const struct idem_policy *pol, int check_server)
+{
+    struct store *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->rc = rc;
+    snprintf(s->lease, sizeof(s->lease), "%llu", (unsigned long long)pol->lease_ms);
+    snprintf(s->retention, sizeof(s->retention), "%llu", (unsigned long long)pol->retention_ms);
+    if (check_server) {
+        const char *policy[] = {"CONFIG", "GET", "maxmemory-policy"};
+        size_t policy_len[] = {6, 3, 16};
+        const char *info[] = {"INFO", "server"};
+        size_t info_len[] = {4, 6};
+        redis_command(rc, 3, policy, policy_len, store_policy_cb, NULL);
+        redis_command(rc, 2, info, info_len, store_version_cb, NULL);
+    }
+    return s;
+}
+
+void store_free(struct store *s)
+{
+    free(s);
+}
+
+struct redis_client *store_client(struct store *s)
+{
+    return s->rc;
+}
+
+struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
+                              const char *token, redis_reply_cb cb, void *arg)
+{
+    const char *args[] = {fp_hex, token, s->lease};
+    size_t lens[] = {strlen(fp_hex), strlen(token), strlen(s->lease)};
+
+    return redis_eval(s->rc, SCRIPT_CLAIM, key, 3, args, lens, cb, arg);
+}
+
+struct redis_cmd *store_record(struct store *s, const char *key, const char *token,
+                               const void *record, size_t len, redis_reply_cb cb, void *arg)
+{
+    const char *args[] = {token, s->retention, record};
+    size_t lens[] = {strlen(token), strlen(s->retention), len};
+
+    return redis_eval(s->rc, SCRIPT_RECORD, key, 3, args, lens, cb, arg);
+}
+
+struct redis_cmd *store_release(struct store *s, const char *key, const char *token,
+                                redis_reply_cb cb, void *arg)
+{
+    const char *args[] = {token};
+    size_t lens[] = {strlen(token)};
+
+    return redis_eval(s->rc, SCRIPT_RELEASE, key, 1, args, lens, cb, arg);
+}
+
+struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,
+                              redis_reply_cb cb, void *arg)
+{
+    const char *args[] = {token, s->lease};
+    size_t lens[] = {strlen(token), strlen(s->lease)};
+
+    return redis_eval(s->rc, SCRIPT_RENEW, key, 2, args, lens, cb, arg);
+}
+
+int store_claim_result(const struct redisReply *reply, struct store_claim_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[0]->integer < 1 ||
+        reply->element[0]->integer > 4)
+        return -1;
+    res->kind = (enum store_claim)reply->element[0]->integer;
+    res->pttl_ms = -1;
+    if (res->kind == STORE_PENDING && reply->elements > 1 &&
+        reply->element[1]->type == REDIS_REPLY_INTEGER)
+        res->pttl_ms = reply->element[1]->integer;
+    if (res->kind == STORE_DONE) {
+        if (reply->elements < 2 || reply->element[1]->type != REDIS_REPLY_STRING)
+            return -1;
+        res->record = reply->element[1]->str;
+        res->record_len = reply->element[1]->len;
+    }
+    return 0;
+}
+
+int store_int_result(const struct redisReply *reply, long long *value)
+{
+    if (reply->type != REDIS_REPLY_INTEGER)
+        return -1;
+    *value = reply->integer;
+    return 0;
+}

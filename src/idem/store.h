@@ -1,0 +1,72 @@
+/*
+ * store — the idempotency operations on Redis, for one worker: the four Lua scripts,
+ * their arguments and what their replies mean. The connection, deadlines, reconnects and
+ * pub/sub belong to the generic client (redis/redis.h); this module only speaks the data
+ * model.
+ *
+ * Data model: one Redis string per record, key = key-prefix + hex(record id); every
+ * script touches only KEYS[1] (Redis Cluster-safe). The value is
+ *   "P" fingerprint(64 hex) token(32 hex)    pending: claimed, the upstream is working
+ *   "D" fingerprint(64 hex) record bytes      done: the answer (record.h)
+ * Completion (record or release) is PUBLISHed on a channel named like the key: watch it
+ * with redis_watch(store_client(s), key, ...).
+ *
+ * Calling convention: as redis.h — a command returns a handle (redis_cancel() forgets its
+ * callback) or NULL when nothing could be sent; the callback gets the raw reply, which
+ * store_claim_result() / store_int_result() turn into what the script said.
+ */
+#ifndef IDEMPROXY_IDEM_STORE_H
+#define IDEMPROXY_IDEM_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idem/policy.h"
+#include "redis/redis.h"
+
+struct event_base;
+struct store;
+
+enum store_claim {
+    STORE_CLAIMED = 1,  /* we own it now: forward */
+    STORE_PENDING = 2,  /* someone else is executing it */
+    STORE_DONE = 3,     /* recorded: replay */
+    STORE_MISMATCH = 4, /* same key, different request */
+};
+
+struct store_claim_result {
+    enum store_claim kind;
+    long long pttl_ms;  /* PENDING: time left on the other claim's lease (-1 unknown) */
+    const char *record; /* DONE: the record bytes, valid only during the callback */
+    size_t record_len;
+};
+
+/* A store on the client rc (borrowed; must outlive the store). check_server: ask once
+ * for the server's version and maxmemory-policy and warn when they cannot keep the
+ * promise (one worker per process does). NULL on allocation failure. */
+struct store *store_new(struct redis_client *rc, const struct idem_policy *pol, int check_server);
+void store_free(struct store *s);
+struct redis_client *store_client(struct store *s);
+
+/* The scripts, for redis_client_new (the client loads them on every connection). */
+extern const struct redis_script store_scripts[];
+extern const size_t store_nscripts;
+
+/* CLAIM: take key for token if free; tell what is there otherwise. */
+struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
+                              const char *token, redis_reply_cb cb, void *arg);
+/* RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
+ * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours). */
+struct redis_cmd *store_record(struct store *s, const char *key, const char *token,
+                               const void *record, size_t len, redis_reply_cb cb, void *arg);
+struct redis_cmd *store_release(struct store *s, const char *key, const char *token,
+                                redis_reply_cb cb, void *arg);
+struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,
+                              redis_reply_cb cb, void *arg);
+
+/* Read a CLAIM reply into res (record borrows the reply). 0, or -1 if it is malformed. */
+int store_claim_result(const struct redisReply *reply, struct store_claim_result *res);
+/* Read a RECORD/RELEASE/RENEW reply. 0, or -1 if it is not an integer. */
+int store_int_result(const struct redisReply *reply, long long *value);
+
+#endif

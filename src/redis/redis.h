@@ -1,0 +1,100 @@
+/*
+ * redis — a generic asynchronous Redis client for one worker's event loop, on hiredis.
+ * It knows nothing of idempotency: the callers bring their scripts and read the replies.
+ *
+ * Two connections: one for commands (pipelined), one for pub/sub (made only while
+ * something is watched). The caller's Lua scripts are loaded with SCRIPT LOAD on every
+ * (re)connect and run with EVALSHA, falling back to EVAL on NOSCRIPT. AUTH goes first on
+ * every new connection when redis-password is set. Reconnects back off 50 ms → 1 s.
+ *
+ * Deadlines: hiredis 0.14 has no async timeouts, so every command carries its own
+ * deadline (redis-timeout), watched by one timer for the oldest pending command (they
+ * are pipelined, so replies come in send order). When it fires, that command fails with
+ * REDIS_CMD_TIMEOUT and the whole connection is dropped — every other pending command
+ * then fails at once (REDIS_CMD_DOWN, or TIMEOUT if it was due too) — and a new one is
+ * made with back-off. A command that timed out may still run in Redis when it resumes:
+ * callers treat a failure after sending as "maybe applied". A context is never freed
+ * inside its own callback.
+ *
+ * Calling convention: a command function returns a handle, or NULL when there is no
+ * connection to send on (nothing was sent; the callback will NOT be called). Otherwise
+ * the callback is called exactly once, later, from the event loop. redis_cancel()
+ * forgets the callback (the command itself may still run in Redis).
+ */
+#ifndef IDEMPROXY_REDIS_REDIS_H
+#define IDEMPROXY_REDIS_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+
+struct event_base;
+struct redisReply;
+struct redis_client;
+struct redis_cmd;
+struct redis_watch;
+
+/* The client's settings (directives redis, redis-password, redis-timeout). */
+struct redis_conf {
+    struct conf_addr addr; /* redis [127.0.0.1:6379] or unix:/path */
+    char *password;        /* redis-password [none]; owned */
+    uint64_t timeout_ms;   /* redis-timeout [500ms]: deadline of every command */
+};
+extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
+
+enum redis_status {
+    REDIS_CMD_OK = 0,
+    REDIS_CMD_TIMEOUT, /* no answer within redis-timeout */
+    REDIS_CMD_DOWN,    /* connection lost before the answer */
+    REDIS_CMD_ERROR,   /* Redis answered with an error (e.g. OOM under noeviction) */
+};
+
+/* st == REDIS_CMD_OK: reply is the (non-error) reply, valid only during the callback.
+ * Otherwise reply is NULL and errstr says why. */
+typedef void (*redis_reply_cb)(enum redis_status st, const struct redisReply *reply,
+                               const char *errstr, void *arg);
+/* A watched channel got a message (or the subscription became active: check again). */
+typedef void (*redis_wake_cb)(void *arg);
+
+/* A Lua script the caller runs by index (its position in the array given to new). */
+struct redis_script {
+    const char *name; /* for logs */
+    const char *text;
+};
+
+/* Connect (asynchronously; failures are retried with back-off). scripts (borrowed, must
+ * outlive the client) are loaded on every connection. NULL on allocation failure. */
+struct redis_client *redis_client_new(struct event_base *base, const struct redis_conf *conf,
+                                      const struct redis_script *scripts, size_t nscripts);
+
+/* Drop both connections; pending callbacks are NOT called (cancel them first or accept
+ * that their args are never seen again). */
+void redis_client_free(struct redis_client *c);
+
+/* EVALSHA script 1 key args... (the bytes are copied). */
+struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key, int nargs,
+                             const char *const *args, const size_t *lens, redis_reply_cb cb,
+                             void *arg);
+/* Any other command, argv copied. */
+struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
+                                const size_t *lens, redis_reply_cb cb, void *arg);
+void redis_cancel(struct redis_cmd *cmd);
+
+/*
+ * Call cb(arg) when a message arrives on channel. The subscription is made on first use
+ * per channel; cb is also called once the subscription is active (so a message sent
+ * before it is not missed: check again then). Returns a handle or NULL (no pub/sub
+ * connection: rely on timers). redis_unwatch may be called from inside cb.
+ */
+struct redis_watch *redis_watch(struct redis_client *c, const char *channel, redis_wake_cb cb,
+                                void *arg);
+void redis_unwatch(struct redis_watch *w);
+
+/* Counters for logs and tests. */
+struct redis_stats {
+    uint64_t commands, timeouts, reconnects;
+};
+void redis_get_stats(const struct redis_client *c, struct redis_stats *out);
+
+#endif
