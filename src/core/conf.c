@@ -19,6 +19,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/bytes.h"
+
 struct conf_unit {
     const char *suffix;
     uint64_t mult;
@@ -59,17 +61,6 @@ int conf_fail(char *err, size_t errlen, const char *fmt, ...)
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r';
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /*
@@ -124,8 +115,8 @@ static int split_words(char *line, char ***words, size_t *cap)
                         *w++ = '\t';
                         break;
                     case 'x':
-                        if (hex_value(r[1]) >= 0 && hex_value(r[2]) >= 0) {
-                            *w++ = (char)(hex_value(r[1]) * 16 + hex_value(r[2]));
+                        if (bytes_hexval(r[1]) >= 0 && bytes_hexval(r[2]) >= 0) {
+                            *w++ = (char)(bytes_hexval(r[1]) * 16 + bytes_hexval(r[2]));
                             r += 2;
                         } else {
                             *w++ = 'x';

@@ -9,6 +9,8 @@
 
 #include <event2/buffer.h>
 
+#include "core/bytes.h"
+
 /* chunked decoder states */
 enum { CH_SIZE = 0, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_DONE };
 
@@ -519,17 +521,6 @@ int http1_keepalive(const struct http1_head *h)
     return 1;
 }
 
-static int http1_hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Parse "HEX[;ext]" (no CRLF). */
 static int http1_chunk_size(const char *line, size_t len, uint64_t *out)
 {
@@ -537,7 +528,7 @@ static int http1_chunk_size(const char *line, size_t len, uint64_t *out)
     size_t i = 0;
     int v;
 
-    for (; i < len && (v = http1_hexval((unsigned char)line[i])) >= 0; i++) {
+    for (; i < len && (v = bytes_hexval((unsigned char)line[i])) >= 0; i++) {
         if (i >= 15)
             return -1;
         n = n * 16 + (uint64_t)v;

@@ -30,6 +30,7 @@
 #include <event2/buffer.h>
 #include <openssl/evp.h>
 
+#include "core/bytes.h"
 #include "http/http1.h"
 
 #define IDKEY_DOMAIN_ID "idem-id/1"
@@ -105,37 +106,19 @@ static int idkey_opt(EVP_MD_CTX *ctx, const struct http1_header *f)
     return !f || idkey_field(ctx, f->value, f->value_len);
 }
 
+static int idkey_digest_piece(const void *piece, size_t n, void *arg)
+{
+    return EVP_DigestUpdate(arg, piece, n) == 1 ? 0 : -1;
+}
+
 /* field(body), read chain by chain in place: neither drained nor pulled up. */
 static int idkey_body(EVP_MD_CTX *ctx, struct evbuffer *body)
 {
     size_t total = body ? evbuffer_get_length(body) : 0;
-    size_t done = 0;
 
     if (!idkey_u64(ctx, total))
         return 0;
-    while (done < total) {
-        struct evbuffer_iovec vec[16];
-        struct evbuffer_ptr pos;
-        int n;
-
-        if (evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET) != 0)
-            return 0;
-        n = evbuffer_peek(body, (ev_ssize_t)(total - done), &pos, vec, 16);
-        if (n <= 0)
-            return 0;
-        if (n > 16)
-            n = 16;
-        for (int i = 0; i < n && done < total; i++) {
-            size_t len = vec[i].iov_len;
-
-            if (len > total - done)
-                len = total - done;
-            if (len && EVP_DigestUpdate(ctx, vec[i].iov_base, len) != 1)
-                return 0;
-            done += len;
-        }
-    }
-    return 1;
+    return total == 0 || bytes_each(body, total, idkey_digest_piece, ctx) == 0;
 }
 
 /* First header named name (case-insensitive), or NULL when absent (or req is NULL). */

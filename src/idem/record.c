@@ -15,6 +15,7 @@
 
 #include <event2/buffer.h>
 
+#include "core/bytes.h"
 #include "http/headers.h"
 #include "http/http1.h"
 
@@ -90,39 +91,21 @@ static int record_add_string(struct evbuffer *out, const char *s, size_t len)
     return len ? evbuffer_add(out, s, len) : 0;
 }
 
+static int record_add_piece(const void *piece, size_t n, void *arg)
+{
+    return evbuffer_add(arg, piece, n);
+}
+
 /* u64 length then the body's bytes, copied chain by chain; body is left as it was. */
 static int record_add_body(struct evbuffer *out, struct evbuffer *body)
 {
     size_t total = body ? evbuffer_get_length(body) : 0;
-    size_t done = 0;
     uint8_t b[8];
 
     record_put_u64(b, total);
     if (evbuffer_add(out, b, sizeof(b)) != 0)
         return -1;
-    while (done < total) {
-        struct evbuffer_iovec vec[16];
-        struct evbuffer_ptr pos;
-        int n;
-
-        if (evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET) != 0)
-            return -1;
-        n = evbuffer_peek(body, (ev_ssize_t)(total - done), &pos, vec, 16);
-        if (n <= 0)
-            return -1;
-        if (n > 16)
-            n = 16;
-        for (int i = 0; i < n && done < total; i++) {
-            size_t len = vec[i].iov_len;
-
-            if (len > total - done)
-                len = total - done;
-            if (len && evbuffer_add(out, vec[i].iov_base, len) != 0)
-                return -1;
-            done += len;
-        }
-    }
-    return 0;
+    return total == 0 ? 0 : bytes_each(body, total, record_add_piece, out);
 }
 
 /*
