@@ -1,6 +1,9 @@
 /*
  * harness — what integration tests need to drive real processes over real sockets.
  *
+ * The one public header of the test support library (libtestharness); each section
+ * names the file that implements it. Private helpers: harness-internal.h.
+ *
  * Processes: started with fork+exec, stdout/stderr appended to a log file in the
  * test's temp dir; every pid started is remembered and killed (SIGKILL) and reaped by
  * harness_cleanup(), which tests call from a Criterion .fini (or which runs atexit).
@@ -13,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* ---- processes, ports, logs (proc.c) ---- */
 
 /* A fresh private directory under $TMPDIR (or /tmp), created once per process. */
 const char *harness_tmpdir(void);
@@ -45,13 +50,13 @@ void harness_cleanup(void);
 char *harness_read_log(const char *logname);
 
 /* Convenience starters. Both wait for the port to accept before returning; 0 on failure. */
-/* test-upstream on a free port; extra_args may be NULL. Returns pid, *port filled. */
+/* test-upstream on a free port, --id logname. Returns pid, *port filled. */
 pid_t harness_start_upstream(uint16_t *port, const char *logname);
 /* idemproxy with --listen 127.0.0.1:<free> --workers 2 and the given NULL-terminated extra
  * args (e.g. "--upstream", "127.0.0.1:1234", NULL). Returns pid, *port filled. */
 pid_t harness_start_proxy(uint16_t *port, const char *logname, const char *const extra[]);
 
-/* ---- Redis ---- */
+/* ---- Redis (redis.c) ---- */
 
 /* redis-server with conf/redis.conf on a free port, data in <tmpdir>/<logname>.data;
  * extra: more "--directive value" args (NULL-terminated, may be NULL). */
@@ -62,13 +67,15 @@ pid_t harness_restart_redis(uint16_t port, const char *logname);
  * (copied into buf), an array's size, 0 for nil, or -1 on error. */
 long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, ...);
 
+/* ---- what test-upstream saw (upstream_ctl.c) ---- */
+
 /* A counter from test-upstream's GET /stats ("requests", "connections"), or -1. */
 long harness_upstream_stat(uint16_t up_port, const char *field);
 
 /* test-upstream's execution count for key (NULL: the total), from GET /executions. */
 long harness_executions(uint16_t up_port, const char *key);
 
-/* ---- a small HTTP/1.1 client over a blocking socket with deadlines ---- */
+/* ---- a small HTTP/1.1 client over a blocking socket with deadlines (http_client.c) ---- */
 
 struct harness_resp {
     int status; /* 0 if no complete status line was received */
