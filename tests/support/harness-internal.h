@@ -45,4 +45,7 @@ static inline void sleep_ms(int ms)
 pid_t h_start_server_at(char **argv, int listen_slot, int port_only, uint16_t fixed, uint16_t *port,
                         const char *logname, int timeout_ms);
 
+/* Is pid one this process started and has not reaped yet? 1/0 */
+int h_is_tracked(pid_t pid);
+
 #endif

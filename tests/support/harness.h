@@ -111,4 +111,58 @@ int harness_wait_closed(int fd, int timeout_ms);
 
 void harness_resp_free(struct harness_resp *r);
 
+/* ---- the idempotency stack (stack.c; as a Criterion fixture: stack_fixture.h) ---- */
+
+/* redis-server, one test-upstream and two idemproxy replicas (2 workers each) on both. */
+struct harness_stack {
+    uint16_t redis_port, up_port, a_port, b_port;
+    pid_t redis_pid, up_pid, a_pid, b_pid; /* 0: not running (or a test stopped it) */
+    char up_arg[32], redis_arg[32];        /* "127.0.0.1:<port>", for --upstream/--redis */
+};
+
+/*
+ * Start the stack into s (zeroed first): redis-server (log "redis"; redis_extra: more
+ * "--directive value" args), test-upstream ("upstream"), then the replicas "proxyA" and
+ * "proxyB" with --upstream, --redis and proxy_extra. Both lists are NULL-terminated and
+ * may be NULL. Returns 0, or -1 after saying on stderr what did not start; what did start
+ * is tracked, so harness_stack_stop() or harness_cleanup() still stops it.
+ */
+int harness_stack_start(struct harness_stack *s, const char *const proxy_extra[],
+                        const char *const redis_extra[]);
+
+/* One more replica on s's redis and upstream, logged as logname, with extra after
+ * --upstream/--redis (NULL-terminated, may be NULL). Returns the pid with *port filled,
+ * or 0. Not part of s: the caller stops it (harness_stop_clean), or harness_cleanup()
+ * kills it. */
+pid_t harness_stack_proxy(const struct harness_stack *s, uint16_t *port, const char *logname,
+                          const char *const extra[]);
+
+/* Resume redis (a test may have left it frozen), SIGTERM both replicas and wait up to 10 s
+ * each (harness_stop_clean: the log of one that did not exit cleanly goes to stderr),
+ * then harness_cleanup(). The pids in s are zeroed. Returns how many replicas did not exit
+ * with status 0 (0, 1 or 2). */
+int harness_stack_stop(struct harness_stack *s);
+
+/* A request as the idempotency tests send it; NULL fields are left out. */
+struct harness_keyed {
+    const char *method; /* NULL: POST */
+    const char *path;
+    const char *key;          /* Idempotency-Key */
+    const char *auth;         /* Authorization */
+    const char *content_type; /* Content-Type */
+    const char *body;         /* NULL: empty; Content-Length is always sent */
+};
+
+/* "<method> <path> HTTP/1.1", Host: shop, the headers set in q in the order above,
+ * Content-Length, Connection: close, the body. Returns the length (buf NUL-terminated),
+ * or -1 if it does not fit in len. */
+int harness_keyed_format(char *buf, size_t len, const struct harness_keyed *q);
+
+/* harness_request() of q (at most 4 KiB) with a 15 s deadline. 0 or -1; r is filled (and
+ * must be freed) either way. */
+int harness_keyed_post(uint16_t port, const struct harness_keyed *q, struct harness_resp *r);
+
+/* Was r answered from a record ("Idempotent-Replayed: true")? 1/0 */
+int harness_replayed(const struct harness_resp *r);
+
 #endif

@@ -113,6 +113,17 @@ static void untrack(pid_t pid)
     }
 }
 
+int h_is_tracked(pid_t pid)
+{
+    int i;
+
+    h_state();
+    for (i = 0; i < h.npids; i++)
+        if (h.pids[i] == pid)
+            return 1;
+    return 0;
+}
+
 static void log_path(const char *logname, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/%s.log", harness_tmpdir(), logname);
