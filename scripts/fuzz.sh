@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzz the parsers with libFuzzer (clang from Debian): the HTTP/1.1 request/response
-# parser and chunked decoder, the record decoder and the key parser.
+# Fuzz the parsers with libFuzzer (clang from Debian): every tests/fuzz/fuzz_*.c — the
+# HTTP/1.1 request/response parser and chunked decoder (fuzz_http1), the record decoder
+# (fuzz_record) and the Idempotency-Key parser (fuzz_idkey).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -10,8 +11,14 @@ DIR="$ROOT/build-fuzz"
 mkdir -p "$DIR"
 SRC=("$ROOT/src/http1.c" "$ROOT/src/headers.c" "$ROOT/src/record.c" "$ROOT/src/idkey.c")
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I"$ROOT/include")
-for t in http1 record; do
-    clang "${FLAGS[@]}" "$ROOT/tests/fuzz/fuzz_$t.c" "${SRC[@]}" \
+# The targets are the files that exist, so this can never offer one that does not.
+shopt -s nullglob
+TARGETS=("$ROOT"/tests/fuzz/fuzz_*.c)
+[ ${#TARGETS[@]} -gt 0 ] || die "no fuzz targets in tests/fuzz/"
+for f in "${TARGETS[@]}"; do
+    t=$(basename "$f" .c)
+    t=${t#fuzz_}
+    clang "${FLAGS[@]}" "$f" "${SRC[@]}" \
         $(pkg-config --cflags --libs libevent_core libcrypto) -o "$DIR/fuzz_$t"
     mkdir -p "$DIR/corpus_$t"
     say "== fuzz_$t for ${SECS}s"

@@ -12,73 +12,22 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "stack_fixture.h"
 
-static uint16_t redis_port, up_port, a_port, b_port;
-static pid_t a_pid, b_pid;
-static char up_arg[32], redis_arg[32];
+TestSuite(idem, .init = stack_setup, .fini = stack_teardown, .timeout = 90);
 
-static void start_stack(const char *const extra[])
-{
-    const char *args[32];
-    int n = 0;
-
-    cr_assert_gt(harness_start_redis(&redis_port, "redis", NULL), 0, "redis did not start");
-    cr_assert_gt(harness_start_upstream(&up_port, "upstream"), 0);
-    snprintf(up_arg, sizeof(up_arg), "127.0.0.1:%u", up_port);
-    snprintf(redis_arg, sizeof(redis_arg), "127.0.0.1:%u", redis_port);
-    args[n++] = "--upstream";
-    args[n++] = up_arg;
-    args[n++] = "--redis";
-    args[n++] = redis_arg;
-    for (int i = 0; extra && extra[i]; i++)
-        args[n++] = extra[i];
-    args[n] = NULL;
-    a_pid = harness_start_proxy(&a_port, "proxyA", args);
-    b_pid = harness_start_proxy(&b_port, "proxyB", args);
-    cr_assert(a_pid > 0 && b_pid > 0, "idemproxy did not start");
-}
-
-static void setup(void)
-{
-    start_stack(NULL);
-}
-
-static void stop_clean(pid_t pid, const char *name)
-{
-    cr_expect(harness_stop_clean(pid, name, 10000), "%s did not exit cleanly", name);
-}
-
-static void teardown(void)
-{
-    stop_clean(a_pid, "proxyA");
-    stop_clean(b_pid, "proxyB");
-    harness_cleanup();
-}
-
-TestSuite(idem, .init = setup, .fini = teardown, .timeout = 90);
-
-/* POST path with key (NULL: none), auth (NULL: none) and body. */
+/* POST path with key (NULL: none), auth (NULL: none) and a JSON body. */
 static void post(uint16_t port, const char *method, const char *path, const char *key,
                  const char *auth, const char *body, struct harness_resp *r)
 {
-    char raw[4096], keyh[512] = "", authh[256] = "";
+    struct harness_keyed q = {.method = method,
+                              .path = path,
+                              .key = key,
+                              .auth = auth,
+                              .content_type = "application/json",
+                              .body = body};
 
-    if (key)
-        snprintf(keyh, sizeof(keyh), "Idempotency-Key: %s\r\n", key);
-    if (auth)
-        snprintf(authh, sizeof(authh), "Authorization: %s\r\n", auth);
-    snprintf(raw, sizeof(raw),
-             "%s %s HTTP/1.1\r\nHost: shop\r\n%s%sContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-             method, path, keyh, authh, strlen(body), body);
-    cr_assert_eq(harness_request(port, raw, strlen(raw), r, 15000), 0, "no answer");
-}
-
-static int replayed(const struct harness_resp *r)
-{
-    char buf[16];
-    return harness_header(r, "Idempotent-Replayed", 0, buf, sizeof(buf)) != NULL &&
-           strcmp(buf, "true") == 0;
+    stack_post(port, &q, r);
 }
 
 static void expect_problem(const struct harness_resp *r, int status, const char *slug)
@@ -96,25 +45,25 @@ Test(idem, replay_on_the_same_and_the_other_replica)
 {
     struct harness_resp first, again, other;
 
-    post(a_port, "POST", "/payments", "pay-1", NULL, "{\"amount\": 10}", &first);
+    post(stack.a_port, "POST", "/payments", "pay-1", NULL, "{\"amount\": 10}", &first);
     cr_assert_eq(first.status, 200);
-    cr_assert_not(replayed(&first));
+    cr_assert_not(harness_replayed(&first));
     cr_assert(strstr(first.body, "[\"Idempotency-Key\", \"pay-1\"]"),
               "the key must reach the upstream unchanged: %s", first.body);
-    post(a_port, "POST", "/payments", "pay-1", NULL, "{\"amount\": 10}", &again);
-    post(b_port, "POST", "/payments", "pay-1", NULL, "{\"amount\": 10}", &other);
+    post(stack.a_port, "POST", "/payments", "pay-1", NULL, "{\"amount\": 10}", &again);
+    post(stack.b_port, "POST", "/payments", "pay-1", NULL, "{\"amount\": 10}", &other);
     cr_assert_eq(again.status, 200);
     cr_assert_eq(other.status, 200);
-    cr_assert(replayed(&again) && replayed(&other));
+    cr_assert(harness_replayed(&again) && harness_replayed(&other));
     cr_assert_eq(again.body_len, first.body_len);
     cr_assert_str_eq(again.body, first.body);
     cr_assert_str_eq(other.body, first.body);
-    cr_assert_eq(harness_executions(up_port, "pay-1"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "pay-1"), 1);
     /* one Redis key per record, with the configured prefix and a hex id */
     {
         char buf[256];
-        cr_assert_eq(harness_redis(redis_port, NULL, 0, "DBSIZE"), 1);
-        cr_assert_gt(harness_redis(redis_port, buf, sizeof(buf), "RANDOMKEY"), 0);
+        cr_assert_eq(harness_redis(stack.redis_port, NULL, 0, "DBSIZE"), 1);
+        cr_assert_gt(harness_redis(stack.redis_port, buf, sizeof(buf), "RANDOMKEY"), 0);
         cr_assert_eq(strncmp(buf, "idem:", 5), 0, "%s", buf);
         cr_assert_eq(strlen(buf), 5 + 64, "%s", buf);
         cr_assert_null(strstr(buf, "pay-1"), "the raw key must not be stored");
@@ -137,17 +86,17 @@ Test(idem, binary_answer_is_replayed_byte_exact)
     struct harness_resp first, other;
     char b1[64], b2[64];
 
-    post(a_port, "POST", "/bytes/200000", "bin-1", NULL, "x", &first);
+    post(stack.a_port, "POST", "/bytes/200000", "bin-1", NULL, "x", &first);
     cr_assert_eq(first.status, 200);
     cr_assert_eq(first.body_len, 200000);
-    post(b_port, "POST", "/bytes/200000", "bin-1", NULL, "x", &other);
+    post(stack.b_port, "POST", "/bytes/200000", "bin-1", NULL, "x", &other);
     cr_assert_eq(other.status, 200);
-    cr_assert(replayed(&other));
+    cr_assert(harness_replayed(&other));
     cr_assert_eq(other.body_len, 200000);
     cr_assert_eq(memcmp(first.body, other.body, 200000), 0, "replayed bytes differ");
     cr_assert_str_eq(harness_header(&other, "Content-Type", 0, b2, sizeof(b2)),
                      harness_header(&first, "Content-Type", 0, b1, sizeof(b1)));
-    cr_assert_eq(harness_executions(up_port, "bin-1"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "bin-1"), 1);
     harness_resp_free(&first);
     harness_resp_free(&other);
 }
@@ -156,22 +105,22 @@ Test(idem, same_key_different_request_is_422)
 {
     struct harness_resp r;
 
-    post(a_port, "POST", "/payments", "k-422", NULL, "{\"amount\": 10}", &r);
+    post(stack.a_port, "POST", "/payments", "k-422", NULL, "{\"amount\": 10}", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    post(b_port, "POST", "/payments", "k-422", NULL, "{\"amount\": 11}", &r);
+    post(stack.b_port, "POST", "/payments", "k-422", NULL, "{\"amount\": 11}", &r);
     expect_problem(&r, 422, "idempotency-key-reused");
     harness_resp_free(&r);
-    post(a_port, "POST", "/payments/other", "k-422", NULL, "{\"amount\": 10}", &r);
+    post(stack.a_port, "POST", "/payments/other", "k-422", NULL, "{\"amount\": 10}", &r);
     expect_problem(&r, 422, "idempotency-key-reused");
     harness_resp_free(&r);
-    post(a_port, "PATCH", "/payments", "k-422", NULL, "{\"amount\": 10}", &r);
+    post(stack.a_port, "PATCH", "/payments", "k-422", NULL, "{\"amount\": 10}", &r);
     expect_problem(&r, 422, "idempotency-key-reused");
     harness_resp_free(&r);
-    post(a_port, "POST", "/payments?x=1", "k-422", NULL, "{\"amount\": 10}", &r);
+    post(stack.a_port, "POST", "/payments?x=1", "k-422", NULL, "{\"amount\": 10}", &r);
     expect_problem(&r, 422, "idempotency-key-reused");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "k-422"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "k-422"), 1);
 }
 
 Test(idem, invalid_keys_are_400_and_never_reach_redis)
@@ -183,40 +132,40 @@ Test(idem, invalid_keys_are_400_and_never_reach_redis)
     char raw[512];
 
     for (int i = 0; bad[i]; i++) {
-        post(a_port, "POST", "/p", bad[i], NULL, "{}", &r);
+        post(stack.a_port, "POST", "/p", bad[i], NULL, "{}", &r);
         expect_problem(&r, 400, "invalid-idempotency-key");
         harness_resp_free(&r);
     }
     memset(longkey, 'k', 256);
     longkey[256] = '\0';
-    post(a_port, "POST", "/p", longkey, NULL, "{}", &r);
+    post(stack.a_port, "POST", "/p", longkey, NULL, "{}", &r);
     expect_problem(&r, 400, "invalid-idempotency-key");
     harness_resp_free(&r);
     longkey[255] = '\0'; /* exactly key-max-length is fine */
-    post(a_port, "POST", "/p", longkey, NULL, "{}", &r);
+    post(stack.a_port, "POST", "/p", longkey, NULL, "{}", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     /* two key headers */
     snprintf(raw, sizeof(raw),
              "POST /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n"
              "Content-Length: 0\r\nConnection: close\r\n\r\n");
-    cr_assert_eq(harness_request(a_port, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(harness_request(stack.a_port, raw, strlen(raw), &r, 5000), 0);
     expect_problem(&r, 400, "invalid-idempotency-key");
     harness_resp_free(&r);
     /* only the one valid request made a record; the invalid ones executed nothing */
-    cr_assert_eq(harness_redis(redis_port, NULL, 0, "DBSIZE"), 1);
-    cr_assert_eq(harness_executions(up_port, NULL), 1);
+    cr_assert_eq(harness_redis(stack.redis_port, NULL, 0, "DBSIZE"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, NULL), 1);
 }
 
 Test(idem, quoted_and_bare_forms_are_the_same_key)
 {
     struct harness_resp r;
 
-    post(a_port, "POST", "/p", "\"same-key\"", NULL, "{}", &r);
+    post(stack.a_port, "POST", "/p", "\"same-key\"", NULL, "{}", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    post(b_port, "POST", "/p", "same-key", NULL, "{}", &r);
-    cr_assert(replayed(&r), "sf-string \"same-key\" and token same-key differ");
+    post(stack.b_port, "POST", "/p", "same-key", NULL, "{}", &r);
+    cr_assert(harness_replayed(&r), "sf-string \"same-key\" and token same-key differ");
     harness_resp_free(&r);
 }
 
@@ -224,15 +173,15 @@ Test(idem, keys_are_scoped_by_authorization)
 {
     struct harness_resp r1, r2, r3;
 
-    post(a_port, "POST", "/p", "shared", "Bearer alice", "{}", &r1);
-    post(a_port, "POST", "/p", "shared", "Bearer bob", "{}", &r2);
-    post(b_port, "POST", "/p", "shared", "Bearer alice", "{}", &r3);
+    post(stack.a_port, "POST", "/p", "shared", "Bearer alice", "{}", &r1);
+    post(stack.a_port, "POST", "/p", "shared", "Bearer bob", "{}", &r2);
+    post(stack.b_port, "POST", "/p", "shared", "Bearer alice", "{}", &r3);
     cr_assert_eq(r1.status, 200);
     cr_assert_eq(r2.status, 200);
-    cr_assert_not(replayed(&r2), "bob saw alice's answer");
-    cr_assert(replayed(&r3));
+    cr_assert_not(harness_replayed(&r2), "bob saw alice's answer");
+    cr_assert(harness_replayed(&r3));
     cr_assert_str_eq(r3.body, r1.body);
-    cr_assert_eq(harness_executions(up_port, "shared"), 2);
+    cr_assert_eq(harness_executions(stack.up_port, "shared"), 2);
     harness_resp_free(&r1);
     harness_resp_free(&r2);
     harness_resp_free(&r3);
@@ -243,43 +192,43 @@ Test(idem, unkeyed_traffic_never_touches_redis)
     struct harness_resp r;
     char raw[256];
 
-    post(a_port, "POST", "/p", NULL, NULL, "{}", &r); /* no key */
+    post(stack.a_port, "POST", "/p", NULL, NULL, "{}", &r); /* no key */
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     snprintf(raw, sizeof(raw),
              "GET /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: g1\r\n"
              "Connection: close\r\n\r\n"); /* GET is not a keyed method */
-    cr_assert_eq(harness_request(a_port, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(harness_request(stack.a_port, raw, strlen(raw), &r, 5000), 0);
     cr_assert_eq(r.status, 200);
-    cr_assert_not(replayed(&r));
+    cr_assert_not(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_request(b_port, raw, strlen(raw), &r, 5000), 0);
-    cr_assert_not(replayed(&r));
+    cr_assert_eq(harness_request(stack.b_port, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_not(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_redis(redis_port, NULL, 0, "DBSIZE"), 0);
-    cr_assert_eq(harness_executions(up_port, "g1"), 2);
+    cr_assert_eq(harness_redis(stack.redis_port, NULL, 0, "DBSIZE"), 0);
+    cr_assert_eq(harness_executions(stack.up_port, "g1"), 2);
 }
 
 Test(idem, upstream_5xx_is_not_recorded)
 {
     struct harness_resp r;
 
-    post(a_port, "POST", "/status/503", "k-5xx", NULL, "{}", &r);
+    post(stack.a_port, "POST", "/status/503", "k-5xx", NULL, "{}", &r);
     cr_assert_eq(r.status, 503);
     harness_resp_free(&r);
-    post(b_port, "POST", "/status/503", "k-5xx", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/status/503", "k-5xx", NULL, "{}", &r);
     cr_assert_eq(r.status, 503);
-    cr_assert_not(replayed(&r));
+    cr_assert_not(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "k-5xx"), 2, "a 5xx must release the key");
+    cr_assert_eq(harness_executions(stack.up_port, "k-5xx"), 2, "a 5xx must release the key");
     /* 4xx answers are recorded */
-    post(a_port, "POST", "/status/404", "k-4xx", NULL, "{}", &r);
+    post(stack.a_port, "POST", "/status/404", "k-4xx", NULL, "{}", &r);
     harness_resp_free(&r);
-    post(b_port, "POST", "/status/404", "k-4xx", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/status/404", "k-4xx", NULL, "{}", &r);
     cr_assert_eq(r.status, 404);
-    cr_assert(replayed(&r));
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "k-4xx"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "k-4xx"), 1);
 }
 
 Test(idem, client_abort_then_retry_gets_the_recorded_answer)
@@ -287,7 +236,7 @@ Test(idem, client_abort_then_retry_gets_the_recorded_answer)
     struct harness_resp r;
     const char *raw = "POST /slow/600 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: abort-1\r\n"
                       "Content-Length: 2\r\n\r\nhi";
-    int fd = harness_connect(a_port);
+    int fd = harness_connect(stack.a_port);
 
     cr_assert_geq(fd, 0);
     cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
@@ -296,14 +245,14 @@ Test(idem, client_abort_then_retry_gets_the_recorded_answer)
     /* retry like a client would, until the first execution's answer is recorded */
     for (int i = 0; i < 50; i++) {
         usleep(200 * 1000);
-        post(b_port, "POST", "/slow/600", "abort-1", NULL, "hi", &r);
+        post(stack.b_port, "POST", "/slow/600", "abort-1", NULL, "hi", &r);
         if (r.status != 409)
             break;
         harness_resp_free(&r);
     }
     cr_assert_eq(r.status, 200);
-    cr_assert(replayed(&r), "the abandoned request's answer was not recorded");
-    cr_assert_eq(harness_executions(up_port, "abort-1"), 1);
+    cr_assert(harness_replayed(&r), "the abandoned request's answer was not recorded");
+    cr_assert_eq(harness_executions(stack.up_port, "abort-1"), 1);
     harness_resp_free(&r);
 }
 
@@ -313,12 +262,12 @@ Test(idem, in_flight_duplicate_is_409_with_retry_after)
     char buf[16];
     const char *raw = "POST /slow/800 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: busy\r\n"
                       "Content-Length: 2\r\n\r\nhi";
-    int fd = harness_connect(a_port);
+    int fd = harness_connect(stack.a_port);
 
     cr_assert_geq(fd, 0);
     cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
     usleep(200 * 1000);
-    post(b_port, "POST", "/slow/800", "busy", NULL, "hi", &r);
+    post(stack.b_port, "POST", "/slow/800", "busy", NULL, "hi", &r);
     expect_problem(&r, 409, "idempotency-key-in-use");
     cr_assert_not_null(harness_header(&r, "Retry-After", 0, buf, sizeof(buf)));
     cr_assert_geq(atoi(buf), 1);
@@ -327,7 +276,7 @@ Test(idem, in_flight_duplicate_is_409_with_retry_after)
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     close(fd);
-    cr_assert_eq(harness_executions(up_port, "busy"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "busy"), 1);
 }
 
 /* ---- 20 concurrent duplicates across both replicas ---- */
@@ -351,7 +300,7 @@ static void *dup_thread(void *p)
              d->key);
     if (harness_request(d->port, raw, strlen(raw), &r, 20000) == 0) {
         d->status = r.status;
-        d->replayed = replayed(&r);
+        d->replayed = harness_replayed(&r);
         snprintf(d->body, sizeof(d->body), "%s", r.body);
         harness_resp_free(&r);
     }
@@ -365,7 +314,7 @@ static void run_duplicates(const char *key, int *n200, int *n409)
 
     *n200 = *n409 = 0;
     for (int i = 0; i < 20; i++) {
-        args[i] = (struct dup_arg){.port = i % 2 ? b_port : a_port, .key = key};
+        args[i] = (struct dup_arg){.port = i % 2 ? stack.b_port : stack.a_port, .key = key};
         pthread_create(&th[i], NULL, dup_thread, &args[i]);
     }
     for (int i = 0; i < 20; i++)
@@ -388,22 +337,22 @@ Test(idem, twenty_concurrent_duplicates_execute_once_reject_mode)
     int n200, n409;
 
     run_duplicates("storm-1", &n200, &n409);
-    cr_assert_eq(harness_executions(up_port, "storm-1"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "storm-1"), 1);
     cr_assert_geq(n200, 1);
     cr_assert_eq(n200 + n409, 20);
 }
 
 /* A second stack in wait mode: every duplicate gets the one answer, none gets 409. */
-TestSuite(idem_wait, .fini = teardown, .timeout = 90);
+TestSuite(idem_wait, .fini = stack_teardown, .timeout = 90);
 
 Test(idem_wait, twenty_concurrent_duplicates_execute_once_wait_mode)
 {
     const char *extra[] = {"--in-flight", "wait", "--wait-timeout", "10s", NULL};
     int n200, n409;
 
-    start_stack(extra);
+    stack_start(extra, NULL);
     run_duplicates("storm-2", &n200, &n409);
-    cr_assert_eq(harness_executions(up_port, "storm-2"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "storm-2"), 1);
     cr_assert_eq(n200, 20, "%d answers were 409 in wait mode", n409);
 }
 
@@ -415,11 +364,11 @@ Test(idem_wait, wait_timeout_gives_409)
                       "Content-Length: 0\r\n\r\n";
     int fd;
 
-    start_stack(extra);
-    fd = harness_connect(a_port);
+    stack_start(extra, NULL);
+    fd = harness_connect(stack.a_port);
     cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
     usleep(200 * 1000);
-    post(b_port, "POST", "/slow/1500", "long", NULL, "", &r);
+    post(stack.b_port, "POST", "/slow/1500", "long", NULL, "", &r);
     expect_problem(&r, 409, "idempotency-key-in-use");
     harness_resp_free(&r);
     cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0);
@@ -430,25 +379,25 @@ Test(idem_wait, wait_timeout_gives_409)
 
 /* ---- retention and policy knobs ---- */
 
-TestSuite(idem_policy, .fini = teardown, .timeout = 90);
+TestSuite(idem_policy, .fini = stack_teardown, .timeout = 90);
 
 Test(idem_policy, record_expires_after_retention)
 {
     const char *extra[] = {"--retention", "1s", "--lease", "500ms", NULL};
     struct harness_resp r;
 
-    start_stack(extra);
-    post(a_port, "POST", "/p", "short-lived", NULL, "{}", &r);
+    stack_start(extra, NULL);
+    post(stack.a_port, "POST", "/p", "short-lived", NULL, "{}", &r);
     harness_resp_free(&r);
-    post(b_port, "POST", "/p", "short-lived", NULL, "{}", &r);
-    cr_assert(replayed(&r));
+    post(stack.b_port, "POST", "/p", "short-lived", NULL, "{}", &r);
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
     usleep(1300 * 1000);
-    post(b_port, "POST", "/p", "short-lived", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/p", "short-lived", NULL, "{}", &r);
     cr_assert_eq(r.status, 200);
-    cr_assert_not(replayed(&r), "record outlived its retention");
+    cr_assert_not(harness_replayed(&r), "record outlived its retention");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "short-lived"), 2);
+    cr_assert_eq(harness_executions(stack.up_port, "short-lived"), 2);
 }
 
 Test(idem_policy, require_key_and_record_5xx)
@@ -456,18 +405,18 @@ Test(idem_policy, require_key_and_record_5xx)
     const char *extra[] = {"--require-key", "yes", "--record-5xx", "yes", NULL};
     struct harness_resp r;
 
-    start_stack(extra);
-    post(a_port, "POST", "/p", NULL, NULL, "{}", &r);
+    stack_start(extra, NULL);
+    post(stack.a_port, "POST", "/p", NULL, NULL, "{}", &r);
     expect_problem(&r, 400, "missing-idempotency-key");
     harness_resp_free(&r);
-    post(a_port, "POST", "/status/500", "k500", NULL, "{}", &r);
+    post(stack.a_port, "POST", "/status/500", "k500", NULL, "{}", &r);
     cr_assert_eq(r.status, 500);
     harness_resp_free(&r);
-    post(b_port, "POST", "/status/500", "k500", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/status/500", "k500", NULL, "{}", &r);
     cr_assert_eq(r.status, 500);
-    cr_assert(replayed(&r), "record-5xx yes must record a 500");
+    cr_assert(harness_replayed(&r), "record-5xx yes must record a 500");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, NULL), 1);
+    cr_assert_eq(harness_executions(stack.up_port, NULL), 1);
 }
 
 Test(idem_policy, answer_over_max_record_is_answered_once_then_502)
@@ -475,30 +424,30 @@ Test(idem_policy, answer_over_max_record_is_answered_once_then_502)
     const char *extra[] = {"--max-record", "4k", NULL};
     struct harness_resp r;
 
-    start_stack(extra);
-    post(a_port, "POST", "/bytes/10000", "big", NULL, "{}", &r);
+    stack_start(extra, NULL);
+    post(stack.a_port, "POST", "/bytes/10000", "big", NULL, "{}", &r);
     cr_assert_eq(r.status, 200);
     cr_assert_eq(r.body_len, 10000, "the first client must get the whole answer");
     harness_resp_free(&r);
-    post(b_port, "POST", "/bytes/10000", "big", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/bytes/10000", "big", NULL, "{}", &r);
     expect_problem(&r, 502, "response-not-replayable");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "big"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "big"), 1);
 }
 
 Test(idem_policy, ambiguous_outcome_is_recorded_as_504)
 {
     struct harness_resp r;
 
-    start_stack(NULL);
-    post(a_port, "POST", "/reset", "amb", NULL, "{}", &r);
+    stack_start(NULL, NULL);
+    post(stack.a_port, "POST", "/reset", "amb", NULL, "{}", &r);
     expect_problem(&r, 504, "outcome-unknown");
     harness_resp_free(&r);
-    post(b_port, "POST", "/reset", "amb", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/reset", "amb", NULL, "{}", &r);
     expect_problem(&r, 504, "outcome-unknown");
-    cr_assert(replayed(&r));
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "amb"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "amb"), 1);
 }
 
 Test(idem_policy, ambiguous_release_lets_the_retry_execute)
@@ -506,12 +455,12 @@ Test(idem_policy, ambiguous_release_lets_the_retry_execute)
     const char *extra[] = {"--ambiguous", "release", NULL};
     struct harness_resp r;
 
-    start_stack(extra);
-    post(a_port, "POST", "/reset", "amb2", NULL, "{}", &r);
+    stack_start(extra, NULL);
+    post(stack.a_port, "POST", "/reset", "amb2", NULL, "{}", &r);
     expect_problem(&r, 502, "upstream-failed");
     harness_resp_free(&r);
-    post(b_port, "POST", "/reset", "amb2", NULL, "{}", &r);
+    post(stack.b_port, "POST", "/reset", "amb2", NULL, "{}", &r);
     expect_problem(&r, 502, "upstream-failed");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "amb2"), 2);
+    cr_assert_eq(harness_executions(stack.up_port, "amb2"), 2);
 }

@@ -12,53 +12,9 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "stack_fixture.h"
 
-static uint16_t redis_port, up_port, a_port, b_port;
-static pid_t redis_pid, a_pid, b_pid;
-static char up_arg[32], redis_arg[32];
-
-static pid_t start_proxy(uint16_t *port, const char *name, const char *const extra[])
-{
-    const char *args[32];
-    int n = 0;
-
-    args[n++] = "--upstream";
-    args[n++] = up_arg;
-    args[n++] = "--redis";
-    args[n++] = redis_arg;
-    for (int i = 0; extra && extra[i]; i++)
-        args[n++] = extra[i];
-    args[n] = NULL;
-    return harness_start_proxy(port, name, args);
-}
-
-static void start_stack(const char *const extra[], const char *const redis_extra[])
-{
-    redis_pid = harness_start_redis(&redis_port, "redis", redis_extra);
-    cr_assert_gt(redis_pid, 0, "redis did not start");
-    cr_assert_gt(harness_start_upstream(&up_port, "upstream"), 0);
-    snprintf(up_arg, sizeof(up_arg), "127.0.0.1:%u", up_port);
-    snprintf(redis_arg, sizeof(redis_arg), "127.0.0.1:%u", redis_port);
-    a_pid = start_proxy(&a_port, "proxyA", extra);
-    b_pid = start_proxy(&b_port, "proxyB", extra);
-    cr_assert(a_pid > 0 && b_pid > 0, "idemproxy did not start");
-}
-
-static void stop_clean(pid_t pid, const char *name)
-{
-    cr_expect(harness_stop_clean(pid, name, 10000), "%s did not exit cleanly", name);
-}
-
-static void teardown(void)
-{
-    if (redis_pid > 0)
-        kill(redis_pid, SIGCONT); /* a test may leave it frozen */
-    stop_clean(a_pid, "proxyA");
-    stop_clean(b_pid, "proxyB");
-    harness_cleanup();
-}
-
-TestSuite(failures, .fini = teardown, .timeout = 120);
+TestSuite(failures, .fini = stack_teardown, .timeout = 120);
 
 static double now_s(void)
 {
@@ -67,36 +23,31 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* POST path with key and the body {} (no Content-Type). */
+static struct harness_keyed keyed(const char *path, const char *key)
+{
+    return (struct harness_keyed){.method = "POST", .path = path, .key = key, .body = "{}"};
+}
+
 static void post(uint16_t port, const char *path, const char *key, struct harness_resp *r)
 {
-    char raw[512];
+    struct harness_keyed q = keyed(path, key);
 
-    snprintf(raw, sizeof(raw),
-             "POST %s HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: %s\r\nContent-Length: 2\r\n"
-             "Connection: close\r\n\r\n{}",
-             path, key);
-    cr_assert_eq(harness_request(port, raw, strlen(raw), r, 15000), 0, "no answer");
+    stack_post(port, &q, r);
 }
 
 /* Send a keyed request and leave it running; returns the client fd. */
 static int post_async(uint16_t port, const char *path, const char *key)
 {
+    struct harness_keyed q = keyed(path, key);
     char raw[512];
+    int n = harness_keyed_format(raw, sizeof(raw), &q);
     int fd = harness_connect(port);
 
+    cr_assert_gt(n, 0);
     cr_assert_geq(fd, 0);
-    snprintf(raw, sizeof(raw),
-             "POST %s HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: %s\r\nContent-Length: 2\r\n"
-             "Connection: close\r\n\r\n{}",
-             path, key);
-    cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
+    cr_assert_eq(harness_send(fd, raw, (size_t)n), 0);
     return fd;
-}
-
-static int replayed(const struct harness_resp *r)
-{
-    char buf[16];
-    return harness_header(r, "Idempotent-Replayed", 0, buf, sizeof(buf)) != NULL;
 }
 
 Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
@@ -106,21 +57,21 @@ Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
     int fd;
     double t0;
 
-    start_stack(extra, NULL);
-    fd = post_async(a_port, "/slow/3000", "orphan");
+    stack_start(extra, NULL);
+    fd = post_async(stack.a_port, "/slow/3000", "orphan");
     usleep(300 * 1000);
-    cr_assert_eq(harness_stop(a_pid, SIGKILL, 5000) >= 0, 1);
-    a_pid = 0;
+    cr_assert_eq(harness_stop(stack.a_pid, SIGKILL, 5000) >= 0, 1);
+    stack.a_pid = 0;
     close(fd);
-    post(b_port, "/slow/3000", "orphan", &r);
+    post(stack.b_port, "/slow/3000", "orphan", &r);
     cr_assert_eq(r.status, 409, "the dead replica's claim should still hold: %d", r.status);
     harness_resp_free(&r);
     /* after the lease, the key is free again (the crash may have cost an execution) */
     t0 = now_s();
     for (;;) {
-        post(b_port, "/status/201", "orphan2", &r); /* a different key: proves B works */
+        post(stack.b_port, "/status/201", "orphan2", &r); /* a different key: proves B works */
         harness_resp_free(&r);
-        post(b_port, "/slow/3000", "orphan", &r);
+        post(stack.b_port, "/slow/3000", "orphan", &r);
         if (r.status == 200)
             break;
         cr_assert_eq(r.status, 409);
@@ -128,9 +79,9 @@ Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
         cr_assert_lt(now_s() - t0, 5.0, "claim did not expire");
         usleep(200 * 1000);
     }
-    cr_assert_not(replayed(&r));
+    cr_assert_not(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "orphan"), 2);
+    cr_assert_eq(harness_executions(stack.up_port, "orphan"), 2);
 }
 
 Test(failures, a_stale_owner_cannot_overwrite_the_record)
@@ -142,15 +93,15 @@ Test(failures, a_stale_owner_cannot_overwrite_the_record)
     int fd;
     char *log;
 
-    start_stack(extra, NULL);
-    fd = post_async(a_port, "/slow/1500", "stale");
+    stack_start(extra, NULL);
+    fd = post_async(stack.a_port, "/slow/1500", "stale");
     usleep(200 * 1000);
-    kill(a_pid, SIGSTOP); /* frozen: cannot renew its lease */
-    usleep(1500 * 1000);  /* A renewed last at 0.33 s at the latest: its lease is over */
-    post(b_port, "/slow/1500", "stale", &winner); /* claims after the lease ran out */
+    kill(stack.a_pid, SIGSTOP); /* frozen: cannot renew its lease */
+    usleep(1500 * 1000);        /* A renewed last at 0.33 s at the latest: its lease is over */
+    post(stack.b_port, "/slow/1500", "stale", &winner); /* claims after the lease ran out */
     cr_assert_eq(winner.status, 200);
-    cr_assert_not(replayed(&winner));
-    kill(a_pid, SIGCONT);
+    cr_assert_not(harness_replayed(&winner));
+    kill(stack.a_pid, SIGCONT);
     cr_assert_eq(harness_read_response(fd, &r, 0, 10000), 0);
     cr_assert_eq(r.status, 200, "the stale owner still answers its client");
     harness_resp_free(&r);
@@ -160,12 +111,12 @@ Test(failures, a_stale_owner_cannot_overwrite_the_record)
     cr_assert(log && strstr(log, "stale owner"), "no stale-owner refusal logged:\n%s", log);
     free(log);
     /* the record is the winner's */
-    post(a_port, "/slow/1500", "stale", &r);
-    cr_assert(replayed(&r), "%d %s", r.status, r.body);
+    post(stack.a_port, "/slow/1500", "stale", &r);
+    cr_assert(harness_replayed(&r), "%d %s", r.status, r.body);
     cr_assert_str_eq(r.body, winner.body);
     harness_resp_free(&r);
     harness_resp_free(&winner);
-    cr_assert_eq(harness_executions(up_port, "stale"), 2);
+    cr_assert_eq(harness_executions(stack.up_port, "stale"), 2);
 }
 
 Test(failures, frozen_redis_gives_503_fast_and_keyless_traffic_flows)
@@ -176,28 +127,28 @@ Test(failures, frozen_redis_gives_503_fast_and_keyless_traffic_flows)
     double t0;
     const char *get = "GET /free HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
 
-    start_stack(extra, NULL);
-    post(a_port, "/p", "before", &r);
+    stack_start(extra, NULL);
+    post(stack.a_port, "/p", "before", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    kill(redis_pid, SIGSTOP);
+    kill(stack.redis_pid, SIGSTOP);
     t0 = now_s();
-    post(a_port, "/p", "during", &r);
+    post(stack.a_port, "/p", "during", &r);
     cr_assert_lt(now_s() - t0, 2.0, "503 took too long");
     cr_assert_eq(r.status, 503, "%s", r.body);
     cr_assert(strstr(r.body, "store-unavailable"));
     cr_assert_str_eq(harness_header(&r, "Retry-After", 0, buf, sizeof(buf)), "1");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "during"), 0, "forwarded without protection");
+    cr_assert_eq(harness_executions(stack.up_port, "during"), 0, "forwarded without protection");
     /* keyless requests do not need Redis */
-    cr_assert_eq(harness_request(a_port, get, strlen(get), &r, 5000), 0);
+    cr_assert_eq(harness_request(stack.a_port, get, strlen(get), &r, 5000), 0);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    kill(redis_pid, SIGCONT);
+    kill(stack.redis_pid, SIGCONT);
     /* recovers by itself */
     t0 = now_s();
     for (;;) {
-        post(a_port, "/p", "after", &r);
+        post(stack.a_port, "/p", "after", &r);
         if (r.status == 200)
             break;
         harness_resp_free(&r);
@@ -205,8 +156,8 @@ Test(failures, frozen_redis_gives_503_fast_and_keyless_traffic_flows)
         usleep(100 * 1000);
     }
     harness_resp_free(&r);
-    post(b_port, "/p", "before", &r);
-    cr_assert(replayed(&r));
+    post(stack.b_port, "/p", "before", &r);
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
 }
 
@@ -215,29 +166,29 @@ Test(failures, redis_restart_recovers_without_restarting_the_proxy)
     struct harness_resp r;
     double t0;
 
-    start_stack(NULL, NULL);
-    post(a_port, "/p", "persisted", &r);
+    stack_start(NULL, NULL);
+    post(stack.a_port, "/p", "persisted", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     /* appendonly yes (conf/redis.conf): the record survives a clean restart */
-    cr_assert_geq(harness_stop(redis_pid, SIGTERM, 10000), 0);
-    post(a_port, "/p", "while-down", &r);
+    cr_assert_geq(harness_stop(stack.redis_pid, SIGTERM, 10000), 0);
+    post(stack.a_port, "/p", "while-down", &r);
     cr_assert_eq(r.status, 503);
     harness_resp_free(&r);
-    redis_pid = harness_restart_redis(redis_port, "redis");
-    cr_assert_gt(redis_pid, 0);
+    stack.redis_pid = harness_restart_redis(stack.redis_port, "redis");
+    cr_assert_gt(stack.redis_pid, 0);
     t0 = now_s();
     for (;;) {
-        post(b_port, "/p", "persisted", &r);
+        post(stack.b_port, "/p", "persisted", &r);
         if (r.status == 200)
             break;
         harness_resp_free(&r);
         cr_assert_lt(now_s() - t0, 10.0, "no recovery after Redis restarted");
         usleep(100 * 1000);
     }
-    cr_assert(replayed(&r), "record lost across a Redis restart");
+    cr_assert(harness_replayed(&r), "record lost across a Redis restart");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "persisted"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "persisted"), 1);
 }
 
 Test(failures, on_redis_error_pass_forwards_unprotected)
@@ -246,16 +197,16 @@ Test(failures, on_redis_error_pass_forwards_unprotected)
     struct harness_resp r;
     char *log;
 
-    start_stack(extra, NULL);
-    kill(redis_pid, SIGSTOP);
-    post(a_port, "/p", "unprotected", &r);
+    stack_start(extra, NULL);
+    kill(stack.redis_pid, SIGSTOP);
+    post(stack.a_port, "/p", "unprotected", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    post(a_port, "/p", "unprotected", &r);
+    post(stack.a_port, "/p", "unprotected", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    kill(redis_pid, SIGCONT);
-    cr_assert_eq(harness_executions(up_port, "unprotected"), 2);
+    kill(stack.redis_pid, SIGCONT);
+    cr_assert_eq(harness_executions(stack.up_port, "unprotected"), 2);
     log = harness_read_log("proxyA");
     cr_assert(log && strstr(log, "UNPROTECTED"), "%s", log);
     free(log);
@@ -267,7 +218,7 @@ Test(failures, eviction_policy_warning)
     char *log;
     double t0 = now_s();
 
-    start_stack(NULL, redis_extra);
+    stack_start(NULL, redis_extra);
     for (;;) {
         log = harness_read_log("proxyA");
         if (log && strstr(log, "maxmemory-policy is 'allkeys-lru'"))
@@ -287,20 +238,20 @@ Test(failures, a_long_request_keeps_its_claim_past_the_lease)
     struct harness_resp r;
     int fd;
 
-    start_stack(extra, NULL);
-    fd = post_async(a_port, "/slow/3500", "long-runner");
+    stack_start(extra, NULL);
+    fd = post_async(stack.a_port, "/slow/3500", "long-runner");
     usleep(2200 * 1000); /* two leases later */
-    post(b_port, "/slow/3500", "long-runner", &r);
+    post(stack.b_port, "/slow/3500", "long-runner", &r);
     cr_assert_eq(r.status, 409, "the claim lapsed although its owner was alive: %d", r.status);
     harness_resp_free(&r);
     cr_assert_eq(harness_read_response(fd, &r, 0, 10000), 0);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     close(fd);
-    post(b_port, "/slow/3500", "long-runner", &r);
-    cr_assert(replayed(&r));
+    post(stack.b_port, "/slow/3500", "long-runner", &r);
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "long-runner"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "long-runner"), 1);
 }
 
 /* SCRIPT FLUSH empties Redis's script cache: EVALSHA answers NOSCRIPT and the proxy
@@ -309,18 +260,18 @@ Test(failures, flushed_script_cache_falls_back_to_eval)
 {
     struct harness_resp r;
 
-    start_stack(NULL, NULL);
-    post(a_port, "/p", "before-flush", &r);
+    stack_start(NULL, NULL);
+    post(stack.a_port, "/p", "before-flush", &r);
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
-    cr_assert_geq(harness_redis(redis_port, NULL, 0, "SCRIPT FLUSH"), 0);
-    post(a_port, "/p", "after-flush", &r);
+    cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "SCRIPT FLUSH"), 0);
+    post(stack.a_port, "/p", "after-flush", &r);
     cr_assert_eq(r.status, 200, "%s", r.body);
     harness_resp_free(&r);
-    post(b_port, "/p", "after-flush", &r);
-    cr_assert(replayed(&r));
+    post(stack.b_port, "/p", "after-flush", &r);
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(up_port, "after-flush"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "after-flush"), 1);
 }
 
 Test(failures, redis_auth_from_flag_or_environment)
@@ -333,26 +284,26 @@ Test(failures, redis_auth_from_flag_or_environment)
     pid_t c_pid, d_pid;
     char *log;
 
-    start_stack(extra, redis_extra);
-    post(a_port, "/p", "authed", &r);
+    stack_start(extra, redis_extra);
+    post(stack.a_port, "/p", "authed", &r);
     cr_assert_eq(r.status, 200, "%s", r.body);
     harness_resp_free(&r);
-    post(b_port, "/p", "authed", &r);
-    cr_assert(replayed(&r));
+    post(stack.b_port, "/p", "authed", &r);
+    cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
 
     /* the environment variable stands in for the directive */
     setenv("IDEMPROXY_REDIS_PASSWORD", "s3cret pw", 1);
-    c_pid = start_proxy(&c_port, "proxyC", NULL);
+    c_pid = harness_stack_proxy(&stack, &c_port, "proxyC", NULL);
     unsetenv("IDEMPROXY_REDIS_PASSWORD");
     cr_assert_gt(c_pid, 0);
     post(c_port, "/p", "authed", &r);
-    cr_assert(replayed(&r), "%d %s", r.status, r.body);
+    cr_assert(harness_replayed(&r), "%d %s", r.status, r.body);
     harness_resp_free(&r);
     cr_assert(harness_stop_clean(c_pid, "proxyC", 10000));
 
     /* a wrong password: keyed requests are refused (503) and the log says why */
-    d_pid = start_proxy(&d_port, "proxyD", wrong);
+    d_pid = harness_stack_proxy(&stack, &d_port, "proxyD", wrong);
     cr_assert_gt(d_pid, 0);
     post(d_port, "/p", "denied", &r);
     cr_assert_eq(r.status, 503, "%s", r.body);
@@ -361,5 +312,5 @@ Test(failures, redis_auth_from_flag_or_environment)
     cr_assert(log && strstr(log, "AUTH failed"), "%s", log ? log : "");
     free(log);
     cr_assert(harness_stop_clean(d_pid, "proxyD", 10000));
-    cr_assert_eq(harness_executions(up_port, "denied"), 0);
+    cr_assert_eq(harness_executions(stack.up_port, "denied"), 0);
 }

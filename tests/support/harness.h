@@ -1,6 +1,9 @@
 /*
  * harness — what integration tests need to drive real processes over real sockets.
  *
+ * The one public header of the test support library (libtestharness); each section
+ * names the file that implements it. Private helpers: harness-internal.h.
+ *
  * Processes: started with fork+exec, stdout/stderr appended to a log file in the
  * test's temp dir; every pid started is remembered and killed (SIGKILL) and reaped by
  * harness_cleanup(), which tests call from a Criterion .fini (or which runs atexit).
@@ -13,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* ---- processes, ports, logs (proc.c) ---- */
 
 /* A fresh private directory under $TMPDIR (or /tmp), created once per process. */
 const char *harness_tmpdir(void);
@@ -45,13 +50,13 @@ void harness_cleanup(void);
 char *harness_read_log(const char *logname);
 
 /* Convenience starters. Both wait for the port to accept before returning; 0 on failure. */
-/* test-upstream on a free port; extra_args may be NULL. Returns pid, *port filled. */
+/* test-upstream on a free port, --id logname. Returns pid, *port filled. */
 pid_t harness_start_upstream(uint16_t *port, const char *logname);
 /* idemproxy with --listen 127.0.0.1:<free> --workers 2 and the given NULL-terminated extra
  * args (e.g. "--upstream", "127.0.0.1:1234", NULL). Returns pid, *port filled. */
 pid_t harness_start_proxy(uint16_t *port, const char *logname, const char *const extra[]);
 
-/* ---- Redis ---- */
+/* ---- Redis (redis.c) ---- */
 
 /* redis-server with conf/redis.conf on a free port, data in <tmpdir>/<logname>.data;
  * extra: more "--directive value" args (NULL-terminated, may be NULL). */
@@ -62,13 +67,15 @@ pid_t harness_restart_redis(uint16_t port, const char *logname);
  * (copied into buf), an array's size, 0 for nil, or -1 on error. */
 long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, ...);
 
+/* ---- what test-upstream saw (upstream_ctl.c) ---- */
+
 /* A counter from test-upstream's GET /stats ("requests", "connections"), or -1. */
 long harness_upstream_stat(uint16_t up_port, const char *field);
 
 /* test-upstream's execution count for key (NULL: the total), from GET /executions. */
 long harness_executions(uint16_t up_port, const char *key);
 
-/* ---- a small HTTP/1.1 client over a blocking socket with deadlines ---- */
+/* ---- a small HTTP/1.1 client over a blocking socket with deadlines (http_client.c) ---- */
 
 struct harness_resp {
     int status; /* 0 if no complete status line was received */
@@ -103,5 +110,59 @@ const char *harness_header(const struct harness_resp *r, const char *name, int n
 int harness_wait_closed(int fd, int timeout_ms);
 
 void harness_resp_free(struct harness_resp *r);
+
+/* ---- the idempotency stack (stack.c; as a Criterion fixture: stack_fixture.h) ---- */
+
+/* redis-server, one test-upstream and two idemproxy replicas (2 workers each) on both. */
+struct harness_stack {
+    uint16_t redis_port, up_port, a_port, b_port;
+    pid_t redis_pid, up_pid, a_pid, b_pid; /* 0: not running (or a test stopped it) */
+    char up_arg[32], redis_arg[32];        /* "127.0.0.1:<port>", for --upstream/--redis */
+};
+
+/*
+ * Start the stack into s (zeroed first): redis-server (log "redis"; redis_extra: more
+ * "--directive value" args), test-upstream ("upstream"), then the replicas "proxyA" and
+ * "proxyB" with --upstream, --redis and proxy_extra. Both lists are NULL-terminated and
+ * may be NULL. Returns 0, or -1 after saying on stderr what did not start; what did start
+ * is tracked, so harness_stack_stop() or harness_cleanup() still stops it.
+ */
+int harness_stack_start(struct harness_stack *s, const char *const proxy_extra[],
+                        const char *const redis_extra[]);
+
+/* One more replica on s's redis and upstream, logged as logname, with extra after
+ * --upstream/--redis (NULL-terminated, may be NULL). Returns the pid with *port filled,
+ * or 0. Not part of s: the caller stops it (harness_stop_clean), or harness_cleanup()
+ * kills it. */
+pid_t harness_stack_proxy(const struct harness_stack *s, uint16_t *port, const char *logname,
+                          const char *const extra[]);
+
+/* Resume redis (a test may have left it frozen), SIGTERM both replicas and wait up to 10 s
+ * each (harness_stop_clean: the log of one that did not exit cleanly goes to stderr),
+ * then harness_cleanup(). The pids in s are zeroed. Returns how many replicas did not exit
+ * with status 0 (0, 1 or 2). */
+int harness_stack_stop(struct harness_stack *s);
+
+/* A request as the idempotency tests send it; NULL fields are left out. */
+struct harness_keyed {
+    const char *method; /* NULL: POST */
+    const char *path;
+    const char *key;          /* Idempotency-Key */
+    const char *auth;         /* Authorization */
+    const char *content_type; /* Content-Type */
+    const char *body;         /* NULL: empty; Content-Length is always sent */
+};
+
+/* "<method> <path> HTTP/1.1", Host: shop, the headers set in q in the order above,
+ * Content-Length, Connection: close, the body. Returns the length (buf NUL-terminated),
+ * or -1 if it does not fit in len. */
+int harness_keyed_format(char *buf, size_t len, const struct harness_keyed *q);
+
+/* harness_request() of q (at most 4 KiB) with a 15 s deadline. 0 or -1; r is filled (and
+ * must be freed) either way. */
+int harness_keyed_post(uint16_t port, const struct harness_keyed *q, struct harness_resp *r);
+
+/* Was r answered from a record ("Idempotent-Replayed: true")? 1/0 */
+int harness_replayed(const struct harness_resp *r);
 
 #endif
