@@ -9,8 +9,9 @@ SECS=${1:-60}
 need_packages "${BUILD_PACKAGES[@]}" clang libclang-rt-14-dev
 DIR="$ROOT/build-fuzz"
 mkdir -p "$DIR"
-SRC=("$ROOT/src/http1.c" "$ROOT/src/headers.c" "$ROOT/src/record.c" "$ROOT/src/idkey.c")
-FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I"$ROOT/include")
+SRC=("$ROOT/src/http/http1.c" "$ROOT/src/http/headers.c" "$ROOT/src/idem/record.c"
+    "$ROOT/src/idem/idkey.c" "$ROOT/src/core/problem.c" "$ROOT/src/core/bytes.c")
+FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I"$ROOT/src")
 # The targets are the files that exist, so this can never offer one that does not.
 shopt -s nullglob
 TARGETS=("$ROOT"/tests/fuzz/fuzz_*.c)

@@ -240,8 +240,9 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
         return NULL;
     for (int i = 0; i < argc; i++)
         total += lens[i];
-    /* one allocation: the command, then its argv, lengths and argument bytes */
-    cmd = calloc(1, sizeof(*cmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) + total);
+    /* one allocation: the command, then its argv, lengths and argument bytes (each
+     * NUL-terminated too, so argv[0] names a plain command in logs) */
+    cmd = calloc(1, sizeof(*cmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t) + 1) + total);
     if (!cmd)
         return NULL;
     cmd->argv = (const char **)(void *)(cmd + 1);
@@ -256,7 +257,7 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
         memcpy(p, argv[i], lens[i]);
         cmd->argv[i] = p;
         cmd->argvlen[i] = lens[i];
-        p += lens[i];
+        p += lens[i] + 1; /* calloc left the NUL */
     }
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
     if (redisAsyncCommandArgv(c->ac, redis_on_reply, cmd, argc, cmd->argv, cmd->argvlen) !=

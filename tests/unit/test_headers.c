@@ -144,24 +144,5 @@ Test(problem, document_is_escaped_json)
                         "body too large\",\"status\":413,\"detail\":\"limit \\\"1m\\\"\\n\\u0001\","
                         "\"instance\":\"/p\"}\n");
     free(s);
-    /* a kind outside the table is answered as an internal error, never with garbage */
-    cr_assert_eq(problem_kind_by_slug("no-such-kind"), -1);
-    problem_body(b, (enum problem_kind)PROBLEM_KIND_COUNT, NULL, NULL);
-    s = drain_str(b);
-    cr_assert(strstr(s, "\"status\":500"), "%s", s);
-    cr_assert(strstr(s, "problem:internal-error\""), "%s", s);
-    cr_assert_null(strstr(s, "detail"));
-    free(s);
     evbuffer_free(b);
-}
-
-/* One row per kind: every slug is unique, and each kind's row reads back by its slug. */
-Test(problem, table_has_one_row_per_kind)
-{
-    for (int k = 0; k < PROBLEM_KIND_COUNT; k++) {
-        const struct problem_type *t = problem_type((enum problem_kind)k);
-        cr_assert_not_null(t->slug, "kind %d has no row", k);
-        cr_assert(t->status >= 400 && t->status <= 599, "kind %d: status %d", k, t->status);
-        cr_assert_eq(problem_kind_by_slug(t->slug), k, "slug %s is not unique", t->slug);
-    }
 }

@@ -9,7 +9,7 @@
 
 #include <event2/buffer.h>
 
-#include "problem.h"
+#include "core/problem.h"
 
 /* The whole buffer as a NUL-terminated string (caller frees); the buffer is drained. */
 static char *drain_str(struct evbuffer *b)
@@ -116,7 +116,7 @@ Test(problem_body, full_document)
     char *s;
     int n;
 
-    n = problem_body(b, 409, "idempotency-key-in-use", "retry in 1 s", "/payments?id=7");
+    n = problem_body(b, PROBLEM_KEY_IN_USE, "retry in 1 s", "/payments?id=7");
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"tag:idemproxy.dev,2026:problem:idempotency-key-in-use\","
                         "\"title\":\"A request with this Idempotency-Key is still being "
@@ -132,17 +132,17 @@ Test(problem_body, detail_and_instance_are_optional_and_independent)
     struct evbuffer *b = evbuffer_new();
     char *s;
 
-    problem_body(b, 503, "store-unavailable", NULL, NULL);
+    problem_body(b, PROBLEM_STORE_UNAVAILABLE, NULL, NULL);
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "store-unavailable\",\"title\":"
                         "\"Idempotency store unavailable\",\"status\":503}\n");
     free(s);
-    problem_body(b, 503, "store-unavailable", NULL, "/p");
+    problem_body(b, PROBLEM_STORE_UNAVAILABLE, NULL, "/p");
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "store-unavailable\",\"title\":"
                         "\"Idempotency store unavailable\",\"status\":503,\"instance\":\"/p\"}\n");
     free(s);
-    problem_body(b, 503, "store-unavailable", "", NULL);
+    problem_body(b, PROBLEM_STORE_UNAVAILABLE, "", NULL);
     s = drain_str(b);
     cr_assert(strstr(s, ",\"status\":503,\"detail\":\"\"}\n"), "%s", s);
     free(s);
@@ -154,7 +154,7 @@ Test(problem_body, detail_and_instance_are_escaped)
     struct evbuffer *b = evbuffer_new();
     char *s;
 
-    problem_body(b, 400, "invalid-header", "bad byte \x01 in \"X-A\"\r\n", "/a\"b\\c\x7f");
+    problem_body(b, PROBLEM_INVALID_HEADER, "bad byte \x01 in \"X-A\"\r\n", "/a\"b\\c\x7f");
     s = drain_str(b);
     cr_assert(strstr(s, ",\"detail\":\"bad byte \\u0001 in \\\"X-A\\\"\\r\\n\","), "%s", s);
     cr_assert(strstr(s, ",\"instance\":\"/a\\\"b\\\\c\\u007f\"}\n"), "%s", s);
@@ -169,7 +169,7 @@ Test(problem_body, appends_and_returns_only_its_own_bytes)
     int n;
 
     evbuffer_add(b, "prefix:", 7);
-    n = problem_body(b, 500, "internal-error", NULL, NULL);
+    n = problem_body(b, PROBLEM_INTERNAL_ERROR, NULL, NULL);
     cr_assert_eq((size_t)n + 7, evbuffer_get_length(b));
     s = drain_str(b);
     cr_assert_eq(strncmp(s, "prefix:{\"type\":", 15), 0, "%s", s);
@@ -178,59 +178,67 @@ Test(problem_body, appends_and_returns_only_its_own_bytes)
     evbuffer_free(b);
 }
 
-Test(problem_body, unknown_slug_keeps_its_type_with_a_generic_title)
+Test(problem_body, a_kind_outside_the_table_is_an_internal_error)
 {
     struct evbuffer *b = evbuffer_new();
     char *s;
 
-    cr_assert_null(problem_title("no-such-kind"));
-    problem_body(b, 418, "no-such-kind", NULL, NULL);
+    problem_body(b, (enum problem_kind)PROBLEM_KIND_COUNT, NULL, NULL);
     s = drain_str(b);
-    cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "no-such-kind\",\"title\":\"Error\","
-                        "\"status\":418}\n");
+    cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "internal-error\",\"title\":\"Internal "
+                        "proxy error\",\"status\":500}\n");
     free(s);
     evbuffer_free(b);
 }
 
-Test(problem_title, every_slug_the_proxy_answers_with_has_a_title)
+/* The README's error table, row by row: one kind per slug, with its status. */
+Test(problem_type, every_row_of_the_readme_table)
 {
-    /* the slugs of the README's error table */
-    static const char *slugs[] = {
-        "bad-request",
-        "invalid-header",
-        "missing-host",
-        "conflicting-framing",
-        "invalid-content-length",
-        "unsupported-transfer-encoding",
-        "method-not-supported",
-        "version-not-supported",
-        "body-too-large",
-        "headers-too-large",
-        "request-timeout",
-        "upstream-unavailable",
-        "upstream-failed",
-        "upstream-timeout",
-        "invalid-idempotency-key",
-        "missing-idempotency-key",
-        "idempotency-key-in-use",
-        "idempotency-key-reused",
-        "store-unavailable",
-        "outcome-unknown",
-        "response-not-replayable",
-        "internal-error",
+    static const struct {
+        const char *slug;
+        int status;
+    } rows[] = {
+        {"bad-request", 400},
+        {"invalid-header", 400},
+        {"missing-host", 400},
+        {"conflicting-framing", 400},
+        {"invalid-content-length", 400},
+        {"unsupported-transfer-encoding", 501},
+        {"method-not-supported", 501},
+        {"version-not-supported", 505},
+        {"body-too-large", 413},
+        {"headers-too-large", 431},
+        {"request-timeout", 408},
+        {"upstream-unavailable", 502},
+        {"upstream-failed", 502},
+        {"upstream-timeout", 504},
+        {"invalid-idempotency-key", 400},
+        {"missing-idempotency-key", 400},
+        {"idempotency-key-in-use", 409},
+        {"idempotency-key-reused", 422},
+        {"store-unavailable", 503},
+        {"outcome-unknown", 504},
+        {"response-not-replayable", 502},
+        {"internal-error", 500},
     };
 
-    for (size_t i = 0; i < sizeof(slugs) / sizeof(slugs[0]); i++) {
-        const char *t = problem_title(slugs[i]);
+    cr_assert_eq(sizeof(rows) / sizeof(rows[0]), PROBLEM_KIND_COUNT,
+                 "a kind was added or removed: update the README table and this test");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        int k = problem_kind_by_slug(rows[i].slug);
+        const struct problem_type *t;
 
-        cr_assert_not_null(t, "no title for %s", slugs[i]);
-        cr_assert_gt(strlen(t), 0, "%s", slugs[i]);
+        cr_assert_geq(k, 0, "no kind for %s", rows[i].slug);
+        t = problem_type((enum problem_kind)k);
+        cr_assert_str_eq(t->slug, rows[i].slug);
+        cr_assert_eq(t->status, rows[i].status, "%s: %d", rows[i].slug, t->status);
+        cr_assert_gt(strlen(t->title), 0, "%s", rows[i].slug);
     }
-    cr_assert_str_eq(problem_title("body-too-large"), "Request body too large");
-    cr_assert_str_eq(problem_title("idempotency-key-reused"),
+    cr_assert_str_eq(problem_type(PROBLEM_BODY_TOO_LARGE)->title, "Request body too large");
+    cr_assert_str_eq(problem_type(PROBLEM_KEY_REUSED)->title,
                      "Idempotency-Key reused with a different request");
     /* exact match only */
-    cr_assert_null(problem_title(""));
-    cr_assert_null(problem_title("Body-Too-Large"));
-    cr_assert_null(problem_title("body-too-larg"));
+    cr_assert_eq(problem_kind_by_slug(""), -1);
+    cr_assert_eq(problem_kind_by_slug("Body-Too-Large"), -1);
+    cr_assert_eq(problem_kind_by_slug("body-too-larg"), -1);
 }
