@@ -6,8 +6,8 @@
  * the one stdio holds for a single fprintf. Messages are never truncated silently:
  * lines longer than 4 KiB are cut and end in "...".
  */
-#ifndef IDEMPROXY_LOG_H
-#define IDEMPROXY_LOG_H
+#ifndef IDEMPROXY_CORE_LOG_H
+#define IDEMPROXY_CORE_LOG_H
 
 enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 

@@ -8,8 +8,8 @@
  * buffers the body itself and answers 100-continue) and get X-Forwarded-For (appended),
  * X-Forwarded-Proto, X-Forwarded-Host (replaced) and Via (appended).
  */
-#ifndef IDEMPROXY_HEADERS_H
-#define IDEMPROXY_HEADERS_H
+#ifndef IDEMPROXY_HTTP_HEADERS_H
+#define IDEMPROXY_HTTP_HEADERS_H
 
 #include <stddef.h>
 #include <stdint.h>

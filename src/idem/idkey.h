@@ -15,8 +15,8 @@
  *   record id   = SHA-256("idem-id/1", #scope, scope values..., key)
  *   fingerprint = SHA-256("idem-fp/1", method, target, body, #fp, fingerprint headers...)
  */
-#ifndef IDEMPROXY_IDKEY_H
-#define IDEMPROXY_IDKEY_H
+#ifndef IDEMPROXY_IDEM_IDKEY_H
+#define IDEMPROXY_IDEM_IDKEY_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -14,8 +14,8 @@
  * Nothing may follow. Decoding checks every length against what is left, so a truncated
  * or corrupt record is rejected, never over-read.
  */
-#ifndef IDEMPROXY_RECORD_H
-#define IDEMPROXY_RECORD_H
+#ifndef IDEMPROXY_IDEM_RECORD_H
+#define IDEMPROXY_IDEM_RECORD_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,8 +1,8 @@
 /*
  * netio — small socket helpers shared by the client and upstream sides.
  */
-#ifndef IDEMPROXY_NETIO_H
-#define IDEMPROXY_NETIO_H
+#ifndef IDEMPROXY_NET_NETIO_H
+#define IDEMPROXY_NET_NETIO_H
 
 struct bufferevent;
 struct timeval;
