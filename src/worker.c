@@ -96,22 +96,65 @@ static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
     evtimer_add(w->accept_ev, &pause);
 }
 
-static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+/* Nothing left: no connection, no request, no record still being retried. */
+static void worker_maybe_done(struct worker *w)
 {
-    struct worker *w = arg;
     size_t conns, reqs;
 
     frontend_counts(w->fe, &conns, &reqs);
-    log_warn("drain-timeout reached with %zu connection(s), %zu request(s) open; closing them",
-             conns, reqs);
-    event_base_loopexit(w->base, NULL);
+    if (conns == 0 && reqs == 0 && idem_handler_pending(w->idem, NULL, NULL) == 0)
+        event_base_loopexit(w->base, NULL);
 }
 
-/* The frontend has nothing left: the worker is done. */
+static void worker_idle_cb(void *arg)
+{
+    worker_maybe_done(arg);
+}
+
+/* The frontend has nothing left; records of streamed answers may still be retried. */
 static void worker_drained_cb(void *arg)
 {
     struct worker *w = arg;
+    size_t pending = idem_handler_pending(w->idem, worker_idle_cb, w);
 
+    if (pending)
+        log_info("drained; waiting for %zu record(s) still being retried", pending);
+    worker_maybe_done(w);
+}
+
+/*
+ * drain-timeout, in two steps. First: every request still at the upstream is ended as if
+ * the upstream had timed out — a keyed one records its outcome as unknown (or releases,
+ * per ambiguous), so a retry on another replica never executes it again — and the
+ * worker waits, at most one lease more, for those records (a record cannot land after
+ * the lease anyway). Then it stops, whatever is left.
+ */
+static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    size_t conns, reqs, left;
+    struct timeval tv;
+
+    frontend_counts(w->fe, &conns, &reqs);
+    if (w->draining == 1) {
+        w->draining = 2;
+        log_warn("drain-timeout reached with %zu connection(s), %zu request(s) open; ending "
+                 "the requests still at the upstream (keyed ones record their outcome as "
+                 "unknown)",
+                 conns, reqs);
+        left = frontend_drain_deadline(w->fe, "drain-timeout reached before the upstream "
+                                              "answered");
+        if (left) {
+            log_info("waiting up to %llu ms (lease) for %zu request(s) to record",
+                     (unsigned long long)w->cfg->idem.lease_ms, left);
+            tv = clock_tv(w->cfg->idem.lease_ms);
+            evtimer_add(w->drain_ev, &tv);
+        }
+        worker_maybe_done(w);
+        return;
+    }
+    log_warn("stopping with %zu connection(s), %zu request(s), %zu record(s) unfinished", conns,
+             reqs, idem_handler_pending(w->idem, NULL, NULL));
     event_base_loopexit(w->base, NULL);
 }
 
@@ -223,13 +266,19 @@ void worker_join(struct worker *w)
         /* what this worker did, for the operator reading the shutdown log */
         struct upstream_stats us;
         struct redis_stats ss;
+        struct idem_stats is = {0};
         upstream_pool_stats(w->pool, &us);
         redis_get_stats(w->redis, &ss);
+        if (w->idem)
+            idem_handler_stats(w->idem, &is);
         log_info("worker %d: upstream connections opened %llu, reused %llu times, %llu "
-                 "failovers; redis commands %llu, timeouts %llu, reconnects %llu",
+                 "failovers; redis commands %llu (queued %llu), timeouts %llu, reconnects "
+                 "%llu; records retried %llu, lost %llu",
                  w->id, (unsigned long long)us.connects, (unsigned long long)us.reused,
                  (unsigned long long)us.failovers, (unsigned long long)ss.commands,
-                 (unsigned long long)ss.timeouts, (unsigned long long)ss.reconnects);
+                 (unsigned long long)ss.queued, (unsigned long long)ss.timeouts,
+                 (unsigned long long)ss.reconnects, (unsigned long long)is.record_retries,
+                 (unsigned long long)is.records_lost);
     }
     /* top down: requests (and their handlers' state) before what they used */
     frontend_free(w->fe);

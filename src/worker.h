@@ -38,7 +38,7 @@ struct worker {
     struct event *stop_ev;
     struct event *drain_ev;  /* drain-timeout */
     struct event *accept_ev; /* resumes accepting after running out of descriptors */
-    int draining;
+    int draining;            /* 1: draining; 2: past drain-timeout, waiting for records */
 };
 
 /*

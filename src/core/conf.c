@@ -330,7 +330,8 @@ const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len)
 
 static int is_list(const struct conf_directive *d)
 {
-    return d->type == CONF_T_STRING_LIST || d->type == CONF_T_ADDR_LIST;
+    return d->type == CONF_T_STRING_LIST || d->type == CONF_T_ADDR_LIST ||
+           d->type == CONF_T_INT_LIST;
 }
 
 /* Release what the field of d owns in base (a struct config or any struct d describes). */
@@ -356,6 +357,11 @@ static void directive_free(const struct conf_directive *d, void *base)
     case CONF_T_ADDR_LIST:
         free(*(struct conf_addr **)field);
         *(struct conf_addr **)field = NULL;
+        *count = 0;
+        break;
+    case CONF_T_INT_LIST:
+        free(*(int **)field);
+        *(int **)field = NULL;
         *count = 0;
         break;
     default:
@@ -455,6 +461,35 @@ static const char *choice_names(const struct conf_choice *c, char *buf, size_t l
  * Set the field d describes in base from argc words. pfx names the place for errors
  * ("file:3: workers" or "--workers"). All or nothing: on error the field is unchanged.
  */
+/* Integers bounded by min..max; the single word "none" is the empty list. */
+static int set_int_list(const struct conf_directive *d, void *base, const char *pfx, int argc,
+                        const char **argv, char *err, size_t errlen)
+{
+    int **list = (int **)((char *)base + d->off);
+    size_t *count = (size_t *)((char *)base + d->count_off);
+    int *nl = NULL;
+    int n = argc == 1 && strcasecmp(argv[0], "none") == 0 ? 0 : argc;
+
+    if (n && !(nl = malloc((size_t)n * sizeof(*nl))))
+        return fail(err, errlen, "%s: out of memory", pfx);
+    for (int i = 0; i < n; i++) {
+        long long v;
+        int rc = parse_int(argv[i], &v);
+        if (rc == -1 || rc == -2 || v < d->min || v > d->max) {
+            free(nl);
+            if (rc == -1)
+                return fail(err, errlen, "%s: invalid integer '%s' (or give 'none')", pfx, argv[i]);
+            return fail(err, errlen, "%s: %s is out of range (%lld..%lld)", pfx, argv[i], d->min,
+                        d->max);
+        }
+        nl[i] = (int)v;
+    }
+    free(*list);
+    *list = nl;
+    *count = (size_t)n;
+    return 0;
+}
+
 static int directive_set(const struct conf_directive *d, void *base, const char *pfx, int argc,
                          const char **argv, char *err, size_t errlen)
 {
@@ -466,6 +501,8 @@ static int directive_set(const struct conf_directive *d, void *base, const char 
     uint64_t uv = 0;
     int rc;
 
+    if (d->type == CONF_T_OBSOLETE)
+        return fail(err, errlen, "%s: no longer supported: %s", pfx, d->help);
     if (is_list(d) ? argc < 1 : argc != 1)
         return fail(err, errlen, "%s: expected %s1 argument, got %d", pfx,
                     is_list(d) ? "at least " : "", argc);
@@ -548,6 +585,10 @@ static int directive_set(const struct conf_directive *d, void *base, const char 
         return set_string_list(d, base, pfx, argc, argv, err, errlen);
     case CONF_T_ADDR_LIST:
         return set_addr_list(d, base, pfx, argc, argv, err, errlen);
+    case CONF_T_INT_LIST:
+        return set_int_list(d, base, pfx, argc, argv, err, errlen);
+    case CONF_T_OBSOLETE:
+        break;
     }
     return fail(err, errlen, "%s: unsupported directive type", pfx);
 }
@@ -597,44 +638,24 @@ const struct conf_directive *conf_find(const struct conf_schema *sch, const char
     return NULL;
 }
 
-static size_t conf_section_rows(const struct conf_section *sec)
-{
-    size_t n = 0;
-
-    while (sec->rows[n].name)
-        n++;
-    return n;
-}
-
+/* Obsolete rows only answer with their error: they are not directives any more. */
 size_t conf_count(const struct conf_schema *sch)
 {
     size_t n = 0;
 
     for (size_t k = 0; k < sch->nsections; k++)
-        n += conf_section_rows(&sch->sections[k]);
+        for (const struct conf_directive *d = sch->sections[k].rows; d->name; d++)
+            n += d->type != CONF_T_OBSOLETE;
     return n;
-}
-
-/* The i-th directive (as conf_count counts) and its section's offset. */
-static const struct conf_directive *conf_locate(const struct conf_schema *sch, size_t i,
-                                                size_t *off)
-{
-    for (size_t k = 0; k < sch->nsections; k++) {
-        size_t n = conf_section_rows(&sch->sections[k]);
-        if (i < n) {
-            *off = sch->sections[k].off;
-            return &sch->sections[k].rows[i];
-        }
-        i -= n;
-    }
-    return NULL;
 }
 
 const struct conf_directive *conf_at(const struct conf_schema *sch, size_t i)
 {
-    size_t off;
-
-    return conf_locate(sch, i, &off);
+    for (size_t k = 0; k < sch->nsections; k++)
+        for (const struct conf_directive *d = sch->sections[k].rows; d->name; d++)
+            if (d->type != CONF_T_OBSOLETE && i-- == 0)
+                return d;
+    return NULL;
 }
 
 /* Levenshtein distance, case-insensitive; large for names longer than 63 bytes. */
@@ -685,7 +706,7 @@ void conf_defaults(const struct conf_schema *sch, void *base)
         const struct conf_section *sec = &sch->sections[k];
         for (const struct conf_directive *d = sec->rows; d->name; d++) {
             const char *v = d->def_fn ? d->def_fn(d, buf, sizeof(buf)) : d->def;
-            if (v == NULL)
+            if (v == NULL || d->type == CONF_T_OBSOLETE)
                 continue;
             /* A default that does not parse is a bug in a table, caught by the first run. */
             if (directive_set_line(d, (char *)base + sec->off, d->name, v, err, sizeof(err)) < 0) {
@@ -908,7 +929,7 @@ int conf_parse_argv(const struct conf_schema *sch, void *base, struct conf_cli *
         if (val == NULL)
             val = argv[++i];
         snprintf(where, sizeof(where), "--%s", d->name);
-        if (d->type == CONF_T_STRING_LIST) {
+        if (d->type == CONF_T_STRING_LIST || d->type == CONF_T_INT_LIST) {
             /* "--methods 'POST PUT'" or "--methods POST,PUT": one flag, several values */
             char *copy = strdup(val), *save = NULL, *tok;
             const char *words[64];

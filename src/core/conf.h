@@ -44,6 +44,10 @@ enum conf_type {
     CONF_T_STRING_LIST, /* char ** + size_t count at count_off, owned */
     CONF_T_ADDR,        /* struct conf_addr */
     CONF_T_ADDR_LIST,   /* struct conf_addr * + size_t count at count_off, owned */
+    CONF_T_INT_LIST,    /* int * + size_t count at count_off, owned; each min..max;
+                           "none" is the empty list */
+    CONF_T_OBSOLETE,    /* a removed directive: setting it fails, help says what replaced
+                           it; not listed by conf_count/conf_at or --help */
 };
 
 #define CONF_F_REPEATABLE 0x1 /* lists: each occurrence appends; otherwise later wins */

@@ -169,11 +169,18 @@ static void fe_conn_free(struct frontend_conn *c)
     struct frontend *fe = c->fe;
 
     if (c->req) {
-        if (c->state == FE_BUSY)
-            c->req->conn = NULL; /* the work goes on; its answer is dropped */
-        else
-            fe_req_free(c->req);
+        struct frontend_req *r = c->req;
         c->req = NULL;
+        if (c->state != FE_BUSY) {
+            fe_req_free(r);
+        } else {
+            r->conn = NULL; /* the work goes on; its answer is dropped */
+            /* A streamed answer has nobody left to read it (and the upstream may be
+             * paused for this very client): close the upstream side. Whatever had to be
+             * recorded was recorded when streaming began. */
+            if (r->streaming && r->x)
+                upstream_exchange_abort(r->x, "the client went away during a streamed answer");
+        }
     }
     TAILQ_REMOVE(&fe->conns, c, link);
     fe->nconns--;
@@ -698,6 +705,32 @@ void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *ar
             fe_conn_free(c);
     }
     fe_maybe_drained(fe);
+}
+
+size_t frontend_drain_deadline(struct frontend *fe, const char *why)
+{
+    struct frontend_conn *c, *next;
+    struct frontend_req *r;
+
+    /* a request still arriving will not be answered: close its connection */
+    for (c = TAILQ_FIRST(&fe->conns); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->state == FE_HEAD || c->state == FE_BODY)
+            fe_conn_free(c);
+    }
+    /* Each abort answers (or records, then answers) and may free any request: scan
+     * again from the start after each one. */
+    for (;;) {
+        TAILQ_FOREACH(r, &fe->reqs, link)
+        {
+            if (r->x)
+                break;
+        }
+        if (!r)
+            break;
+        upstream_exchange_abort(r->x, why);
+    }
+    return fe->nreqs;
 }
 
 void frontend_free(struct frontend *fe)

@@ -102,6 +102,14 @@ void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int
  * request is left (at once if none is). */
 void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *arg);
 
+/*
+ * The drain deadline has come: connections still sending a request are closed, and every
+ * request still at the upstream is ended as if the upstream had timed out (its handler
+ * then answers it, or records its outcome as unknown first). Returns how many requests
+ * remain (those still recording or waiting); on_drained follows when they end.
+ */
+size_t frontend_drain_deadline(struct frontend *fe, const char *why);
+
 /* Open connections and unfinished requests (for logs). */
 void frontend_counts(const struct frontend *fe, size_t *conns, size_t *reqs);
 

@@ -81,7 +81,7 @@ enum upx_state {
     UPX_BODY,       /* final head parsed (x->head valid); the body is being buffered */
     UPX_STREAMING,  /* head and body bytes delivered with UPSTREAM_STREAM, more to come */
     UPX_PAUSED,     /* streaming, reading stopped (upstream_exchange_pause) for a slow
-                       client; no read timer runs until resumed */
+                       client; pause_ev (upstream-timeout) runs instead of the read timer */
 };
 
 static const char *upx_state_str(enum upx_state st)
@@ -134,6 +134,7 @@ struct upstream_exchange {
     int is_head;
     size_t stream_after; /* body bytes buffered before streaming starts */
     struct event *defer_ev;
+    struct event *pause_ev; /* UPX_PAUSED: bounds the pause (no read timer runs then) */
     upstream_cb cb;
     void *arg;
     struct up_replica *rep; /* last replica tried */
@@ -231,6 +232,8 @@ static void up_exchange_free(struct upstream_exchange *x)
     http1_head_clear(&x->head);
     if (x->defer_ev)
         event_free(x->defer_ev);
+    if (x->pause_ev)
+        event_free(x->pause_ev);
     evbuffer_free(x->body);
     evbuffer_free(x->request);
     free(x);
@@ -483,12 +486,24 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
     return x;
 }
 
+void upstream_exchange_abort(struct upstream_exchange *x, const char *why)
+{
+    up_finish(x, x->state >= UPX_SENT ? UPSTREAM_TIMEOUT : UPSTREAM_UNAVAILABLE, why);
+}
+
 void upstream_exchange_detach(struct upstream_exchange *x)
 {
     x->cb = NULL;
     x->arg = NULL;
     if (x->state == UPX_PAUSED) /* nobody will resume it: let the answer drain into the void */
         upstream_exchange_pause(x, 0);
+}
+
+static void up_pause_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    up_finish(arg, UPSTREAM_TIMEOUT,
+              "the client did not read a streamed answer within "
+              "upstream-timeout");
 }
 
 void upstream_exchange_pause(struct upstream_exchange *x, int pause)
@@ -502,7 +517,13 @@ void upstream_exchange_pause(struct upstream_exchange *x, int pause)
               pause ? "paused" : "resumed", upx_state_str(x->state));
     if (pause) {
         netio_reader_stop(x->conn->rd);
+        if (!x->pause_ev)
+            x->pause_ev = evtimer_new(x->pool->base, up_pause_timeout_cb, x);
+        if (x->pause_ev)
+            evtimer_add(x->pause_ev, &tv);
     } else {
+        if (x->pause_ev)
+            evtimer_del(x->pause_ev);
         netio_reader_start(x->conn->rd, &tv);
         if (evbuffer_get_length(bufferevent_get_input(x->conn->bev)))
             netio_reader_kick(x->conn->rd);
@@ -551,6 +572,13 @@ static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char
         }
         evbuffer_drain(in, (size_t)n);
         x->scan = 0;
+        if (x->head.status > 599) {
+            /* RFC 9110 §15: 100-599. Anything else is not an answer; the request was
+             * sent, so its outcome is unknown. */
+            snprintf(reason, sizeof(reason), "invalid status %d from upstream", x->head.status);
+            *why = reason;
+            return -1;
+        }
         if (x->head.status < 200) {
             if (x->head.status == 101) {
                 *why = "upstream switched protocols";

@@ -90,8 +90,13 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
                                            void *arg);
 
 /* Stop (pause = 1) or resume reading the answer: backpressure from a slow client while
- * streaming. While paused, upstream-timeout does not run. */
+ * streaming. A pause longer than upstream-timeout ends the exchange (UPSTREAM_TIMEOUT). */
 void upstream_exchange_pause(struct upstream_exchange *x, int pause);
+
+/* End the exchange now: its connection is closed and the callback is called at once with
+ * UPSTREAM_TIMEOUT (why) when bytes may have reached the upstream — its outcome is
+ * unknown — or UPSTREAM_UNAVAILABLE when nothing was sent. x is freed on return. */
+void upstream_exchange_abort(struct upstream_exchange *x, const char *why);
 
 /* Forget the callback (its arg is going away); the exchange still completes so the
  * connection can be reused or closed cleanly. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -17,11 +18,24 @@
 #include "idem/idkey.h"
 #include "idem/record.h"
 
+#define IDEM_RETRY_MIN_MS 50 /* first pause before a record is sent again, doubling */
+#define IDEM_RETRY_MAX_MS 1000
+
+TAILQ_HEAD(idem_ctx_list, idem_ctx);
+
 struct idem_handler {
     struct frontend_handler super; /* first: the frontend sees only this */
     struct event_base *base;
     const struct idem_policy *pol;
     struct store *store;
+    /* keyed state whose request is gone while its record is still being retried (a
+     * streamed answer ends before Redis comes back): it lives on until the record
+     * resolves, and a draining worker waits for it */
+    struct idem_ctx_list orphans;
+    size_t norphans;
+    void (*on_idle)(void *arg); /* the last orphan resolved */
+    void *idle_arg;
+    struct idem_stats stats;
 };
 
 /* Where a keyed request is. Each state names what is in flight. */
@@ -30,7 +44,9 @@ enum idem_state {
     IDEM_WAITING,    /* another request holds the key: ctx->watch, recheck_ev and wait_ev
                         are armed; ctx->cmd is a claim again when one is in flight */
     IDEM_FORWARDING, /* ours: the upstream works (r's exchange), renew_ev runs every lease/3 */
-    IDEM_RECORDING,  /* the answer (status, head, body) is kept; ctx->cmd is the record */
+    IDEM_RECORDING,  /* the answer (status, head, body) and its encoding (rec) are kept;
+                        ctx->cmd is the record in flight, or retry_ev is armed for the next
+                        attempt; renew_ev still runs: the lease must outlive the record */
 };
 
 static const char *idem_state_str(enum idem_state st)
@@ -62,23 +78,30 @@ struct idem_ctx {
     struct redis_cmd *cmd;   /* claim or record in flight */
     struct redis_cmd *renew; /* lease renewal in flight */
     struct redis_watch *watch;
-    struct event *renew_ev;   /* every lease/3 while forwarding */
+    struct event *renew_ev;   /* every lease/3 while forwarding and recording */
     struct event *recheck_ev; /* waiting: claim again when the other lease may have expired */
     struct event *wait_ev;    /* waiting: wait-timeout */
     int wake_again;           /* a wake-up arrived while a claim was in flight */
+    /* the lease: it surely lasts until lease_until (monotonic ms): the send time of the
+     * claim, or of the last renewal that succeeded, plus lease */
+    uint64_t claim_sent, renew_sent, lease_until;
     /* the answer being recorded */
     int status;
     struct http1_head head;
     struct evbuffer *body;
+    struct evbuffer *rec;   /* its encoding, until the record lands or is given up */
+    struct event *retry_ev; /* recording: the next attempt */
+    unsigned retry_ms;      /* back-off between attempts */
+    unsigned attempts;
+    int streamed;               /* the answer streams: nothing to answer once recorded */
+    TAILQ_ENTRY(idem_ctx) link; /* h->orphans, once its request is gone */
 };
 
 static void idem_claim(struct idem_ctx *ctx);
 
-/* The request's cleanup hook: release everything ctx holds. */
-static void idem_ctx_free(void *arg)
+/* Release everything ctx holds. */
+static void idem_ctx_free(struct idem_ctx *ctx)
 {
-    struct idem_ctx *ctx = arg;
-
     if (!ctx)
         return;
     redis_cancel(ctx->cmd);
@@ -86,6 +109,10 @@ static void idem_ctx_free(void *arg)
     redis_unwatch(ctx->watch);
     if (ctx->renew_ev)
         event_free(ctx->renew_ev);
+    if (ctx->retry_ev)
+        event_free(ctx->retry_ev);
+    if (ctx->rec)
+        evbuffer_free(ctx->rec);
     if (ctx->recheck_ev)
         event_free(ctx->recheck_ev);
     if (ctx->wait_ev)
@@ -94,6 +121,21 @@ static void idem_ctx_free(void *arg)
     if (ctx->body)
         evbuffer_free(ctx->body);
     free(ctx); /* rkey lives in the same allocation */
+}
+
+/* The request's cleanup hook. A record still being retried outlives its request (only
+ * a streamed answer can end first): ctx becomes an orphan until the record resolves. */
+static void idem_req_gone(void *arg)
+{
+    struct idem_ctx *ctx = arg;
+
+    if (ctx->state == IDEM_RECORDING && ctx->rec) {
+        ctx->r = NULL;
+        TAILQ_INSERT_TAIL(&ctx->h->orphans, ctx, link);
+        ctx->h->norphans++;
+        return;
+    }
+    idem_ctx_free(ctx);
 }
 
 /* Fire-and-forget release of our claim (the retry may execute again). */
@@ -227,11 +269,6 @@ static int idem_wait(struct idem_ctx *ctx, long long pttl)
 
 /* ---- forwarding and recording ---- */
 
-static void idem_answer_kept(struct idem_ctx *ctx)
-{
-    frontend_respond(ctx->r, ctx->status, ctx->head.reason, &ctx->head, NULL, ctx->body);
-}
-
 /* The value of a RECORD/RELEASE/RENEW reply, or -1 with *errstr set. */
 static long long idem_int_reply(enum redis_status *st, const struct redisReply *reply,
                                 const char **errstr)
@@ -245,6 +282,73 @@ static long long idem_int_reply(enum redis_status *st, const struct redisReply *
     return *st == REDIS_CMD_OK ? v : -1;
 }
 
+static void idem_stop_renewing(struct idem_ctx *ctx)
+{
+    if (ctx->renew_ev)
+        evtimer_del(ctx->renew_ev);
+    redis_cancel(ctx->renew);
+    ctx->renew = NULL;
+}
+
+/* The record resolved (landed, refused, or given up): answer the client with what was
+ * kept — unless the answer streamed — or, for an orphan, go away. */
+static void idem_record_done(struct idem_ctx *ctx)
+{
+    struct idem_handler *h = ctx->h;
+
+    idem_stop_renewing(ctx);
+    evbuffer_free(ctx->rec);
+    ctx->rec = NULL;
+    if (!ctx->r) {
+        TAILQ_REMOVE(&h->orphans, ctx, link);
+        h->norphans--;
+        idem_ctx_free(ctx);
+        if (h->norphans == 0 && h->on_idle)
+            h->on_idle(h->idle_arg);
+        return;
+    }
+    if (!ctx->streamed)
+        frontend_respond(ctx->r, ctx->status, ctx->head.reason, &ctx->head, NULL, ctx->body);
+}
+
+static void idem_record_send(struct idem_ctx *ctx);
+
+static void idem_record_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    idem_record_send(arg);
+}
+
+/*
+ * An attempt failed (Redis did not answer, the connection was lost, or it answered an
+ * error). The record is a compare-and-set on our token, safe to send again, so it is
+ * retried with back-off for as long as our lease surely lasts; after that a retry could
+ * only be refused, and another request may already have claimed the key.
+ */
+static void idem_record_failed(struct idem_ctx *ctx, const char *why)
+{
+    uint64_t now = clock_mono_ms();
+    struct timeval tv;
+
+    ctx->retry_ms = ctx->retry_ms ? ctx->retry_ms * 2 : IDEM_RETRY_MIN_MS;
+    if (ctx->retry_ms > IDEM_RETRY_MAX_MS)
+        ctx->retry_ms = IDEM_RETRY_MAX_MS;
+    if (now + ctx->retry_ms >= ctx->lease_until) {
+        ctx->h->stats.records_lost++;
+        log_error("idem %s: answer %d NOT recorded after %u attempt(s): %s, and our lease "
+                  "runs out; a retry after it will execute again",
+                  ctx->id, ctx->status, ctx->attempts, why);
+        idem_record_done(ctx);
+        return;
+    }
+    if (ctx->attempts == 1)
+        log_warn("idem %s: record of answer %d failed (%s); retrying while the lease lasts "
+                 "(%llu ms left)",
+                 ctx->id, ctx->status, why, (unsigned long long)(ctx->lease_until - now));
+    ctx->h->stats.record_retries++;
+    tv = clock_tv(ctx->retry_ms);
+    evtimer_add(ctx->retry_ev, &tv);
+}
+
 static void idem_record_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
                            void *arg)
 {
@@ -252,55 +356,75 @@ static void idem_record_cb(enum redis_status st, const struct redisReply *reply,
     long long value = idem_int_reply(&st, reply, &errstr);
 
     ctx->cmd = NULL;
-    if (st != REDIS_CMD_OK)
-        log_error("idem %s: answer %d NOT recorded (%s); a retry after the lease expires will "
-                  "execute again",
-                  ctx->id, ctx->status, errstr);
-    else if (value != 1)
+    if (st != REDIS_CMD_OK) {
+        idem_record_failed(ctx, errstr);
+        return;
+    }
+    if (value == 1)
+        log_debug("idem %s: recorded %d (attempt %u)", ctx->id, ctx->status, ctx->attempts);
+    else if (value == 2 && ctx->attempts > 1)
+        log_info("idem %s: answer %d already recorded (an earlier attempt of ours landed, or "
+                 "a later owner's after our lease)",
+                 ctx->id, ctx->status);
+    else /* 0, or done on our first attempt: someone else's record */
         log_warn("idem %s: record refused: stale owner (our lease expired and the key was "
                  "claimed again); answer %d not recorded",
                  ctx->id, ctx->status);
-    else
-        log_debug("idem %s: recorded %d", ctx->id, ctx->status);
-    idem_answer_kept(ctx);
+    idem_record_done(ctx);
 }
 
-/* Record the answer kept in ctx (head, body), then answer the client with it. */
+static void idem_record_send(struct idem_ctx *ctx)
+{
+    ctx->attempts++;
+    ctx->cmd =
+        store_record(ctx->store, ctx->rkey, ctx->token, ctx->fp, evbuffer_pullup(ctx->rec, -1),
+                     evbuffer_get_length(ctx->rec), idem_record_cb, ctx);
+    if (!ctx->cmd)
+        idem_record_failed(ctx, "the Redis queue is full");
+}
+
+/* Record ctx->rec (the encoded answer); renewals go on until it resolves. */
+static void idem_record_start(struct idem_ctx *ctx)
+{
+    ctx->state = IDEM_RECORDING;
+    ctx->retry_ev = evtimer_new(ctx->h->base, idem_record_retry_cb, ctx);
+    if (!ctx->retry_ev) {
+        log_error("idem %s: out of memory; answer %d not recorded", ctx->id, ctx->status);
+        idem_release(ctx, "out of memory");
+        idem_record_done(ctx);
+        return;
+    }
+    idem_record_send(ctx);
+}
+
+/* Encode the answer kept in ctx (head, body), record it, then answer the client with it. */
 static void idem_record(struct idem_ctx *ctx)
 {
-    struct evbuffer *rec = evbuffer_new();
-    size_t len;
-
     ctx->state = IDEM_RECORDING;
-    if (!rec)
+    if (!(ctx->rec = evbuffer_new()))
         goto fail;
     /* a body over the limit is not even encoded; an answer the record format cannot
      * hold is kept as "not replayable" too: a retry must not execute it again */
     if (evbuffer_get_length(ctx->body) > ctx->pol->max_record ||
-        record_encode(rec, ctx->status, &ctx->head, ctx->body, clock_unix_ms()) < 0 ||
-        evbuffer_get_length(rec) > ctx->pol->max_record) {
+        record_encode(ctx->rec, ctx->status, &ctx->head, ctx->body, clock_unix_ms()) < 0 ||
+        evbuffer_get_length(ctx->rec) > ctx->pol->max_record) {
         log_info("idem %s: answer %d (%zu body bytes) not replayable (over max-record or not "
                  "encodable); recorded as such",
                  ctx->id, ctx->status, evbuffer_get_length(ctx->body));
-        evbuffer_drain(rec, evbuffer_get_length(rec));
-        if (record_encode_too_large(rec, ctx->status, clock_unix_ms()) < 0)
+        evbuffer_drain(ctx->rec, evbuffer_get_length(ctx->rec));
+        if (record_encode_too_large(ctx->rec, ctx->status, clock_unix_ms()) < 0)
             goto fail;
     }
-    len = evbuffer_get_length(rec);
-    ctx->cmd = store_record(ctx->store, ctx->rkey, ctx->token, evbuffer_pullup(rec, -1), len,
-                            idem_record_cb, ctx);
-    evbuffer_free(rec);
-    if (!ctx->cmd) {
-        log_error("idem %s: answer %d NOT recorded (redis unavailable)", ctx->id, ctx->status);
-        idem_answer_kept(ctx);
-    }
+    idem_record_start(ctx);
     return;
 fail:
-    if (rec)
-        evbuffer_free(rec);
     log_error("idem %s: could not encode the answer", ctx->id);
     idem_release(ctx, "encoding failed");
-    idem_answer_kept(ctx);
+    if (ctx->rec) {
+        evbuffer_free(ctx->rec);
+        ctx->rec = NULL;
+    }
+    idem_record_done(ctx);
 }
 
 /* Keep a proxy-made problem answer in ctx, as if the upstream had sent it. */
@@ -331,31 +455,26 @@ static void idem_renew_cb(enum redis_status st, const struct redisReply *reply, 
     long long value = idem_int_reply(&st, reply, &errstr);
 
     ctx->renew = NULL;
-    if (st == REDIS_CMD_OK && value != 1)
-        log_warn("idem %s: lease lost while the upstream works (claimed by someone else?)",
-                 ctx->id);
-    else if (st != REDIS_CMD_OK)
-        log_warn("idem %s: lease renewal failed: %s", ctx->id, errstr);
+    if (st == REDIS_CMD_OK && value == 1) {
+        ctx->lease_until = ctx->renew_sent + ctx->pol->lease_ms;
+    } else if (st == REDIS_CMD_OK) {
+        ctx->lease_until = 0; /* the script says it is not ours: nothing left to protect */
+        log_warn("idem %s: lease lost while %s (claimed by someone else?)", ctx->id,
+                 idem_state_str(ctx->state));
+    } else {
+        log_warn("idem %s: lease renewal failed while %s: %s", ctx->id, idem_state_str(ctx->state),
+                 errstr);
+    }
 }
 
 static void idem_renew_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct idem_ctx *ctx = arg;
 
-    if (!ctx->renew)
+    if (!ctx->renew) {
+        ctx->renew_sent = clock_mono_ms();
         ctx->renew = store_renew(ctx->store, ctx->rkey, ctx->token, idem_renew_cb, ctx);
-}
-
-static void idem_stream_record_cb(enum redis_status st, const struct redisReply *reply,
-                                  const char *errstr, void *arg)
-{
-    struct idem_ctx *ctx = arg;
-    long long value = idem_int_reply(&st, reply, &errstr);
-
-    ctx->cmd = NULL;
-    if (st != REDIS_CMD_OK || value != 1)
-        log_error("idem %s: 'too large to replay' NOT recorded (%s)", ctx->id,
-                  st != REDIS_CMD_OK ? errstr : "stale owner");
+    }
 }
 
 /*
@@ -366,30 +485,25 @@ static void idem_stream_record_cb(enum redis_status st, const struct redisReply 
  */
 static void idem_stream_start(struct idem_ctx *ctx, const struct upstream_response *resp)
 {
-    struct evbuffer *rec;
-
-    evtimer_del(ctx->renew_ev);
-    redis_cancel(ctx->renew);
-    ctx->renew = NULL;
     ctx->status = resp->head->status;
-    if (ctx->status >= 500 && !ctx->pol->record_5xx) {
-        idem_release(ctx, "upstream answered 5xx");
-    } else if ((rec = evbuffer_new()) != NULL &&
-               record_encode_too_large(rec, ctx->status, clock_unix_ms()) == 0) {
-        log_info("idem %s: answer %d larger than max-record; streamed, recorded as not "
-                 "replayable",
-                 ctx->id, ctx->status);
-        ctx->state = IDEM_RECORDING;
-        ctx->cmd = store_record(ctx->store, ctx->rkey, ctx->token, evbuffer_pullup(rec, -1),
-                                evbuffer_get_length(rec), idem_stream_record_cb, ctx);
-        if (!ctx->cmd)
-            log_error("idem %s: 'too large to replay' NOT recorded (redis unavailable)", ctx->id);
-        evbuffer_free(rec);
-    } else {
-        if (rec)
-            evbuffer_free(rec);
-        log_error("idem %s: could not encode the 'too large' record", ctx->id);
+    ctx->streamed = 1;
+    if (policy_releases(ctx->pol, ctx->status)) {
+        idem_stop_renewing(ctx);
+        idem_release(ctx, "upstream answered a status that says it did not execute");
+        return;
     }
+    if (!(ctx->rec = evbuffer_new()) ||
+        record_encode_too_large(ctx->rec, ctx->status, clock_unix_ms()) < 0) {
+        log_error("idem %s: could not encode the 'too large' record", ctx->id);
+        idem_stop_renewing(ctx);
+        if (ctx->rec)
+            evbuffer_free(ctx->rec);
+        ctx->rec = NULL;
+        return;
+    }
+    log_info("idem %s: answer %d larger than max-record; streamed, recorded as not replayable",
+             ctx->id, ctx->status);
+    idem_record_start(ctx);
 }
 
 static void idem_upstream_done(const struct upstream_response *resp, void *arg)
@@ -401,14 +515,13 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
         idem_stream_start(ctx, resp);
         return;
     }
-    evtimer_del(ctx->renew_ev);
-    redis_cancel(ctx->renew);
-    ctx->renew = NULL;
     switch (resp->result) {
     case UPSTREAM_STREAM: /* handled above */
     case UPSTREAM_OK:
-        if (resp->head->status >= 500 && !ctx->pol->record_5xx) {
-            idem_release(ctx, "upstream answered 5xx");
+        if (policy_releases(ctx->pol, resp->head->status)) {
+            /* "not executed, try again" (429, 503 by default): the retry may execute */
+            idem_stop_renewing(ctx);
+            idem_release(ctx, "upstream answered a status that says it did not execute");
             frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL,
                              resp->body);
             return;
@@ -418,6 +531,7 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
         memset(resp->head, 0, sizeof(*resp->head));
         ctx->body = evbuffer_new();
         if (!ctx->body) {
+            idem_stop_renewing(ctx);
             idem_release(ctx, "out of memory");
             frontend_problem(r, PROBLEM_INTERNAL_ERROR, "out of memory", NULL);
             return;
@@ -426,12 +540,14 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
         idem_record(ctx);
         return;
     case UPSTREAM_UNAVAILABLE:
+        idem_stop_renewing(ctx);
         idem_release(ctx, "no upstream accepted the connection");
         frontend_problem(r, frontend_upstream_problem(resp->result), resp->error, NULL);
         return;
     case UPSTREAM_FAILED:
     case UPSTREAM_TIMEOUT:
         if (ctx->pol->ambiguous == IDEM_AMBIGUOUS_RELEASE) {
+            idem_stop_renewing(ctx);
             idem_release(ctx, "outcome unknown, ambiguous release");
             frontend_problem(r, frontend_upstream_problem(resp->result), resp->error, NULL);
             return;
@@ -442,6 +558,7 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
                               "the upstream received the request but its answer was lost; it "
                               "may or may not have been executed, and will not be executed "
                               "again for this key") < 0) {
+            idem_stop_renewing(ctx);
             frontend_problem(r, PROBLEM_INTERNAL_ERROR, "out of memory", NULL);
             return;
         }
@@ -493,6 +610,7 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
     switch (res->kind) {
     case STORE_CLAIMED:
         idem_stop_watching(ctx);
+        ctx->lease_until = ctx->claim_sent + ctx->pol->lease_ms;
         log_debug("idem %s: claimed", ctx->id);
         idem_forward(ctx);
         return;
@@ -530,6 +648,7 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
 
 static void idem_claim(struct idem_ctx *ctx)
 {
+    ctx->claim_sent = clock_mono_ms();
     ctx->cmd = store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->token, idem_claim_cb, ctx);
     if (!ctx->cmd)
         idem_store_failed(ctx, "redis unavailable");
@@ -611,7 +730,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     ctx->pol = pol;
     ctx->store = h->store;
     ctx->state = IDEM_CLAIMING;
-    frontend_req_cleanup_add(r, &ctx->cleanup, idem_ctx_free, ctx);
+    frontend_req_cleanup_add(r, &ctx->cleanup, idem_req_gone, ctx);
     idkey_hex(id, hex);
     memcpy(ctx->rkey, pol->key_prefix, plen);
     memcpy(ctx->rkey + plen, hex, IDKEY_HEX_LEN + 1);
@@ -634,10 +753,39 @@ struct frontend_handler *idem_handler_new(struct event_base *base, const struct 
     h->base = base;
     h->pol = pol;
     h->store = store;
+    TAILQ_INIT(&h->orphans);
     return &h->super;
 }
 
-void idem_handler_free(struct frontend_handler *h)
+void idem_handler_free(struct frontend_handler *self)
 {
-    free(h); /* super is the first member */
+    struct idem_handler *h = (struct idem_handler *)self;
+    struct idem_ctx *ctx;
+
+    if (!h)
+        return;
+    while ((ctx = TAILQ_FIRST(&h->orphans))) {
+        TAILQ_REMOVE(&h->orphans, ctx, link);
+        h->stats.records_lost++;
+        log_error("idem %s: shutting down with answer %d not yet recorded", ctx->id, ctx->status);
+        idem_ctx_free(ctx);
+    }
+    free(h);
+}
+
+size_t idem_handler_pending(const struct frontend_handler *self, void (*on_idle)(void *arg),
+                            void *arg)
+{
+    struct idem_handler *h = (struct idem_handler *)self;
+
+    if (on_idle) {
+        h->on_idle = on_idle;
+        h->idle_arg = arg;
+    }
+    return h->norphans;
+}
+
+void idem_handler_stats(const struct frontend_handler *self, struct idem_stats *out)
+{
+    *out = ((const struct idem_handler *)self)->stats;
 }

@@ -25,6 +25,9 @@
 #ifndef IDEMPROXY_IDEM_IDEM_H
 #define IDEMPROXY_IDEM_IDEM_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "idem/policy.h"
 #include "idem/store.h"
 
@@ -36,7 +39,20 @@ struct frontend_handler;
 struct frontend_handler *idem_handler_new(struct event_base *base, const struct idem_policy *pol,
                                           struct store *store);
 
-/* Free the handler (after the frontend and its requests are gone). NULL is a no-op. */
+/* Free the handler (after the frontend and its requests are gone); records still being
+ * retried are given up (logged and counted). NULL is a no-op. */
 void idem_handler_free(struct frontend_handler *h);
+
+/* Records still being retried after their request ended (streamed answers). on_idle
+ * (when not NULL) is remembered and called each time the last of them resolves. */
+size_t idem_handler_pending(const struct frontend_handler *h, void (*on_idle)(void *arg),
+                            void *arg);
+
+/* Counters for logs (and metrics later). */
+struct idem_stats {
+    uint64_t record_retries; /* record attempts sent again after a failure */
+    uint64_t records_lost;   /* answers never recorded: Redis away for the whole lease */
+};
+void idem_handler_stats(const struct frontend_handler *h, struct idem_stats *out);
 
 #endif

@@ -107,12 +107,20 @@ const struct conf_directive policy_conf_rows[] = {
      .off = FIELD(wait_timeout_ms),
      .arg = "DURATION",
      .help = "longest in-flight wait before 409"},
+    {.name = "release-statuses",
+     .type = CONF_T_INT_LIST,
+     .min = 400,
+     .max = 599,
+     .def = "429 503",
+     .off = FIELD(release_statuses),
+     .count_off = FIELD(nrelease_statuses),
+     .arg = "STATUS...|none",
+     .help = "answers that say 'not executed': release the key"},
     {.name = "record-5xx",
-     .type = CONF_T_BOOL,
-     .def = "no",
-     .off = FIELD(record_5xx),
-     .arg = "yes|no",
-     .help = "record upstream 5xx answers too"},
+     .type = CONF_T_OBSOLETE,
+     .help = "every answer is now recorded except the statuses in release-statuses (default "
+             "429 503); list the 5xx statuses there that your upstream answers without "
+             "executing"},
     {.name = "ambiguous",
      .type = CONF_T_ENUM,
      .def = "record",
@@ -148,6 +156,14 @@ int policy_method_applies(const struct idem_policy *p, const char *method)
 {
     for (size_t i = 0; i < p->nmethods; i++)
         if (strcmp(p->methods[i], method) == 0)
+            return 1;
+    return 0;
+}
+
+int policy_releases(const struct idem_policy *p, int status)
+{
+    for (size_t i = 0; i < p->nrelease_statuses; i++)
+        if (p->release_statuses[i] == status)
             return 1;
     return 0;
 }

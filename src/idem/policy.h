@@ -35,8 +35,9 @@ struct idem_policy {
     int on_redis_error;       /* on-redis-error [reject] (enum idem_on_redis_error) */
     int in_flight;            /* in-flight [reject] (enum idem_in_flight) */
     uint64_t wait_timeout_ms; /* wait-timeout [10s] */
-    int record_5xx;           /* record-5xx [no] */
-    int ambiguous;            /* ambiguous [record] (enum idem_ambiguous) */
+    int *release_statuses;    /* release-statuses [429 503]: "not executed, try again" */
+    size_t nrelease_statuses;
+    int ambiguous; /* ambiguous [record] (enum idem_ambiguous) */
 };
 
 /* The directives of struct idem_policy (ended by CONF_END). */
@@ -47,5 +48,9 @@ int policy_validate(const struct idem_policy *p, char *err, size_t errlen);
 
 /* Does the policy make method (case-sensitive, as received) idempotent? */
 int policy_method_applies(const struct idem_policy *p, const char *method);
+
+/* Does an upstream answer with this status release the claim (the retry may execute),
+ * rather than being recorded and replayed? */
+int policy_releases(const struct idem_policy *p, int status);
 
 #endif

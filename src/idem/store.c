@@ -21,10 +21,13 @@ const struct redis_script store_scripts[SCRIPT_COUNT] = {
      "if string.sub(v, 2, 65) ~= ARGV[1] then return {4} end\n"
      "if string.sub(v, 1, 1) == 'P' then return {2, redis.call('PTTL', KEYS[1])} end\n"
      "return {3, string.sub(v, 66)}\n"},
-    /* RECORD token retention_ms record → 1 stored | 0 refused (not ours any more) */
+    /* RECORD token retention_ms record fp → 1 stored | 2 already done for this request
+     * (an earlier attempt of ours landed, or a later owner's) | 0 refused (not ours) */
     {"record",
      "local v = redis.call('GET', KEYS[1])\n"
-     "if not v or string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66) ~= ARGV[1] then return 0 end\n"
+     "if not v then return 0 end\n"
+     "if string.sub(v, 1, 1) == 'D' and string.sub(v, 2, 65) == ARGV[4] then return 2 end\n"
+     "if string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66) ~= ARGV[1] then return 0 end\n"
      "redis.call('SET', KEYS[1], 'D' .. string.sub(v, 2, 65) .. ARGV[3], 'PX', ARGV[2])\n"
      "redis.call('PUBLISH', KEYS[1], 'done')\n"
      "return 1\n"},
@@ -116,12 +119,13 @@ struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_h
 }
 
 struct redis_cmd *store_record(struct store *s, const char *key, const char *token,
-                               const void *record, size_t len, redis_reply_cb cb, void *arg)
+                               const char *fp_hex, const void *record, size_t len,
+                               redis_reply_cb cb, void *arg)
 {
-    const char *args[] = {token, s->retention, record};
-    size_t lens[] = {strlen(token), strlen(s->retention), len};
+    const char *args[] = {token, s->retention, record, fp_hex};
+    size_t lens[] = {strlen(token), strlen(s->retention), len, strlen(fp_hex)};
 
-    return redis_eval(s->rc, SCRIPT_RECORD, key, 3, args, lens, cb, arg);
+    return redis_eval(s->rc, SCRIPT_RECORD, key, 4, args, lens, cb, arg);
 }
 
 struct redis_cmd *store_release(struct store *s, const char *key, const char *token,

@@ -56,9 +56,12 @@ extern const size_t store_nscripts;
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
                               const char *token, redis_reply_cb cb, void *arg);
 /* RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
- * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours). */
+ * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours);
+ * RECORD also 2: the key is already done for this fingerprint — safe to send again after
+ * a failure that may have applied it. */
 struct redis_cmd *store_record(struct store *s, const char *key, const char *token,
-                               const void *record, size_t len, redis_reply_cb cb, void *arg);
+                               const char *fp_hex, const void *record, size_t len,
+                               redis_reply_cb cb, void *arg);
 struct redis_cmd *store_release(struct store *s, const char *key, const char *token,
                                 redis_reply_cb cb, void *arg);
 struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,

@@ -16,6 +16,7 @@
 
 #define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
 #define REDIS_BACKOFF_MAX 1000
+#define REDIS_WAITING_MAX 65536 /* commands queued while there is no connection */
 
 const struct conf_directive redis_conf_rows[] = {
     {.name = "redis",
@@ -53,7 +54,9 @@ struct redis_cmd {
     int argc;
     const char **argv;
     size_t *argvlen;
-    TAILQ_ENTRY(redis_cmd) link; /* c->queue, in send order = deadline order */
+    /* c->queue (sent, awaiting replies) or c->waiting (not sent yet); each list is in
+     * deadline order, so the oldest of its first two is the next deadline */
+    TAILQ_ENTRY(redis_cmd) link;
 };
 TAILQ_HEAD(redis_cmd_list, redis_cmd);
 
@@ -80,7 +83,9 @@ struct redis_client {
     unsigned backoff;
     struct event *reconnect_ev;
     struct event *deadline_ev;
-    struct redis_cmd_list queue;
+    struct redis_cmd_list queue;   /* sent on ac, in send order */
+    struct redis_cmd_list waiting; /* issued while there was no connection, in order */
+    size_t nwaiting;
     /* pub/sub connection */
     redisAsyncContext *sub;
     int sub_connected;
@@ -107,10 +112,20 @@ static void redis_schedule(struct event *ev, unsigned *backoff)
     evtimer_add(ev, &tv);
 }
 
+/* The command whose deadline comes first: the head of one of the two lists. */
+static struct redis_cmd *redis_next_deadline(struct redis_client *c)
+{
+    struct redis_cmd *a = TAILQ_FIRST(&c->queue), *b = TAILQ_FIRST(&c->waiting);
+
+    if (!a || !b)
+        return a ? a : b;
+    return a->deadline <= b->deadline ? a : b;
+}
+
 /* Arm the single deadline timer for the oldest pending command. */
 static void redis_arm_deadline(struct redis_client *c)
 {
-    struct redis_cmd *cmd = TAILQ_FIRST(&c->queue);
+    struct redis_cmd *cmd = redis_next_deadline(c);
     struct timeval tv;
     uint64_t now;
 
@@ -155,13 +170,22 @@ static void redis_reset(struct redis_client *c, const char *why)
 static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_client *c = arg;
-    struct redis_cmd *cmd = TAILQ_FIRST(&c->queue);
+    struct redis_cmd *cmd;
     uint64_t now = clock_mono_ms();
     char why[96];
 
-    if (!cmd)
-        return;
-    if (cmd->deadline > now) {
+    /* Queued commands whose deadline passed were never sent: they fail alone (the
+     * caller knows nothing reached Redis). */
+    while ((cmd = TAILQ_FIRST(&c->waiting)) && cmd->deadline <= now) {
+        TAILQ_REMOVE(&c->waiting, cmd, link);
+        c->nwaiting--;
+        c->stats.timeouts++;
+        redis_cmd_done(cmd, REDIS_CMD_TIMEOUT, NULL,
+                       "no Redis connection within redis-timeout (not sent)");
+        free(cmd);
+    }
+    cmd = TAILQ_FIRST(&c->queue);
+    if (!cmd || cmd->deadline > now) {
         redis_arm_deadline(c);
         return;
     }
@@ -236,7 +260,7 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
     size_t total = 0;
     char *p;
 
-    if (!c->ac)
+    if (!c->ac && c->nwaiting >= REDIS_WAITING_MAX)
         return NULL;
     for (int i = 0; i < argc; i++)
         total += lens[i];
@@ -260,16 +284,45 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
         p += lens[i] + 1; /* calloc left the NUL */
     }
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
+    c->stats.commands++;
+    if (!c->ac) {
+        /* (re)connecting: keep it, with its deadline, until a connection is made */
+        TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
+        c->nwaiting++;
+        c->stats.queued++;
+        if (redis_next_deadline(c) == cmd)
+            redis_arm_deadline(c);
+        return cmd;
+    }
     if (redisAsyncCommandArgv(c->ac, redis_on_reply, cmd, argc, cmd->argv, cmd->argvlen) !=
         REDIS_OK) {
         free(cmd);
         return NULL;
     }
-    c->stats.commands++;
     TAILQ_INSERT_TAIL(&c->queue, cmd, link);
-    if (TAILQ_FIRST(&c->queue) == cmd)
+    if (redis_next_deadline(c) == cmd)
         redis_arm_deadline(c);
     return cmd;
+}
+
+/* A new connection: send what was queued while there was none, oldest first (after the
+ * AUTH and SCRIPT LOADs already queued on it). */
+static void redis_send_waiting(struct redis_client *c)
+{
+    struct redis_cmd *cmd;
+
+    while (c->ac && (cmd = TAILQ_FIRST(&c->waiting))) {
+        TAILQ_REMOVE(&c->waiting, cmd, link);
+        c->nwaiting--;
+        if (redisAsyncCommandArgv(c->ac, redis_on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen) !=
+            REDIS_OK) {
+            redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
+            free(cmd);
+            continue;
+        }
+        TAILQ_INSERT_TAIL(&c->queue, cmd, link);
+    }
+    redis_arm_deadline(c);
 }
 
 #define REDIS_EVAL_MAX_ARGS 16
@@ -535,6 +588,7 @@ static void redis_connect(struct redis_client *c)
     for (size_t i = 0; i < c->nscripts; i++)
         redisAsyncCommand(ac, redis_script_loaded_cb, (void *)(intptr_t)i, "SCRIPT LOAD %s",
                           c->scripts[i].text);
+    redis_send_waiting(c);
 }
 
 static void redis_reconnect_cb(evutil_socket_t fd, short what, void *arg)
@@ -728,6 +782,7 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     c->scripts = scripts;
     c->nscripts = nscripts;
     TAILQ_INIT(&c->queue);
+    TAILQ_INIT(&c->waiting);
     TAILQ_INIT(&c->watches);
     conf_addr_str(&conf->addr, c->addr, sizeof(c->addr));
     c->sha = calloc(nscripts ? nscripts : 1, sizeof(*c->sha));
@@ -751,6 +806,7 @@ err:
 void redis_client_free(struct redis_client *c)
 {
     struct redis_watch *w;
+    struct redis_cmd *cmd;
 
     if (!c)
         return;
@@ -769,6 +825,10 @@ void redis_client_free(struct redis_client *c)
         TAILQ_REMOVE(&c->watches, w, link);
         free(w->channel);
         free(w);
+    }
+    while ((cmd = TAILQ_FIRST(&c->waiting))) { /* never sent: their callbacks are not called */
+        TAILQ_REMOVE(&c->waiting, cmd, link);
+        free(cmd);
     }
     if (c->reconnect_ev)
         event_free(c->reconnect_ev);

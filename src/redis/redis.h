@@ -16,10 +16,15 @@
  * callers treat a failure after sending as "maybe applied". A context is never freed
  * inside its own callback.
  *
- * Calling convention: a command function returns a handle, or NULL when there is no
- * connection to send on (nothing was sent; the callback will NOT be called). Otherwise
- * the callback is called exactly once, later, from the event loop. redis_cancel()
- * forgets the callback (the command itself may still run in Redis).
+ * Queueing: a command issued while there is no connection (between a lost one and the
+ * next attempt) waits in order, with its deadline, and is sent first on the next
+ * connection; one whose deadline passes first fails with REDIS_CMD_TIMEOUT and was never
+ * sent. At most 65536 wait; past that a command fails at once.
+ *
+ * Calling convention: a command function returns a handle, or NULL when it could not
+ * even be queued (out of memory, queue full; the callback will NOT be called).
+ * Otherwise the callback is called exactly once, later, from the event loop.
+ * redis_cancel() forgets the callback (the command itself is still sent and may run).
  */
 #ifndef IDEMPROXY_REDIS_REDIS_H
 #define IDEMPROXY_REDIS_REDIS_H
@@ -93,7 +98,10 @@ void redis_unwatch(struct redis_watch *w);
 
 /* Counters for logs and tests. */
 struct redis_stats {
-    uint64_t commands, timeouts, reconnects;
+    uint64_t commands;   /* issued */
+    uint64_t timeouts;   /* failed for their deadline, sent or not */
+    uint64_t reconnects; /* connections dropped for a deadline */
+    uint64_t queued;     /* issued while there was no connection */
 };
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out);
 

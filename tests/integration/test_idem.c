@@ -209,26 +209,59 @@ Test(idem, unkeyed_traffic_never_touches_redis)
     cr_assert_eq(harness_executions(stack.up_port, "g1"), 2);
 }
 
-Test(idem, upstream_5xx_is_not_recorded)
+/* The statuses that say "not executed, try again" (release-statuses: 429 503) release
+ * the key; every other final answer — a 500 after side effects, a 502/504 from a load
+ * balancer in front of an app that goes on working — is recorded: at most once. */
+Test(idem, only_not_executed_statuses_release_the_key)
+{
+    static const struct {
+        const char *path, *key;
+        int executions;
+    } cases[] = {
+        {"/status/503", "k-503", 2}, {"/status/429", "k-429", 2}, {"/status/500", "k-500", 1},
+        {"/status/502", "k-502", 1}, {"/status/504", "k-504", 1}, {"/status/404", "k-404", 1},
+    };
+    struct harness_resp r;
+    char want[32];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int status = atoi(cases[i].path + 8);
+        post(stack.a_port, "POST", cases[i].path, cases[i].key, NULL, "{}", &r);
+        cr_assert_eq(r.status, status, "%s: %d", cases[i].path, r.status);
+        cr_assert_not(harness_replayed(&r));
+        harness_resp_free(&r);
+        post(stack.b_port, "POST", cases[i].path, cases[i].key, NULL, "{}", &r);
+        cr_assert_eq(r.status, status);
+        snprintf(want, sizeof(want), "status %d\n", status);
+        cr_assert_str_eq(r.body, want);
+        if (cases[i].executions == 1)
+            cr_assert(harness_replayed(&r), "%s must be recorded and replayed", cases[i].path);
+        else
+            cr_assert_not(harness_replayed(&r), "%s must release the key", cases[i].path);
+        harness_resp_free(&r);
+        cr_assert_eq(harness_executions(stack.up_port, cases[i].key), cases[i].executions, "%s",
+                     cases[i].path);
+    }
+}
+
+/* A status outside 100-599 is not an answer: 502, and since the request reached the
+ * upstream, its outcome is unknown — recorded as such, never executed again. */
+Test(idem, status_outside_100_599_is_an_invalid_answer)
 {
     struct harness_resp r;
+    const char *get = "GET /status/600 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
 
-    post(stack.a_port, "POST", "/status/503", "k-5xx", NULL, "{}", &r);
-    cr_assert_eq(r.status, 503);
+    cr_assert_eq(harness_request(stack.a_port, get, strlen(get), &r, 5000), 0);
+    expect_problem(&r, 502, "upstream-failed");
     harness_resp_free(&r);
-    post(stack.b_port, "POST", "/status/503", "k-5xx", NULL, "{}", &r);
-    cr_assert_eq(r.status, 503);
-    cr_assert_not(harness_replayed(&r));
+    post(stack.a_port, "POST", "/status/600", "k-600", NULL, "{}", &r);
+    expect_problem(&r, 504, "outcome-unknown");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(stack.up_port, "k-5xx"), 2, "a 5xx must release the key");
-    /* 4xx answers are recorded */
-    post(stack.a_port, "POST", "/status/404", "k-4xx", NULL, "{}", &r);
-    harness_resp_free(&r);
-    post(stack.b_port, "POST", "/status/404", "k-4xx", NULL, "{}", &r);
-    cr_assert_eq(r.status, 404);
+    post(stack.b_port, "POST", "/status/600", "k-600", NULL, "{}", &r);
+    expect_problem(&r, 504, "outcome-unknown");
     cr_assert(harness_replayed(&r));
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(stack.up_port, "k-4xx"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "k-600"), 1);
 }
 
 Test(idem, client_abort_then_retry_gets_the_recorded_answer)
@@ -400,9 +433,9 @@ Test(idem_policy, record_expires_after_retention)
     cr_assert_eq(harness_executions(stack.up_port, "short-lived"), 2);
 }
 
-Test(idem_policy, require_key_and_record_5xx)
+Test(idem_policy, require_key_and_release_statuses)
 {
-    const char *extra[] = {"--require-key", "yes", "--record-5xx", "yes", NULL};
+    const char *extra[] = {"--require-key", "yes", "--release-statuses", "500", NULL};
     struct harness_resp r;
 
     stack_start(extra, NULL);
@@ -414,9 +447,16 @@ Test(idem_policy, require_key_and_record_5xx)
     harness_resp_free(&r);
     post(stack.b_port, "POST", "/status/500", "k500", NULL, "{}", &r);
     cr_assert_eq(r.status, 500);
-    cr_assert(harness_replayed(&r), "record-5xx yes must record a 500");
+    cr_assert_not(harness_replayed(&r), "release-statuses 500 must release a 500");
     harness_resp_free(&r);
-    cr_assert_eq(harness_executions(stack.up_port, NULL), 1);
+    /* the list replaces the default: 503 is now recorded */
+    post(stack.a_port, "POST", "/status/503", "k503", NULL, "{}", &r);
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/status/503", "k503", NULL, "{}", &r);
+    cr_assert_eq(r.status, 503);
+    cr_assert(harness_replayed(&r), "503 is not in release-statuses 500: recorded");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, NULL), 3);
 }
 
 Test(idem_policy, answer_over_max_record_is_answered_once_then_502)

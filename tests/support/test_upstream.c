@@ -7,7 +7,7 @@
  *   test-upstream --listen HOST:PORT [--id NAME]
  *
  * Routes (path only; the query string is ignored):
- *   /status/NNN  status NNN, body "status NNN\n" (none for 204/304)
+ *   /status/NNN  status NNN (200..999), body "status NNN\n" (none for 204/304)
  *   /slow/MS     the echo answer after MS milliseconds
  *   /bytes/N     N bytes, byte i = (i*31+7) % 256
  *   /chunked/N   the same bytes as a chunked response, in several chunks
@@ -633,8 +633,8 @@ static void handle(struct evhttp_request *req, void *arg)
     } else if ((n = path_number(uri, plen, "/status/", 999)) >= 0) {
         char text[32];
 
-        if (n < 200 || n > 599) {
-            send_text(up, req, 400, "status must be 200..599\n");
+        if (n < 200) { /* 600..999 are sent as they are: the proxy must refuse them */
+            send_text(up, req, 400, "status must be 200..999\n");
         } else if (n == 204 || n == 304) {
             send_buf(up, req, (int)n, NULL, NULL);
         } else {

@@ -175,7 +175,9 @@ static void assert_defaults(const struct config *c, int check_workers, int check
     cr_assert_eq(c->idem.on_redis_error, IDEM_REDIS_REJECT);
     cr_assert_eq(c->idem.in_flight, IDEM_IN_FLIGHT_REJECT);
     cr_assert_eq(c->idem.wait_timeout_ms, 10000);
-    cr_assert_eq(c->idem.record_5xx, 0);
+    cr_assert_eq(c->idem.nrelease_statuses, 2);
+    cr_assert_eq(c->idem.release_statuses[0], 429);
+    cr_assert_eq(c->idem.release_statuses[1], 503);
     cr_assert_eq(c->idem.ambiguous, IDEM_AMBIGUOUS_RECORD);
 }
 
@@ -1107,8 +1109,8 @@ Test(config, policy_lists_enums_and_validation)
                   "wait",
                   "--ambiguous",
                   "release",
-                  "--record-5xx",
-                  "yes",
+                  "--release-statuses",
+                  "500,502 503",
                   "--on-redis-error",
                   "pass",
                   NULL};
@@ -1124,7 +1126,8 @@ Test(config, policy_lists_enums_and_validation)
     cr_assert_str_eq(c.idem.methods[2], "DELETE");
     cr_assert_eq(c.idem.in_flight, IDEM_IN_FLIGHT_WAIT);
     cr_assert_eq(c.idem.ambiguous, IDEM_AMBIGUOUS_RELEASE);
-    cr_assert_eq(c.idem.record_5xx, 1);
+    cr_assert_eq(c.idem.nrelease_statuses, 3);
+    cr_assert_eq(c.idem.release_statuses[2], 503);
     cr_assert_eq(c.idem.on_redis_error, IDEM_REDIS_PASS);
     config_free(&c);
 

@@ -1,0 +1,189 @@
+/*
+ * At most once under faults (issue 9): each test reproduces one way a key used to
+ * execute twice, or a request used to leak, and checks what a user sees now.
+ *
+ *   Redis frozen between the claim and the record  → the record is retried; 1 execution
+ *   SIGTERM with a keyed request at the upstream    → outcome-unknown recorded; 1 execution
+ *   a client leaves while a streamed answer waits   → the upstream side is closed; the
+ *                                                     drain does not hang on it
+ * (Statuses that release a key: test_idem.c, only_not_executed_statuses_release_the_key.)
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "stack_fixture.h"
+
+TestSuite(faults, .fini = stack_teardown, .timeout = 120);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct harness_keyed keyed(const char *path, const char *key)
+{
+    return (struct harness_keyed){.method = "POST", .path = path, .key = key, .body = "{}"};
+}
+
+/* Send a keyed request and leave it running; returns the client fd. */
+static int post_async(uint16_t port, const char *path, const char *key)
+{
+    struct harness_keyed q = keyed(path, key);
+    char raw[512];
+    int n = harness_keyed_format(raw, sizeof(raw), &q);
+    int fd = harness_connect(port);
+
+    cr_assert_gt(n, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(harness_send(fd, raw, (size_t)n), 0);
+    return fd;
+}
+
+/*
+ * The retry a client would make: again while the key is in flight (409), until it gets
+ * an answer or give_up_s passes. The answer is what a retry on another replica sees.
+ */
+static void retry_until_answered(uint16_t port, const char *path, const char *key, double give_up_s,
+                                 struct harness_resp *r)
+{
+    struct harness_keyed q = keyed(path, key);
+    double t0 = now_s();
+
+    for (;;) {
+        stack_post(port, &q, r);
+        if (r->status != 409 || now_s() - t0 > give_up_s)
+            return;
+        harness_resp_free(r);
+        usleep(200 * 1000);
+    }
+}
+
+/*
+ * Requests in flight at a slow upstream; Redis frozen (SIGSTOP) after the claims and for
+ * much longer than redis-timeout, while the answers arrive one by one. Each deadline
+ * resets the connection, and a new one is made after a back-off, so some records are
+ * issued while there is no connection at all. Before: those failed at once and were
+ * given up (about 1 in 3 here with redis-timeout 100ms), the key stayed pending until
+ * the lease ran out, and the retry executed it again. Now a command issued without a
+ * connection waits for the next one, and a failed record is retried while the lease
+ * lasts: it lands once Redis is back, and every retry is a replay.
+ */
+Test(faults, redis_frozen_between_claim_and_record_executes_once)
+{
+    const char *extra[] = {"--lease", "6s", "--redis-timeout", "100ms", NULL};
+    enum { N = 20 };
+    int fds[N];
+    char key[N][32], path[N][32];
+    struct harness_resp r;
+
+    stack_start(extra, NULL);
+    for (int i = 0; i < N; i++) {
+        snprintf(key[i], sizeof(key[i]), "stall-%d", i);
+        snprintf(path[i], sizeof(path[i]), "/slow/%d", 700 + 60 * i);
+        fds[i] = post_async(stack.a_port, path[i], key[i]);
+    }
+    usleep(300 * 1000); /* claimed, at the upstream */
+    cr_assert_eq(kill(stack.redis_pid, SIGSTOP), 0);
+    usleep(2500 * 1000); /* the answers arrive from 0.7 s to 1.9 s, into a frozen Redis */
+    cr_assert_eq(kill(stack.redis_pid, SIGCONT), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(harness_read_response(fds[i], &r, 0, 10000), 0, "%s: no answer", key[i]);
+        cr_assert_eq(r.status, 200, "%s: %d %s", key[i], r.status, r.body);
+        harness_resp_free(&r);
+        close(fds[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        retry_until_answered(stack.b_port, path[i], key[i], 9.0, &r);
+        cr_assert_eq(r.status, 200, "%s: %d", key[i], r.status);
+        cr_assert(harness_replayed(&r), "%s was not recorded: the retry executed it", key[i]);
+        harness_resp_free(&r);
+        cr_assert_eq(harness_executions(stack.up_port, key[i]), 1, "%s executed twice", key[i]);
+    }
+    {
+        char *log = harness_read_log("proxyA");
+        cr_assert(log && strstr(log, "retrying while the lease lasts"), "no record retry:\n%s",
+                  log);
+        free(log);
+    }
+}
+
+/*
+ * A rolling deploy: SIGTERM while a keyed request is at a slow upstream, drain-timeout
+ * shorter than the upstream. Before: the request was dropped unrecorded and the retry on
+ * the other replica executed it again. Now its outcome is recorded as unknown (504) and
+ * the replica waits for that record before it exits; the retry replays the 504.
+ */
+Test(faults, sigterm_drain_records_outcome_unknown_for_a_request_at_the_upstream)
+{
+    const char *extra[] = {"--lease", "3s", "--drain-timeout", "1s", NULL};
+    struct harness_resp r;
+    char buf[64];
+    int fd, st;
+
+    stack_start(extra, NULL);
+    fd = post_async(stack.a_port, "/slow/5000", "deploy-1");
+    usleep(300 * 1000);
+    cr_assert_eq(kill(stack.a_pid, SIGTERM), 0);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0, "the client got no answer");
+    cr_assert_eq(r.status, 504, "%d %s", r.status, r.body);
+    cr_assert(strstr(r.body, "problem:outcome-unknown\""), "%s", r.body);
+    harness_resp_free(&r);
+    close(fd);
+    st = harness_stop(stack.a_pid, 0, 5000); /* already signalled: wait for the exit */
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    stack.a_pid = 0;
+
+    retry_until_answered(stack.b_port, "/slow/5000", "deploy-1", 6.0, &r);
+    cr_assert_eq(r.status, 504, "the retry executed again: %d %s", r.status, r.body);
+    cr_assert(harness_replayed(&r));
+    cr_assert_str_eq(harness_header(&r, "Content-Type", 0, buf, sizeof(buf)),
+                     "application/problem+json");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "deploy-1"), 1);
+}
+
+/*
+ * A large answer streams; the client stops reading (the proxy pauses the upstream) and
+ * then goes away. Before: the paused upstream exchange had no timer and nobody resumed
+ * it, so it and its request leaked, and SIGTERM waited the whole drain-timeout. Now the
+ * upstream side is closed when the client goes, and the drain ends at once.
+ */
+Test(faults, client_gone_during_a_paused_stream_frees_the_upstream_side)
+{
+    const char *extra[] = {"--response-buffer", "64k", "--drain-timeout", "20s", NULL};
+    const char *get = "GET /bytes/100000000 HTTP/1.1\r\nHost: a\r\n\r\n";
+    char chunk[65536];
+    size_t got = 0;
+    int fd, st, rcvbuf = 16384;
+    double t0;
+
+    stack_start(extra, NULL);
+    fd = harness_connect(stack.a_port);
+    cr_assert_geq(fd, 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    cr_assert_eq(harness_send(fd, get, strlen(get)), 0);
+    while (got < 256 * 1024) {
+        ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+        cr_assert_gt(n, 0, "the stream ended early");
+        got += (size_t)n;
+    }
+    usleep(1000 * 1000); /* not reading: the proxy's output fills and it pauses the upstream */
+    close(fd);
+    usleep(300 * 1000);
+    t0 = now_s();
+    st = harness_stop(stack.a_pid, SIGTERM, 8000);
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "proxy did not drain (status %d): the abandoned stream is still open", st);
+    cr_assert_lt(now_s() - t0, 5.0, "the drain waited for an abandoned stream");
+    stack.a_pid = 0;
+}
