@@ -2,11 +2,11 @@
  * idem — the keyed-request handler: claim → forward → record → answer.
  *
  *   claim (one EVALSHA) ─┬─ claimed  → forward (lease renewed every lease/3)
- *                        │              ├─ 2xx-4xx (5xx with record-5xx) → record → answer
- *                        │              ├─ 5xx → release → answer
+ *                        │              ├─ an answer → record → answer
+ *                        │              ├─ a release-statuses answer (429 503) → release → answer
  *                        │              ├─ nothing sent → release → 502
- *                        │              └─ sent, then failed → record 504 (ambiguous record)
- *                        │                                  or release → 502/504
+ *                        │              └─ sent, then failed (or drain-timeout) → record 504
+ *                        │                   outcome-unknown (ambiguous record), or release
  *                        ├─ done     → replay (Idempotent-Replayed: true)
  *                        ├─ pending  → 409 + Retry-After, or (in-flight wait) park until
  *                        │             the record completes (pub/sub, lease timer) → claim again
@@ -17,10 +17,17 @@
  * policy names and declines the rest. Keyless requests it takes (key not required) are
  * forwarded as they are and never touch Redis.
  *
+ * Recording: a record that fails (timeout, lost connection, error) is sent again with
+ * back-off (50 ms doubling to 1 s) while the claim surely lasts — lease from the claim or
+ * the last renewal Redis confirmed; renewals go on meanwhile. The client's answer waits
+ * for the record. Past the lease the record is given up: logged and counted.
+ *
  * Ownership: the keyed state of a request lives in an idem_ctx attached to the request
  * with a cleanup hook, so it is freed in the request's one free point; pending Redis
- * commands and watches are cancelled then. A client that goes away does not stop the
- * machine: the answer is still recorded for the retry.
+ * commands and watches are cancelled then — except a record still being retried, which
+ * only a streamed answer can leave behind: that state lives on, owned by the handler,
+ * until the record resolves. A client that goes away does not stop the machine: the
+ * answer is still recorded for the retry.
  */
 #ifndef IDEMPROXY_IDEM_IDEM_H
 #define IDEMPROXY_IDEM_IDEM_H
