@@ -203,7 +203,8 @@ static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
     body = evbuffer_new();
     if (body)
         evbuffer_add(body, rec.body, rec.body_len);
-    frontend_respond(r, rec.status, NULL, &rec.head, "Idempotent-Replayed: true\r\n", body);
+    frontend_respond(r, rec.status, rec.head.reason, &rec.head, "Idempotent-Replayed: true\r\n",
+                     body);
     record_clear(&rec);
     if (body)
         evbuffer_free(body);

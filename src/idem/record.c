@@ -65,13 +65,13 @@ static int record_keeps(const struct http1_head *head, size_t i)
     return head->headers[i].id != HTTP1_H_CONTENT_LENGTH && !headers_is_hop_by_hop(head, i);
 }
 
-static int record_add_fixed(struct evbuffer *out, int flags, int status, uint64_t created_ms,
-                            uint32_t nheaders)
+static int record_add_fixed(struct evbuffer *out, int version, int flags, int status,
+                            uint64_t created_ms, uint32_t nheaders)
 {
     uint8_t b[RECORD_FIXED_LEN];
 
     memcpy(b, RECORD_MAGIC, 4);
-    b[4] = RECORD_VERSION;
+    b[4] = (uint8_t)version;
     b[5] = (uint8_t)flags;
     record_put_u16(b + 6, (uint16_t)status);
     record_put_u64(b + 8, created_ms);
@@ -117,16 +117,27 @@ int record_encode(struct evbuffer *out, int status, const struct http1_head *hea
 {
     struct evbuffer *tmp;
     uint32_t kept = 0;
+    const char *reason = head ? head->reason : NULL;
+    size_t reason_len = reason ? strlen(reason) : 0;
     int rc = -1;
 
     if (!out || status < 100 || status > 599)
+        return -1;
+    /* the standard phrase is what a replay says anyway: keep only another one */
+    if (reason && strcmp(reason, http1_reason(status)) == 0)
+        reason = NULL;
+    if (reason &&
+        (reason_len > RECORD_REASON_MAX || !record_is_value((const uint8_t *)reason, reason_len)))
         return -1;
     for (size_t i = 0; head && i < head->nheaders; i++)
         kept += (uint32_t)record_keeps(head, i);
     tmp = evbuffer_new();
     if (!tmp)
         return -1;
-    if (record_add_fixed(tmp, 0, status, created_ms, kept) != 0)
+    if (record_add_fixed(tmp, reason ? RECORD_VERSION_REASON : RECORD_VERSION, 0, status,
+                         created_ms, kept) != 0)
+        goto out;
+    if (reason && record_add_string(tmp, reason, reason_len) != 0)
         goto out;
     for (size_t i = 0; head && i < head->nheaders; i++) {
         const struct http1_header *f = &head->headers[i];
@@ -208,8 +219,8 @@ int record_decode(struct record *rec, const void *data, size_t len, const char *
         size_t name_len, value_len;
     } f[HTTP1_MAX_HEADERS];
     struct record_rd r = {data, len};
-    const uint8_t *magic, *body;
-    uint64_t version, flags, status, created, nheaders, body_len;
+    const uint8_t *magic, *body, *reason = NULL;
+    uint64_t version, flags, status, created, nheaders, body_len, reason_len = 0;
     size_t strings = 0;
     char *buf, *w;
 
@@ -222,7 +233,7 @@ int record_decode(struct record *rec, const void *data, size_t len, const char *
         return record_bad(rec, why, "bad magic");
     if (record_get_uint(&r, 1, &version) != 0)
         return record_bad(rec, why, "truncated record");
-    if (version != RECORD_VERSION)
+    if (version != RECORD_VERSION && version != RECORD_VERSION_REASON)
         return record_bad(rec, why, "unsupported record version");
     if (record_get_uint(&r, 1, &flags) != 0 || record_get_uint(&r, 2, &status) != 0 ||
         record_get_uint(&r, 8, &created) != 0 || record_get_uint(&r, 4, &nheaders) != 0)
@@ -233,6 +244,13 @@ int record_decode(struct record *rec, const void *data, size_t len, const char *
         return record_bad(rec, why, "status out of range");
     if (nheaders > HTTP1_MAX_HEADERS)
         return record_bad(rec, why, "too many headers");
+    if (version == RECORD_VERSION_REASON) {
+        if (record_get_uint(&r, 4, &reason_len) != 0 || record_take(&r, reason_len, &reason) != 0)
+            return record_bad(rec, why, "truncated record");
+        if (reason_len > RECORD_REASON_MAX || !record_is_value(reason, (size_t)reason_len))
+            return record_bad(rec, why, "invalid reason phrase");
+        strings += (size_t)reason_len + 1;
+    }
 
     for (size_t i = 0; i < nheaders; i++) {
         uint64_t nl, vl;
@@ -258,6 +276,12 @@ int record_decode(struct record *rec, const void *data, size_t len, const char *
     if (!buf)
         return record_bad(rec, why, "out of memory");
     w = buf;
+    if (reason) {
+        rec->head.reason = w;
+        memcpy(w, reason, (size_t)reason_len);
+        w += reason_len;
+        *w++ = '\0';
+    }
     for (size_t i = 0; i < nheaders; i++) {
         struct http1_header *h = &rec->head.headers[i];
 

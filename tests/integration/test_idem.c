@@ -244,6 +244,30 @@ Test(idem, only_not_executed_statuses_release_the_key)
     }
 }
 
+/* A replay is byte-exact down to the status line: the standard phrase (410 Gone) and an
+ * upstream's own phrase alike. */
+Test(idem, replay_keeps_the_reason_phrase)
+{
+    static const struct {
+        const char *path, *key, *line;
+    } cases[] = {
+        {"/status/410", "k-410", "HTTP/1.1 410 Gone\r\n"},
+        {"/reason/402", "k-402", "HTTP/1.1 402 Custom Reason\r\n"},
+    };
+    struct harness_resp r;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        post(stack.a_port, "POST", cases[i].path, cases[i].key, NULL, "{}", &r);
+        cr_assert_eq(strncmp(r.head, cases[i].line, strlen(cases[i].line)), 0, "%s", r.head);
+        harness_resp_free(&r);
+        post(stack.b_port, "POST", cases[i].path, cases[i].key, NULL, "{}", &r);
+        cr_assert(harness_replayed(&r));
+        cr_assert_eq(strncmp(r.head, cases[i].line, strlen(cases[i].line)), 0, "replayed as: %.40s",
+                     r.head);
+        harness_resp_free(&r);
+    }
+}
+
 /* A status outside 100-599 is not an answer: 502, and since the request reached the
  * upstream, its outcome is unknown — recorded as such, never executed again. */
 Test(idem, status_outside_100_599_is_an_invalid_answer)

@@ -8,6 +8,7 @@
  *
  * Routes (path only; the query string is ignored):
  *   /status/NNN  status NNN (200..999), body "status NNN\n" (none for 204/304)
+ *   /reason/NNN  status NNN (200..599) with the reason phrase "Custom Reason"
  *   /slow/MS     the echo answer after MS milliseconds
  *   /bytes/N     N bytes, byte i = (i*31+7) % 256
  *   /chunked/N   the same bytes as a chunked response, in several chunks
@@ -641,6 +642,15 @@ static void handle(struct evhttp_request *req, void *arg)
             snprintf(text, sizeof(text), "status %lld\n", n);
             send_text(up, req, (int)n, text);
         }
+    } else if ((n = path_number(uri, plen, "/reason/", 599)) >= 200) {
+        struct evbuffer *b = evbuffer_new();
+
+        if (b)
+            evbuffer_add(b, "custom\n", 7);
+        up_log(up, "%s -> %lld Custom Reason", uri, n);
+        evhttp_send_reply(req, (int)n, "Custom Reason", b);
+        if (b)
+            evbuffer_free(b);
     } else if ((n = path_number(uri, plen, "/slow/", UP_MAX_SLOW_MS)) >= 0) {
         start_slow(up, req, (unsigned long)n);
     } else if ((n = path_number(uri, plen, "/bytes/", UP_MAX_GEN_BYTES)) >= 0) {

@@ -386,7 +386,7 @@ Test(record, bad_magic_version_flags)
     x.b[0] = 'X';
     decode_bad(x.b, x.n, "bad magic");
 
-    put_head(&x, 2, 0, 200, 0);
+    put_head(&x, 3, 0, 200, 0);
     put(&x, 0, 8);
     decode_bad(x.b, x.n, "unsupported record version");
     put_head(&x, 0, 0, 200, 0);
@@ -396,6 +396,61 @@ Test(record, bad_magic_version_flags)
     put_head(&x, 1, 0x80, 200, 0);
     put(&x, 0, 8);
     decode_bad(x.b, x.n, "unknown record flags");
+}
+
+/* A reason phrase other than the standard one is kept (version 2) and replayed; the
+ * standard one is not stored (version 1, readable by the previous release). */
+Test(record, reason_phrase_kept_only_when_not_the_standard_one)
+{
+    struct record rec;
+    size_t len;
+    uint8_t *p;
+
+    p = encode("HTTP/1.1 410 Gone\r\nA: b\r\n\r\n", 410, NULL, 1, &len);
+    cr_assert_eq(p[4], RECORD_VERSION);
+    decode_ok(&rec, p, len);
+    cr_assert_null(rec.head.reason);
+    cr_assert_str_eq(http1_reason(rec.status), "Gone");
+    record_clear(&rec);
+    free(p);
+
+    p = encode("HTTP/1.1 402 Card Declined, Try Another\r\nA: b\r\n\r\n", 402, NULL, 1, &len);
+    cr_assert_eq(p[4], RECORD_VERSION_REASON);
+    decode_ok(&rec, p, len);
+    cr_assert_str_eq(rec.head.reason, "Card Declined, Try Another");
+    cr_assert_eq(rec.status, 402);
+    cr_assert_eq(rec.head.nheaders, 1);
+    cr_assert_str_eq(rec.head.headers[0].name, "A");
+    record_clear(&rec);
+    free(p);
+
+    /* an empty phrase is not the standard one either: "HTTP/1.1 200 " replays as such */
+    p = encode("HTTP/1.1 200 \r\n\r\n", 200, NULL, 1, &len);
+    cr_assert_eq(p[4], RECORD_VERSION_REASON);
+    decode_ok(&rec, p, len);
+    cr_assert_str_eq(rec.head.reason, "");
+    record_clear(&rec);
+    free(p);
+}
+
+Test(record, reason_phrase_is_checked_on_decode)
+{
+    struct bb x;
+
+    put_head(&x, 2, 0, 200, 0);
+    put_str(&x, "Fine\r\nX-Injected: 1");
+    put(&x, 0, 8);
+    decode_bad(x.b, x.n, "invalid reason phrase");
+    put_head(&x, 2, 0, 200, 0);
+    put(&x, 100, 4); /* longer than what follows */
+    put_bytes(&x, "ab", 2);
+    decode_bad(x.b, x.n, "truncated record");
+    put_head(&x, 2, 0, 200, 0);
+    put(&x, RECORD_REASON_MAX + 1, 4);
+    for (int i = 0; i <= RECORD_REASON_MAX; i++)
+        put_bytes(&x, "r", 1);
+    put(&x, 0, 8);
+    decode_bad(x.b, x.n, "invalid reason phrase");
 }
 
 Test(record, trailing_bytes_rejected)
