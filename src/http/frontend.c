@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -56,10 +57,12 @@ const struct conf_directive frontend_conf_rows[] = {
 
 /* A client connection's state; c->req is NULL in FE_HEAD until a head arrived. */
 enum fe_state {
-    FE_HEAD,   /* waiting for / reading a request head */
-    FE_BODY,   /* reading the body of c->req */
-    FE_BUSY,   /* c->req is being handled; further input waits in the buffer */
-    FE_CLOSING /* last answer queued; close once it is written */
+    FE_HEAD,    /* waiting for / reading a request head */
+    FE_BODY,    /* reading the body of c->req */
+    FE_BUSY,    /* c->req is being handled; further input waits in the buffer */
+    FE_CLOSING, /* last answer queued; close once it is written (or linger, c->linger) */
+    FE_LINGER   /* an early error answer is written and our side shut down: the rest of
+                   what the client sends is read and dropped, bounded, then we close */
 };
 
 static const char *fe_state_str(enum fe_state st)
@@ -73,6 +76,8 @@ static const char *fe_state_str(enum fe_state st)
         return "busy";
     case FE_CLOSING:
         return "closing";
+    case FE_LINGER:
+        return "lingering";
     }
     return "?";
 }
@@ -103,6 +108,11 @@ struct frontend_conn {
     struct timeval timeout;  /* client-timeout */
     enum fe_state state;
     size_t scan;
+    uint64_t head_deadline; /* FE_HEAD with bytes: the whole head is due by then (0: none) */
+    int linger;             /* answered early (fe_reject): linger before closing */
+    int read_closed;        /* the client half-closed after its request (FE_BUSY) */
+    uint64_t linger_deadline;
+    size_t lingered; /* bytes dropped while lingering */
     struct frontend_req *req;
     int keepalive;
     enum http1_body kind;
@@ -111,6 +121,13 @@ struct frontend_conn {
     char ip[64];
     TAILQ_ENTRY(frontend_conn) link;
 };
+
+/* Lingering close (nginx's lingering_close): bounds on what is read and dropped after
+ * an early error answer, so that a client still sending its body can read the answer
+ * instead of getting a connection reset. */
+#define FE_LINGER_MS        5000 /* at most this long in all */
+#define FE_LINGER_READ_MS   1000 /* ... and this long between reads */
+#define FE_LINGER_MAX_BYTES (64 * 1024 * 1024)
 
 static void fe_read_cb(struct bufferevent *bev, void *arg);
 static void fe_write_cb(struct bufferevent *bev, void *arg);
@@ -254,6 +271,7 @@ static void fe_after_answer(struct frontend_conn *c)
     }
     c->state = FE_HEAD;
     c->scan = 0;
+    c->head_deadline = 0;
     netio_reader_start(c->rd, &c->timeout); /* restarts the idle timeout */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)))
         netio_reader_kick(c->rd); /* pipelined requests already read */
@@ -273,6 +291,7 @@ static void fe_reject(struct frontend_conn *c, enum problem_kind kind, const cha
     problem_body(body, kind, detail, NULL);
     headers_write_response(out, t->status, NULL, NULL, "Content-Type: application/problem+json\r\n",
                            evbuffer_get_length(body), 0, 0);
+    c->linger = 1;
     evbuffer_add_buffer(out, body);
     evbuffer_free(body);
     c->keepalive = 0;
@@ -565,6 +584,26 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     return 0;
 }
 
+/*
+ * client-timeout bounds a whole request head, not each read of it (a client trickling a
+ * byte at a time would otherwise hold the connection forever). The reader's timeout is
+ * an inactivity timeout; while a head is incomplete it is set to what is left of the
+ * head's deadline instead. started: bytes of a head have arrived.
+ */
+static void fe_head_deadline(struct frontend_conn *c, int started)
+{
+    uint64_t now;
+    struct timeval tv;
+
+    if (!started)
+        return; /* an idle keep-alive connection: client-timeout of silence */
+    now = clock_mono_ms();
+    if (!c->head_deadline)
+        c->head_deadline = now + c->fe->conf->client_timeout_ms;
+    tv = clock_tv(c->head_deadline > now ? c->head_deadline - now : 0);
+    netio_reader_start(c->rd, &tv);
+}
+
 /* Consume what is buffered, as far as the state allows. */
 static void fe_process(struct frontend_conn *c)
 {
@@ -574,8 +613,18 @@ static void fe_process(struct frontend_conn *c)
     for (;;) {
         if (c->state == FE_HEAD) {
             long n = http1_head_end(in, &c->scan, conf->max_headers, 1);
-            if (n == 0)
+            if (n == 0) {
+                fe_head_deadline(c, evbuffer_get_length(in) > 0);
                 return;
+            }
+            if (c->head_deadline) {
+                c->head_deadline = 0; /* the body: client-timeout between reads */
+                netio_reader_start(c->rd, &c->timeout);
+            }
+            if (n == -2) {
+                fe_reject(c, PROBLEM_BAD_REQUEST, "bare LF in message head (lines end in CRLF)");
+                return;
+            }
             if (n < 0) {
                 char d[96];
                 snprintf(d, sizeof(d), "request head exceeds the limit of %zu bytes",
@@ -611,10 +660,31 @@ static void fe_process(struct frontend_conn *c)
     }
 }
 
+/* The answer is out: shut our side, then read and drop what still comes, bounded. */
+static void fe_linger_start(struct frontend_conn *c)
+{
+    struct timeval tv = clock_tv(FE_LINGER_READ_MS);
+
+    c->state = FE_LINGER;
+    c->linger_deadline = clock_mono_ms() + FE_LINGER_MS;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evbuffer_drain(bufferevent_get_input(c->bev),
+                   evbuffer_get_length(bufferevent_get_input(c->bev)));
+    netio_reader_start(c->rd, &tv);
+}
+
 static void fe_read_cb(struct bufferevent *bev, void *arg)
 {
     struct frontend_conn *c = arg;
 
+    if (c->state == FE_LINGER) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        c->lingered += evbuffer_get_length(in);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (c->lingered > FE_LINGER_MAX_BYTES || clock_mono_ms() >= c->linger_deadline)
+            fe_conn_free(c);
+        return;
+    }
     if (c->state == FE_HEAD || c->state == FE_BODY)
         fe_process(c);
     else if (evbuffer_get_length(bufferevent_get_input(bev)) > c->fe->conf->max_headers)
@@ -630,8 +700,12 @@ static void fe_write_cb(struct bufferevent *bev, void *arg)
         c->req->paused = 0; /* the client caught up with a streamed answer */
         upstream_exchange_pause(c->req->x, 0);
     }
-    if (c->state == FE_CLOSING)
-        fe_conn_free(c);
+    if (c->state == FE_CLOSING) {
+        if (c->linger && !c->read_closed)
+            fe_linger_start(c);
+        else
+            fe_conn_free(c);
+    }
 }
 
 static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -644,6 +718,15 @@ static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
          * closing connection's write timeout is the bufferevent's) */
         return;
     }
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && c->state == FE_BUSY) {
+        /* A half-close after a complete request is legal HTTP/1.1 (the client says it
+         * sends nothing more): answer it, then close. A client that is really gone is
+         * noticed when the answer cannot be written. */
+        c->read_closed = 1;
+        c->keepalive = 0;
+        netio_reader_stop(c->rd);
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
         (c->state == FE_BODY ||
          (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(bev))))) {
@@ -651,7 +734,7 @@ static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
         fe_reject(c, PROBLEM_REQUEST_TIMEOUT, "the request did not arrive within client-timeout");
         return;
     }
-    /* EOF, error, idle keep-alive timeout or write timeout: just close */
+    /* EOF, error, idle keep-alive timeout, write timeout, the end of lingering: close */
     fe_conn_free(c);
 }
 
@@ -715,7 +798,7 @@ size_t frontend_drain_deadline(struct frontend *fe, const char *why)
     /* a request still arriving will not be answered: close its connection */
     for (c = TAILQ_FIRST(&fe->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
-        if (c->state == FE_HEAD || c->state == FE_BODY)
+        if (c->state == FE_HEAD || c->state == FE_BODY || c->state == FE_LINGER)
             fe_conn_free(c);
     }
     /* Each abort answers (or records, then answers) and may free any request: scan

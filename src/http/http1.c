@@ -1,5 +1,6 @@
 #include "http/http1.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,6 +79,28 @@ long http1_head_end(struct evbuffer *buf, size_t *scan, size_t max, int is_reque
         if ((size_t)p.pos + 4 > max)
             return -1;
         return (long)p.pos + 4;
+    }
+    /* No end yet. A line ended by a bare LF would never be followed by CRLFCRLF: say so
+     * now instead of waiting for a timeout. Only the bytes new since the last call are
+     * looked at (from *scan - 1, so an LF right after an old CR is seen with it). */
+    {
+        size_t from = *scan > 0 ? *scan - 1 : 0;
+        struct evbuffer_ptr lf;
+
+        if (evbuffer_ptr_set(buf, &lf, from, EVBUFFER_PTR_SET) == 0) {
+            for (lf = evbuffer_search(buf, "\n", 1, &lf); lf.pos >= 0;
+                 lf = evbuffer_search(buf, "\n", 1, &lf)) {
+                struct evbuffer_ptr prev;
+                char c = 0;
+
+                if (lf.pos == 0 ||
+                    evbuffer_ptr_set(buf, &prev, (size_t)lf.pos - 1, EVBUFFER_PTR_SET) < 0 ||
+                    evbuffer_copyout_from(buf, &prev, &c, 1) != 1 || c != '\r')
+                    return -2;
+                if (evbuffer_ptr_set(buf, &lf, 1, EVBUFFER_PTR_ADD) < 0)
+                    break;
+            }
+        }
     }
     *scan = len;
     return len >= max ? -1 : 0;
@@ -275,9 +298,22 @@ int http1_parse_request(struct http1_head *h, const char *data, size_t len, stru
     *eol = '\0';
     h->method = b;
     h->target = sp1 + 1;
-    if (h->target[0] != '/' && strcmp(h->target, "*") != 0 &&
-        strncasecmp(h->target, "http://", 7) != 0 && strncasecmp(h->target, "https://", 8) != 0 &&
-        strcmp(h->method, "CONNECT") != 0) {
+    if (strncasecmp(h->target, "http://", 7) == 0 || strncasecmp(h->target, "https://", 8) == 0) {
+        /* absolute-form (RFC 9112 §3.2.2): keep the authority to check it against Host,
+         * forward the origin-form. The authority moves over the scheme, in place. */
+        char *auth = strchr(h->target, ':') + 3;
+        size_t alen = strcspn(auth, "/?#");
+        char *path = auth + alen;
+        memmove(h->target, auth, alen);
+        h->authority = h->target;
+        h->authority[alen] = '\0';
+        h->target = *path == '/' ? path : (*path == '?' ? path : (char *)"/");
+        if (*path == '?') { /* "http://a?q": origin-form needs the slash */
+            http1_fail(err, PROBLEM_BAD_REQUEST, "absolute-form target without a path");
+            goto fail;
+        }
+    } else if (h->target[0] != '/' && strcmp(h->target, "*") != 0 &&
+               strcmp(h->method, "CONNECT") != 0) {
         http1_fail(err, PROBLEM_BAD_REQUEST, "request target must be an absolute path");
         goto fail;
     }
@@ -426,6 +462,44 @@ static int http1_parse_length(const char *v, uint64_t *out)
     return 0;
 }
 
+int http1_host_valid(const char *v)
+{
+    const char *p = v, *port;
+
+    if (*p == '\0')
+        return 1;    /* an empty Host: the target had no authority (RFC 9112 §3.2) */
+    if (*p == '[') { /* IP-literal */
+        for (p++; *p && *p != ']'; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+                return 0;
+        if (*p != ']' || p == v + 1)
+            return 0;
+        p++;
+    } else { /* reg-name or IPv4: no userinfo, path, list, space or other delimiter */
+        const char *start = p;
+        for (; *p && *p != ':'; p++) {
+            if (*p == '%') {
+                if (bytes_hexval((unsigned char)p[1]) < 0 || bytes_hexval((unsigned char)p[2]) < 0)
+                    return 0;
+                p += 2;
+            } else if (!isalnum((unsigned char)*p) && !strchr("-._~", *p)) {
+                return 0;
+            }
+        }
+        if (p == start)
+            return 0;
+    }
+    if (*p == '\0')
+        return 1;
+    if (*p != ':')
+        return 0;
+    port = ++p;
+    for (; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return 0;
+    return p > port && p - port <= 5 && atol(port) <= 65535;
+}
+
 int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uint64_t *length,
                           struct http1_error *err)
 {
@@ -440,6 +514,20 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
     if (h->minor == 1 && nhost != 1)
         return http1_fail(err, PROBLEM_MISSING_HOST,
                           nhost ? "more than one Host header" : "HTTP/1.1 request without Host");
+    if (nhost > 1)
+        return http1_fail(err, PROBLEM_MISSING_HOST, "more than one Host header");
+    if (nhost) {
+        const char *host = http1_header_get(h, "Host", NULL);
+        if (!http1_host_valid(host))
+            return http1_fail(err, PROBLEM_INVALID_HEADER,
+                              "invalid Host '%.60s' (expected host[:port], RFC 9112 §3.2)", host);
+        if (h->authority && strcasecmp(host, h->authority) != 0)
+            return http1_fail(err, PROBLEM_BAD_REQUEST,
+                              "the target's authority '%.60s' and Host '%.60s' differ",
+                              h->authority, host);
+    } else if (h->authority) {
+        return http1_fail(err, PROBLEM_MISSING_HOST, "absolute-form target without a Host header");
+    }
     if (nte && ncl)
         return http1_fail(err, PROBLEM_CONFLICTING_FRAMING,
                           "both Content-Length and Transfer-Encoding are present");

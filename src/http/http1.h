@@ -64,7 +64,9 @@ struct http1_head {
     size_t len; /* bytes of the raw head incl. the final empty line */
     int minor;  /* HTTP/1.<minor> */
     /* requests */
-    char *method, *target;
+    char *method, *target; /* target in origin-form ("/p?q"), "*", or as sent */
+    char *authority;       /* absolute-form target ("http://a.example/p"): its authority,
+                              and target is then its origin-form ("/p"); else NULL */
     /* responses */
     int status;
     char *reason;
@@ -93,7 +95,8 @@ enum http1_body {
  * Look for the end of a head in buf, starting the search at *scan (updated, so a head
  * arriving byte by byte is not rescanned). Leading CRLFs before a request line are
  * drained from buf (RFC 9112 §2.2). Returns the head length (>0) when complete, 0 when
- * more bytes are needed, -1 when max bytes arrived without an end (→ 431).
+ * more bytes are needed, -1 when max bytes arrived without an end (→ 431), -2 when a
+ * line of the unfinished head ends in a bare LF (→ 400 at once: it could never end).
  */
 long http1_head_end(struct evbuffer *buf, size_t *scan, size_t max, int is_request);
 
@@ -121,7 +124,13 @@ const char *http1_header_get(const struct http1_head *h, const char *name, size_
 /* Does comma-separated list header `name` contain token (case-insensitive)? */
 int http1_header_has_token(const struct http1_head *h, const char *name, const char *token);
 
-/* Request body framing; -1 with err on any violation listed above. */
+/* Is v a valid Host value: empty, or host[:port] with host a reg-name (alnum - . _ ~ and
+ * %HH), an IPv4 address or a [bracketed] IP literal, and a port of 1-5 digits ≤ 65535?
+ * Spaces, lists, paths and userinfo are not. */
+int http1_host_valid(const char *v);
+
+/* Request body framing and the Host rules (one Host in HTTP/1.1, a valid one, equal to
+ * an absolute-form target's authority); -1 with err on any violation listed above. */
 int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uint64_t *length,
                           struct http1_error *err);
 

@@ -561,7 +561,8 @@ static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char
         if (n == 0)
             return 0;
         if (n < 0) {
-            *why = "upstream response head too large";
+            *why = n == -2 ? "upstream response head has a line ending in a bare LF"
+                           : "upstream response head too large";
             return -1;
         }
         if (http1_parse_response(&x->head, (const char *)evbuffer_pullup(in, n), (size_t)n, &err) <

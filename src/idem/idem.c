@@ -676,6 +676,28 @@ static int idem_token(char *out)
     return 0;
 }
 
+/*
+ * A scope or fingerprint header that appears twice is refused (400): hashing one of them
+ * would let a client pick whose scope its key lands in when a gateway in front appends
+ * an identity header without removing the client's. 1 when r was answered.
+ */
+static int idem_repeated_header(struct frontend_req *r, char *const *names, size_t n,
+                                const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t count;
+        char d[200];
+
+        if (http1_header_get(&r->head, names[i], &count) && count > 1) {
+            snprintf(d, sizeof(d), "more than one %.64s header (a %s header must be sent once)",
+                     names[i], what);
+            frontend_problem(r, PROBLEM_INVALID_HEADER, d, NULL);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* on_req: take the requests whose method the policy names; answer them, keyed or (no
  * key, not required) as a plain forward. */
 static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
@@ -707,6 +729,9 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
         frontend_problem(r, PROBLEM_INVALID_KEY, "more than one key header", NULL);
         return 1;
     }
+    if (idem_repeated_header(r, pol->scope_headers, pol->nscope_headers, "scope") ||
+        idem_repeated_header(r, pol->fingerprint_headers, pol->nfingerprint_headers, "fingerprint"))
+        return 1;
     /* key-max-length is at most 4096 (config table) */
     keylen = idkey_parse(value, (size_t)pol->key_max_length, key, sizeof(key), &why);
     if (keylen < 0) {

@@ -1,6 +1,7 @@
 #include "idem/policy.h"
 
 #include <string.h>
+#include <strings.h>
 
 #define KIB      CONF_KIB
 #define MIB      CONF_MIB
@@ -154,8 +155,10 @@ int policy_validate(const struct idem_policy *p, char *err, size_t errlen)
 
 int policy_method_applies(const struct idem_policy *p, const char *method)
 {
+    /* Methods are case-sensitive (RFC 9110 §9.1), but many servers take "post" for POST:
+     * a keyed method in any case is protected, never forwarded unprotected. */
     for (size_t i = 0; i < p->nmethods; i++)
-        if (strcmp(p->methods[i], method) == 0)
+        if (strcasecmp(p->methods[i], method) == 0)
             return 1;
     return 0;
 }

@@ -46,7 +46,8 @@ extern const struct conf_directive policy_conf_rows[];
 /* Cross-field checks (names are tokens, lease < retention). 0 or -1 with err set. */
 int policy_validate(const struct idem_policy *p, char *err, size_t errlen);
 
-/* Does the policy make method (case-sensitive, as received) idempotent? */
+/* Does the policy make method idempotent? Compared without regard to case: "post" is
+ * protected like POST. */
 int policy_method_applies(const struct idem_policy *p, const char *method);
 
 /* Does an upstream answer with this status release the claim (the retry may execute),
