@@ -71,9 +71,10 @@ struct idem_ctx {
     struct store *store;
     struct frontend_cleanup cleanup; /* frees ctx with r */
     enum idem_state state;
-    char *rkey;  /* key-prefix + hex record id */
-    char id[17]; /* short record id for logs (never the raw key) */
-    char fp[IDKEY_HEX_LEN + 1];
+    char *rkey;                        /* key-prefix + hex record id */
+    char id[17];                       /* short record id for logs (never the raw key) */
+    char fp[IDKEY_HEX_LEN + 1];        /* the host fingerprint: what our claim stores */
+    char legacy_fp[IDKEY_HEX_LEN + 1]; /* the host-less one, as the previous release had */
     char token[33];
     struct redis_cmd *cmd;   /* claim or record in flight */
     struct redis_cmd *renew; /* lease renewal in flight */
@@ -650,7 +651,8 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
 static void idem_claim(struct idem_ctx *ctx)
 {
     ctx->claim_sent = clock_mono_ms();
-    ctx->cmd = store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->token, idem_claim_cb, ctx);
+    ctx->cmd =
+        store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->legacy_fp, ctx->token, idem_claim_cb, ctx);
     if (!ctx->cmd)
         idem_store_failed(ctx, "redis unavailable");
 }
@@ -705,7 +707,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     struct idem_handler *h = (struct idem_handler *)self;
     const struct idem_policy *pol = h->pol;
     struct idem_ctx *ctx;
-    uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN];
+    uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN], fp_host[IDKEY_HASH_LEN];
     char hex[IDKEY_HEX_LEN + 1], key[4097];
     const char *value, *why = NULL;
     size_t n, plen;
@@ -745,7 +747,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
                         id) < 0 ||
         idkey_fingerprint(&r->head, r->body, pol->fingerprint_headers, pol->nfingerprint_headers,
                           fp) < 0 ||
-        idem_token(ctx->token) < 0) {
+        idkey_fingerprint_host(fp, &r->head, fp_host) < 0 || idem_token(ctx->token) < 0) {
         idem_ctx_free(ctx);
         frontend_problem(r, PROBLEM_INTERNAL_ERROR, "could not hash the request", NULL);
         return 1;
@@ -762,7 +764,8 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     memcpy(ctx->rkey + plen, hex, IDKEY_HEX_LEN + 1);
     memcpy(ctx->id, hex, 16);
     ctx->id[16] = '\0';
-    idkey_hex(fp, ctx->fp);
+    idkey_hex(fp_host, ctx->fp);
+    idkey_hex(fp, ctx->legacy_fp);
     idem_claim(ctx);
     return 1;
 }

@@ -13,6 +13,13 @@
  *   fingerprint = SHA-256( field("idem-fp/1") || field(method) || field(target)
  *                          || field(body) || u64be(nfp)
  *                          || opt(fp header value 1) || ... || opt(fp header value n) )
+ *   host fingerprint = SHA-256( field("idem-fp/2") || fingerprint (32 bytes)
+ *                               || opt(lower-case Host value) )
+ *
+ * The host fingerprint is what claims store: a key sent to another virtual host is
+ * another request (422), never a replay. The plain fingerprint is what the previous
+ * release stored; claims accept it too, so records written before an upgrade still
+ * replay (idem.c).
  *
  * Every variable-length part carries its length and every list its count, so the stream
  * decodes back into exactly one tuple of inputs: ("a","bc") and ("ab","c") cannot collide,
@@ -33,8 +40,9 @@
 #include "core/bytes.h"
 #include "http/http1.h"
 
-#define IDKEY_DOMAIN_ID "idem-id/1"
-#define IDKEY_DOMAIN_FP "idem-fp/1"
+#define IDKEY_DOMAIN_ID      "idem-id/1"
+#define IDKEY_DOMAIN_FP      "idem-fp/1"
+#define IDKEY_DOMAIN_FP_HOST "idem-fp/2"
 
 /*
  * EVP_sha256() is a legacy handle: with OpenSSL 3 every EVP_DigestInit_ex on it performs an
@@ -235,6 +243,35 @@ int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body, char 
          idkey_body(ctx, body) && idkey_u64(ctx, nfp);
     for (size_t i = 0; ok && i < nfp; i++)
         ok = idkey_opt(ctx, idkey_header(req, fp_headers[i]));
+    return idkey_end(ctx, ok, out);
+}
+
+int idkey_fingerprint_host(const uint8_t fp[IDKEY_HASH_LEN], const struct http1_head *req,
+                           uint8_t out[IDKEY_HASH_LEN])
+{
+    const struct http1_header *host = idkey_header(req, "Host");
+    EVP_MD_CTX *ctx = idkey_begin();
+    unsigned char tag = host ? 1 : 0;
+    char lower[256];
+    int ok;
+
+    if (!ctx)
+        return -1;
+    ok = idkey_field(ctx, IDKEY_DOMAIN_FP_HOST, sizeof(IDKEY_DOMAIN_FP_HOST) - 1) &&
+         EVP_DigestUpdate(ctx, fp, IDKEY_HASH_LEN) == 1 && EVP_DigestUpdate(ctx, &tag, 1) == 1;
+    if (ok && host) {
+        /* host names are case-insensitive: hash them in one case (chunks of 256) */
+        ok = idkey_u64(ctx, host->value_len);
+        for (size_t off = 0; ok && off < host->value_len; off += sizeof(lower)) {
+            size_t n =
+                host->value_len - off < sizeof(lower) ? host->value_len - off : sizeof(lower);
+            for (size_t i = 0; i < n; i++) {
+                char c = host->value[off + i];
+                lower[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+            }
+            ok = EVP_DigestUpdate(ctx, lower, n) == 1;
+        }
+    }
     return idkey_end(ctx, ok, out);
 }
 

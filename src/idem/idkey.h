@@ -14,6 +14,7 @@
  * can be concatenated into the same byte stream (exact layout at the top of idkey.c):
  *   record id   = SHA-256("idem-id/1", #scope, scope values..., key)
  *   fingerprint = SHA-256("idem-fp/1", method, target, body, #fp, fingerprint headers...)
+ *   host fp     = SHA-256("idem-fp/2", fingerprint, lower-case Host)  (what claims store)
  */
 #ifndef IDEMPROXY_IDEM_IDKEY_H
 #define IDEMPROXY_IDEM_IDKEY_H
@@ -41,6 +42,11 @@ int idkey_record_id(const struct http1_head *req, char *const *scope_headers, si
 /* Fingerprint of method, target, body and the named headers (first occurrence each). */
 int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body, char *const *fp_headers,
                       size_t nfp, uint8_t out[IDKEY_HASH_LEN]);
+
+/* The fingerprint bound to the request's virtual host (its Host value, in lower case;
+ * absent is marked): what claims store. 0 or -1. */
+int idkey_fingerprint_host(const uint8_t fp[IDKEY_HASH_LEN], const struct http1_head *req,
+                           uint8_t out[IDKEY_HASH_LEN]);
 
 /* Lower-case hex of a hash; out must hold IDKEY_HEX_LEN + 1 bytes. Returns out. */
 char *idkey_hex(const uint8_t hash[IDKEY_HASH_LEN], char *out);

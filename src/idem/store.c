@@ -13,12 +13,15 @@ enum { SCRIPT_CLAIM, SCRIPT_RECORD, SCRIPT_RELEASE, SCRIPT_RENEW, SCRIPT_COUNT }
 /* Values: "P" fp(64) token(32) | "D" fp(64) record. Each touches only KEYS[1];
  * completion is published on the channel named KEYS[1]. */
 const struct redis_script store_scripts[SCRIPT_COUNT] = {
-    /* CLAIM fp token lease_ms → {1} claimed | {2, pttl} pending | {3, record} | {4} */
+    /* CLAIM fp token lease_ms legacy_fp → {1} claimed | {2, pttl} pending | {3, record} |
+     * {4} mismatch. What is there matches when its fingerprint is fp or legacy_fp (the
+     * host-less one the previous release stored). */
     /* one SET ... NX GET (Redis >= 7.0) both claims and tells what was there */
     {"claim",
      "local v = redis.call('SET', KEYS[1], 'P' .. ARGV[1] .. ARGV[2], 'NX', 'GET', 'PX', ARGV[3])\n"
      "if not v then return {1} end\n"
-     "if string.sub(v, 2, 65) ~= ARGV[1] then return {4} end\n"
+     "local f = string.sub(v, 2, 65)\n"
+     "if f ~= ARGV[1] and f ~= ARGV[4] then return {4} end\n"
      "if string.sub(v, 1, 1) == 'P' then return {2, redis.call('PTTL', KEYS[1])} end\n"
      "return {3, string.sub(v, 66)}\n"},
     /* RECORD token retention_ms record fp → 1 stored | 2 already done for this request
@@ -110,12 +113,13 @@ struct redis_client *store_client(struct store *s)
 }
 
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
-                              const char *token, redis_reply_cb cb, void *arg)
+                              const char *legacy_fp_hex, const char *token, redis_reply_cb cb,
+                              void *arg)
 {
-    const char *args[] = {fp_hex, token, s->lease};
-    size_t lens[] = {strlen(fp_hex), strlen(token), strlen(s->lease)};
+    const char *args[] = {fp_hex, token, s->lease, legacy_fp_hex};
+    size_t lens[] = {strlen(fp_hex), strlen(token), strlen(s->lease), strlen(legacy_fp_hex)};
 
-    return redis_eval(s->rc, SCRIPT_CLAIM, key, 3, args, lens, cb, arg);
+    return redis_eval(s->rc, SCRIPT_CLAIM, key, 4, args, lens, cb, arg);
 }
 
 struct redis_cmd *store_record(struct store *s, const char *key, const char *token,

@@ -52,9 +52,11 @@ struct redis_client *store_client(struct store *s);
 extern const struct redis_script store_scripts[];
 extern const size_t store_nscripts;
 
-/* CLAIM: take key for token if free; tell what is there otherwise. */
+/* CLAIM: take key for token (storing fp_hex) if free; tell what is there otherwise. A
+ * stored fingerprint equal to fp_hex or legacy_fp_hex is the same request. */
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
-                              const char *token, redis_reply_cb cb, void *arg);
+                              const char *legacy_fp_hex, const char *token, redis_reply_cb cb,
+                              void *arg);
 /* RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
  * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours);
  * RECORD also 2: the key is already done for this fingerprint — safe to send again after

@@ -73,28 +73,32 @@ static void retry_until_answered(uint16_t port, const char *path, const char *ke
  * much longer than redis-timeout, while the answers arrive one by one. Each deadline
  * resets the connection, and a new one is made after a back-off, so some records are
  * issued while there is no connection at all. Before: those failed at once and were
- * given up (about 1 in 3 here with redis-timeout 100ms), the key stayed pending until
+ * given up (about 1 in 5 here with redis-timeout 200ms), the key stayed pending until
  * the lease ran out, and the retry executed it again. Now a command issued without a
  * connection waits for the next one, and a failed record is retried while the lease
  * lasts: it lands once Redis is back, and every retry is a replay.
  */
 Test(faults, redis_frozen_between_claim_and_record_executes_once)
 {
-    const char *extra[] = {"--lease", "6s", "--redis-timeout", "100ms", NULL};
+    const char *extra[] = {"--lease", "8s", "--redis-timeout", "200ms", NULL};
     enum { N = 20 };
     int fds[N];
     char key[N][32], path[N][32];
     struct harness_resp r;
+    double t0;
 
     stack_start(extra, NULL);
     for (int i = 0; i < N; i++) {
         snprintf(key[i], sizeof(key[i]), "stall-%d", i);
-        snprintf(path[i], sizeof(path[i]), "/slow/%d", 700 + 60 * i);
+        snprintf(path[i], sizeof(path[i]), "/slow/%d", 1500 + 60 * i);
         fds[i] = post_async(stack.a_port, path[i], key[i]);
     }
-    usleep(300 * 1000); /* claimed, at the upstream */
+    /* every key claimed (pending in Redis) and at the upstream, then freeze Redis */
+    t0 = now_s();
+    while (harness_redis(stack.redis_port, NULL, 0, "DBSIZE") < N)
+        cr_assert_lt(now_s() - t0, 1.4, "the claims did not all land before the freeze");
     cr_assert_eq(kill(stack.redis_pid, SIGSTOP), 0);
-    usleep(2500 * 1000); /* the answers arrive from 0.7 s to 1.9 s, into a frozen Redis */
+    usleep(3000 * 1000); /* the answers arrive from 1.5 s to 2.7 s, into a frozen Redis */
     cr_assert_eq(kill(stack.redis_pid, SIGCONT), 0);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(harness_read_response(fds[i], &r, 0, 10000), 0, "%s: no answer", key[i]);

@@ -11,7 +11,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "harness.h"
+#include "http/http1.h"
+#include "idem/idkey.h"
+#include "idem/record.h"
 #include "stack_fixture.h"
 
 TestSuite(idem, .init = stack_setup, .fini = stack_teardown, .timeout = 90);
@@ -147,7 +152,7 @@ Test(idem, invalid_keys_are_400_and_never_reach_redis)
     harness_resp_free(&r);
     /* two key headers */
     snprintf(raw, sizeof(raw),
-             "POST /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n"
+             "POST /p HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n"
              "Content-Length: 0\r\nConnection: close\r\n\r\n");
     cr_assert_eq(harness_request(stack.a_port, raw, strlen(raw), &r, 5000), 0);
     expect_problem(&r, 400, "invalid-idempotency-key");
@@ -196,7 +201,7 @@ Test(idem, unkeyed_traffic_never_touches_redis)
     cr_assert_eq(r.status, 200);
     harness_resp_free(&r);
     snprintf(raw, sizeof(raw),
-             "GET /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: g1\r\n"
+             "GET /p HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: g1\r\n"
              "Connection: close\r\n\r\n"); /* GET is not a keyed method */
     cr_assert_eq(harness_request(stack.a_port, raw, strlen(raw), &r, 5000), 0);
     cr_assert_eq(r.status, 200);
@@ -242,6 +247,79 @@ Test(idem, only_not_executed_statuses_release_the_key)
         cr_assert_eq(harness_executions(stack.up_port, cases[i].key), cases[i].executions, "%s",
                      cases[i].path);
     }
+}
+
+/* One virtual host's recorded answer is never replayed for another: the same key and
+ * caller on another Host is another request (422). The same host in another case is the
+ * same one. */
+Test(idem, a_key_is_bound_to_its_virtual_host)
+{
+    const char *fmt = "POST /pay HTTP/1.1\r\nHost: %s\r\nIdempotency-Key: vhost\r\n"
+                      "Authorization: Bearer same\r\nContent-Length: 2\r\n"
+                      "Connection: close\r\n\r\n{}";
+    struct harness_resp r;
+    char raw[256];
+
+    snprintf(raw, sizeof(raw), fmt, "api-one.example");
+    cr_assert_eq(harness_request(stack.a_port, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    snprintf(raw, sizeof(raw), fmt, "api-two.example");
+    cr_assert_eq(harness_request(stack.b_port, raw, strlen(raw), &r, 5000), 0);
+    expect_problem(&r, 422, "idempotency-key-reused");
+    harness_resp_free(&r);
+    snprintf(raw, sizeof(raw), fmt, "API-ONE.example");
+    cr_assert_eq(harness_request(stack.b_port, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert(harness_replayed(&r));
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "vhost"), 1);
+}
+
+/*
+ * A record the previous release wrote stored the host-less fingerprint: it still
+ * replays after the upgrade (a retry that crosses the upgrade is never executed again).
+ * The record is written here as that release would have, straight into Redis.
+ */
+Test(idem, a_record_from_before_the_host_fingerprint_still_replays)
+{
+    const char *raw = "POST /pay HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: old-one\r\n"
+                      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    struct http1_head head, ans;
+    struct http1_error err;
+    struct evbuffer *body = evbuffer_new(), *rec = evbuffer_new(), *reply = evbuffer_new();
+    uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN];
+    char idhex[IDKEY_HEX_LEN + 1], fphex[IDKEY_HEX_LEN + 1], rkey[128];
+    char *scope[] = {"Authorization"};
+    const char *ans_raw = "HTTP/1.1 201 Created\r\nX-Old: yes\r\n\r\n";
+    struct harness_resp r;
+    size_t hlen = strstr(raw, "\r\n\r\n") + 4 - raw;
+
+    cr_assert_eq(http1_parse_request(&head, raw, hlen, &err), 0, "%s", err.detail);
+    evbuffer_add(body, "{}", 2);
+    cr_assert_eq(idkey_record_id(&head, scope, 1, "old-one", 7, id), 0);
+    cr_assert_eq(idkey_fingerprint(&head, body, NULL, 0, fp), 0);
+    cr_assert_eq(http1_parse_response(&ans, ans_raw, strlen(ans_raw), &err), 0);
+    evbuffer_add(reply, "made before the upgrade", 23);
+    cr_assert_eq(record_encode(rec, 201, &ans, reply, 1700000000000ULL), 0);
+    snprintf(rkey, sizeof(rkey), "idem:%s", idkey_hex(id, idhex));
+    idkey_hex(fp, fphex);
+    evbuffer_prepend(rec, fphex, IDKEY_HEX_LEN);
+    evbuffer_prepend(rec, "D", 1);
+    cr_assert_eq(harness_redis(stack.redis_port, NULL, 0, "SET %s %b PX 60000", rkey,
+                               evbuffer_pullup(rec, -1), evbuffer_get_length(rec)),
+                 2 /* "OK" */);
+    cr_assert_eq(harness_request(stack.a_port, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(r.status, 201, "%d %s", r.status, r.body);
+    cr_assert(harness_replayed(&r));
+    cr_assert_str_eq(r.body, "made before the upgrade");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "old-one"), 0);
+    http1_head_clear(&head);
+    http1_head_clear(&ans);
+    evbuffer_free(body);
+    evbuffer_free(rec);
+    evbuffer_free(reply);
 }
 
 /* A replay is byte-exact down to the status line: the standard phrase (410 Gone) and an
@@ -291,7 +369,7 @@ Test(idem, status_outside_100_599_is_an_invalid_answer)
 Test(idem, client_abort_then_retry_gets_the_recorded_answer)
 {
     struct harness_resp r;
-    const char *raw = "POST /slow/600 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: abort-1\r\n"
+    const char *raw = "POST /slow/600 HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: abort-1\r\n"
                       "Content-Length: 2\r\n\r\nhi";
     int fd = harness_connect(stack.a_port);
 
@@ -317,7 +395,7 @@ Test(idem, in_flight_duplicate_is_409_with_retry_after)
 {
     struct harness_resp r;
     char buf[16];
-    const char *raw = "POST /slow/800 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: busy\r\n"
+    const char *raw = "POST /slow/800 HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: busy\r\n"
                       "Content-Length: 2\r\n\r\nhi";
     int fd = harness_connect(stack.a_port);
 
@@ -352,7 +430,7 @@ static void *dup_thread(void *p)
     char raw[512];
 
     snprintf(raw, sizeof(raw),
-             "POST /slow/300 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: %s\r\n"
+             "POST /slow/300 HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: %s\r\n"
              "Content-Length: 13\r\nConnection: close\r\n\r\n{\"amount\": 5}",
              d->key);
     if (harness_request(d->port, raw, strlen(raw), &r, 20000) == 0) {
@@ -417,7 +495,7 @@ Test(idem_wait, wait_timeout_gives_409)
 {
     const char *extra[] = {"--in-flight", "wait", "--wait-timeout", "300ms", NULL};
     struct harness_resp r;
-    const char *raw = "POST /slow/1500 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: long\r\n"
+    const char *raw = "POST /slow/1500 HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: long\r\n"
                       "Content-Length: 0\r\n\r\n";
     int fd;
 

@@ -445,6 +445,45 @@ Test(idkey_hash, fingerprint_known_answer)
     http1_head_clear(&hd);
 }
 
+Test(idkey_hash, host_fingerprint_known_answer)
+{
+    uint8_t fp1[IDKEY_HASH_LEN], h[IDKEY_HASH_LEN], lower[IDKEY_HASH_LEN], none[IDKEY_HASH_LEN];
+    unsigned char layout[9 + 9 + 32 + 1 + 8 + 14];
+    char want[IDKEY_HEX_LEN + 1], got[IDKEY_HEX_LEN + 1];
+    struct http1_head hd;
+    size_t n = 0;
+
+    fp("POST /pay HTTP/1.1\r\nHost: Shop.Example\r\n\r\n", "{}", NULL, 0, fp1);
+    memcpy(layout + n, "\0\0\0\0\0\0\0\x09idem-fp/2", 17);
+    n += 17;
+    memcpy(layout + n, fp1, 32);
+    n += 32;
+    memcpy(layout + n, "\x01\0\0\0\0\0\0\0\x0cshop.example", 21); /* in lower case */
+    n += 21;
+    sha256_hex(layout, n, want);
+    req(&hd, "POST /pay HTTP/1.1\r\nHost: Shop.Example\r\n\r\n");
+    cr_assert_eq(idkey_fingerprint_host(fp1, &hd, h), 0);
+    cr_assert_str_eq(idkey_hex(h, got), want);
+    http1_head_clear(&hd);
+    /* the same host in another case is the same request; another host, or none, is not */
+    req(&hd, "POST /pay HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    cr_assert_eq(idkey_fingerprint_host(fp1, &hd, lower), 0);
+    SAME(h, lower);
+    http1_head_clear(&hd);
+    req(&hd, "POST /pay HTTP/1.1\r\nHost: other.example\r\n\r\n");
+    cr_assert_eq(idkey_fingerprint_host(fp1, &hd, lower), 0);
+    DIFFER(h, lower);
+    http1_head_clear(&hd);
+    req(&hd, "POST /pay HTTP/1.0\r\n\r\n");
+    cr_assert_eq(idkey_fingerprint_host(fp1, &hd, none), 0);
+    DIFFER(h, none);
+    http1_head_clear(&hd);
+    req(&hd, "POST /pay HTTP/1.1\r\nHost: \r\n\r\n");
+    cr_assert_eq(idkey_fingerprint_host(fp1, &hd, lower), 0);
+    DIFFER(none, lower); /* absent and empty differ */
+    http1_head_clear(&hd);
+}
+
 Test(idkey_hex, lower_case_hex)
 {
     uint8_t h[IDKEY_HASH_LEN];
