@@ -14,7 +14,7 @@
  *                          || field(body) || u64be(nfp)
  *                          || opt(fp header value 1) || ... || opt(fp header value n) )
  *   host fingerprint = SHA-256( field("idem-fp/2") || fingerprint (32 bytes)
- *                               || opt(lower-case Host value) )
+ *                               || opt(lower-case Host name, without its port) )
  *
  * The host fingerprint is what claims store: a key sent to another virtual host is
  * another request (422), never a replay. The plain fingerprint is what the previous
@@ -246,6 +246,19 @@ int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body, char 
     return idkey_end(ctx, ok, out);
 }
 
+/* The length of a Host value's name: without ":port" ("[v6]:port" keeps its brackets). */
+static size_t idkey_host_name_len(const char *v, size_t len)
+{
+    const char *end = v + len, *colon;
+
+    if (len && v[0] == '[') {
+        const char *close = memchr(v, ']', len);
+        return close ? (size_t)(close + 1 - v) : len;
+    }
+    colon = memchr(v, ':', len);
+    return colon ? (size_t)(colon - v) : (size_t)(end - v);
+}
+
 int idkey_fingerprint_host(const uint8_t fp[IDKEY_HASH_LEN], const struct http1_head *req,
                            uint8_t out[IDKEY_HASH_LEN])
 {
@@ -253,6 +266,7 @@ int idkey_fingerprint_host(const uint8_t fp[IDKEY_HASH_LEN], const struct http1_
     EVP_MD_CTX *ctx = idkey_begin();
     unsigned char tag = host ? 1 : 0;
     char lower[256];
+    size_t len = host ? idkey_host_name_len(host->value, host->value_len) : 0;
     int ok;
 
     if (!ctx)
@@ -260,11 +274,10 @@ int idkey_fingerprint_host(const uint8_t fp[IDKEY_HASH_LEN], const struct http1_
     ok = idkey_field(ctx, IDKEY_DOMAIN_FP_HOST, sizeof(IDKEY_DOMAIN_FP_HOST) - 1) &&
          EVP_DigestUpdate(ctx, fp, IDKEY_HASH_LEN) == 1 && EVP_DigestUpdate(ctx, &tag, 1) == 1;
     if (ok && host) {
-        /* host names are case-insensitive: hash them in one case (chunks of 256) */
-        ok = idkey_u64(ctx, host->value_len);
-        for (size_t off = 0; ok && off < host->value_len; off += sizeof(lower)) {
-            size_t n =
-                host->value_len - off < sizeof(lower) ? host->value_len - off : sizeof(lower);
+        /* host names are case-insensitive: hash them in one case (in chunks) */
+        ok = idkey_u64(ctx, len);
+        for (size_t off = 0; ok && off < len; off += sizeof(lower)) {
+            size_t n = len - off < sizeof(lower) ? len - off : sizeof(lower);
             for (size_t i = 0; i < n; i++) {
                 char c = host->value[off + i];
                 lower[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;

@@ -14,7 +14,7 @@
  * can be concatenated into the same byte stream (exact layout at the top of idkey.c):
  *   record id   = SHA-256("idem-id/1", #scope, scope values..., key)
  *   fingerprint = SHA-256("idem-fp/1", method, target, body, #fp, fingerprint headers...)
- *   host fp     = SHA-256("idem-fp/2", fingerprint, lower-case Host)  (what claims store)
+ *   host fp     = SHA-256("idem-fp/2", fingerprint, lower-case Host name)  (claims store it)
  */
 #ifndef IDEMPROXY_IDEM_IDKEY_H
 #define IDEMPROXY_IDEM_IDKEY_H
@@ -43,8 +43,9 @@ int idkey_record_id(const struct http1_head *req, char *const *scope_headers, si
 int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body, char *const *fp_headers,
                       size_t nfp, uint8_t out[IDKEY_HASH_LEN]);
 
-/* The fingerprint bound to the request's virtual host (its Host value, in lower case;
- * absent is marked): what claims store. 0 or -1. */
+/* The fingerprint bound to the request's virtual host: its Host name in lower case and
+ * without the port (replicas reached on different ports serve one host; absent is
+ * marked): what claims store. 0 or -1. */
 int idkey_fingerprint_host(const uint8_t fp[IDKEY_HASH_LEN], const struct http1_head *req,
                            uint8_t out[IDKEY_HASH_LEN]);
 

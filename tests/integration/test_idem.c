@@ -268,7 +268,7 @@ Test(idem, a_key_is_bound_to_its_virtual_host)
     cr_assert_eq(harness_request(stack.b_port, raw, strlen(raw), &r, 5000), 0);
     expect_problem(&r, 422, "idempotency-key-reused");
     harness_resp_free(&r);
-    snprintf(raw, sizeof(raw), fmt, "API-ONE.example");
+    snprintf(raw, sizeof(raw), fmt, "API-ONE.example:8443"); /* same host, another port */
     cr_assert_eq(harness_request(stack.b_port, raw, strlen(raw), &r, 5000), 0);
     cr_assert_eq(r.status, 200);
     cr_assert(harness_replayed(&r));

@@ -470,6 +470,11 @@ Test(idkey_hash, host_fingerprint_known_answer)
     cr_assert_eq(idkey_fingerprint_host(fp1, &hd, lower), 0);
     SAME(h, lower);
     http1_head_clear(&hd);
+    /* the port is not part of the host: replicas on two ports serve one virtual host */
+    req(&hd, "POST /pay HTTP/1.1\r\nHost: shop.example:8081\r\n\r\n");
+    cr_assert_eq(idkey_fingerprint_host(fp1, &hd, lower), 0);
+    SAME(h, lower);
+    http1_head_clear(&hd);
     req(&hd, "POST /pay HTTP/1.1\r\nHost: other.example\r\n\r\n");
     cr_assert_eq(idkey_fingerprint_host(fp1, &hd, lower), 0);
     DIFFER(h, lower);
