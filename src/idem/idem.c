@@ -90,7 +90,10 @@ struct idem_ctx {
     int status;
     struct http1_head head;
     struct evbuffer *body;
-    struct evbuffer *rec;   /* its encoding, until the record lands or is given up */
+    struct store_record_cmd rec; /* the RECORD command with the encoded answer inside, until
+                                    the record lands or is given up (rec.buf: NULL) */
+    const uint8_t *body_at;      /* the body inside rec, once ctx->body was let go */
+    size_t body_len;
     struct event *retry_ev; /* recording: the next attempt */
     unsigned retry_ms;      /* back-off between attempts */
     unsigned attempts;
@@ -112,8 +115,7 @@ static void idem_ctx_free(struct idem_ctx *ctx)
         event_free(ctx->renew_ev);
     if (ctx->retry_ev)
         event_free(ctx->retry_ev);
-    if (ctx->rec)
-        evbuffer_free(ctx->rec);
+    store_record_cmd_free(&ctx->rec);
     if (ctx->recheck_ev)
         event_free(ctx->recheck_ev);
     if (ctx->wait_ev)
@@ -130,7 +132,7 @@ static void idem_req_gone(void *arg)
 {
     struct idem_ctx *ctx = arg;
 
-    if (ctx->state == IDEM_RECORDING && ctx->rec) {
+    if (ctx->state == IDEM_RECORDING && ctx->rec.buf) {
         ctx->r = NULL;
         TAILQ_INSERT_TAIL(&ctx->h->orphans, ctx, link);
         ctx->h->norphans++;
@@ -292,15 +294,19 @@ static void idem_stop_renewing(struct idem_ctx *ctx)
     ctx->renew = NULL;
 }
 
+static void idem_free_buf(const void *data, size_t len, void *buf)
+{
+    free(buf);
+}
+
 /* The record resolved (landed, refused, or given up): answer the client with what was
  * kept — unless the answer streamed — or, for an orphan, go away. */
 static void idem_record_done(struct idem_ctx *ctx)
 {
     struct idem_handler *h = ctx->h;
+    struct evbuffer *body = ctx->body, *moved = NULL;
 
     idem_stop_renewing(ctx);
-    evbuffer_free(ctx->rec);
-    ctx->rec = NULL;
     if (!ctx->r) {
         TAILQ_REMOVE(&h->orphans, ctx, link);
         h->norphans--;
@@ -309,8 +315,22 @@ static void idem_record_done(struct idem_ctx *ctx)
             h->on_idle(h->idle_arg);
         return;
     }
-    if (!ctx->streamed)
-        frontend_respond(ctx->r, ctx->status, ctx->head.reason, &ctx->head, NULL, ctx->body);
+    if (ctx->streamed)
+        return;
+    if (ctx->body_at && (moved = evbuffer_new()) != NULL) {
+        /* The answer's body lives inside the record command: the client's output takes
+         * that buffer over (freed once written) instead of a copy. */
+        if (evbuffer_add_reference(moved, ctx->body_at, ctx->body_len, idem_free_buf,
+                                   ctx->rec.buf) == 0)
+            ctx->rec.buf = NULL;
+        else
+            evbuffer_add(moved, ctx->body_at, ctx->body_len);
+        body = moved;
+    }
+    /* frees ctx (the request's cleanup) */
+    frontend_respond(ctx->r, ctx->status, ctx->head.reason, &ctx->head, NULL, body);
+    if (moved)
+        evbuffer_free(moved);
 }
 
 static void idem_record_send(struct idem_ctx *ctx);
@@ -378,14 +398,12 @@ static void idem_record_cb(enum redis_status st, const struct redisReply *reply,
 static void idem_record_send(struct idem_ctx *ctx)
 {
     ctx->attempts++;
-    ctx->cmd =
-        store_record(ctx->store, ctx->rkey, ctx->token, ctx->fp, evbuffer_pullup(ctx->rec, -1),
-                     evbuffer_get_length(ctx->rec), idem_record_cb, ctx);
+    ctx->cmd = store_record_send(ctx->store, &ctx->rec, idem_record_cb, ctx);
     if (!ctx->cmd)
         idem_record_failed(ctx, "the Redis queue is full");
 }
 
-/* Record ctx->rec (the encoded answer); renewals go on until it resolves. */
+/* Send the RECORD command in ctx->rec; renewals go on until it resolves. */
 static void idem_record_start(struct idem_ctx *ctx)
 {
     ctx->state = IDEM_RECORDING;
@@ -399,22 +417,53 @@ static void idem_record_start(struct idem_ctx *ctx)
     idem_record_send(ctx);
 }
 
-/* Encode the answer kept in ctx (head, body), record it, then answer the client with it. */
+/* ctx->rec for the record "status was answered but is too large to replay". 0 or -1. */
+static int idem_rec_too_large(struct idem_ctx *ctx)
+{
+    struct evbuffer *tmp = evbuffer_new();
+    size_t n = 0;
+    int rc = -1;
+
+    if (tmp && record_encode_too_large(tmp, ctx->status, clock_unix_ms()) == 0 &&
+        store_record_prepare(ctx->store, &ctx->rec, ctx->rkey, ctx->token, ctx->fp,
+                             n = evbuffer_get_length(tmp)) == 0 &&
+        evbuffer_copyout(tmp, ctx->rec.record, n) == (ev_ssize_t)n)
+        rc = 0;
+    if (tmp)
+        evbuffer_free(tmp);
+    return rc;
+}
+
+/*
+ * Record the answer kept in ctx (head, body), then answer the client with it. The record
+ * is encoded straight into the RECORD command, and the client is answered from there:
+ * the answer is held once here and once in hiredis's output buffer.
+ */
 static void idem_record(struct idem_ctx *ctx)
 {
+    size_t body_len = evbuffer_get_length(ctx->body), off = 0;
+    long long reclen = -1;
+
     ctx->state = IDEM_RECORDING;
-    if (!(ctx->rec = evbuffer_new()))
-        goto fail;
     /* a body over the limit is not even encoded; an answer the record format cannot
      * hold is kept as "not replayable" too: a retry must not execute it again */
-    if (evbuffer_get_length(ctx->body) > ctx->pol->max_record ||
-        record_encode(ctx->rec, ctx->status, &ctx->head, ctx->body, clock_unix_ms()) < 0 ||
-        evbuffer_get_length(ctx->rec) > ctx->pol->max_record) {
+    if (body_len <= ctx->pol->max_record)
+        reclen = record_encoded_len(ctx->status, &ctx->head, ctx->body);
+    if (reclen >= 0 && (size_t)reclen <= ctx->pol->max_record) {
+        if (store_record_prepare(ctx->store, &ctx->rec, ctx->rkey, ctx->token, ctx->fp,
+                                 (size_t)reclen) < 0 ||
+            record_encode_flat(ctx->rec.record, (size_t)reclen, ctx->status, &ctx->head, ctx->body,
+                               clock_unix_ms(), &off) < 0)
+            goto fail;
+        ctx->body_at = ctx->rec.record + off;
+        ctx->body_len = body_len;
+        evbuffer_free(ctx->body);
+        ctx->body = NULL;
+    } else {
         log_info("idem %s: answer %d (%zu body bytes) not replayable (over max-record or not "
                  "encodable); recorded as such",
-                 ctx->id, ctx->status, evbuffer_get_length(ctx->body));
-        evbuffer_drain(ctx->rec, evbuffer_get_length(ctx->rec));
-        if (record_encode_too_large(ctx->rec, ctx->status, clock_unix_ms()) < 0)
+                 ctx->id, ctx->status, body_len);
+        if (idem_rec_too_large(ctx) < 0)
             goto fail;
     }
     idem_record_start(ctx);
@@ -422,10 +471,7 @@ static void idem_record(struct idem_ctx *ctx)
 fail:
     log_error("idem %s: could not encode the answer", ctx->id);
     idem_release(ctx, "encoding failed");
-    if (ctx->rec) {
-        evbuffer_free(ctx->rec);
-        ctx->rec = NULL;
-    }
+    store_record_cmd_free(&ctx->rec);
     idem_record_done(ctx);
 }
 
@@ -494,13 +540,10 @@ static void idem_stream_start(struct idem_ctx *ctx, const struct upstream_respon
         idem_release(ctx, "upstream answered a status that says it did not execute");
         return;
     }
-    if (!(ctx->rec = evbuffer_new()) ||
-        record_encode_too_large(ctx->rec, ctx->status, clock_unix_ms()) < 0) {
+    if (idem_rec_too_large(ctx) < 0) {
         log_error("idem %s: could not encode the 'too large' record", ctx->id);
         idem_stop_renewing(ctx);
-        if (ctx->rec)
-            evbuffer_free(ctx->rec);
-        ctx->rec = NULL;
+        store_record_cmd_free(&ctx->rec);
         return;
     }
     log_info("idem %s: answer %d larger than max-record; streamed, recorded as not replayable",

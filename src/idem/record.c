@@ -65,63 +65,52 @@ static int record_keeps(const struct http1_head *head, size_t i)
     return head->headers[i].id != HTTP1_H_CONTENT_LENGTH && !headers_is_hop_by_hop(head, i);
 }
 
-static int record_add_fixed(struct evbuffer *out, int version, int flags, int status,
-                            uint64_t created_ms, uint32_t nheaders)
-{
-    uint8_t b[RECORD_FIXED_LEN];
+/* Where an encoding goes: counted only (flat == NULL), or written into flat[0..cap). */
+struct record_out {
+    uint8_t *flat;
+    size_t len, cap;
+};
 
-    memcpy(b, RECORD_MAGIC, 4);
-    b[4] = (uint8_t)version;
-    b[5] = (uint8_t)flags;
-    record_put_u16(b + 6, (uint16_t)status);
-    record_put_u64(b + 8, created_ms);
-    record_put_u32(b + 16, nheaders);
-    return evbuffer_add(out, b, sizeof(b));
+static int record_put(struct record_out *o, const void *p, size_t n)
+{
+    if (o->flat) {
+        if (n > o->cap - o->len)
+            return -1;
+        memcpy(o->flat + o->len, p, n);
+    }
+    o->len += n;
+    return 0;
 }
 
-static int record_add_string(struct evbuffer *out, const char *s, size_t len)
+static int record_put_piece(const void *piece, size_t n, void *arg)
+{
+    return record_put(arg, piece, n);
+}
+
+static int record_put_string(struct record_out *o, const char *s, size_t len)
 {
     uint8_t b[4];
 
     if (len > UINT32_MAX)
         return -1;
     record_put_u32(b, (uint32_t)len);
-    if (evbuffer_add(out, b, sizeof(b)) != 0)
-        return -1;
-    return len ? evbuffer_add(out, s, len) : 0;
-}
-
-static int record_add_piece(const void *piece, size_t n, void *arg)
-{
-    return evbuffer_add(arg, piece, n);
-}
-
-/* u64 length then the body's bytes, copied chain by chain; body is left as it was. */
-static int record_add_body(struct evbuffer *out, struct evbuffer *body)
-{
-    size_t total = body ? evbuffer_get_length(body) : 0;
-    uint8_t b[8];
-
-    record_put_u64(b, total);
-    if (evbuffer_add(out, b, sizeof(b)) != 0)
-        return -1;
-    return total == 0 ? 0 : bytes_each(body, total, record_add_piece, out);
+    return record_put(o, b, sizeof(b)) == 0 && (len == 0 || record_put(o, s, len) == 0) ? 0 : -1;
 }
 
 /*
- * Built in a scratch buffer and moved to out only when complete, so on -1 out is left
- * untouched (the move relinks chains, it does not copy the body again).
+ * The one encoder: the layout of record.h into o. *body_off (may be NULL) gets the
+ * offset of the body bytes. Fails (-1) on what record_decode would refuse.
  */
-int record_encode(struct evbuffer *out, int status, const struct http1_head *head,
-                  struct evbuffer *body, uint64_t created_ms)
+static int record_write(struct record_out *o, int status, const struct http1_head *head,
+                        struct evbuffer *body, uint64_t created_ms, size_t *body_off)
 {
-    struct evbuffer *tmp;
-    uint32_t kept = 0;
     const char *reason = head ? head->reason : NULL;
     size_t reason_len = reason ? strlen(reason) : 0;
-    int rc = -1;
+    size_t body_len = body ? evbuffer_get_length(body) : 0;
+    uint32_t kept = 0;
+    uint8_t b[RECORD_FIXED_LEN];
 
-    if (!out || status < 100 || status > 599)
+    if (status < 100 || status > 599)
         return -1;
     /* the standard phrase is what a replay says anyway: keep only another one */
     if (reason && strcmp(reason, http1_reason(status)) == 0)
@@ -131,14 +120,16 @@ int record_encode(struct evbuffer *out, int status, const struct http1_head *hea
         return -1;
     for (size_t i = 0; head && i < head->nheaders; i++)
         kept += (uint32_t)record_keeps(head, i);
-    tmp = evbuffer_new();
-    if (!tmp)
+    memcpy(b, RECORD_MAGIC, 4);
+    b[4] = reason ? RECORD_VERSION_REASON : RECORD_VERSION;
+    b[5] = 0;
+    record_put_u16(b + 6, (uint16_t)status);
+    record_put_u64(b + 8, created_ms);
+    record_put_u32(b + 16, kept);
+    if (record_put(o, b, sizeof(b)) != 0)
         return -1;
-    if (record_add_fixed(tmp, reason ? RECORD_VERSION_REASON : RECORD_VERSION, 0, status,
-                         created_ms, kept) != 0)
-        goto out;
-    if (reason && record_add_string(tmp, reason, reason_len) != 0)
-        goto out;
+    if (reason && record_put_string(o, reason, reason_len) != 0)
+        return -1;
     for (size_t i = 0; head && i < head->nheaders; i++) {
         const struct http1_header *f = &head->headers[i];
 
@@ -147,17 +138,52 @@ int record_encode(struct evbuffer *out, int status, const struct http1_head *hea
         /* never write what record_decode would refuse */
         if (!record_is_token((const uint8_t *)f->name, f->name_len) ||
             !record_is_value((const uint8_t *)f->value, f->value_len))
-            goto out;
-        if (record_add_string(tmp, f->name, f->name_len) != 0 ||
-            record_add_string(tmp, f->value, f->value_len) != 0)
-            goto out;
+            return -1;
+        if (record_put_string(o, f->name, f->name_len) != 0 ||
+            record_put_string(o, f->value, f->value_len) != 0)
+            return -1;
     }
-    if (record_add_body(tmp, body) != 0)
-        goto out;
-    rc = evbuffer_add_buffer(out, tmp);
-out:
-    evbuffer_free(tmp);
-    return rc;
+    record_put_u64(b, body_len);
+    if (record_put(o, b, 8) != 0)
+        return -1;
+    if (body_off)
+        *body_off = o->len;
+    /* the body's chains are read in place: neither drained nor pulled up */
+    if (body_len && (o->flat ? bytes_each(body, body_len, record_put_piece, o) != 0
+                             : record_put(o, NULL, body_len) != 0))
+        return -1;
+    return 0;
+}
+
+long long record_encoded_len(int status, const struct http1_head *head, struct evbuffer *body)
+{
+    struct record_out o = {NULL, 0, 0};
+
+    return record_write(&o, status, head, body, 0, NULL) == 0 ? (long long)o.len : -1;
+}
+
+int record_encode_flat(uint8_t *dst, size_t len, int status, const struct http1_head *head,
+                       struct evbuffer *body, uint64_t created_ms, size_t *body_off)
+{
+    struct record_out o = {dst, 0, len};
+
+    return record_write(&o, status, head, body, created_ms, body_off) == 0 && o.len == len ? 0 : -1;
+}
+
+/* Written straight into space reserved in out, so on -1 out is left untouched. */
+int record_encode(struct evbuffer *out, int status, const struct http1_head *head,
+                  struct evbuffer *body, uint64_t created_ms)
+{
+    long long len = record_encoded_len(status, head, body);
+    struct evbuffer_iovec v;
+
+    if (!out || len < 0 || evbuffer_reserve_space(out, (ev_ssize_t)len, &v, 1) != 1 ||
+        v.iov_len < (size_t)len)
+        return -1;
+    if (record_encode_flat(v.iov_base, (size_t)len, status, head, body, created_ms, NULL) != 0)
+        return -1; /* nothing committed */
+    v.iov_len = (size_t)len;
+    return evbuffer_commit_space(out, &v, 1);
 }
 
 int record_encode_too_large(struct evbuffer *out, int status, uint64_t created_ms)

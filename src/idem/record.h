@@ -43,6 +43,14 @@ struct evbuffer;
 int record_encode(struct evbuffer *out, int status, const struct http1_head *head,
                   struct evbuffer *body, uint64_t created_ms);
 
+/* The length record_encode would write, or -1 when the answer cannot be encoded. */
+long long record_encoded_len(int status, const struct http1_head *head, struct evbuffer *body);
+
+/* Encode into dst, which holds exactly len = record_encoded_len(...) bytes; *body_off
+ * (may be NULL) gets where the body starts in dst. 0 or -1. */
+int record_encode_flat(uint8_t *dst, size_t len, int status, const struct http1_head *head,
+                       struct evbuffer *body, uint64_t created_ms, size_t *body_off);
+
 /* Append a record that says "status was answered but is too large to replay". */
 int record_encode_too_large(struct evbuffer *out, int status, uint64_t created_ms);
 

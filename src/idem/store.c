@@ -122,14 +122,53 @@ struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_h
     return redis_eval(s->rc, SCRIPT_CLAIM, key, 4, args, lens, cb, arg);
 }
 
-struct redis_cmd *store_record(struct store *s, const char *key, const char *token,
-                               const char *fp_hex, const void *record, size_t len,
-                               redis_reply_cb cb, void *arg)
+/* "$<len>\r\n<bytes>\r\n" at p (bytes NULL: leave them to be written); returns past it. */
+static char *store_bulk(char *p, const void *bytes, size_t len, char **at)
 {
-    const char *args[] = {token, s->retention, record, fp_hex};
-    size_t lens[] = {strlen(token), strlen(s->retention), len, strlen(fp_hex)};
+    p += sprintf(p, "$%zu\r\n", len);
+    if (at)
+        *at = p;
+    if (bytes)
+        memcpy(p, bytes, len);
+    p += len;
+    memcpy(p, "\r\n", 2);
+    return p + 2;
+}
 
-    return redis_eval(s->rc, SCRIPT_RECORD, key, 4, args, lens, cb, arg);
+int store_record_prepare(struct store *s, struct store_record_cmd *out, const char *key,
+                         const char *token, const char *fp_hex, size_t reclen)
+{
+    const char *sha = redis_script_sha(s->rc, SCRIPT_RECORD);
+    const char *args[] = {"EVALSHA", sha, "1", key, token, s->retention, NULL, fp_hex};
+    size_t total = 4, n = sizeof(args) / sizeof(args[0]);
+    char *p, *rec = NULL;
+
+    memset(out, 0, sizeof(*out));
+    if (!sha)
+        return -1;
+    for (size_t i = 0; i < n; i++) /* "$" digits "\r\n" bytes "\r\n" */
+        total += 1 + 20 + 2 + (args[i] ? strlen(args[i]) : reclen) + 2;
+    if (!(out->buf = malloc(total)))
+        return -1;
+    p = out->buf + sprintf(out->buf, "*%zu\r\n", n);
+    for (size_t i = 0; i < n; i++)
+        p = args[i] ? store_bulk(p, args[i], strlen(args[i]), NULL)
+                    : store_bulk(p, NULL, reclen, &rec);
+    out->len = (size_t)(p - out->buf);
+    out->record = (uint8_t *)rec;
+    return 0;
+}
+
+void store_record_cmd_free(struct store_record_cmd *rc)
+{
+    free(rc->buf);
+    memset(rc, 0, sizeof(*rc));
+}
+
+struct redis_cmd *store_record_send(struct store *s, const struct store_record_cmd *rc,
+                                    redis_reply_cb cb, void *arg)
+{
+    return redis_eval_formatted(s->rc, SCRIPT_RECORD, rc->buf, rc->len, cb, arg);
 }
 
 struct redis_cmd *store_release(struct store *s, const char *key, const char *token,

@@ -57,13 +57,27 @@ extern const size_t store_nscripts;
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
                               const char *legacy_fp_hex, const char *token, redis_reply_cb cb,
                               void *arg);
-/* RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
+/*
+ * RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
  * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours);
  * RECORD also 2: the key is already done for this fingerprint — safe to send again after
- * a failure that may have applied it. */
-struct redis_cmd *store_record(struct store *s, const char *key, const char *token,
-                               const char *fp_hex, const void *record, size_t len,
-                               redis_reply_cb cb, void *arg);
+ * a failure that may have applied it.
+ *
+ * A RECORD command is built once, in Redis's wire format, with room for the encoded
+ * answer (the caller writes reclen bytes at rc->record), then sent as often as needed:
+ * the answer is held once by the proxy and once by hiredis's output buffer, never more.
+ * rc->buf must outlive every send's callback (or its redis_cancel).
+ */
+struct store_record_cmd {
+    char *buf; /* owned */
+    size_t len;
+    uint8_t *record; /* inside buf: where the record's reclen bytes go */
+};
+int store_record_prepare(struct store *s, struct store_record_cmd *rc, const char *key,
+                         const char *token, const char *fp_hex, size_t reclen);
+struct redis_cmd *store_record_send(struct store *s, const struct store_record_cmd *rc,
+                                    redis_reply_cb cb, void *arg);
+void store_record_cmd_free(struct store_record_cmd *rc);
 struct redis_cmd *store_release(struct store *s, const char *key, const char *token,
                                 redis_reply_cb cb, void *arg);
 struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,

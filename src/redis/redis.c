@@ -54,6 +54,12 @@ struct redis_cmd {
     int argc;
     const char **argv;
     size_t *argvlen;
+    /* or a command already in Redis's wire format (redis_eval_formatted): borrowed from
+     * the caller until the callback or redis_cancel; owned once rewritten for EVAL */
+    const char *fmt;
+    size_t fmtlen;
+    char *fmt_owned;
+    int borrow_gone; /* cancelled: the borrowed bytes may be freed, never send them again */
     /* c->queue (sent, awaiting replies) or c->waiting (not sent yet); each list is in
      * deadline order, so the oldest of its first two is the next deadline */
     TAILQ_ENTRY(redis_cmd) link;
@@ -99,6 +105,8 @@ struct redis_client {
 
 static void redis_connect(struct redis_client *c);
 static void redis_sub_connect(struct redis_client *c);
+static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata);
+static void redis_cmd_free(struct redis_cmd *cmd);
 static void redis_note_down(struct redis_client *c, const char *why);
 
 static void redis_schedule(struct event *ev, unsigned *backoff)
@@ -182,7 +190,7 @@ static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
         c->stats.timeouts++;
         redis_cmd_done(cmd, REDIS_CMD_TIMEOUT, NULL,
                        "no Redis connection within redis-timeout (not sent)");
-        free(cmd);
+        redis_cmd_free(cmd);
     }
     cmd = TAILQ_FIRST(&c->queue);
     if (!cmd || cmd->deadline > now) {
@@ -206,6 +214,55 @@ static const char *redis_cmd_name(const struct redis_cmd *cmd)
     return cmd->script >= 0 ? cmd->c->scripts[cmd->script].name : cmd->argv[0];
 }
 
+/* Hand cmd to hiredis on ac (it copies the bytes into its output buffer). */
+static int redis_cmd_write(redisAsyncContext *ac, struct redis_cmd *cmd)
+{
+    if (cmd->fmt)
+        return redisAsyncFormattedCommand(ac, redis_on_reply, cmd, cmd->fmt, cmd->fmtlen);
+    return redisAsyncCommandArgv(ac, redis_on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+}
+
+static void redis_cmd_free(struct redis_cmd *cmd)
+{
+    free(cmd->fmt_owned);
+    free(cmd);
+}
+
+/*
+ * The EVAL form of a formatted EVALSHA command: "*N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n"
+ * becomes "*N\r\n$4\r\nEVAL\r\n$<len>\r\n<script>\r\n", the rest is kept. 0 or -1.
+ */
+static int redis_cmd_to_eval(struct redis_cmd *cmd, const char *script)
+{
+    const char *rest = cmd->fmt, *end = cmd->fmt + cmd->fmtlen;
+    char head[64];
+    size_t slen = strlen(script), hlen, tail;
+    char *out;
+    int n;
+
+    rest = memchr(rest, '\n', (size_t)(end - rest)); /* after "*N\r\n" */
+    if (!rest || (size_t)(end - rest - 1) < 13 + 5 + 40 + 2 ||
+        memcmp(rest + 1, "$7\r\nEVALSHA\r\n$40\r\n", 18) != 0)
+        return -1;
+    hlen = (size_t)(rest + 1 - cmd->fmt);
+    rest += 1 + 18 + 40 + 2;
+    tail = (size_t)(end - rest);
+    n = snprintf(head, sizeof(head), "$4\r\nEVAL\r\n$%zu\r\n", slen);
+    out = malloc(hlen + (size_t)n + slen + 2 + tail);
+    if (!out)
+        return -1;
+    memcpy(out, cmd->fmt, hlen);
+    memcpy(out + hlen, head, (size_t)n);
+    memcpy(out + hlen + (size_t)n, script, slen);
+    memcpy(out + hlen + (size_t)n + slen, "\r\n", 2);
+    memcpy(out + hlen + (size_t)n + slen + 2, rest, tail);
+    free(cmd->fmt_owned);
+    cmd->fmt_owned = out;
+    cmd->fmt = out;
+    cmd->fmtlen = hlen + (size_t)n + slen + 2 + tail;
+    return 0;
+}
+
 static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct redis_cmd *cmd = privdata;
@@ -220,26 +277,31 @@ static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
             redis_cmd_done(cmd, cmd->timed_out ? REDIS_CMD_TIMEOUT : REDIS_CMD_DOWN, NULL,
                            cmd->timed_out ? "redis did not answer in time"
                                           : "redis connection lost");
-        free(cmd);
+        redis_cmd_free(cmd);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR && cmd->script >= 0 && !cmd->resent && c->ac == ac &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
         /* the script cache was flushed: send the script itself, same deadline rules */
+        int ok;
         cmd->resent = 1;
-        cmd->argv[0] = "EVAL";
-        cmd->argvlen[0] = 4;
-        cmd->argv[1] = c->scripts[cmd->script].text;
-        cmd->argvlen[1] = strlen(c->scripts[cmd->script].text);
+        if (cmd->fmt) {
+            ok = !cmd->borrow_gone && redis_cmd_to_eval(cmd, c->scripts[cmd->script].text) == 0;
+        } else {
+            cmd->argv[0] = "EVAL";
+            cmd->argvlen[0] = 4;
+            cmd->argv[1] = c->scripts[cmd->script].text;
+            cmd->argvlen[1] = strlen(c->scripts[cmd->script].text);
+            ok = 1;
+        }
         cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
-        if (redisAsyncCommandArgv(ac, redis_on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen) ==
-            REDIS_OK) {
+        if (ok && redis_cmd_write(ac, cmd) == REDIS_OK) {
             TAILQ_INSERT_TAIL(&c->queue, cmd, link);
             redis_arm_deadline(c);
             return;
         }
         redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
-        free(cmd);
+        redis_cmd_free(cmd);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -248,7 +310,31 @@ static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     } else {
         redis_cmd_done(cmd, REDIS_CMD_OK, reply, NULL);
     }
-    free(cmd);
+    redis_cmd_free(cmd);
+}
+
+/* Send cmd now, or keep it until there is a connection. NULL (cmd freed) when neither. */
+static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd *cmd)
+{
+    cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
+    c->stats.commands++;
+    if (!c->ac) {
+        /* (re)connecting: keep it, with its deadline, until a connection is made */
+        TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
+        c->nwaiting++;
+        c->stats.queued++;
+        if (redis_next_deadline(c) == cmd)
+            redis_arm_deadline(c);
+        return cmd;
+    }
+    if (redis_cmd_write(c->ac, cmd) != REDIS_OK) {
+        redis_cmd_free(cmd);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&c->queue, cmd, link);
+    if (redis_next_deadline(c) == cmd)
+        redis_arm_deadline(c);
+    return cmd;
 }
 
 /* Copy argv into one allocation with the command and send it. */
@@ -283,26 +369,7 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
         cmd->argvlen[i] = lens[i];
         p += lens[i] + 1; /* calloc left the NUL */
     }
-    cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
-    c->stats.commands++;
-    if (!c->ac) {
-        /* (re)connecting: keep it, with its deadline, until a connection is made */
-        TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
-        c->nwaiting++;
-        c->stats.queued++;
-        if (redis_next_deadline(c) == cmd)
-            redis_arm_deadline(c);
-        return cmd;
-    }
-    if (redisAsyncCommandArgv(c->ac, redis_on_reply, cmd, argc, cmd->argv, cmd->argvlen) !=
-        REDIS_OK) {
-        free(cmd);
-        return NULL;
-    }
-    TAILQ_INSERT_TAIL(&c->queue, cmd, link);
-    if (redis_next_deadline(c) == cmd)
-        redis_arm_deadline(c);
-    return cmd;
+    return redis_enqueue(c, cmd);
 }
 
 /* A new connection: send what was queued while there was none, oldest first (after the
@@ -314,10 +381,9 @@ static void redis_send_waiting(struct redis_client *c)
     while (c->ac && (cmd = TAILQ_FIRST(&c->waiting))) {
         TAILQ_REMOVE(&c->waiting, cmd, link);
         c->nwaiting--;
-        if (redisAsyncCommandArgv(c->ac, redis_on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen) !=
-            REDIS_OK) {
+        if (redis_cmd_write(c->ac, cmd) != REDIS_OK) {
             redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
-            free(cmd);
+            redis_cmd_free(cmd);
             continue;
         }
         TAILQ_INSERT_TAIL(&c->queue, cmd, link);
@@ -351,6 +417,28 @@ struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key
     return redis_send(c, script, 4 + nargs, argv, argvlen, cb, arg);
 }
 
+struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const char *cmd,
+                                       size_t len, redis_reply_cb cb, void *arg)
+{
+    struct redis_cmd *rc;
+
+    if (script < 0 || (size_t)script >= c->nscripts ||
+        (!c->ac && c->nwaiting >= REDIS_WAITING_MAX) || !(rc = calloc(1, sizeof(*rc))))
+        return NULL;
+    rc->c = c;
+    rc->script = script;
+    rc->cb = cb;
+    rc->arg = arg;
+    rc->fmt = cmd;
+    rc->fmtlen = len;
+    return redis_enqueue(c, rc);
+}
+
+const char *redis_script_sha(const struct redis_client *c, int script)
+{
+    return script >= 0 && (size_t)script < c->nscripts ? c->sha[script] : NULL;
+}
+
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
                                 const size_t *lens, redis_reply_cb cb, void *arg)
 {
@@ -359,9 +447,25 @@ struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *co
 
 void redis_cancel(struct redis_cmd *cmd)
 {
-    if (cmd) {
-        cmd->cb = NULL;
-        cmd->arg = NULL;
+    struct redis_client *c;
+
+    if (!cmd)
+        return;
+    cmd->cb = NULL;
+    cmd->arg = NULL;
+    if (!cmd->fmt || cmd->fmt_owned)
+        return; /* its bytes are its own: it is still sent (a release must be) */
+    cmd->borrow_gone = 1;
+    c = cmd->c;
+    /* borrowed bytes not yet handed to hiredis must not be read later: drop it */
+    for (struct redis_cmd *w = TAILQ_FIRST(&c->waiting); w; w = TAILQ_NEXT(w, link)) {
+        if (w == cmd) {
+            TAILQ_REMOVE(&c->waiting, cmd, link);
+            c->nwaiting--;
+            redis_cmd_free(cmd);
+            redis_arm_deadline(c);
+            return;
+        }
     }
 }
 
@@ -828,7 +932,7 @@ void redis_client_free(struct redis_client *c)
     }
     while ((cmd = TAILQ_FIRST(&c->waiting))) { /* never sent: their callbacks are not called */
         TAILQ_REMOVE(&c->waiting, cmd, link);
-        free(cmd);
+        redis_cmd_free(cmd);
     }
     if (c->reconnect_ev)
         event_free(c->reconnect_ev);

@@ -81,6 +81,14 @@ void redis_client_free(struct redis_client *c);
 struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key, int nargs,
                              const char *const *args, const size_t *lens, redis_reply_cb cb,
                              void *arg);
+/* EVALSHA of script as the caller formatted it already, in Redis's wire format
+ * ("*N\r\n$7\r\nEVALSHA\r\n$40\r\n<redis_script_sha>\r\n..."): no copy is made
+ * beyond hiredis's own. cmd is borrowed: it must stay valid until the callback has run
+ * or the command was cancelled (a cancelled one not yet handed to hiredis is dropped). */
+struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const char *cmd,
+                                       size_t len, redis_reply_cb cb, void *arg);
+const char *redis_script_sha(const struct redis_client *c, int script);
+
 /* Any other command, argv copied. */
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
                                 const size_t *lens, redis_reply_cb cb, void *arg);
