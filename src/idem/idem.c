@@ -16,6 +16,7 @@
 #include "core/problem.h"
 #include "http/frontend.h"
 #include "idem/idkey.h"
+#include "idem/jsoncanon.h"
 #include "idem/record.h"
 
 #define IDEM_RETRY_MIN_MS 50 /* first pause before a record is sent again, doubling */
@@ -722,6 +723,26 @@ static int idem_token(char *out)
 }
 
 /*
+ * The body as the fingerprint sees it: itself (fingerprint-body raw), or its canonical
+ * JSON (fingerprint-body json: member order and whitespace ignored) — the raw bytes
+ * when it is not JSON. *canon: a buffer to free, or NULL.
+ */
+static struct evbuffer *idem_fp_body(const struct idem_policy *pol, struct evbuffer *body,
+                                     struct evbuffer **canon)
+{
+    size_t len = evbuffer_get_length(body);
+
+    *canon = NULL;
+    if (pol->fingerprint_body != IDEM_FP_BODY_JSON || len == 0 || !(*canon = evbuffer_new()))
+        return body;
+    if (jsoncanon(*canon, (const char *)evbuffer_pullup(body, -1), len) == 0)
+        return *canon;
+    evbuffer_free(*canon);
+    *canon = NULL;
+    return body;
+}
+
+/*
  * A scope or fingerprint header that appears twice is refused (400): hashing one of them
  * would let a client pick whose scope its key lands in when a gateway in front appends
  * an identity header without removing the client's. 1 when r was answered.
@@ -751,6 +772,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     const struct idem_policy *pol = h->pol;
     struct idem_ctx *ctx;
     uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN], fp_host[IDKEY_HASH_LEN];
+    struct evbuffer *canon;
     char hex[IDKEY_HEX_LEN + 1], key[4097];
     const char *value, *why = NULL;
     size_t n, plen;
@@ -784,17 +806,22 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
         return 1;
     }
     plen = strlen(pol->key_prefix);
+    canon = NULL;
     ctx = calloc(1, sizeof(*ctx) + plen + IDKEY_HEX_LEN + 1);
     if (!ctx ||
         idkey_record_id(&r->head, pol->scope_headers, pol->nscope_headers, key, (size_t)keylen,
                         id) < 0 ||
-        idkey_fingerprint(&r->head, r->body, pol->fingerprint_headers, pol->nfingerprint_headers,
-                          fp) < 0 ||
+        idkey_fingerprint(&r->head, idem_fp_body(pol, r->body, &canon),
+                          pol->fingerprint_headers, pol->nfingerprint_headers, fp) < 0 ||
         idkey_fingerprint_host(fp, &r->head, fp_host) < 0 || idem_token(ctx->token) < 0) {
         idem_ctx_free(ctx);
+        if (canon)
+            evbuffer_free(canon);
         frontend_problem(r, PROBLEM_INTERNAL_ERROR, "could not hash the request", NULL);
         return 1;
     }
+    if (canon)
+        evbuffer_free(canon);
     ctx->rkey = (char *)(ctx + 1);
     ctx->r = r;
     ctx->h = h;

@@ -12,6 +12,8 @@ static const struct conf_choice on_redis_error_choices[] = {
     {"reject", IDEM_REDIS_REJECT}, {"pass", IDEM_REDIS_PASS}, {NULL, 0}};
 static const struct conf_choice in_flight_choices[] = {
     {"reject", IDEM_IN_FLIGHT_REJECT}, {"wait", IDEM_IN_FLIGHT_WAIT}, {NULL, 0}};
+static const struct conf_choice fingerprint_body_choices[] = {
+    {"raw", IDEM_FP_BODY_RAW}, {"json", IDEM_FP_BODY_JSON}, {NULL, 0}};
 static const struct conf_choice ambiguous_choices[] = {
     {"record", IDEM_AMBIGUOUS_RECORD}, {"release", IDEM_AMBIGUOUS_RELEASE}, {NULL, 0}};
 
@@ -56,6 +58,13 @@ const struct conf_directive policy_conf_rows[] = {
      .count_off = FIELD(nfingerprint_headers),
      .arg = "NAME...",
      .help = "headers a retry must repeat (besides body)"},
+    {.name = "fingerprint-body",
+     .type = CONF_T_ENUM,
+     .def = "raw",
+     .off = FIELD(fingerprint_body),
+     .choices = fingerprint_body_choices,
+     .arg = "raw|json",
+     .help = "json: member order and whitespace do not count"},
     {.name = "key-prefix",
      .type = CONF_T_STRING,
      .def = "idem:",

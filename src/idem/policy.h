@@ -17,6 +17,7 @@
 enum idem_in_flight { IDEM_IN_FLIGHT_REJECT = 0, IDEM_IN_FLIGHT_WAIT };
 enum idem_ambiguous { IDEM_AMBIGUOUS_RECORD = 0, IDEM_AMBIGUOUS_RELEASE };
 enum idem_on_redis_error { IDEM_REDIS_REJECT = 0, IDEM_REDIS_PASS };
+enum idem_fingerprint_body { IDEM_FP_BODY_RAW = 0, IDEM_FP_BODY_JSON };
 
 struct idem_policy {
     char **methods; /* methods [POST PATCH] */
@@ -28,6 +29,7 @@ struct idem_policy {
     size_t nscope_headers;
     char **fingerprint_headers; /* fingerprint-headers [none] */
     size_t nfingerprint_headers;
+    int fingerprint_body; /* fingerprint-body [raw] (enum idem_fingerprint_body) */
     char *key_prefix;         /* key-prefix [idem:] */
     uint64_t lease_ms;        /* lease [10s] */
     uint64_t retention_ms;    /* retention [24h] */

@@ -535,6 +535,46 @@ Test(idem_policy, record_expires_after_retention)
     cr_assert_eq(harness_executions(stack.up_port, "short-lived"), 2);
 }
 
+/* fingerprint-body json: a client that re-serialises the same JSON (another member
+ * order, other whitespace) is the same request; another value is not. raw (the default)
+ * tells them apart. */
+Test(idem_policy, fingerprint_body_json_ignores_member_order_and_whitespace)
+{
+    const char *extra[] = {"--fingerprint-body", "json", NULL};
+    struct harness_resp r;
+
+    stack_start(extra, NULL);
+    post(stack.a_port, "POST", "/pay", "j1", NULL, "{\"amount\": 10, \"to\": \"bob\"}", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/pay", "j1", NULL, "{\"to\":\"bob\",\n \"amount\":10}", &r);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_assert(harness_replayed(&r), "the same JSON, re-serialised, was refused or executed");
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/pay", "j1", NULL, "{\"to\":\"bob\",\"amount\":11}", &r);
+    expect_problem(&r, 422, "idempotency-key-reused");
+    harness_resp_free(&r);
+    /* not JSON: the raw bytes count */
+    post(stack.a_port, "POST", "/pay", "j2", NULL, "amount=10", &r);
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/pay", "j2", NULL, "amount=10 ", &r);
+    expect_problem(&r, 422, "idempotency-key-reused");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "j1"), 1);
+}
+
+Test(idem_policy, fingerprint_body_raw_is_the_default)
+{
+    struct harness_resp r;
+
+    stack_start(NULL, NULL);
+    post(stack.a_port, "POST", "/pay", "r1", NULL, "{\"amount\": 10, \"to\": \"bob\"}", &r);
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/pay", "r1", NULL, "{\"to\":\"bob\",\"amount\":10}", &r);
+    expect_problem(&r, 422, "idempotency-key-reused");
+    harness_resp_free(&r);
+}
+
 Test(idem_policy, require_key_and_release_statuses)
 {
     const char *extra[] = {"--require-key", "yes", "--release-statuses", "500", NULL};
