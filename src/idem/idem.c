@@ -48,6 +48,7 @@ enum idem_state {
     IDEM_RECORDING,  /* the answer (status, head, body) and its encoding (rec) are kept;
                         ctx->cmd is the record in flight, or retry_ev is armed for the next
                         attempt; renew_ev still runs: the lease must outlive the record */
+    IDEM_DONE,       /* the record resolved; a streamed answer may still be flowing */
 };
 
 static const char *idem_state_str(enum idem_state st)
@@ -61,6 +62,8 @@ static const char *idem_state_str(enum idem_state st)
         return "forwarding";
     case IDEM_RECORDING:
         return "recording";
+    case IDEM_DONE:
+        return "done";
     }
     return "?";
 }
@@ -308,6 +311,7 @@ static void idem_record_done(struct idem_ctx *ctx)
     struct evbuffer *body = ctx->body, *moved = NULL;
 
     idem_stop_renewing(ctx);
+    ctx->state = IDEM_DONE; /* not an orphan-to-be any more */
     if (!ctx->r) {
         TAILQ_REMOVE(&h->orphans, ctx, link);
         h->norphans--;
@@ -316,8 +320,10 @@ static void idem_record_done(struct idem_ctx *ctx)
             h->on_idle(h->idle_arg);
         return;
     }
-    if (ctx->streamed)
+    if (ctx->streamed) {
+        store_record_cmd_free(&ctx->rec); /* the stream goes on; nothing to answer here */
         return;
+    }
     if (ctx->body_at && (moved = evbuffer_new()) != NULL) {
         /* The answer's body lives inside the record command: the client's output takes
          * that buffer over (freed once written) instead of a copy. */
@@ -811,8 +817,8 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     if (!ctx ||
         idkey_record_id(&r->head, pol->scope_headers, pol->nscope_headers, key, (size_t)keylen,
                         id) < 0 ||
-        idkey_fingerprint(&r->head, idem_fp_body(pol, r->body, &canon),
-                          pol->fingerprint_headers, pol->nfingerprint_headers, fp) < 0 ||
+        idkey_fingerprint(&r->head, idem_fp_body(pol, r->body, &canon), pol->fingerprint_headers,
+                          pol->nfingerprint_headers, fp) < 0 ||
         idkey_fingerprint_host(fp, &r->head, fp_host) < 0 || idem_token(ctx->token) < 0) {
         idem_ctx_free(ctx);
         if (canon)

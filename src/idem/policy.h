@@ -29,7 +29,7 @@ struct idem_policy {
     size_t nscope_headers;
     char **fingerprint_headers; /* fingerprint-headers [none] */
     size_t nfingerprint_headers;
-    int fingerprint_body; /* fingerprint-body [raw] (enum idem_fingerprint_body) */
+    int fingerprint_body;     /* fingerprint-body [raw] (enum idem_fingerprint_body) */
     char *key_prefix;         /* key-prefix [idem:] */
     uint64_t lease_ms;        /* lease [10s] */
     uint64_t retention_ms;    /* retention [24h] */
