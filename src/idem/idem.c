@@ -324,7 +324,7 @@ static void idem_record_done(struct idem_ctx *ctx)
         store_record_cmd_free(&ctx->rec); /* the stream goes on; nothing to answer here */
         return;
     }
-    if (ctx->body_at && (moved = evbuffer_new()) != NULL) {
+    if (ctx->body_at && ctx->body_len && (moved = evbuffer_new()) != NULL) {
         /* The answer's body lives inside the record command: the client's output takes
          * that buffer over (freed once written) instead of a copy. */
         if (evbuffer_add_reference(moved, ctx->body_at, ctx->body_len, idem_free_buf,
