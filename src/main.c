@@ -3,7 +3,8 @@
  *
  * main: command line and configuration, listening sockets, worker threads, signals.
  * SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by
- * drain-timeout), exit 0. SIGPIPE is ignored (writes to dead peers fail with EPIPE).
+ * drain-timeout), exit 0. SIGUSR1: reopen the access log. SIGPIPE is ignored (writes to
+ * dead peers fail with EPIPE).
  */
 #include <malloc.h>
 #include <signal.h>
@@ -25,11 +26,27 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
+struct main_workers {
+    struct worker *w;
+    int n;
+};
+
+/* SIGUSR1: every worker reopens its access log (logrotate has moved the file). */
+static void main_usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_workers *mw = arg;
+
+    log_info("received SIGUSR1, reopening the access log");
+    for (int i = 0; i < mw->n; i++)
+        worker_reopen_logs(&mw->w[i]);
+}
+
 static int main_run(const struct config *cfg)
 {
     struct worker *workers = NULL;
     struct event_base *base = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL;
+    struct main_workers mw = {NULL, 0};
     sigset_t block, old;
     unsigned short port = 0;
     int ninit = 0, nstarted = 0, rc = 1;
@@ -42,7 +59,9 @@ static int main_run(const struct config *cfg)
         goto out;
     sigterm = evsignal_new(base, SIGTERM, main_signal_cb, base);
     sigint = evsignal_new(base, SIGINT, main_signal_cb, base);
-    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
+    sigusr1 = evsignal_new(base, SIGUSR1, main_usr1_cb, &mw);
+    if (!sigterm || !sigint || !sigusr1 || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sigusr1, NULL) < 0)
         goto out;
 
     /* All sockets are bound before any thread starts, so a bad address fails at once. */
@@ -57,6 +76,7 @@ static int main_run(const struct config *cfg)
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (int i = 0; i < cfg->worker.workers; i++) {
         if (worker_start(&workers[i]) < 0)
@@ -66,6 +86,8 @@ static int main_run(const struct config *cfg)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (nstarted < cfg->worker.workers)
         goto out;
+    mw.w = workers;
+    mw.n = nstarted;
 
     conf_addr_str(&cfg->worker.listen, addr, sizeof(addr));
     if (cfg->worker.listen.port == 0) {
@@ -96,6 +118,8 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sigusr1)
+        event_free(sigusr1);
     if (base)
         event_base_free(base);
     if (ups)

@@ -158,15 +158,22 @@ static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
+/* Orders from the main thread, one byte each: 'r' reopen the access log, 'x' drain. */
 static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     struct timeval tv;
     char buf[16];
+    int stop = 0, reopen = 0;
+    ssize_t n;
 
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-    if (w->draining)
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        stop |= memchr(buf, 'x', (size_t)n) != NULL;
+        reopen |= memchr(buf, 'r', (size_t)n) != NULL;
+    }
+    if (reopen)
+        frontend_reopen_log(w->fe);
+    if (!stop || w->draining)
         return;
     w->draining = 1;
     if (w->listener) {
@@ -215,7 +222,7 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     w->redis =
         w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts, store_nscripts) : NULL;
     w->store = w->redis ? store_new(w->redis, &cfg->idem, id == 1) : NULL;
-    w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool, default_host) : NULL;
+    w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool, default_host, id) : NULL;
     w->idem = w->fe ? idem_handler_new(w->base, &cfg->idem, w->store) : NULL;
     if (!w->idem)
         goto err;
@@ -252,6 +259,12 @@ void worker_stop(struct worker *w)
 {
     if (w->stop_pipe[1] >= 0 && write(w->stop_pipe[1], "x", 1) < 0)
         log_error("worker %d: cannot signal it to stop", w->id);
+}
+
+void worker_reopen_logs(struct worker *w)
+{
+    if (w->stop_pipe[1] >= 0 && write(w->stop_pipe[1], "r", 1) < 0)
+        log_error("worker %d: cannot signal it to reopen its access log", w->id);
 }
 
 void worker_join(struct worker *w)

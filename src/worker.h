@@ -58,6 +58,9 @@ int worker_start(struct worker *w);
 /* Ask the worker to drain and exit (thread-safe, async). */
 void worker_stop(struct worker *w);
 
+/* Ask the worker to reopen its access log (thread-safe, async; SIGUSR1). */
+void worker_reopen_logs(struct worker *w);
+
 /* Wait for the thread, then free everything w owns. */
 void worker_join(struct worker *w);
 

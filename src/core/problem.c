@@ -25,6 +25,7 @@ static const struct problem_type problem_types[] = {
                                  "Upstream failed before completing its response"},
     [PROBLEM_UPSTREAM_TIMEOUT] = {504, "upstream-timeout", "Upstream did not answer in time"},
     [PROBLEM_INTERNAL_ERROR] = {500, "internal-error", "Internal proxy error"},
+    [PROBLEM_DRAINING] = {503, "draining", "This proxy replica is shutting down"},
     [PROBLEM_INVALID_KEY] = {400, "invalid-idempotency-key", "Invalid Idempotency-Key"},
     [PROBLEM_MISSING_KEY] = {400, "missing-idempotency-key", "Idempotency-Key required"},
     [PROBLEM_KEY_IN_USE] = {409, "idempotency-key-in-use",
@@ -88,7 +89,7 @@ void problem_json_escape(struct evbuffer *out, const char *s, size_t len)
 }
 
 int problem_body(struct evbuffer *body, enum problem_kind kind, const char *detail,
-                 const char *instance)
+                 const char *instance, const char *request_id)
 {
     const struct problem_type *t = problem_type(kind);
     size_t before = evbuffer_get_length(body);
@@ -104,6 +105,11 @@ int problem_body(struct evbuffer *body, enum problem_kind kind, const char *deta
     if (instance) {
         evbuffer_add(body, ",\"instance\":\"", 13);
         problem_json_escape(body, instance, strlen(instance));
+        evbuffer_add(body, "\"", 1);
+    }
+    if (request_id) {
+        evbuffer_add(body, ",\"request_id\":\"", 15);
+        problem_json_escape(body, request_id, strlen(request_id));
         evbuffer_add(body, "\"", 1);
     }
     evbuffer_add(body, "}\n", 2);

@@ -34,6 +34,7 @@ enum problem_kind {
     PROBLEM_UPSTREAM_FAILED,
     PROBLEM_UPSTREAM_TIMEOUT,
     PROBLEM_INTERNAL_ERROR,
+    PROBLEM_DRAINING,
     /* the idempotency layer */
     PROBLEM_INVALID_KEY,
     PROBLEM_MISSING_KEY,
@@ -58,11 +59,12 @@ const struct problem_type *problem_type(enum problem_kind kind);
 int problem_kind_by_slug(const char *slug);
 
 /*
- * Append the JSON document to body: {"type","title","status","detail"[, "instance"]}.
- * detail and instance may be NULL; they are JSON-escaped. Returns bytes appended.
+ * Append the JSON document to body: {"type","title","status"[,"detail"][,"instance"]
+ * [,"request_id"]} (request_id: an extension member, RFC 9457 §3.2). detail, instance
+ * and request_id may be NULL (left out); they are JSON-escaped. Returns bytes appended.
  */
 int problem_body(struct evbuffer *body, enum problem_kind kind, const char *detail,
-                 const char *instance);
+                 const char *instance, const char *request_id);
 
 /* JSON-escape s (len bytes) into out, without surrounding quotes. */
 void problem_json_escape(struct evbuffer *out, const char *s, size_t len);

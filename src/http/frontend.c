@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -16,6 +18,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "http/accesslog.h"
 #include "http/headers.h"
 #include "net/netio.h"
 
@@ -51,7 +54,13 @@ const struct conf_directive frontend_conf_rows[] = {
      .def = "60s",
      .off = offsetof(struct frontend_conf, client_timeout_ms),
      .arg = "DURATION",
-     .help = "idle time allowed on a client connection"},
+     .help = "bound on a request head and on pauses in a body"},
+    {.name = "access-log",
+     .type = CONF_T_STRING,
+     .def = "off",
+     .off = offsetof(struct frontend_conf, access_log),
+     .arg = "PATH|stderr|off",
+     .help = "one JSON line per request (reopened on SIGUSR1)"},
     CONF_END,
 };
 
@@ -99,6 +108,9 @@ struct frontend {
     size_t nconns;
     struct fe_req_list reqs; /* requests not yet finished (client may be gone) */
     size_t nreqs;
+    int past_deadline;      /* frontend_drain_deadline was called */
+    struct accesslog *alog; /* NULL: access-log off */
+    uint64_t rid_seed, rid_counter;
 };
 
 struct frontend_conn {
@@ -158,11 +170,40 @@ void frontend_req_cleanup_add(struct frontend_req *r, struct frontend_cleanup *c
     r->cleanups = c;
 }
 
+static double fe_ms(uint64_t us)
+{
+    return (double)us / 1000.0;
+}
+
+/* The request's access log line (fe->alog set). */
+static void fe_log_request(struct frontend *fe, const struct frontend_req *r)
+{
+    struct accesslog_entry e = {0};
+
+    e.unix_ms = r->started_unix_ms;
+    e.client = r->client_ip;
+    e.method = r->head.method;
+    e.target = r->head.target;
+    e.status = r->status;
+    e.bytes_in = r->bytes_in;
+    e.bytes_out = r->bytes_out;
+    e.duration_ms = fe_ms(clock_mono_us() - r->started_us);
+    e.upstream_ms = r->upstream_name ? fe_ms(r->upstream_us) : -1;
+    e.redis_ms = r->redis_us ? fe_ms(r->redis_us) : -1;
+    e.outcome = r->answer_dropped ? "client-gone" : r->outcome ? r->outcome : "unanswered";
+    e.record = r->record[0] ? r->record : NULL;
+    e.upstream = r->upstream_name;
+    e.request_id = r->request_id[0] ? r->request_id : NULL;
+    accesslog_write(fe->alog, &e);
+}
+
 /* The one place a request is freed: its handlers' cleanups first, newest first. */
 static void fe_req_free(struct frontend_req *r)
 {
     struct frontend *fe = r->fe;
 
+    if (fe->alog)
+        fe_log_request(fe, r);
     if (r->x)
         upstream_exchange_detach(r->x);
     r->x = NULL;
@@ -283,17 +324,34 @@ static void fe_reject(struct frontend_conn *c, enum problem_kind kind, const cha
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct evbuffer *body = evbuffer_new();
     const struct problem_type *t = problem_type(kind);
+    size_t before = evbuffer_get_length(out);
+    struct frontend_req *r = c->req;
 
-    if (c->req)
-        fe_req_free(c->req); /* also clears c->req */
     log_info("%s: %d %s: %s (connection %s)", c->ip, t->status, t->slug, detail,
              fe_state_str(c->state));
-    problem_body(body, kind, detail, NULL);
+    problem_body(body, kind, detail, NULL, r && r->request_id[0] ? r->request_id : NULL);
     headers_write_response(out, t->status, NULL, NULL, "Content-Type: application/problem+json\r\n",
                            evbuffer_get_length(body), 0, 0);
     c->linger = 1;
     evbuffer_add_buffer(out, body);
     evbuffer_free(body);
+    if (r) {
+        r->status = t->status;
+        r->bytes_out = evbuffer_get_length(out) - before;
+        r->outcome = t->slug;
+        fe_req_free(r); /* also clears c->req */
+    } else if (c->fe->alog) {
+        /* refused before a request existed (a head too large, or that never ended) */
+        struct accesslog_entry e = {.unix_ms = clock_unix_ms(),
+                                    .client = c->ip,
+                                    .status = t->status,
+                                    .bytes_out = evbuffer_get_length(out) - before,
+                                    .duration_ms = -1,
+                                    .upstream_ms = -1,
+                                    .redis_ms = -1,
+                                    .outcome = t->slug};
+        accesslog_write(c->fe->alog, &e);
+    }
     c->keepalive = 0;
     fe_after_answer(c);
 }
@@ -303,9 +361,10 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
 {
     struct frontend_conn *c = r->conn;
 
+    r->status = status;
     if (c) {
         struct evbuffer *out = bufferevent_get_output(c->bev);
-        size_t len = body ? evbuffer_get_length(body) : 0;
+        size_t len = body ? evbuffer_get_length(body) : 0, before = evbuffer_get_length(out);
         /* HEAD and 304 answers keep the upstream's Content-Length, describing the
          * representation rather than this (empty) message. */
         int as_is = head && (r->is_head || status == 304);
@@ -318,6 +377,7 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
         headers_write_response(out, status, reason, head, extra, len, as_is, keep);
         if (body && !r->is_head)
             evbuffer_add_buffer(out, body);
+        r->bytes_out = evbuffer_get_length(out) - before;
         log_debug("%s %s %s → %d (%llu ms)", c->ip, r->head.method, r->head.target, status,
                   (unsigned long long)(clock_mono_ms() - r->started_ms));
         c->req = NULL;
@@ -325,6 +385,7 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
         fe_req_free(r);
         fe_after_answer(c);
     } else {
+        r->answer_dropped = 1;
         fe_req_free(r);
     }
 }
@@ -335,9 +396,11 @@ void frontend_problem(struct frontend_req *r, enum problem_kind kind, const char
     struct evbuffer *body = evbuffer_new();
     char hdrs[512];
 
-    problem_body(body, kind, detail, r->head.target);
+    problem_body(body, kind, detail, r->head.target, r->request_id);
     snprintf(hdrs, sizeof(hdrs), "Content-Type: application/problem+json\r\n%s",
              extra ? extra : "");
+    if (!r->outcome)
+        r->outcome = problem_type(kind)->slug;
     frontend_respond(r, problem_type(kind)->status, NULL, NULL, hdrs, body);
     evbuffer_free(body);
 }
@@ -372,6 +435,7 @@ static void fe_stream_start(struct frontend_req *r, const struct http1_head *hea
     const char *extra = NULL;
 
     r->streaming = 1;
+    r->status = head->status;
     if (c) {
         int keep;
         if (c->fe->draining)
@@ -403,6 +467,7 @@ static void fe_stream_data(struct frontend_req *r, struct evbuffer *body)
         return;
     }
     out = bufferevent_get_output(c->bev);
+    r->bytes_out += len;
     if (r->chunked_out) {
         char size[24];
         int n = snprintf(size, sizeof(size), "%zx\r\n", len);
@@ -466,6 +531,9 @@ static void fe_upstream_cb(const struct upstream_response *resp, void *arg)
         return;
     }
     r->x = NULL; /* the exchange is finishing */
+    r->upstream_us = clock_mono_us() - r->upstream_started_us;
+    if (resp->sent)
+        r->upstream_name = resp->replica;
     if (r->streaming) {
         if (resp->result == UPSTREAM_OK)
             fe_stream_data(r, resp->body);
@@ -478,13 +546,16 @@ static void fe_upstream_cb(const struct upstream_response *resp, void *arg)
 int frontend_send_upstream(struct frontend_req *r, size_t keep, upstream_cb cb, void *arg)
 {
     struct frontend *fe = r->fe;
-    struct evbuffer *wire = evbuffer_new();
+    struct evbuffer *wire;
     size_t stream_after = keep > fe->conf->response_buffer ? keep : fe->conf->response_buffer;
 
-    if (!wire)
+    if (fe->past_deadline)
+        return -1; /* the drain deadline passed: nothing more goes upstream */
+    if (!(wire = evbuffer_new()))
         return -1;
     headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
-                          fe->default_host);
+                          fe->default_host, r->request_id_made ? r->request_id : NULL);
+    r->upstream_started_us = clock_mono_us();
     evbuffer_add_buffer(wire, r->body);
     r->ucb = cb;
     r->uarg = arg;
@@ -508,6 +579,13 @@ static void fe_forward_done(const struct upstream_response *resp, void *arg)
 
 void frontend_forward(struct frontend_req *r)
 {
+    if (r->fe->past_deadline) {
+        frontend_problem(r, PROBLEM_DRAINING, "this replica is shutting down",
+                         "Retry-After: 1\r\n");
+        return;
+    }
+    if (!r->outcome)
+        r->outcome = "keyless";
     if (frontend_send_upstream(r, 0, fe_forward_done, r) < 0)
         frontend_problem(r, PROBLEM_INTERNAL_ERROR, "could not start the upstream request", NULL);
 }
@@ -521,10 +599,31 @@ static void fe_dispatch(struct frontend_conn *c)
      * noticed, and pipelined bytes wait in the input buffer, bounded in fe_read_cb. */
     c->state = FE_BUSY;
     c->keepalive = http1_keepalive(&r->head) && !c->fe->draining;
+    r->bytes_in = evbuffer_get_length(r->body);
     for (struct frontend_handler *h = c->fe->handlers; h; h = h->next)
         if (h->on_req(h, r))
             return;
     frontend_forward(r);
+}
+
+/*
+ * The request id: the client's X-Request-Id (first one; at most 128 bytes are kept), or
+ * one made here — 128 bits, unique across workers and restarts: a random per-frontend
+ * seed and a counter, as hex. One getrandom per worker, none per request.
+ */
+static void fe_request_id(struct frontend *fe, struct frontend_req *r)
+{
+    const char *v = r->head.count[HTTP1_H_X_REQUEST_ID]
+                        ? http1_header_get(&r->head, "X-Request-Id", NULL)
+                        : NULL;
+
+    if (v && *v) {
+        snprintf(r->request_id, sizeof(r->request_id), "%s", v);
+        return;
+    }
+    snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx",
+             (unsigned long long)fe->rid_seed, (unsigned long long)++fe->rid_counter);
+    r->request_id_made = 1;
 }
 
 /* A head arrived: parse it, check framing and limits. 0 to go on, -1 when rejected. */
@@ -544,6 +643,8 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     r->fe = c->fe;
     r->conn = c;
     r->started_ms = clock_mono_ms();
+    r->started_us = clock_mono_us();
+    r->started_unix_ms = clock_unix_ms();
     snprintf(r->client_ip, sizeof(r->client_ip), "%s", c->ip);
     TAILQ_INSERT_TAIL(&c->fe->reqs, r, link);
     c->fe->nreqs++;
@@ -555,6 +656,7 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     }
     evbuffer_drain(in, (size_t)n);
     c->scan = 0;
+    fe_request_id(c->fe, r);
     if (http1_request_framing(&r->head, &c->kind, &c->remaining, &err) < 0) {
         fe_reject(c, err.kind, err.detail);
         return -1;
@@ -739,12 +841,19 @@ static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf,
-                              struct upstream_pool *pool, const char *default_host)
+                              struct upstream_pool *pool, const char *default_host, int worker_id)
 {
     struct frontend *fe = calloc(1, sizeof(*fe));
 
     if (!fe)
         return NULL;
+    if (getrandom(&fe->rid_seed, sizeof(fe->rid_seed), 0) != sizeof(fe->rid_seed))
+        fe->rid_seed = clock_unix_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)worker_id;
+    if (conf->access_log && strcmp(conf->access_log, "off") != 0 &&
+        !(fe->alog = accesslog_new(base, conf->access_log, worker_id))) {
+        free(fe);
+        return NULL;
+    }
     fe->base = base;
     fe->conf = conf;
     fe->pool = pool;
@@ -754,10 +863,17 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     TAILQ_INIT(&fe->reqs);
     fe->drained_ev = event_new(base, -1, 0, fe_drained_cb, fe);
     if (!fe->drained_ev) {
+        accesslog_free(fe->alog);
         free(fe);
         return NULL;
     }
     return fe;
+}
+
+void frontend_reopen_log(struct frontend *fe)
+{
+    if (fe->alog)
+        accesslog_reopen(fe->alog);
 }
 
 void frontend_add_handler(struct frontend *fe, struct frontend_handler *h)
@@ -790,11 +906,17 @@ void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *ar
     fe_maybe_drained(fe);
 }
 
+int frontend_past_deadline(const struct frontend *fe)
+{
+    return fe->past_deadline;
+}
+
 size_t frontend_drain_deadline(struct frontend *fe, const char *why)
 {
     struct frontend_conn *c, *next;
     struct frontend_req *r;
 
+    fe->past_deadline = 1;
     /* a request still arriving will not be answered: close its connection */
     for (c = TAILQ_FIRST(&fe->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
@@ -832,5 +954,6 @@ void frontend_free(struct frontend *fe)
     while ((r = TAILQ_FIRST(&fe->reqs)))
         fe_req_free(r);
     event_free(fe->drained_ev);
+    accesslog_free(fe->alog);
     free(fe);
 }

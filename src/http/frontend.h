@@ -34,13 +34,14 @@ struct evbuffer;
 struct frontend;
 struct frontend_conn;
 
-/* Client-side limits and timeouts (directives max-body, max-headers, response-buffer,
- * client-timeout). */
+/* Client-side limits, timeouts and the access log (directives max-body, max-headers,
+ * response-buffer, client-timeout, access-log). */
 struct frontend_conf {
     size_t max_body;            /* max-body [1m] */
     size_t max_headers;         /* max-headers [16k] */
     size_t response_buffer;     /* response-buffer [1m]: larger answers stream */
     uint64_t client_timeout_ms; /* client-timeout [60s] */
+    char *access_log;           /* access-log [off]: PATH, stderr or off; owned */
 };
 extern const struct conf_directive frontend_conf_rows[]; /* ended by CONF_END */
 
@@ -61,10 +62,26 @@ struct frontend_req {
     struct evbuffer *body; /* complete request body */
     char client_ip[64];
     uint64_t started_ms;
+    /* The request id: X-Request-Id as the client sent it (first one, cut at 128 bytes),
+     * or one the proxy made (then it is added to the upstream request). Logged, and in
+     * the proxy's own error bodies. */
+    char request_id[129];
+    int request_id_made;
+    /* What the access log says of it: a handler sets outcome (a static string; the
+     * frontend's default is "keyless", or the slug of its own error answer), record (a
+     * short record id, never the key) and adds its Redis round trips to redis_us. */
+    const char *outcome;
+    char record[17];
+    uint64_t redis_us;
     /* private to frontend.c */
     struct upstream_exchange *x; /* the exchange in flight, NULL when none */
     upstream_cb ucb;             /* the handler's view of that exchange */
     void *uarg;
+    uint64_t started_us, started_unix_ms, upstream_started_us, upstream_us, bytes_in;
+    const char *upstream_name; /* the replica that answered (the pool's, long-lived) */
+    int status;                /* answered (0: not yet) */
+    int answer_dropped;        /* the client was gone when the answer was ready */
+    uint64_t bytes_out;
     int streaming;   /* the answer is being streamed */
     int chunked_out; /* ... re-chunked to the client */
     int paused;      /* ... and the upstream paused for a slow client */
@@ -84,9 +101,13 @@ struct frontend_handler {
 };
 
 /* The client side of one worker, on base. conf and pool are borrowed; default_host is
- * the Host given to HTTP/1.0 requests without one (copied). NULL on allocation failure. */
+ * the Host given to HTTP/1.0 requests without one (copied); worker_id names the worker
+ * in the access log. NULL on failure (an access log that cannot be opened is logged). */
 struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf,
-                              struct upstream_pool *pool, const char *default_host);
+                              struct upstream_pool *pool, const char *default_host, int worker_id);
+
+/* Open the access log again (after logrotate moved it; SIGUSR1). */
+void frontend_reopen_log(struct frontend *fe);
 
 /* Shutdown: free every connection and request without answering, then fe. */
 void frontend_free(struct frontend *fe);
@@ -109,6 +130,10 @@ void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *ar
  * remain (those still recording or waiting); on_drained follows when they end.
  */
 size_t frontend_drain_deadline(struct frontend *fe, const char *why);
+
+/* Has the drain deadline come (frontend_drain_deadline)? Nothing may be sent upstream
+ * any more: a handler still deciding must not forward. */
+int frontend_past_deadline(const struct frontend *fe);
 
 /* Open connections and unfinished requests (for logs). */
 void frontend_counts(const struct frontend *fe, size_t *conns, size_t *reqs);

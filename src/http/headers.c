@@ -78,7 +78,7 @@ static int headers_method_has_body(const char *method)
 
 void headers_write_request(struct evbuffer *out, const struct http1_head *req,
                            const char *client_ip, int has_body, uint64_t body_len,
-                           const char *default_host)
+                           const char *default_host, const char *request_id)
 {
     const char *host = NULL;
     int xff_done = 0, via_done = 0;
@@ -144,6 +144,8 @@ void headers_write_request(struct evbuffer *out, const struct http1_head *req,
     evbuffer_add(out, "X-Forwarded-Proto: http\r\n", 25);
     if (host)
         headers_add_line(out, "X-Forwarded-Host: ", host);
+    if (request_id)
+        headers_add_line(out, "X-Request-Id: ", request_id);
     if (has_body || body_len || headers_method_has_body(req->method)) {
         evbuffer_add(out, "Content-Length: ", 16);
         headers_add_u64(out, body_len);

@@ -126,11 +126,12 @@ int http1_header_id(const char *name, size_t len)
         {"X-Forwarded-Proto", HTTP1_H_X_FORWARDED_PROTO},
         {"X-Forwarded-Host", HTTP1_H_X_FORWARDED_HOST},
         {"Via", HTTP1_H_VIA},
+        {"X-Request-Id", HTTP1_H_X_REQUEST_ID},
     };
     /* cheap filter first: only these lengths can match */
     if (len < 2 || len > 17 ||
         !((1u << len) & ((1u << 2) | (1u << 3) | (1u << 4) | (1u << 6) | (1u << 7) | (1u << 10) |
-                         (1u << 14) | (1u << 15) | (1u << 16) | (1u << 17))))
+                         (1u << 12) | (1u << 14) | (1u << 15) | (1u << 16) | (1u << 17))))
         return HTTP1_H_OTHER;
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0)

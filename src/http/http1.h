@@ -48,6 +48,7 @@ enum http1_hdr {
     HTTP1_H_X_FORWARDED_PROTO,
     HTTP1_H_X_FORWARDED_HOST,
     HTTP1_H_VIA,
+    HTTP1_H_X_REQUEST_ID,
     HTTP1_H_COUNT
 };
 

@@ -90,6 +90,7 @@ struct idem_ctx {
     /* the lease: it surely lasts until lease_until (monotonic ms): the send time of the
      * claim, or of the last renewal that succeeded, plus lease */
     uint64_t claim_sent, renew_sent, lease_until;
+    uint64_t redis_sent_us; /* the claim or record in flight: when it was sent */
     /* the answer being recorded */
     int status;
     struct http1_head head;
@@ -171,11 +172,13 @@ static void idem_store_failed(struct idem_ctx *ctx, const char *why)
     if (ctx->pol->on_redis_error == IDEM_REDIS_PASS) {
         log_warn("idem %s: store unavailable (%s); forwarding UNPROTECTED (on-redis-error pass)",
                  ctx->id, why);
+        r->outcome = "unprotected";
         frontend_forward(r);
         return;
     }
     log_warn("idem %s: 503 store unavailable (%s; was %s)", ctx->id, why,
              idem_state_str(ctx->state));
+    r->outcome = "store-unavailable";
     frontend_problem(r, PROBLEM_STORE_UNAVAILABLE,
                      "the idempotency store did not answer; the request was not forwarded",
                      "Retry-After: 1\r\n");
@@ -203,6 +206,7 @@ static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
                  "than max-record and cannot be replayed",
                  rec.status);
         record_clear(&rec);
+        r->outcome = "not-replayable";
         frontend_problem(r, PROBLEM_NOT_REPLAYABLE, d, NULL);
         return;
     }
@@ -243,6 +247,7 @@ static void idem_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
     idem_stop_watching(ctx);
     log_info("idem %s: 409 still in flight after wait-timeout", ctx->id);
+    ctx->r->outcome = "in-flight";
     frontend_problem(ctx->r, PROBLEM_KEY_IN_USE,
                      "a request with this key is still being processed (waited wait-timeout)",
                      "Retry-After: 1\r\n");
@@ -385,6 +390,8 @@ static void idem_record_cb(enum redis_status st, const struct redisReply *reply,
     long long value = idem_int_reply(&st, reply, &errstr);
 
     ctx->cmd = NULL;
+    if (ctx->r)
+        ctx->r->redis_us += clock_mono_us() - ctx->redis_sent_us;
     if (st != REDIS_CMD_OK) {
         idem_record_failed(ctx, errstr);
         return;
@@ -405,6 +412,7 @@ static void idem_record_cb(enum redis_status st, const struct redisReply *reply,
 static void idem_record_send(struct idem_ctx *ctx)
 {
     ctx->attempts++;
+    ctx->redis_sent_us = clock_mono_us();
     ctx->cmd = store_record_send(ctx->store, &ctx->rec, idem_record_cb, ctx);
     if (!ctx->cmd)
         idem_record_failed(ctx, "the Redis queue is full");
@@ -499,7 +507,7 @@ static int idem_keep_problem(struct idem_ctx *ctx, enum problem_kind kind, const
     if (!ctx->body && !(ctx->body = evbuffer_new()))
         return -1;
     evbuffer_drain(ctx->body, evbuffer_get_length(ctx->body));
-    problem_body(ctx->body, kind, detail, ctx->r->head.target);
+    problem_body(ctx->body, kind, detail, ctx->r->head.target, ctx->r->request_id);
     return 0;
 }
 
@@ -574,6 +582,7 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
             /* "not executed, try again" (429, 503 by default): the retry may execute */
             idem_stop_renewing(ctx);
             idem_release(ctx, "upstream answered a status that says it did not execute");
+            r->outcome = "released";
             frontend_respond(r, resp->head->status, resp->head->reason, resp->head, NULL,
                              resp->body);
             return;
@@ -601,11 +610,13 @@ static void idem_upstream_done(const struct upstream_response *resp, void *arg)
         if (ctx->pol->ambiguous == IDEM_AMBIGUOUS_RELEASE) {
             idem_stop_renewing(ctx);
             idem_release(ctx, "outcome unknown, ambiguous release");
+            r->outcome = "released";
             frontend_problem(r, frontend_upstream_problem(resp->result), resp->error, NULL);
             return;
         }
         /* The upstream may have executed it: retries must not execute it again. */
         log_warn("idem %s: outcome unknown (%s); recording 504", ctx->id, resp->error);
+        r->outcome = "outcome-unknown";
         if (idem_keep_problem(ctx, PROBLEM_OUTCOME_UNKNOWN,
                               "the upstream received the request but its answer was lost; it "
                               "may or may not have been executed, and will not be executed "
@@ -650,6 +661,7 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
     char retry[32];
 
     ctx->cmd = NULL;
+    ctx->r->redis_us += clock_mono_us() - ctx->redis_sent_us;
     if (st == REDIS_CMD_OK && store_claim_result(reply, res) < 0) {
         log_warn("redis: claim script answered an unexpected reply");
         st = REDIS_CMD_ERROR;
@@ -662,16 +674,30 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
     switch (res->kind) {
     case STORE_CLAIMED:
         idem_stop_watching(ctx);
+        if (frontend_past_deadline(ctx->r->fe)) {
+            /* The claim landed after drain-timeout (Redis was slow): forwarding now would
+             * leave the request at the upstream as the replica exits, unrecorded. Give
+             * the key back; the retry goes to another replica. */
+            idem_release(ctx, "claimed after drain-timeout");
+            ctx->r->outcome = "draining";
+            frontend_problem(ctx->r, PROBLEM_DRAINING,
+                             "this replica is shutting down; the request was not forwarded",
+                             "Retry-After: 1\r\n");
+            return;
+        }
+        ctx->r->outcome = "executed";
         ctx->lease_until = ctx->claim_sent + ctx->pol->lease_ms;
         log_debug("idem %s: claimed", ctx->id);
         idem_forward(ctx);
         return;
     case STORE_DONE:
+        ctx->r->outcome = ctx->state == IDEM_WAITING ? "waited" : "replayed";
         idem_stop_watching(ctx);
         idem_replay(ctx, res->record, res->record_len);
         return;
     case STORE_MISMATCH:
         idem_stop_watching(ctx);
+        ctx->r->outcome = "mismatch";
         log_info("idem %s: 422 key reused with a different request", ctx->id);
         frontend_problem(ctx->r, PROBLEM_KEY_REUSED,
                          "this Idempotency-Key was already used with a different request "
@@ -692,6 +718,7 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
          * finishes far sooner, so suggest the shortest wait HTTP can express. */
         snprintf(retry, sizeof(retry), "Retry-After: 1\r\n");
         log_info("idem %s: 409 in flight", ctx->id);
+        ctx->r->outcome = "in-flight";
         frontend_problem(ctx->r, PROBLEM_KEY_IN_USE,
                          "a request with this Idempotency-Key is still being processed", retry);
         return;
@@ -701,6 +728,7 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
 static void idem_claim(struct idem_ctx *ctx)
 {
     ctx->claim_sent = clock_mono_ms();
+    ctx->redis_sent_us = clock_mono_us();
     ctx->cmd =
         store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->legacy_fp, ctx->token, idem_claim_cb, ctx);
     if (!ctx->cmd)
@@ -792,6 +820,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
             char d[160];
             snprintf(d, sizeof(d), "%s requests must carry an %s header", r->head.method,
                      pol->key_header);
+            r->outcome = "missing-key";
             frontend_problem(r, PROBLEM_MISSING_KEY, d, NULL);
             return 1;
         }
@@ -799,6 +828,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
         return 1;
     }
     if (n > 1) {
+        r->outcome = "invalid-key";
         frontend_problem(r, PROBLEM_INVALID_KEY, "more than one key header", NULL);
         return 1;
     }
@@ -808,6 +838,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     /* key-max-length is at most 4096 (config table) */
     keylen = idkey_parse(value, (size_t)pol->key_max_length, key, sizeof(key), &why);
     if (keylen < 0) {
+        r->outcome = "invalid-key";
         frontend_problem(r, PROBLEM_INVALID_KEY, why, NULL);
         return 1;
     }
@@ -840,6 +871,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     memcpy(ctx->rkey + plen, hex, IDKEY_HEX_LEN + 1);
     memcpy(ctx->id, hex, 16);
     ctx->id[16] = '\0';
+    memcpy(r->record, ctx->id, sizeof(r->record));
     idkey_hex(fp_host, ctx->fp);
     idkey_hex(fp, ctx->legacy_fp);
     idem_claim(ctx);

@@ -166,6 +166,50 @@ Test(faults, sigterm_drain_records_outcome_unknown_for_a_request_at_the_upstream
 }
 
 /*
+ * SIGTERM while a keyed request's claim is still in flight (Redis slow), the claim
+ * landing after drain-timeout. Before: the request was forwarded after the deadline,
+ * the replica exited with it at the upstream and unrecorded, and the retry executed it
+ * again. Now a claim that lands past the deadline is released and answered 503
+ * draining: nothing is forwarded, and the retry on the other replica executes it once.
+ */
+Test(faults, a_claim_that_lands_after_drain_timeout_is_not_forwarded)
+{
+    const char *extra[] = {"--lease", "3s", "--drain-timeout", "100ms", "--redis-timeout",
+                           "2s",      NULL};
+    struct harness_resp r;
+    int fd, st;
+
+    stack_start(extra, NULL);
+    {
+        struct harness_keyed w = keyed("/status/201", "warm");
+        stack_post(stack.a_port, &w, &r); /* A's connection to Redis is up */
+        harness_resp_free(&r);
+    }
+    cr_assert_eq(kill(stack.redis_pid, SIGSTOP), 0);
+    fd = post_async(stack.a_port, "/slow/6000", "late-claim");
+    usleep(200 * 1000);
+    cr_assert_eq(kill(stack.a_pid, SIGTERM), 0);
+    usleep(400 * 1000); /* past drain-timeout, the claim still unanswered */
+    cr_assert_eq(kill(stack.redis_pid, SIGCONT), 0);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0, "the client got no answer");
+    cr_assert_eq(r.status, 503, "%d %s", r.status, r.body);
+    cr_assert(strstr(r.body, "problem:draining\""), "%s", r.body);
+    harness_resp_free(&r);
+    close(fd);
+    st = harness_stop(stack.a_pid, 0, 5000);
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    stack.a_pid = 0;
+    cr_assert_eq(harness_executions(stack.up_port, "late-claim"), 0,
+                 "forwarded after the deadline");
+    /* the key was given back: the retry executes it, once */
+    retry_until_answered(stack.b_port, "/slow/6000", "late-claim", 6.0, &r);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_assert_not(harness_replayed(&r));
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "late-claim"), 1);
+}
+
+/*
  * A large answer streams; the client stops reading (the proxy pauses the upstream) and
  * then goes away. Before: the paused upstream exchange had no timer and nobody resumed
  * it, so it and its request leaked, and SIGTERM waited the whole drain-timeout. Now the

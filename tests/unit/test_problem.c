@@ -11,7 +11,7 @@
 
 #include "core/problem.h"
 
-/* The whole buffer as a NUL-terminated string (caller frees); the buffer is drained. */
+/* The whole buffer as a NUL-terminated string (caller frees, NULL); the buffer is drained. */
 static char *drain_str(struct evbuffer *b)
 {
     size_t n = evbuffer_get_length(b);
@@ -116,7 +116,7 @@ Test(problem_body, full_document)
     char *s;
     int n;
 
-    n = problem_body(b, PROBLEM_KEY_IN_USE, "retry in 1 s", "/payments?id=7");
+    n = problem_body(b, PROBLEM_KEY_IN_USE, "retry in 1 s", "/payments?id=7", NULL);
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"tag:idemproxy.dev,2026:problem:idempotency-key-in-use\","
                         "\"title\":\"A request with this Idempotency-Key is still being "
@@ -132,17 +132,17 @@ Test(problem_body, detail_and_instance_are_optional_and_independent)
     struct evbuffer *b = evbuffer_new();
     char *s;
 
-    problem_body(b, PROBLEM_STORE_UNAVAILABLE, NULL, NULL);
+    problem_body(b, PROBLEM_STORE_UNAVAILABLE, NULL, NULL, NULL);
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "store-unavailable\",\"title\":"
                         "\"Idempotency store unavailable\",\"status\":503}\n");
     free(s);
-    problem_body(b, PROBLEM_STORE_UNAVAILABLE, NULL, "/p");
+    problem_body(b, PROBLEM_STORE_UNAVAILABLE, NULL, "/p", NULL);
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "store-unavailable\",\"title\":"
                         "\"Idempotency store unavailable\",\"status\":503,\"instance\":\"/p\"}\n");
     free(s);
-    problem_body(b, PROBLEM_STORE_UNAVAILABLE, "", NULL);
+    problem_body(b, PROBLEM_STORE_UNAVAILABLE, "", NULL, NULL);
     s = drain_str(b);
     cr_assert(strstr(s, ",\"status\":503,\"detail\":\"\"}\n"), "%s", s);
     free(s);
@@ -154,7 +154,7 @@ Test(problem_body, detail_and_instance_are_escaped)
     struct evbuffer *b = evbuffer_new();
     char *s;
 
-    problem_body(b, PROBLEM_INVALID_HEADER, "bad byte \x01 in \"X-A\"\r\n", "/a\"b\\c\x7f");
+    problem_body(b, PROBLEM_INVALID_HEADER, "bad byte \x01 in \"X-A\"\r\n", "/a\"b\\c\x7f", NULL);
     s = drain_str(b);
     cr_assert(strstr(s, ",\"detail\":\"bad byte \\u0001 in \\\"X-A\\\"\\r\\n\","), "%s", s);
     cr_assert(strstr(s, ",\"instance\":\"/a\\\"b\\\\c\\u007f\"}\n"), "%s", s);
@@ -169,7 +169,7 @@ Test(problem_body, appends_and_returns_only_its_own_bytes)
     int n;
 
     evbuffer_add(b, "prefix:", 7);
-    n = problem_body(b, PROBLEM_INTERNAL_ERROR, NULL, NULL);
+    n = problem_body(b, PROBLEM_INTERNAL_ERROR, NULL, NULL, NULL);
     cr_assert_eq((size_t)n + 7, evbuffer_get_length(b));
     s = drain_str(b);
     cr_assert_eq(strncmp(s, "prefix:{\"type\":", 15), 0, "%s", s);
@@ -183,7 +183,7 @@ Test(problem_body, a_kind_outside_the_table_is_an_internal_error)
     struct evbuffer *b = evbuffer_new();
     char *s;
 
-    problem_body(b, (enum problem_kind)PROBLEM_KIND_COUNT, NULL, NULL);
+    problem_body(b, (enum problem_kind)PROBLEM_KIND_COUNT, NULL, NULL, NULL);
     s = drain_str(b);
     cr_assert_str_eq(s, "{\"type\":\"" PROBLEM_TYPE_BASE "internal-error\",\"title\":\"Internal "
                         "proxy error\",\"status\":500}\n");
@@ -220,6 +220,7 @@ Test(problem_type, every_row_of_the_readme_table)
         {"outcome-unknown", 504},
         {"response-not-replayable", 502},
         {"internal-error", 500},
+        {"draining", 503},
     };
 
     cr_assert_eq(sizeof(rows) / sizeof(rows[0]), PROBLEM_KIND_COUNT,
