@@ -1,7 +1,7 @@
 /*
- * The shipped scripts, end to end: the retry storm holds (and can fail), the compose file
- * is valid and only uses flags the binaries accept, and the benchmark runs; and
- * demo-bank's injected faults do what they say.
+ * The shipped scripts, end to end: the retry storm and the chaos run hold (and can fail),
+ * the compose file is valid and only uses flags the binaries accept, the benchmark runs;
+ * and demo-bank's injected faults do what they say.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -112,6 +112,81 @@ Test(scripts, storm_detects_duplicates_when_protection_is_off)
     snprintf(json, sizeof(json), "%s/bad.json", harness_tmpdir());
     cr_assert_eq(run_script("storm-bad", &out, 300000, args), 1, "retrystorm did not fail:\n%s",
                  out);
+    j = slurp(json);
+    cr_assert(strstr(j, "\"pass\": false"), "%s", j);
+    cr_assert_null(strstr(j, "\"keys_duplicated\": 0"), "no duplicate detected: %s", j);
+    free(j);
+    free(out);
+}
+
+/* The chaos run, small: faults on a seeded schedule, the SIGKILL phase accounted exactly,
+ * every check green. The seed is random (more schedules over time) and printed. */
+Test(scripts, chaos_quick_holds)
+{
+    char report[512], json[512], kill[512], *out, *j, *k, *html;
+    const char *args[] = {
+        SOURCE_DIR "/scripts/chaos.sh", "--quick", "--bin", BUILD_DIR, "--report", report, NULL};
+
+    snprintf(report, sizeof(report), "%s/chaos.html", harness_tmpdir());
+    snprintf(json, sizeof(json), "%s/chaos.json", harness_tmpdir());
+    snprintf(kill, sizeof(kill), "%s/chaos-kill.html", harness_tmpdir());
+    cr_assert_eq(run_script("chaos", &out, 300000, args), 0, "chaos failed:\n%s", out);
+    cr_assert(strstr(out, "chaos verdict: PASS"), "%s", out);
+    /* the schedule is printed before it runs, with one of each kind at least */
+    cr_assert(strstr(out, "fault schedule (seed "), "%s", out);
+    cr_assert(strstr(out, "freeze Redis (SIGSTOP) for "), "%s", out);
+    cr_assert(strstr(out, "restart Redis (SIGTERM"), "%s", out);
+    cr_assert(strstr(out, "restart replica "), "%s", out);
+    j = slurp(json);
+    cr_assert(strstr(j, "\"pass\": true"), "%s", j);
+    cr_assert(strstr(j, "\"keys_duplicated\": 0"), "%s", j);
+    cr_assert(strstr(j, "\"keys_mismatched\": 0"), "%s", j);
+    cr_assert(strstr(j, "\"keys_unanswered\": 0"), "%s", j);
+    cr_assert(strstr(j, "{\"label\": \"redis frozen (SIGSTOP, then SIGCONT)\""), "%s", j);
+    cr_assert(strstr(j, "{\"label\": \"demo-bank: 500 after executing\""), "%s", j);
+    /* the SIGKILL phase: every key at the killed replica's upstream executed once more,
+     * as predicted, and nothing else */
+    cr_assert(strstr(out, "SIGKILL phase: 12 of 12 expected re-executions, 0 other duplicates"),
+              "%s", out);
+    html = slurp(report);
+    cr_assert(strstr(html, "<div class=\"verdict pass\">PASS</div>"));
+    cr_assert(strstr(html, "<h2>Faults injected, and what they led to</h2>"));
+    cr_assert(strstr(html, "replica SIGKILLed with its requests at the upstream"));
+    k = slurp(kill);
+    cr_assert(strstr(k, "expected re-executions</div><div class=\"v\">12 / 12</div>"), "%s", k);
+    free(k);
+    free(html);
+    free(j);
+    free(out);
+}
+
+/* With on-redis-error pass the same chaos must be caught: while Redis is frozen or
+ * restarting, claims fail (at once with a 50 ms redis-timeout, shorter than any freeze)
+ * and the replicas forward unprotected, so copies of a key execute again. */
+Test(scripts, chaos_detects_duplicates_when_protection_is_off)
+{
+    char report[512], json[512], *out, *j;
+    const char *args[] = {SOURCE_DIR "/scripts/chaos.sh",
+                          "--quick",
+                          "--bin",
+                          BUILD_DIR,
+                          "--proxy-arg",
+                          "--on-redis-error pass",
+                          "--proxy-arg",
+                          "--redis-timeout 50ms",
+                          "--report",
+                          report,
+                          NULL};
+
+    snprintf(report, sizeof(report), "%s/chaos-bad.html", harness_tmpdir());
+    snprintf(json, sizeof(json), "%s/chaos-bad.json", harness_tmpdir());
+    cr_assert_eq(run_script("chaos-bad", &out, 300000, args), 1, "chaos did not fail:\n%s", out);
+    cr_assert(strstr(out, "chaos verdict: FAIL"), "%s", out);
+    cr_assert(strstr(out, "keys executed more than once"), "%s", out);
+    cr_assert(strstr(out, "<- FAIL (up to "), "%s", out);
+    cr_assert(strstr(out, "    e.g. key ") && strstr(out, ": executed "), "no duplicate named:\n%s",
+              out);
+    cr_assert(strstr(out, "forwarded UNPROTECTED"), "%s", out);
     j = slurp(json);
     cr_assert(strstr(j, "\"pass\": false"), "%s", j);
     cr_assert_null(strstr(j, "\"keys_duplicated\": 0"), "no duplicate detected: %s", j);
