@@ -28,9 +28,9 @@
 #  2. The chaos storm: retrystorm sends every key 4 times at a steady rate to both
 #     replicas, abandoning 10 % of the copies, while an injector follows a seeded
 #     schedule, printed first: Redis frozen (SIGSTOP/SIGCONT) for 0.2-1.5 s (< lease),
-#     Redis restarted cleanly (SIGTERM, AOF, same port and data), a proxy replica
-#     restarted (SIGTERM: drain; started again at once on the same port). Then patient
-#     retries until every key has a final answer, and the ledger check.
+#     Redis restarted cleanly (SIGTERM, AOF, same port and data), a rolling restart of
+#     the replicas (each: SIGTERM, drain; started again at once on the same port). Then
+#     patient retries until every key has a final answer, and the ledger check.
 #
 # FAIL (exit 1) on any key executed twice (beyond the SIGKILL phase's expected
 # re-executions), any key answered differently (every final answer compared, 5xx
@@ -170,14 +170,15 @@ bank_faults() { # "FAIL_BEFORE FAIL_AFTER RESET_AFTER" summed over the banks
     echo "$fb $fa $ra"
 }
 json_num() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" "$2" 2>/dev/null | head -1 || true; } # FIELD FILE
-# wait_log FILE TEXT SECONDS: until FILE holds TEXT
+# wait_log FILE TEXT SECONDS [PID]: until FILE holds TEXT (fails early once PID is gone)
 wait_log() {
     local i
     for ((i = 0; i < $3 * 20; i++)); do
         grep -qF -- "$2" "$1" 2>/dev/null && return 0
+        [ -z "${4:-}" ] || kill -0 "$4" 2>/dev/null || break
         sleep 0.05
     done
-    return 1
+    grep -qF -- "$2" "$1" 2>/dev/null
 }
 
 say "chaos: seed $SEED; logs in $RUN"
@@ -248,10 +249,10 @@ perl -e '
     srand($seed);
     my $n = int(($storm_ms - 1000) / 1800);
     $n = 3 if $n < 3;
-    my @kinds = ("freeze", "redis-restart", "proxy-restart");
+    my @kinds = ("freeze", "redis-restart", "rolling-restart");
     while (@kinds < $n) {
         my $r = rand();
-        push @kinds, $r < 0.5 ? "freeze" : $r < 0.75 ? "proxy-restart" : "redis-restart";
+        push @kinds, $r < 0.5 ? "freeze" : $r < 0.75 ? "rolling-restart" : "redis-restart";
     }
     for (my $i = $#kinds; $i > 0; $i--) {
         my $j = int(rand($i + 1));
@@ -267,8 +268,8 @@ perl -e '
             $max = 1500 if $max > 1500;
             $max = $lease_ms - 500 if $max > $lease_ms - 500;
             $arg = int(200 + rand($max - 200));
-        } elsif ($k eq "proxy-restart") {
-            $arg = rand() < 0.5 ? "A" : "B";
+        } elsif ($k eq "rolling-restart") {
+            $arg = rand() < 0.5 ? "A,B" : "B,A";
         }
         print "$t $k $arg\n";
     }' "$SEED" "$STORM_MS" "$LEASE_MS" >"$RUN/schedule.txt"
@@ -282,7 +283,7 @@ while read -r t kind arg; do
     case $kind in
     freeze) say "     t=$(ms_str "$t") s  freeze Redis (SIGSTOP) for $(ms_str "$arg") s, then SIGCONT" ;;
     redis-restart) say "     t=$(ms_str "$t") s  restart Redis (SIGTERM: clean shutdown, AOF; same port and data)" ;;
-    proxy-restart) say "     t=$(ms_str "$t") s  restart replica $arg (SIGTERM: drain; started again at once)" ;;
+    rolling-restart) say "     t=$(ms_str "$t") s  rolling restart of the replicas, ${arg/,/ then } (each: SIGTERM, drain; started again at once)" ;;
     esac
 done <"$RUN/schedule.txt"
 say ""
@@ -295,7 +296,7 @@ spawn storm "$STORM" --target "$TARGET_A" --target "$TARGET_B" --keys "$KEYS" --
     --faults "$FAULTS_FILE" --label "chaos storm, seed $SEED" \
     --json "$RUN/verdict.json" --report "$REPORT"
 STORM_PID=$STARTED
-wait_log "$RUN/storm.log" "retrystorm: run " 10 || die "retrystorm did not start: $(cat "$RUN/storm.log")"
+wait_log "$RUN/storm.log" "retrystorm: run " 10 "$STORM_PID" || die "retrystorm did not start: $(cat "$RUN/storm.log")"
 T0=$(now_ms)
 
 FREEZES=0 FROZEN_MS=0 REDIS_RESTARTS=0 REDIS_DOWN_MS=0 PROXY_RESTARTS=0 RESTARTED=""
@@ -317,11 +318,13 @@ while read -r t kind arg; do
         start_redis
         REDIS_RESTARTS=$((REDIS_RESTARTS + 1)) REDIS_DOWN_MS=$((REDIS_DOWN_MS + $(now_ms) - t1))
         ;;
-    proxy-restart)
-        RETIRED+=("${PROXY_PID[$arg]} $arg.${PROXY_N[$arg]}")
-        kill -TERM "${PROXY_PID[$arg]}"
-        start_proxy "$arg"
-        PROXY_RESTARTS=$((PROXY_RESTARTS + 1)) RESTARTED="$RESTARTED $arg"
+    rolling-restart)
+        for name in ${arg/,/ }; do
+            RETIRED+=("${PROXY_PID[$name]} $name.${PROXY_N[$name]}")
+            kill -TERM "${PROXY_PID[$name]}"
+            start_proxy "$name" # the next one only once this one listens again
+            PROXY_RESTARTS=$((PROXY_RESTARTS + 1)) RESTARTED="$RESTARTED $name"
+        done
         ;;
     esac
 done <"$RUN/schedule.txt"
@@ -342,7 +345,8 @@ for entry in "${RETIRED[@]}"; do
 done
 
 # The storm says "run over" when its patient phase is done: the banks' counts are final.
-wait_log "$RUN/storm.log" "retrystorm: run over" 180 || FAILURES+=("retrystorm never finished its run")
+wait_log "$RUN/storm.log" "retrystorm: run over" 180 "$STORM_PID" ||
+    FAILURES+=("retrystorm never finished its run: $(tail -3 "$RUN/storm.log")")
 read -r fb0 fa0 ra0 <<<"$FAULTS_BEFORE"
 FAULTS_AFTER=$(bank_faults) || die "a bank did not answer GET /faults"
 read -r fb1 fa1 ra1 <<<"$FAULTS_AFTER"
@@ -360,7 +364,7 @@ restarts_by=$(tr ' ' '\n' <<<"$RESTARTED" | grep . | sort | uniq -c |
         "$([ "$UNPROTECTED" -gt 0 ] && echo "; $UNPROTECTED requests forwarded UNPROTECTED (on-redis-error pass)")"
     printf 'redis restarted (SIGTERM: clean shutdown with AOF; same port and data)\t%d, down %s s in total\t503 store-unavailable\trecords survive the restart: replays after it are checked like any other\n' \
         "$REDIS_RESTARTS" "$(ms_str "$REDIS_DOWN_MS")"
-    printf 'proxy replica restarted (SIGTERM: drain, then started again at once)\t%d (%s)\terror*,504 outcome-unknown\t%d requests still at a bank at drain-timeout recorded 504 outcome-unknown; every drained replica exited %s\n' \
+    printf 'proxy replicas restarted, rolling (each: SIGTERM, drain; started again at once)\t%d (%s)\terror*,504 outcome-unknown\t%d requests still at a bank at drain-timeout recorded 504 outcome-unknown; every drained replica exited %s\n' \
         "$PROXY_RESTARTS" "${restarts_by:-none}" "$DRAIN_504" \
         "$([ ${#FAILURES[@]} -eq 0 ] && echo 0 || echo "0? NO, see the verdict")"
     printf 'demo-bank: 503 before executing\t%d\t503 unavailable\tnot executed: released, retried, executed later (once)\n' $((fb1 - fb0))

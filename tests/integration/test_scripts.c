@@ -136,7 +136,7 @@ Test(scripts, chaos_quick_holds)
     cr_assert(strstr(out, "fault schedule (seed "), "%s", out);
     cr_assert(strstr(out, "freeze Redis (SIGSTOP) for "), "%s", out);
     cr_assert(strstr(out, "restart Redis (SIGTERM"), "%s", out);
-    cr_assert(strstr(out, "restart replica "), "%s", out);
+    cr_assert(strstr(out, "rolling restart of the replicas"), "%s", out);
     j = slurp(json);
     cr_assert(strstr(j, "\"pass\": true"), "%s", j);
     cr_assert(strstr(j, "\"keys_duplicated\": 0"), "%s", j);

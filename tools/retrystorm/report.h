@@ -30,7 +30,7 @@ enum report_cat {
     REPORT_CAT_REPLAY,  /* any answer with Idempotent-Replayed: true */
     REPORT_CAT_409,     /* same key still in flight */
     REPORT_CAT_4XX,     /* other 4xx (422 mismatch, 400, ...) */
-    REPORT_CAT_5XX,     /* 5xx: transient, retried */
+    REPORT_CAT_5XX,     /* 5xx: final or not, per the retry statuses */
     REPORT_CAT_OTHER,   /* 1xx/3xx and anything else */
     REPORT_CAT_ERROR,   /* connection error, garbage, timeout */
     REPORT_CAT_ABORTED, /* abandoned by the client right after sending */
