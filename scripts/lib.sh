@@ -73,11 +73,60 @@ wait_port() {
 }
 
 # Processes a script started, stopped (TERM, then waited for) by stop_started, which the
-# scripts install as their EXIT/INT/TERM trap. Only these PIDs are ever signalled.
+# scripts install as their EXIT/INT/TERM trap. Only these PIDs are ever signalled; a
+# process the script reaped itself is taken off the list first (forget_pid), so a PID the
+# kernel has since given to someone else is never signalled.
 PIDS=()
 stop_started() {
     trap - INT TERM EXIT
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+# forget_pid PID: take PID off the list stop_started signals (it was reaped).
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# spawn NAME CMD...: run CMD in the background, output in $RUN/NAME.log ($RUN must be
+# set); its PID goes to PIDS and to STARTED.
+spawn() {
+    local name=$1
+    shift
+    "$@" >"$RUN/$name.log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+# start NAME PORT CMD...: spawn, then wait until 127.0.0.1:PORT accepts (or print the
+# log and die).
+start() {
+    local name=$1 port=$2
+    shift 2
+    spawn "$name" "$@"
+    wait_port "$port" 20 || { cat "$RUN/$name.log" >&2; die "$name did not start"; }
+}
+
+# wait_exit PID [SECONDS]: wait at most SECONDS (10) for a process this script started to
+# exit, reap it and put its exit status in EXIT_STATUS (128+N: killed by signal N). If it
+# is still running then, it is SIGKILLed (EXIT_STATUS 137) and wait_exit returns 1.
+wait_exit() {
+    local pid=$1 limit=${2:-10} i state rc=0
+    for ((i = 0; i < limit * 20; i++)); do
+        # field 3 of /proc/PID/stat, after the "(comm)" that may hold spaces
+        state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || state=""
+        [ -z "$state" ] || [ "$state" = Z ] && break
+        sleep 0.05
+    done
+    if [ -n "$state" ] && [ "$state" != Z ]; then
+        kill -KILL "$pid" 2>/dev/null || true
+        rc=1
+    fi
+    EXIT_STATUS=0
+    wait "$pid" 2>/dev/null || EXIT_STATUS=$?
+    forget_pid "$pid"
+    return $rc
 }

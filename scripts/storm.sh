@@ -54,14 +54,6 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-start() { # start NAME PORT CMD...: run in the background, log to $RUN/NAME.log, wait for PORT
-    local name=$1 port=$2
-    shift 2
-    "$@" >"$RUN/$name.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$port" 20 || { cat "$RUN/$name.log" >&2; die "$name did not start"; }
-}
-
 REDIS_PORT=$(free_port)
 mkdir -p "$RUN/redis"
 start redis "$REDIS_PORT" redis-server "$ROOT/conf/redis.conf" --port "$REDIS_PORT" --dir "$RUN/redis"

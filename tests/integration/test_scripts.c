@@ -1,6 +1,7 @@
 /*
- * The shipped scripts, end to end: the retry storm holds (and can fail), the compose file
- * is valid and only uses flags the binaries accept, and the benchmark runs.
+ * The shipped scripts, end to end: the retry storm and the chaos run hold (and can fail),
+ * the compose file is valid and only uses flags the binaries accept, the benchmark runs;
+ * and demo-bank's injected faults do what they say.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "harness.h"
 
@@ -117,6 +119,81 @@ Test(scripts, storm_detects_duplicates_when_protection_is_off)
     free(out);
 }
 
+/* The chaos run, small: faults on a seeded schedule, the SIGKILL phase accounted exactly,
+ * every check green. The seed is random (more schedules over time) and printed. */
+Test(scripts, chaos_quick_holds)
+{
+    char report[512], json[512], kill[512], *out, *j, *k, *html;
+    const char *args[] = {
+        SOURCE_DIR "/scripts/chaos.sh", "--quick", "--bin", BUILD_DIR, "--report", report, NULL};
+
+    snprintf(report, sizeof(report), "%s/chaos.html", harness_tmpdir());
+    snprintf(json, sizeof(json), "%s/chaos.json", harness_tmpdir());
+    snprintf(kill, sizeof(kill), "%s/chaos-kill.html", harness_tmpdir());
+    cr_assert_eq(run_script("chaos", &out, 300000, args), 0, "chaos failed:\n%s", out);
+    cr_assert(strstr(out, "chaos verdict: PASS"), "%s", out);
+    /* the schedule is printed before it runs, with one of each kind at least */
+    cr_assert(strstr(out, "fault schedule (seed "), "%s", out);
+    cr_assert(strstr(out, "freeze Redis (SIGSTOP) for "), "%s", out);
+    cr_assert(strstr(out, "restart Redis (SIGTERM"), "%s", out);
+    cr_assert(strstr(out, "rolling restart of the replicas"), "%s", out);
+    j = slurp(json);
+    cr_assert(strstr(j, "\"pass\": true"), "%s", j);
+    cr_assert(strstr(j, "\"keys_duplicated\": 0"), "%s", j);
+    cr_assert(strstr(j, "\"keys_mismatched\": 0"), "%s", j);
+    cr_assert(strstr(j, "\"keys_unanswered\": 0"), "%s", j);
+    cr_assert(strstr(j, "{\"label\": \"redis frozen (SIGSTOP, then SIGCONT)\""), "%s", j);
+    cr_assert(strstr(j, "{\"label\": \"demo-bank: 500 after executing\""), "%s", j);
+    /* the SIGKILL phase: every key at the killed replica's upstream executed once more,
+     * as predicted, and nothing else */
+    cr_assert(strstr(out, "SIGKILL phase: 12 of 12 expected re-executions, 0 other duplicates"),
+              "%s", out);
+    html = slurp(report);
+    cr_assert(strstr(html, "<div class=\"verdict pass\">PASS</div>"));
+    cr_assert(strstr(html, "<h2>Faults injected, and what they led to</h2>"));
+    cr_assert(strstr(html, "replica SIGKILLed with its requests at the upstream"));
+    k = slurp(kill);
+    cr_assert(strstr(k, "expected re-executions</div><div class=\"v\">12 / 12</div>"), "%s", k);
+    free(k);
+    free(html);
+    free(j);
+    free(out);
+}
+
+/* With on-redis-error pass the same chaos must be caught: while Redis is frozen or
+ * restarting, claims fail (at once with a 50 ms redis-timeout, shorter than any freeze)
+ * and the replicas forward unprotected, so copies of a key execute again. */
+Test(scripts, chaos_detects_duplicates_when_protection_is_off)
+{
+    char report[512], json[512], *out, *j;
+    const char *args[] = {SOURCE_DIR "/scripts/chaos.sh",
+                          "--quick",
+                          "--bin",
+                          BUILD_DIR,
+                          "--proxy-arg",
+                          "--on-redis-error pass",
+                          "--proxy-arg",
+                          "--redis-timeout 50ms",
+                          "--report",
+                          report,
+                          NULL};
+
+    snprintf(report, sizeof(report), "%s/chaos-bad.html", harness_tmpdir());
+    snprintf(json, sizeof(json), "%s/chaos-bad.json", harness_tmpdir());
+    cr_assert_eq(run_script("chaos-bad", &out, 300000, args), 1, "chaos did not fail:\n%s", out);
+    cr_assert(strstr(out, "chaos verdict: FAIL"), "%s", out);
+    cr_assert(strstr(out, "keys executed more than once"), "%s", out);
+    cr_assert(strstr(out, "<- FAIL (up to "), "%s", out);
+    cr_assert(strstr(out, "    e.g. key ") && strstr(out, ": executed "), "no duplicate named:\n%s",
+              out);
+    cr_assert(strstr(out, "forwarded UNPROTECTED"), "%s", out);
+    j = slurp(json);
+    cr_assert(strstr(j, "\"pass\": false"), "%s", j);
+    cr_assert_null(strstr(j, "\"keys_duplicated\": 0"), "no duplicate detected: %s", j);
+    free(j);
+    free(out);
+}
+
 Test(scripts, compose_file_is_valid_and_its_commands_are_accepted)
 {
     char *out;
@@ -188,4 +265,171 @@ Test(scripts, demo_bank_double_charges_and_keeps_a_ledger_file)
     cr_assert(strstr(file, "\"key\":\"twice\""), "%s", file);
     free(file);
     cr_assert(harness_stop_clean(pid, "bank", 5000));
+}
+
+/* POST /payments {"amount": 10} with this key and extra header lines (each ending in CRLF;
+ * "" for none) to a demo-bank; harness_request's result, r filled. */
+static int bank_pay(uint16_t port, const char *key, const char *extra, struct harness_resp *r)
+{
+    char raw[512];
+    int n = snprintf(raw, sizeof(raw),
+                     "POST /payments HTTP/1.1\r\nHost: b\r\nIdempotency-Key: %s\r\n%s"
+                     "Content-Length: 14\r\nConnection: close\r\n\r\n{\"amount\": 10}",
+                     key, extra);
+
+    cr_assert_lt(n, (int)sizeof(raw));
+    return harness_request(port, raw, (size_t)n, r, 5000);
+}
+
+static char *bank_get(uint16_t port, const char *path)
+{
+    char raw[128];
+    struct harness_resp r;
+    char *body;
+    int n =
+        snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n", path);
+
+    cr_assert_eq(harness_request(port, raw, (size_t)n, &r, 5000), 0);
+    cr_assert_eq(r.status, 200, "%s: %d", path, r.status);
+    body = strdup(r.body);
+    harness_resp_free(&r);
+    return body;
+}
+
+static pid_t start_bank(const char *logname, uint16_t *port, const char *seed)
+{
+    char listen[32], *argv[16];
+    int n = 0;
+    pid_t pid;
+
+    *port = harness_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", *port);
+    argv[n++] = BUILD_DIR "/tools/demo-bank/demo-bank";
+    argv[n++] = "--listen";
+    argv[n++] = listen;
+    argv[n++] = "--fail-rate";
+    argv[n++] = "0.25";
+    argv[n++] = "--fail-after-rate";
+    argv[n++] = "0.25";
+    argv[n++] = "--reset-after-rate";
+    argv[n++] = "0.25";
+    argv[n++] = "--seed";
+    argv[n++] = (char *)seed;
+    argv[n] = NULL;
+    pid = harness_spawn(logname, argv);
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(harness_wait_port(*port, 10000), 0);
+    return pid;
+}
+
+/* The three injected faults do what --help says — 503 executes nothing, 500 and reset
+ * execute — the ledger counts executions only, GET /faults counts the faults, and the
+ * draws are the same for the same seed. */
+Test(scripts, demo_bank_faults_execute_as_documented)
+{
+    enum { N = 40 };
+    char seq[2][N + 1], key[16], want[32], *ledger, *faults;
+    int seen[2][4] = {{0}}; /* per run: 201, 503, 500, reset */
+    uint16_t port;
+
+    for (int run = 0; run < 2; run++) {
+        pid_t pid = start_bank(run ? "bank-faults2" : "bank-faults1", &port, "99");
+        int executed = 0;
+
+        for (int i = 0; i < N; i++) {
+            struct harness_resp r;
+            int rc;
+
+            snprintf(key, sizeof(key), "f%d", i);
+            rc = bank_pay(port, key, "", &r);
+            if (rc < 0 || r.status == 0) {
+                seq[run][i] = 'R';
+                seen[run][3]++;
+            } else if (r.status == 503) {
+                seq[run][i] = '3';
+                seen[run][1]++;
+                cr_assert(strstr(r.body, "nothing executed"), "%s", r.body);
+            } else if (r.status == 500) {
+                seq[run][i] = '5';
+                seen[run][2]++;
+                cr_assert(strstr(r.body, "demo-bank:failed-after-executing"), "%s", r.body);
+                cr_assert(strstr(r.body, "after executing payment pay_"), "%s", r.body);
+            } else {
+                cr_assert_eq(r.status, 201, "%d %s", r.status, r.body);
+                seq[run][i] = '2';
+                seen[run][0]++;
+            }
+            executed += seq[run][i] != '3';
+            harness_resp_free(&r);
+        }
+        seq[run][N] = '\0';
+        ledger = bank_get(port, "/ledger");
+        snprintf(want, sizeof(want), "{\"total\": %d,", executed);
+        cr_assert(strstr(ledger, want), "%s (outcomes %s)", ledger, seq[run]);
+        for (int i = 0; i < N; i++) {
+            snprintf(want, sizeof(want), "\"f%d\": 1", i);
+            if (seq[run][i] == '3')
+                cr_assert_null(strstr(ledger, want), "f%d answered 503 but executed", i);
+            else
+                cr_assert(strstr(ledger, want), "f%d (%c) not executed: %s", i, seq[run][i],
+                          ledger);
+        }
+        faults = bank_get(port, "/faults");
+        snprintf(want, sizeof(want), "\"fail_before\": %d,", seen[run][1]);
+        cr_assert(strstr(faults, want), "%s vs %s", faults, seq[run]);
+        snprintf(want, sizeof(want), "\"fail_after\": %d,", seen[run][2]);
+        cr_assert(strstr(faults, want), "%s vs %s", faults, seq[run]);
+        snprintf(want, sizeof(want), "\"reset_after\": %d,", seen[run][3]);
+        cr_assert(strstr(faults, want), "%s vs %s", faults, seq[run]);
+        cr_assert(strstr(faults, "\"seed\": 99}"), "%s", faults);
+        free(ledger);
+        free(faults);
+        cr_assert(harness_stop_clean(pid, run ? "bank-faults2" : "bank-faults1", 5000));
+    }
+    for (int k = 0; k < 4; k++)
+        cr_assert_gt(seen[0][k], 0, "an outcome never happened in %s", seq[0]);
+    cr_assert_str_eq(seq[0], seq[1], "the same seed drew differently");
+}
+
+/* Demo-Fault chooses the fault (no draw), Demo-Delay the answer's delay. */
+Test(scripts, demo_bank_fault_and_delay_headers)
+{
+    struct harness_resp r;
+    struct timespec t0, t1;
+    uint16_t port;
+    pid_t pid = start_bank("bank-headers", &port, "1");
+    char *ledger;
+    long ms;
+
+    cr_assert_eq(bank_pay(port, "h-none", "Demo-Fault: none\r\n", &r), 0);
+    cr_assert_eq(r.status, 201);
+    harness_resp_free(&r);
+    cr_assert_eq(bank_pay(port, "h-503", "Demo-Fault: 503\r\n", &r), 0);
+    cr_assert_eq(r.status, 503);
+    harness_resp_free(&r);
+    cr_assert_eq(bank_pay(port, "h-500", "Demo-Fault: 500\r\n", &r), 0);
+    cr_assert_eq(r.status, 500);
+    harness_resp_free(&r);
+    cr_assert(bank_pay(port, "h-reset", "Demo-Fault: reset\r\n", &r) < 0 || r.status == 0);
+    harness_resp_free(&r);
+    cr_assert_eq(bank_pay(port, "h-bad", "Demo-Fault: sometimes\r\n", &r), 0);
+    cr_assert_eq(r.status, 400);
+    harness_resp_free(&r);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(bank_pay(port, "h-slow", "Demo-Fault: none\r\nDemo-Delay: 300ms\r\n", &r), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_eq(r.status, 201);
+    harness_resp_free(&r);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert_geq(ms, 300, "answered after %ld ms", ms);
+    cr_assert_eq(bank_pay(port, "h-baddelay", "Demo-Delay: soon\r\n", &r), 0);
+    cr_assert_eq(r.status, 400);
+    harness_resp_free(&r);
+    ledger = bank_get(port, "/ledger");
+    cr_assert(strstr(ledger, "{\"total\": 4,"), "%s", ledger);
+    cr_assert_null(strstr(ledger, "\"h-503\""), "%s", ledger);
+    cr_assert_null(strstr(ledger, "\"h-bad"), "%s", ledger);
+    cr_assert(strstr(ledger, "\"h-reset\": 1"), "%s", ledger);
+    free(ledger);
+    cr_assert(harness_stop_clean(pid, "bank-headers", 5000));
 }

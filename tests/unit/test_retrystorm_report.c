@@ -373,3 +373,165 @@ Test(report, timeline_widens_and_keeps_every_event)
     cr_assert_eq(t.counts[0][REPORT_CAT_2XX], 1);
     cr_assert_eq(t.counts[t.used - 1][REPORT_CAT_ABORTED], 1);
 }
+
+/* ---- outcome kinds, faults, expected re-executions, examples ---- */
+
+static const struct report_class chaos_classes[] = {
+    {"201", 201, 2000, 1500, 480},
+    {"500 failed-after-executing", 500, 30, 20, 10},
+    {"504 outcome-unknown", 504, 25, 15, 10},
+    {"503 store-unavailable", 503, 7, 0, 0},
+    {"error: Connection refused", 0, 3, 0, 0},
+    {"error: timeout", 0, 2, 0, 0},
+    {"aborted", 0, 600, 0, 0},
+};
+static const char *const freeze_effects[] = {"503 store-unavailable", "409 idempotency-key-in-use"};
+static const char *const restart_effects[] = {"error*", "504 outcome-unknown"};
+static const struct report_fault chaos_faults[] = {
+    {"redis frozen <SIGSTOP>", "4, 3.1 s", "12 records retried", freeze_effects, 2},
+    {"proxy restarted", "2", NULL, restart_effects, 2},
+    {"replica killed", "1 kill", "12 of 12 expected", NULL, 0},
+};
+static const struct report_example chaos_examples[] = {
+    {"0123456789abcdef-17", 2, 1, "executed 2 times"},
+};
+
+static void chaos_setup(void)
+{
+    v.classes = chaos_classes;
+    v.nclasses = sizeof(chaos_classes) / sizeof(chaos_classes[0]);
+    v.faults = chaos_faults;
+    v.nfaults = sizeof(chaos_faults) / sizeof(chaos_faults[0]);
+    v.label = "chaos storm";
+}
+
+Test(report, outcome_kinds_and_faults_in_text)
+{
+    char *t;
+
+    chaos_setup();
+    t = render(report_text);
+    assert_has(t, "(chaos storm, run 0123456789abcdef");
+    assert_has(t, "outcomes by kind");
+    assert_has(t, "    500 failed-after-executing");
+    assert_has(t, "faults injected, and what they led to");
+    assert_has(t, "redis frozen <SIGSTOP>: 4, 3.1 s");
+    assert_has(t, "-> 503 store-unavailable            7 answers\n");
+    /* an effect nothing matched says so */
+    assert_has(t, "-> 409 idempotency-key-in-use       none seen");
+    /* a prefix pattern lists every kind it matches */
+    assert_has(t, "-> error: Connection refused        3 attempts");
+    assert_has(t, "-> error: timeout                   2 attempts");
+    assert_has(t, "-> 504 outcome-unknown              25 answers (15 replayed), the final answer "
+                  "of 10 keys");
+    assert_has(t, "        12 records retried\n");
+    assert_has(t, "replica killed: 1 kill\n        12 of 12 expected");
+    free(t);
+}
+
+Test(report, outcome_kinds_and_faults_in_json)
+{
+    char *j;
+
+    chaos_setup();
+    j = render(report_json);
+    assert_json_shape(j);
+    assert_has(j, "\"label\": \"chaos storm\"");
+    assert_has(j, "{\"kind\": \"504 outcome-unknown\", \"status\": 504, \"attempts\": 25, "
+                  "\"replayed\": 15, \"keys_final\": 10}");
+    assert_has(j, "{\"label\": \"redis frozen <SIGSTOP>\", \"injected\": \"4, 3.1 s\", "
+                  "\"effects\": [\"503 store-unavailable\", \"409 idempotency-key-in-use\"], "
+                  "\"note\": \"12 records retried\"}");
+    assert_has(j, "\"effects\": [], \"note\": \"12 of 12 expected\"}");
+    assert_has(j, "\"reexec_expected\": null");
+    assert_has(j, "\"examples\": []");
+    free(j);
+}
+
+Test(report, outcome_kinds_and_faults_in_html)
+{
+    char *h;
+
+    chaos_setup();
+    h = render(report_html);
+    assert_has(h, "retrystorm verdict &middot; chaos storm</div>");
+    assert_has(h, "<h2>Faults injected, and what they led to</h2>");
+    assert_has(h, "<td>redis frozen &lt;SIGSTOP&gt;</td><td>4, 3.1 s</td>");
+    assert_has(h, "<code>503 store-unavailable</code>: 7 answers<br>");
+    assert_has(h, "<code>409 idempotency-key-in-use</code>: none seen<br>");
+    assert_has(h, "<h2>Outcomes by kind</h2>");
+    assert_has(h, "<code>500 failed-after-executing</code></td><td class=\"num\">30</td>");
+    assert_lacks(h, "<SIGSTOP>");
+    free(h);
+}
+
+Test(report, a_missing_fault_table_is_said)
+{
+    char *t, *h;
+
+    v.faults_note = "no fault table: 'f.tsv': not written within 60.0 s";
+    t = render(report_text);
+    h = render(report_html);
+    assert_has(t, "(no fault table: 'f.tsv': not written within 60.0 s)");
+    assert_has(h, "no fault table: &#39;f.tsv&#39;: not written");
+    free(t);
+    free(h);
+}
+
+Test(report, expected_reexecutions_pass_when_all_happened)
+{
+    char *t, *j, *h;
+
+    v.reexec_declared = 1;
+    v.reexec_expected = 12;
+    v.reexec_observed = 12;
+    cr_assert(report_pass(&v));
+    t = render(report_text);
+    j = render(report_json);
+    h = render(report_html);
+    assert_has(t, "expected re-executions                   12  (documented limit; 12 expected)");
+    assert_has(j, "\"reexec_expected\": 12, \"reexec_observed\": 12, \"reexec_missing\": 0");
+    assert_has(h, "expected re-executions</div><div class=\"v\">12 / 12</div>");
+    free(t);
+    free(j);
+    free(h);
+}
+
+Test(report, a_missing_expected_reexecution_fails)
+{
+    char *t, *h;
+
+    v.reexec_declared = 1;
+    v.reexec_expected = 12;
+    v.reexec_observed = 11;
+    v.reexec_missing = 1;
+    cr_assert_not(report_pass(&v));
+    t = render(report_text);
+    h = render(report_html);
+    assert_has(t, "(documented limit; 12 expected) <- FAIL: missing");
+    assert_has(t, "verdict: FAIL");
+    assert_has(h, "1 expected re-execution did not happen");
+    free(t);
+    free(h);
+}
+
+Test(report, examples_name_the_failing_keys)
+{
+    char *t, *j, *h;
+
+    v.keys_duplicated = 1;
+    v.max_executions = 2;
+    v.examples = chaos_examples;
+    v.nexamples = 1;
+    t = render(report_text);
+    j = render(report_json);
+    h = render(report_html);
+    assert_has(t, "    e.g. key 0123456789abcdef-17: executed 2 times\n");
+    assert_has(j, "\"examples\": [{\"key\": \"0123456789abcdef-17\", \"executions\": 2, "
+                  "\"allowed\": 1, \"what\": \"executed 2 times\"}]");
+    assert_has(h, "<h2>Keys that failed a check</h2>");
+    assert_has(h, "<code>0123456789abcdef-17</code></td><td>executed 2 times</td>");
+    free(t);
+    free(j);
+    free(h);
+}

@@ -6,6 +6,18 @@
  * therefore pays twice, and GET /ledger shows it: the retried key has count 2. With
  * idemproxy in front, every key stays at 1.
  *
+ * Fault injection, for chaos tests (scripts/chaos.sh): each payment draws once from a
+ * seeded PRNG (--seed), and a fraction of them fails in one of three ways —
+ *   --fail-rate R          503 before executing: nothing is charged, the ledger is unchanged;
+ *   --fail-after-rate R    executed (charged, in the ledger), then answered 500;
+ *   --reset-after-rate R   executed, then the connection is reset (RST) instead of the answer.
+ * The ledger holds real executions only. GET /faults counts the faults applied. The
+ * sequence of draws is reproducible for a seed; which request gets which draw follows the
+ * order the requests arrive in. A request may choose instead, with a "Demo-Fault: none |
+ * 503 | 500 | reset" header (no draw is made then), and ask for its own answer delay with
+ * "Demo-Delay: DURATION" (instead of --delay/--jitter), e.g. to be sure it is still at the
+ * bank when its proxy is killed.
+ *
  * One thread, one libevent loop, evhttp server. SIGTERM/SIGINT: stop at once, drop
  * unanswered replies, free everything, exit 0. Exit 1: cannot listen or open --ledger;
  * exit 2: bad command line.
@@ -52,6 +64,8 @@
 #define BANK_ID_MAX         64
 #define BANK_PROBLEM_BASE   "tag:idemproxy.dev,2026:demo-bank:"
 #define BANK_KEY_HEADER     "Idempotency-Key"
+#define BANK_DELAY_HEADER   "Demo-Delay"
+#define BANK_FAULT_HEADER   "Demo-Fault"
 #define BANK_LOG_FIELD_MAX  120
 #define BANK_EXIT_USAGE     2
 #define BANK_ALLOW_GET      "GET, HEAD"
@@ -63,14 +77,34 @@ struct bank_opts {
     int have_listen;
     uint64_t delay_ms;
     uint64_t jitter_ms;
-    double fail_rate;
+    double fail_rate;          /* 503 before executing */
     const char *fail_rate_arg; /* as given, for messages */
-    const char *ledger_path;   /* NULL: memory only */
+    double fail_after_rate;    /* executed, then 500 */
+    const char *fail_after_rate_arg;
+    double reset_after_rate; /* executed, then the connection is reset */
+    const char *reset_after_rate_arg;
+    uint64_t seed;
+    int have_seed;           /* --seed given; otherwise the clock and the pid */
+    const char *ledger_path; /* NULL: memory only */
     const char *id;
     int check_only; /* --check: validate the arguments, serve nothing */
 };
 
 struct bank_pending;
+
+/* What happens to an executed payment's answer. */
+enum bank_fault {
+    BANK_FAULT_NONE = 0, /* 201 */
+    BANK_FAULT_500,      /* --fail-after-rate: 500 instead of the 201 */
+    BANK_FAULT_RESET,    /* --reset-after-rate: the connection is reset, no answer */
+};
+
+/* Faults applied so far (GET /faults). */
+struct bank_fault_counts {
+    uint64_t fail_before; /* 503, not executed */
+    uint64_t fail_after;  /* executed, answered 500 */
+    uint64_t reset_after; /* executed, connection reset */
+};
 
 struct bank {
     const struct bank_opts *opts;
@@ -80,7 +114,9 @@ struct bank {
     int ledger_fd; /* -1 without --ledger */
     long long balance;
     uint64_t rng;                 /* splitmix64 state */
+    uint64_t seed;                /* where rng started (--seed, or clock and pid) */
     struct bank_pending *pending; /* answers waiting for their timer */
+    struct bank_fault_counts faults;
 };
 
 /* A payment that has executed and waits to be answered. Released in bank_pending_free. */
@@ -88,10 +124,12 @@ struct bank_pending {
     struct bank *bank;
     struct evhttp_request *req; /* ours until answered; NULL once libevent frees it */
     int gone;                   /* the client's connection closed before the answer */
+    enum bank_fault fault;      /* what the answer will be */
     struct event *timer;
     struct event *watch;   /* readable client socket during the wait; NULL when off */
     struct evbuffer *body; /* the 201 body, built at execution */
     char location[32];     /* "/payments/pay_…" */
+    char pay_id[LEDGER_ID_MAX];
     char logline[BANK_LOG_FIELD_MAX * 2 + 128]; /* what the request log line says */
     struct bank_pending *prev, *next;
 };
@@ -338,22 +376,55 @@ static void bank_pending_peek(evutil_socket_t fd, short what, void *arg)
     evhttp_connection_free(evcon);
 }
 
+/*
+ * Reset the connection req is on instead of answering (SO_LINGER 0: RST on close). The
+ * connection frees req with itself; we are in a timer callback, not in one of evhttp's,
+ * so that is safe.
+ */
+static void bank_reset_connection(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct linger lg = {1, 0};
+    evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    evhttp_connection_free(evcon);
+}
+
 /* Answer p (or drop the answer if the client left), then release p. */
 static void bank_pending_fire(evutil_socket_t fd, short what, void *arg)
 {
     struct bank_pending *p = arg;
+    struct bank *b = p->bank;
     struct evhttp_request *req = p->req;
+    char detail[160];
 
     bank_pending_unwatch(p);
     p->req = NULL;
     if (req && !p->gone) {
         struct evhttp_connection *evcon = evhttp_request_get_connection(req);
         evhttp_connection_set_closecb(evcon, NULL, NULL);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Location", p->location);
-        log_info("%s", p->logline);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "application/json");
-        evhttp_send_reply(req, 201, NULL, p->body);
+        switch (p->fault) {
+        case BANK_FAULT_RESET:
+            b->faults.reset_after++;
+            log_info("%s (injected fault; executed, connection reset, no answer)", p->logline);
+            bank_reset_connection(req);
+            break;
+        case BANK_FAULT_500:
+            b->faults.fail_after++;
+            snprintf(detail, sizeof(detail), "injected failure after executing payment %s",
+                     p->pay_id);
+            bank_problem(req, 500, "failed-after-executing", "Internal error", detail, NULL);
+            break;
+        case BANK_FAULT_NONE:
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Location", p->location);
+            log_info("%s", p->logline);
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                              "application/json");
+            evhttp_send_reply(req, 201, NULL, p->body);
+            break;
+        }
     } else {
         log_info("%s (client went away; answer dropped)", p->logline);
         if (req)
@@ -380,11 +451,13 @@ static void bank_pending_drop_all(struct bank *b)
 }
 
 /*
- * Hold the 201 answer (body, Location) for wait_ms. Returns 0 and owns body; or -1 out of
- * memory, with nothing changed (the caller answers now).
+ * Hold the answer (the 201 body and Location, or the fault that replaces them) for
+ * wait_ms. Returns 0 and owns body; or -1 out of memory, with nothing changed (the caller
+ * answers now).
  */
 static int bank_answer_later(struct bank *b, struct evhttp_request *req, struct evbuffer *body,
-                             const char *location, const char *extra, uint64_t wait_ms)
+                             const char *location, const char *pay_id, enum bank_fault fault,
+                             const char *extra, uint64_t wait_ms)
 {
     struct timeval tv = {(time_t)(wait_ms / 1000), (suseconds_t)(wait_ms % 1000) * 1000};
     struct bank_pending *p = calloc(1, sizeof(*p));
@@ -405,8 +478,13 @@ static int bank_answer_later(struct bank *b, struct evhttp_request *req, struct 
     p->bank = b;
     p->req = req;
     p->body = body;
+    p->fault = fault;
     snprintf(p->location, sizeof(p->location), "%s", location);
-    snprintf(p->logline, sizeof(p->logline), "POST %s 201%s%s %s", bank_req_path(req),
+    snprintf(p->pay_id, sizeof(p->pay_id), "%s", pay_id);
+    snprintf(p->logline, sizeof(p->logline), "POST %s %s%s%s %s", bank_req_path(req),
+             fault == BANK_FAULT_RESET ? "RST"
+             : fault == BANK_FAULT_500 ? "500"
+                                       : "201",
              key ? " key=" : "", key ? bank_log_field(key, keylog, sizeof(keylog)) : "", extra);
     p->next = b->pending;
     if (b->pending)
@@ -424,6 +502,77 @@ static int bank_answer_later(struct bank *b, struct evhttp_request *req, struct 
 
 /* ---- routes ---- */
 
+/*
+ * The fault of a payment: the request's Demo-Fault header, or else one draw against the
+ * rates. Returns 1 when the request is already answered (503 before executing, or 400 for
+ * a bad Demo-Fault), else 0 with the fault its answer will carry in *fault. Without a
+ * header and without rates nothing is drawn, so the other uses of the PRNG (ids, jitter)
+ * stay as they were.
+ */
+static int bank_draw_fault(struct bank *b, struct evhttp_request *req, enum bank_fault *fault)
+{
+    const struct bank_opts *o = b->opts;
+    const char *force =
+        evhttp_find_header(evhttp_request_get_input_headers(req), BANK_FAULT_HEADER);
+    char detail[96];
+    double u;
+
+    *fault = BANK_FAULT_NONE;
+    if (force) {
+        if (strcmp(force, "none") == 0)
+            return 0;
+        if (strcmp(force, "500") == 0) {
+            *fault = BANK_FAULT_500;
+            return 0;
+        }
+        if (strcmp(force, "reset") == 0) {
+            *fault = BANK_FAULT_RESET;
+            return 0;
+        }
+        if (strcmp(force, "503") != 0) {
+            bank_problem(req, 400, "bad-request", "Bad request",
+                         "Demo-Fault must be none, 503, 500 or reset", NULL);
+            return 1;
+        }
+        b->faults.fail_before++;
+        bank_problem(req, 503, "unavailable", "Service unavailable",
+                     "injected failure (Demo-Fault: 503); nothing executed", NULL);
+        return 1;
+    }
+    if (o->fail_rate <= 0 && o->fail_after_rate <= 0 && o->reset_after_rate <= 0)
+        return 0;
+    u = bank_random_unit(b);
+    if (u < o->fail_rate) {
+        b->faults.fail_before++;
+        snprintf(detail, sizeof(detail), "injected failure (--fail-rate %s); nothing executed",
+                 o->fail_rate_arg);
+        bank_problem(req, 503, "unavailable", "Service unavailable", detail, NULL);
+        return 1;
+    }
+    u -= o->fail_rate;
+    if (u < o->fail_after_rate)
+        *fault = BANK_FAULT_500;
+    else if (u - o->fail_after_rate < o->reset_after_rate)
+        *fault = BANK_FAULT_RESET;
+    return 0;
+}
+
+/* The request's Demo-Delay header: 1 with *ms set, 0 when absent, -1 (answered 400) when
+ * it is not a duration of at most 24 h. */
+static int bank_req_delay(struct evhttp_request *req, uint64_t *ms)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), BANK_DELAY_HEADER);
+
+    if (!v)
+        return 0;
+    if (conf_parse_duration(v, ms) < 0 || *ms > BANK_MAX_WAIT_MS) {
+        bank_problem(req, 400, "bad-request", "Bad request",
+                     "Demo-Delay must be a duration of at most 24h (e.g. 300ms, 2s)", NULL);
+        return -1;
+    }
+    return 1;
+}
+
 static void bank_payments(struct bank *b, struct evhttp_request *req)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -431,9 +580,11 @@ static void bank_payments(struct bank *b, struct evhttp_request *req)
     const char *json = "", *why = NULL, *key = bank_req_key(req);
     struct ledger_entry e;
     struct evbuffer *body = NULL;
+    enum bank_fault fault;
     long long amount, after;
-    uint64_t seq, wait_ms;
-    char location[32], extra[160], detail[96];
+    uint64_t seq, wait_ms, asked_ms = 0;
+    char location[32], extra[160];
+    int asked;
 
     if (len > 0 && (json = (const char *)evbuffer_pullup(in, -1)) == NULL)
         goto oom;
@@ -441,12 +592,10 @@ static void bank_payments(struct bank *b, struct evhttp_request *req)
         bank_problem(req, 400, "bad-request", "Bad request", why, NULL);
         return;
     }
-    if (b->opts->fail_rate > 0 && bank_random_unit(b) < b->opts->fail_rate) {
-        snprintf(detail, sizeof(detail), "injected failure (--fail-rate %s); nothing executed",
-                 b->opts->fail_rate_arg);
-        bank_problem(req, 503, "unavailable", "Service unavailable", detail, NULL);
+    if ((asked = bank_req_delay(req, &asked_ms)) < 0)
         return;
-    }
+    if (bank_draw_fault(b, req, &fault))
+        return;
     if (__builtin_sub_overflow(b->balance, amount, &after)) {
         bank_problem(req, 500, "internal", "Internal error", "balance would overflow", NULL);
         return;
@@ -480,15 +629,20 @@ static void bank_payments(struct bank *b, struct evhttp_request *req)
         evbuffer_add(body, "null}\n", 6);
     }
 
-    wait_ms = b->opts->delay_ms;
-    if (b->opts->jitter_ms > 0)
+    wait_ms = asked ? asked_ms : b->opts->delay_ms;
+    if (!asked && b->opts->jitter_ms > 0)
         wait_ms += bank_random(b) % (b->opts->jitter_ms + 1);
     snprintf(extra, sizeof(extra), "id=%s amount=%lld balance=%lld seq=%llu wait=%llums", e.id,
              amount, after, (unsigned long long)seq, (unsigned long long)wait_ms);
 
     snprintf(location, sizeof(location), "/payments/%s", e.id);
-    if (wait_ms > 0 && bank_answer_later(b, req, body, location, extra, wait_ms) == 0)
+    /* A fault always goes through the timer, even without a delay: a reset frees the
+     * connection, which must not happen inside evhttp's own callback. */
+    if ((wait_ms > 0 || fault != BANK_FAULT_NONE) &&
+        bank_answer_later(b, req, body, location, e.id, fault, extra, wait_ms) == 0)
         return;
+    if (fault != BANK_FAULT_NONE)
+        log_warn("out of memory: the fault for payment %s is not injected", e.id);
     /* No delay asked for (or no memory to delay): answer now. */
     evhttp_add_header(evhttp_request_get_output_headers(req), "Location", location);
     bank_send(req, 201, "application/json", body, extra);
@@ -500,6 +654,26 @@ oom:
     return;
 oom_executed:
     bank_problem(req, 500, "internal", "Internal error", "out of memory after executing", NULL);
+}
+
+/* GET /faults: what was injected so far, and the seed that drew it. */
+static void bank_faults(struct bank *b, struct evhttp_request *req)
+{
+    struct evbuffer *body = evbuffer_new();
+
+    if (!body ||
+        evbuffer_add_printf(
+            body,
+            "{\"fail_before\": %llu, \"fail_after\": %llu, \"reset_after\": %llu, "
+            "\"seed\": %llu}\n",
+            (unsigned long long)b->faults.fail_before, (unsigned long long)b->faults.fail_after,
+            (unsigned long long)b->faults.reset_after, (unsigned long long)b->seed) < 0) {
+        bank_problem(req, 500, "internal", "Internal error", "out of memory", NULL);
+    } else {
+        bank_send(req, 200, "application/json", body, NULL);
+    }
+    if (body)
+        evbuffer_free(body);
 }
 
 static void bank_ledger_counts(struct bank *b, struct evhttp_request *req)
@@ -553,19 +727,21 @@ static void bank_request(struct evhttp_request *req, void *arg)
         else
             bank_method_not_allowed(req, BANK_ALLOW_PAYMENTS);
     } else if (strcmp(path, "/ledger") == 0 || strcmp(path, "/ledger/entries") == 0 ||
-               strcmp(path, "/healthz") == 0) {
+               strcmp(path, "/faults") == 0 || strcmp(path, "/healthz") == 0) {
         if (!get)
             bank_method_not_allowed(req, BANK_ALLOW_GET);
         else if (strcmp(path, "/ledger") == 0)
             bank_ledger_counts(b, req);
         else if (strcmp(path, "/ledger/entries") == 0)
             bank_ledger_entries(b, req);
+        else if (strcmp(path, "/faults") == 0)
+            bank_faults(b, req);
         else
             bank_healthz(req);
     } else {
         bank_problem(req, 404, "not-found", "Not found",
                      "no such resource; try POST /payments, GET /ledger, GET /ledger/entries, "
-                     "GET /healthz",
+                     "GET /faults, GET /healthz",
                      NULL);
     }
 }
@@ -576,7 +752,8 @@ static void bank_usage(FILE *out)
 {
     fprintf(out,
             "usage: demo-bank --listen HOST:PORT [--delay DURATION] [--jitter DURATION]\n"
-            "                 [--fail-rate R] [--ledger FILE] [--id NAME] [--check]\n"
+            "                 [--fail-rate R] [--fail-after-rate R] [--reset-after-rate R]\n"
+            "                 [--seed S] [--ledger FILE] [--id NAME] [--check]\n"
             "\n"
             "A deliberately non-idempotent payment service, to put behind idemproxy.\n"
             "POST /payments {\"amount\": N} executes at once (balance -= N, one ledger entry),\n"
@@ -587,14 +764,22 @@ static void bank_usage(FILE *out)
             "  --jitter DURATION   plus a uniformly random extra wait up to this [0]\n"
             "  --fail-rate R       answer this fraction (0..1) of payments 503 without\n"
             "                      executing them [0]\n"
+            "  --fail-after-rate R execute this fraction of payments, then answer 500 [0]\n"
+            "  --reset-after-rate R  execute this fraction of payments, then reset the\n"
+            "                      connection instead of answering [0]\n"
+            "                      (the three rates together at most 1; one draw per payment)\n"
+            "  --seed S            seed of the fault draws, payment ids and jitter [clock, pid]\n"
             "  --ledger FILE       also append every ledger entry to FILE as a JSON line\n"
             "  --id NAME           replica name reported in answers and entries [demo-bank]\n"
             "  --check             only check the arguments (exit 0 if they are valid)\n"
             "  -h, --help          this text\n"
             "\n"
             "Routes: POST /payments, GET /ledger ({\"total\": T, \"keys\": {\"KEY\": COUNT}}),\n"
-            "GET /ledger/entries, GET /healthz. Durations: a number with ms, s, m, h or d\n"
-            "(a bare number is seconds).\n");
+            "GET /ledger/entries, GET /faults (faults applied so far), GET /healthz.\n"
+            "A payment with a \"Demo-Delay: DURATION\" header is answered after that delay\n"
+            "instead of --delay/--jitter; one with \"Demo-Fault: none|503|500|reset\" gets that\n"
+            "fault instead of a draw. The ledger holds real executions only.\n"
+            "Durations: a number with ms, s, m, h or d (a bare number is seconds).\n");
 }
 
 static int bank_usage_error(const char *flag, const char *fmt, const char *arg)
@@ -617,6 +802,18 @@ static int bank_parse_wait(const char *flag, const char *v, uint64_t *ms)
     return 0;
 }
 
+static int bank_parse_rate(const char *flag, const char *v, double *rate, const char **arg)
+{
+    char *end;
+
+    errno = 0;
+    *rate = strtod(v, &end);
+    if (*v == '\0' || *end != '\0' || errno != 0 || !(*rate >= 0 && *rate <= 1))
+        return bank_usage_error(flag, "'%s' is not a number from 0 to 1", v);
+    *arg = v;
+    return 0;
+}
+
 static int bank_parse_flag(struct bank_opts *o, const char *flag, const char *v)
 {
     if (strcmp(flag, "--listen") == 0) {
@@ -631,12 +828,18 @@ static int bank_parse_flag(struct bank_opts *o, const char *flag, const char *v)
     } else if (strcmp(flag, "--jitter") == 0) {
         return bank_parse_wait(flag, v, &o->jitter_ms);
     } else if (strcmp(flag, "--fail-rate") == 0) {
+        return bank_parse_rate(flag, v, &o->fail_rate, &o->fail_rate_arg);
+    } else if (strcmp(flag, "--fail-after-rate") == 0) {
+        return bank_parse_rate(flag, v, &o->fail_after_rate, &o->fail_after_rate_arg);
+    } else if (strcmp(flag, "--reset-after-rate") == 0) {
+        return bank_parse_rate(flag, v, &o->reset_after_rate, &o->reset_after_rate_arg);
+    } else if (strcmp(flag, "--seed") == 0) {
         char *end;
         errno = 0;
-        o->fail_rate = strtod(v, &end);
-        if (*v == '\0' || *end != '\0' || errno != 0 || !(o->fail_rate >= 0 && o->fail_rate <= 1))
-            return bank_usage_error(flag, "'%s' is not a number from 0 to 1", v);
-        o->fail_rate_arg = v;
+        o->seed = strtoull(v, &end, 10);
+        if (*v < '0' || *v > '9' || *end != '\0' || errno != 0)
+            return bank_usage_error(flag, "'%s' is not a whole number", v);
+        o->have_seed = 1;
     } else if (strcmp(flag, "--ledger") == 0) {
         if (*v == '\0')
             return bank_usage_error(flag, "empty file name%s", "");
@@ -662,7 +865,7 @@ static int bank_parse_args(struct bank_opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof(*o));
     o->id = "demo-bank";
-    o->fail_rate_arg = "0";
+    o->fail_rate_arg = o->fail_after_rate_arg = o->reset_after_rate_arg = "0";
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq, *v;
         char flag[32];
@@ -685,6 +888,8 @@ static int bank_parse_args(struct bank_opts *o, int argc, char **argv)
             v = eq + 1;
         } else if (strcmp(flag, "--listen") != 0 && strcmp(flag, "--delay") != 0 &&
                    strcmp(flag, "--jitter") != 0 && strcmp(flag, "--fail-rate") != 0 &&
+                   strcmp(flag, "--fail-after-rate") != 0 &&
+                   strcmp(flag, "--reset-after-rate") != 0 && strcmp(flag, "--seed") != 0 &&
                    strcmp(flag, "--ledger") != 0 && strcmp(flag, "--id") != 0) {
             return bank_usage_error(NULL, "unknown option '%s'", arg);
         } else if (i + 1 >= argc) {
@@ -697,6 +902,11 @@ static int bank_parse_args(struct bank_opts *o, int argc, char **argv)
     }
     if (!o->have_listen)
         return bank_usage_error("--listen", "HOST:PORT is required%s", "");
+    if (o->fail_rate + o->fail_after_rate + o->reset_after_rate > 1 + 1e-9)
+        return bank_usage_error(NULL,
+                                "--fail-rate, --fail-after-rate and --reset-after-rate add up "
+                                "to more than 1%s",
+                                "");
     return 0;
 }
 
@@ -724,13 +934,16 @@ static int bank_run(const struct bank_opts *o)
     b.opts = o;
     b.ledger_fd = -1;
     b.balance = BANK_START_BALANCE;
-    {
+    if (o->have_seed) {
+        b.rng = o->seed;
+    } else {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         b.rng = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
         b.rng ^= (uint64_t)getpid() << 32;
         b.rng ^= (uint64_t)(uintptr_t)&b;
     }
+    b.seed = b.rng;
 
     b.base = event_base_new();
     b.ledger = ledger_new(o->id);
@@ -776,10 +989,11 @@ static int bank_run(const struct bank_opts *o)
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
     log_info("demo-bank listening on %s%s%s:%u (replica %s, delay %llums, jitter %llums, "
-             "fail-rate %s%s%s)",
+             "fail-rate %s, fail-after-rate %s, reset-after-rate %s, seed %llu%s%s)",
              strchr(o->listen.host, ':') ? "[" : "", o->listen.host,
              strchr(o->listen.host, ':') ? "]" : "", port, o->id, (unsigned long long)o->delay_ms,
-             (unsigned long long)o->jitter_ms, o->fail_rate_arg, o->ledger_path ? ", ledger " : "",
+             (unsigned long long)o->jitter_ms, o->fail_rate_arg, o->fail_after_rate_arg,
+             o->reset_after_rate_arg, (unsigned long long)b.seed, o->ledger_path ? ", ledger " : "",
              o->ledger_path ? o->ledger_path : "");
 
     if (event_base_dispatch(b.base) < 0) {
@@ -790,8 +1004,11 @@ static int bank_run(const struct bank_opts *o)
 out:
     bank_pending_drop_all(&b);
     if (rc == 0)
-        log_info("stopped after %llu payment(s); balance %lld",
-                 (unsigned long long)ledger_total(b.ledger), b.balance);
+        log_info("stopped after %llu payment(s); balance %lld; faults: %llu 503 before "
+                 "executing, %llu 500 after, %llu reset after",
+                 (unsigned long long)ledger_total(b.ledger), b.balance,
+                 (unsigned long long)b.faults.fail_before, (unsigned long long)b.faults.fail_after,
+                 (unsigned long long)b.faults.reset_after);
     if (b.http)
         evhttp_free(b.http);
     if (sigterm)

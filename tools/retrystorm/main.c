@@ -2,9 +2,11 @@
  * retrystorm — proves that under a storm of duplicated, abandoned and retried requests
  * every Idempotency-Key executes at most once.
  *
- * main: the command line (one table of flags), the output files, the exit status:
- *   0 PASS, 1 FAIL (a key executed more than once, answered differently, or unanswered),
- *   2 usage error (the message names the flag), 3 a --ledger could not be read.
+ * main: the command line (one table of flags), the files read after the run (--faults,
+ * --expect-reexec: waited for, an injector writes them), the output files, the exit
+ * status: 0 PASS, 1 FAIL (a key executed more than once, answered differently, or
+ * unanswered; an expected re-execution missing), 2 usage error (the message names the
+ * flag), 3 a --ledger could not be read.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/conf.h"
+#include "faults.h"
 #include "report.h"
 #include "storm.h"
 #include "wire.h"
@@ -25,7 +28,9 @@
 #define IDEMPROXY_VERSION "dev"
 #endif
 
-#define MAIN_MAX_URLS 64
+#define MAIN_MAX_URLS    64
+#define MAIN_MAX_HEADERS 16
+#define MAIN_MAX_EXPECT  16
 
 enum {
     OPT_TARGET = 256,
@@ -46,6 +51,11 @@ enum {
     OPT_QUIET,
     OPT_VERSION,
     OPT_CHECK,
+    OPT_RETRY_STATUSES,
+    OPT_HEADER,
+    OPT_FAULTS,
+    OPT_EXPECT_REEXEC,
+    OPT_LABEL,
 };
 
 static const struct option main_options[] = {
@@ -67,6 +77,11 @@ static const struct option main_options[] = {
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"version", no_argument, NULL, OPT_VERSION},
     {"check", no_argument, NULL, OPT_CHECK},
+    {"retry-statuses", required_argument, NULL, OPT_RETRY_STATUSES},
+    {"header", required_argument, NULL, OPT_HEADER},
+    {"faults", required_argument, NULL, OPT_FAULTS},
+    {"expect-reexec", required_argument, NULL, OPT_EXPECT_REEXEC},
+    {"label", required_argument, NULL, OPT_LABEL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -77,7 +92,9 @@ static void main_help(FILE *out)
           "                  [--abort-rate R] [--client-timeout DURATION] [--rate RPS]\n"
           "                  [--duration DURATION] [--ledger URL ...] [--report FILE.html]\n"
           "                  [--json FILE.json] [--give-up DURATION] [--seed S] [--no-key]\n"
-          "                  [--method M] [--quiet] [--check]\n"
+          "                  [--method M] [--retry-statuses LIST] [--header 'NAME: VALUE' ...]\n"
+          "                  [--faults FILE] [--expect-reexec FILE ...] [--label TEXT]\n"
+          "                  [--quiet] [--check]\n"
           "\n"
           "Sends a storm of duplicated, abandoned and retried keyed requests through an\n"
           "idempotency proxy and proves that every Idempotency-Key executed at most once.\n"
@@ -85,8 +102,9 @@ static void main_help(FILE *out)
           "Phase 1, the storm: N keys x D copies, shuffled so copies of a key interleave, each\n"
           "to a random --target over C keep-alive connections; a fraction R is abandoned as\n"
           "soon as the request is written. Phase 2, patient retries: every key without a final\n"
-          "answer (any status but 409, 429 and 5xx) is retried, honouring Retry-After (100 ms\n"
-          "when absent, at most 2 s, jittered), until it has one or --give-up expires.\n"
+          "answer (by default any status but 409, 429 and 5xx) is retried, honouring\n"
+          "Retry-After (100 ms when absent, at most 2 s, jittered), until it has one or\n"
+          "--give-up expires.\n"
           "\n"
           "Key i is \"<run-id>-<i>\" (run-id: random hex, fresh for every run); the body is\n"
           "{\"amount\": <1 + i % 1000>, \"ref\": \"<key>\"}, the same for every copy.\n"
@@ -108,6 +126,20 @@ static void main_help(FILE *out)
           "  --seed S              seed for the order, the aborts, targets and jitter [random]\n"
           "  --no-key              keyless baseline: no Idempotency-Key, no phase 2, no checks\n"
           "  --method M            request method [POST]; GET and HEAD send no body\n"
+          "  --retry-statuses LIST statuses that are not final answers: retried in phase 2 and\n"
+          "                        never compared, e.g. 409,429,502,503 (Nxx and N-M ranges\n"
+          "                        too) [409,429,5xx]; every other answer is final\n"
+          "  --header 'N: V'       one more request header on every attempt; repeatable\n"
+          "  --faults FILE         the injected faults, from the injector (one kind per line:\n"
+          "                        LABEL<TAB>INJECTED<TAB>EFFECTS[<TAB>NOTE], EFFECTS outcome\n"
+          "                        kinds such as '503 store-unavailable' or 'error*'); read\n"
+          "                        when the run is over (stderr says \"run over\"), waiting\n"
+          "                        for it at most --give-up; shown per fault in the verdict\n"
+          "  --expect-reexec FILE  a ledger document taken right after a replica was killed\n"
+          "                        with requests at the upstream (a documented limit): each\n"
+          "                        of this run's keys in it must execute exactly once more,\n"
+          "                        reported apart, not as a duplicate; repeatable, waited for\n"
+          "  --label TEXT          what this run is, for the verdict and the report\n"
           "  --quiet               no verdict table on stdout, no progress on stderr\n"
           "  --check               only check the arguments (exit 0 if they are valid)\n"
           "  --help, --version\n"
@@ -115,9 +147,11 @@ static void main_help(FILE *out)
           "Durations: a number with ms, s, m, h or d (a bare number means seconds).\n"
           "\n"
           "Verdict: FAIL when a key executed more than once (summed over the --ledger URLs;\n"
-          "\"not checked\" without one), when two 2xx answers of a key differ (status or body),\n"
-          "or when a key got no final answer.\n"
-          "Exit status: 0 PASS, 1 FAIL, 2 usage error, 3 a --ledger could not be read.\n",
+          "\"not checked\" without one; an expected re-execution is allowed, and required),\n"
+          "when two final answers of a key differ (status or body), or when a key got no\n"
+          "final answer.\n"
+          "Exit status: 0 PASS, 1 FAIL, 2 usage error, 3 a --ledger (or an --expect-reexec\n"
+          "file) could not be read.\n",
           out);
 }
 
@@ -171,10 +205,63 @@ static int main_is_token(const char *s)
 struct main_args {
     struct storm_opts o;
     struct wire_url targets[MAIN_MAX_URLS], ledgers[MAIN_MAX_URLS];
+    uint8_t retry_status[STORM_STATUS_MAX];
+    const char *headers[MAIN_MAX_HEADERS];
+    const char *expect[MAIN_MAX_EXPECT];
+    size_t nexpect;
     int have_keys, have_conc;
     int check_only; /* --check: validate the arguments, run nothing */
-    const char *report_path, *json_path;
+    const char *report_path, *json_path, *faults_path, *label;
 };
+
+/* "409,429,5xx,500-504" into bits (cleared first). 0, or -1 on a bad item. */
+static int main_parse_statuses(const char *arg, uint8_t *bits)
+{
+    char buf[256], *save = NULL, *tok;
+
+    if (strlen(arg) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", arg);
+    memset(bits, 0, STORM_STATUS_MAX);
+    if (strcmp(buf, "none") == 0)
+        return 0;
+    for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        unsigned lo, hi;
+        char c1, tail;
+
+        if (strlen(tok) == 3 && tok[0] >= '1' && tok[0] <= '9' && tok[1] == 'x' && tok[2] == 'x') {
+            lo = (unsigned)(tok[0] - '0') * 100;
+            hi = lo + 99;
+        } else if (sscanf(tok, "%3u%c%3u%c", &lo, &c1, &hi, &tail) == 3 && c1 == '-') {
+            /* a range */
+        } else if (sscanf(tok, "%3u%c", &lo, &tail) == 1) {
+            hi = lo;
+        } else {
+            return -1;
+        }
+        if (lo < 100 || hi > 999 || lo > hi)
+            return -1;
+        memset(bits + lo, 1, hi - lo + 1);
+    }
+    return 0;
+}
+
+/* "Name: value": a token, a colon, a value without control bytes. */
+static int main_is_header(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    char name[128];
+
+    if (!colon || colon == h || (size_t)(colon - h) >= sizeof(name))
+        return 0;
+    snprintf(name, sizeof(name), "%.*s", (int)(colon - h), h);
+    if (!main_is_token(name))
+        return 0;
+    for (const char *p = colon + 1; *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\t')
+            return 0;
+    return 1;
+}
 
 /* Returns 0 to run, 2 on a usage error, -1 when --help/--version was answered. */
 static int main_parse(int argc, char **argv, struct main_args *a)
@@ -272,6 +359,33 @@ static int main_parse(int argc, char **argv, struct main_args *a)
         case OPT_CHECK:
             a->check_only = 1;
             break;
+        case OPT_RETRY_STATUSES:
+            if (main_parse_statuses(arg, a->retry_status) < 0)
+                return main_usage("--retry-statuses",
+                                  "'%s' is not a list of statuses (e.g. "
+                                  "409,429,502,503 or 409,5xx or none)",
+                                  arg);
+            o->retry_status = a->retry_status;
+            break;
+        case OPT_HEADER:
+            if (o->nheaders >= MAIN_MAX_HEADERS)
+                return main_usage("--header", "more than %s headers", "16");
+            if (!main_is_header(arg))
+                return main_usage("--header", "'%s' is not 'Name: value'", arg);
+            a->headers[o->nheaders++] = arg;
+            o->headers = a->headers;
+            break;
+        case OPT_FAULTS:
+            a->faults_path = arg;
+            break;
+        case OPT_EXPECT_REEXEC:
+            if (a->nexpect >= MAIN_MAX_EXPECT)
+                return main_usage("--expect-reexec", "more than %s files", "16");
+            a->expect[a->nexpect++] = arg;
+            break;
+        case OPT_LABEL:
+            a->label = arg;
+            break;
         case OPT_VERSION:
             printf("retrystorm %s\n", IDEMPROXY_VERSION);
             return -1;
@@ -343,13 +457,59 @@ static int main_close(const char *flag, const char *path, FILE *f, int rc)
     return 0;
 }
 
+/* Declare the --expect-reexec snapshots (waiting for each). 0, or -1 with a message. */
+static int main_expect(struct main_args *a, struct storm *s)
+{
+    char err[512];
+
+    for (size_t i = 0; i < a->nexpect; i++) {
+        char *text;
+        size_t len;
+        int rc;
+
+        if (faults_read_file(a->expect[i], a->o.give_up_ms, &text, &len, err, sizeof(err)) < 0) {
+            fprintf(stderr, "retrystorm: --expect-reexec: %s\n", err);
+            return -1;
+        }
+        rc = storm_expect_reexec(s, text, len, a->expect[i], err, sizeof(err));
+        free(text);
+        if (rc < 0) {
+            fprintf(stderr, "retrystorm: --expect-reexec: %s\n", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The --faults table (waiting for it), or NULL with *note saying why there is none. */
+static struct faults *main_faults(const struct main_args *a, char *note, size_t notelen)
+{
+    struct faults *f = NULL;
+    char err[400];
+    char *text;
+    size_t len;
+
+    if (!a->faults_path)
+        return NULL;
+    if (faults_read_file(a->faults_path, a->o.give_up_ms, &text, &len, err, sizeof(err)) == 0) {
+        f = faults_parse(text, len, err, sizeof(err));
+        free(text);
+    }
+    if (!f) {
+        fprintf(stderr, "retrystorm: --faults: %s\n", err);
+        snprintf(note, notelen, "no fault table: %s", err);
+    }
+    return f;
+}
+
 int main(int argc, char **argv)
 {
     static struct main_args a;
     struct storm *s = NULL;
+    struct faults *faults = NULL;
     struct report_verdict v;
     FILE *report = NULL, *json = NULL;
-    char err[512];
+    char err[512], faults_note[512] = "";
     int rc, ledger_failed = 0, status = 2;
 
     rc = main_parse(argc, argv, &a);
@@ -380,11 +540,25 @@ int main(int argc, char **argv)
         status = 1;
         goto out;
     }
+    /* the handshake with an injector: it writes --faults (and the snapshots) once it
+     * knows the run is over, so that its counts are complete */
+    if ((a.faults_path || a.nexpect) && !a.o.quiet)
+        fprintf(stderr, "retrystorm: run over; reading%s%s%s (waiting up to %.0f s)\n",
+                a.nexpect ? " --expect-reexec" : "", a.faults_path ? " --faults " : "",
+                a.faults_path ? a.faults_path : "", (double)a.o.give_up_ms / 1000.0);
+    if (main_expect(&a, s) < 0) {
+        status = 3;
+        goto out;
+    }
+    faults = main_faults(&a, faults_note, sizeof(faults_note));
     if (storm_check_ledgers(s, err, sizeof(err)) < 0) {
         fprintf(stderr, "retrystorm: --ledger: %s; executions not checked\n", err);
         ledger_failed = 1;
     }
     storm_verdict(s, &v);
+    v.faults = faults_table(faults, &v.nfaults);
+    v.faults_note = faults_note[0] ? faults_note : NULL;
+    v.label = a.label;
     if (!a.o.quiet)
         report_text(stdout, &v);
     fflush(stdout);
@@ -407,5 +581,6 @@ out:
     if (json)
         fclose(json);
     storm_free(s);
+    faults_free(faults);
     return status;
 }

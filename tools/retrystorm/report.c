@@ -63,7 +63,33 @@ int report_pass(const struct report_verdict *v)
 {
     if (!v->key_checks)
         return 1;
-    return v->keys_duplicated <= 0 && v->keys_mismatched == 0 && v->keys_unanswered == 0;
+    return v->keys_duplicated <= 0 && v->keys_mismatched == 0 && v->keys_unanswered == 0 &&
+           (!v->reexec_declared || v->reexec_missing == 0);
+}
+
+/* Does outcome kind name match an effect of a fault ("504 outcome-unknown", "error*")? */
+static int report_effect_matches(const char *pattern, const char *name)
+{
+    size_t n = strlen(pattern);
+
+    if (n > 0 && pattern[n - 1] == '*')
+        return strncmp(pattern, name, n - 1) == 0;
+    return strcmp(pattern, name) == 0;
+}
+
+/* "120 answers (80 replayed), the final answer of 40 keys" for kind c. */
+static void report_class_summary(const struct report_class *c, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%llu %s", (unsigned long long)c->answers,
+                     c->status ? (c->answers == 1 ? "answer" : "answers")
+                               : (c->answers == 1 ? "attempt" : "attempts"));
+
+    if (c->replayed && n > 0 && (size_t)n < len)
+        n +=
+            snprintf(buf + n, len - (size_t)n, " (%llu replayed)", (unsigned long long)c->replayed);
+    if (c->keys_final && n > 0 && (size_t)n < len)
+        snprintf(buf + n, len - (size_t)n, ", the final answer of %llu key%s",
+                 (unsigned long long)c->keys_final, c->keys_final == 1 ? "" : "s");
 }
 
 static double report_ms(uint64_t us)
@@ -118,14 +144,59 @@ static void report_row_ms(FILE *out, const char *label, uint64_t us)
     report_row(out, label, buf, NULL);
 }
 
+static void report_text_classes(FILE *out, const struct report_verdict *v)
+{
+    if (v->nclasses == 0)
+        return;
+    fprintf(out, "\n  %-38s %10s %10s %10s\n", "outcomes by kind", "attempts", "replayed",
+            "final for");
+    for (size_t i = 0; i < v->nclasses; i++) {
+        const struct report_class *c = &v->classes[i];
+
+        fprintf(out, "    %-36.36s %10llu %10llu %10llu\n", c->name, (unsigned long long)c->answers,
+                (unsigned long long)c->replayed, (unsigned long long)c->keys_final);
+    }
+}
+
+static void report_text_faults(FILE *out, const struct report_verdict *v)
+{
+    char buf[160];
+
+    if (v->nfaults == 0 && !v->faults_note)
+        return;
+    fputs("\n  faults injected, and what they led to\n", out);
+    if (v->faults_note)
+        fprintf(out, "    (%s)\n", v->faults_note);
+    for (size_t i = 0; i < v->nfaults; i++) {
+        const struct report_fault *f = &v->faults[i];
+
+        fprintf(out, "    %s: %s\n", f->label, f->injected);
+        for (size_t e = 0; e < f->neffects; e++) {
+            int seen = 0;
+
+            for (size_t c = 0; c < v->nclasses; c++) {
+                if (!report_effect_matches(f->effects[e], v->classes[c].name))
+                    continue;
+                report_class_summary(&v->classes[c], buf, sizeof(buf));
+                fprintf(out, "        -> %-32s %s\n", v->classes[c].name, buf);
+                seen = 1;
+            }
+            if (!seen)
+                fprintf(out, "        -> %-32s none seen\n", f->effects[e]);
+        }
+        if (f->note)
+            fprintf(out, "        %s\n", f->note);
+    }
+}
+
 int report_text(FILE *out, const struct report_verdict *v)
 {
     int pass = report_pass(v);
     char buf[64], note[96];
 
-    fprintf(out, "\nretrystorm verdict: %s%s   (run %s, %.2f s)\n\n", pass ? "PASS" : "FAIL",
-            v->interrupted ? " (interrupted)" : "", v->run_id ? v->run_id : "-",
-            report_finite(v->duration_s));
+    fprintf(out, "\nretrystorm verdict: %s%s   (%s%srun %s, %.2f s)\n\n", pass ? "PASS" : "FAIL",
+            v->interrupted ? " (interrupted)" : "", v->label ? v->label : "", v->label ? ", " : "",
+            v->run_id ? v->run_id : "-", report_finite(v->duration_s));
     snprintf(note, sizeof(note), "(%llu retries in phase 2)", (unsigned long long)v->retries);
     report_row_u(out, "requests sent", v->requests, v->retries ? note : NULL);
     for (size_t i = 0; i < v->nstatus; i++) {
@@ -150,6 +221,12 @@ int report_text(FILE *out, const struct report_verdict *v)
     } else {
         report_row_u(out, "keys", v->keys, NULL);
         report_row_u(out, "keys with a final 2xx", v->keys_ok, NULL);
+        if (v->reexec_declared) {
+            snprintf(note, sizeof(note), "(documented limit; %llu expected)%s",
+                     (unsigned long long)v->reexec_expected,
+                     v->reexec_missing ? " <- FAIL: missing" : "");
+            report_row_u(out, "expected re-executions", v->reexec_observed, note);
+        }
         if (v->keys_duplicated < 0) {
             report_row(out, "keys executed more than once", "not checked",
                        v->ledger_note ? v->ledger_note : "(no --ledger)");
@@ -163,7 +240,11 @@ int report_text(FILE *out, const struct report_verdict *v)
                      v->keys_mismatched ? "<- FAIL" : NULL);
         report_row_u(out, "keys with no final answer", v->keys_unanswered,
                      v->keys_unanswered ? "<- FAIL" : NULL);
+        for (size_t i = 0; i < v->nexamples; i++)
+            fprintf(out, "    e.g. key %s: %s\n", v->examples[i].key, v->examples[i].what);
     }
+    report_text_classes(out, v);
+    report_text_faults(out, v);
     fprintf(out, "\n  verdict: %s\n\n", pass ? "PASS" : "FAIL");
     return ferror(out) ? -1 : 0;
 }
@@ -245,7 +326,68 @@ int report_json(FILE *out, const struct report_verdict *v)
             report_finite(v->duration_s), report_finite(v->phase1_s),
             v->interrupted ? "true" : "false");
     report_json_str(out, v->run_id ? v->run_id : "");
-    fputs(", \"params\": {", out);
+    fputs(", \"label\": ", out);
+    if (v->label)
+        report_json_str(out, v->label);
+    else
+        fputs("null", out);
+    if (v->reexec_declared)
+        fprintf(out,
+                ", \"reexec_expected\": %llu, \"reexec_observed\": %llu, \"reexec_missing\": "
+                "%llu",
+                (unsigned long long)v->reexec_expected, (unsigned long long)v->reexec_observed,
+                (unsigned long long)v->reexec_missing);
+    else
+        fputs(", \"reexec_expected\": null, \"reexec_observed\": null, \"reexec_missing\": null",
+              out);
+    fputs(", \"outcomes\": [", out);
+    for (size_t i = 0; i < v->nclasses; i++) {
+        const struct report_class *c = &v->classes[i];
+
+        fputs(i ? ", {\"kind\": " : "{\"kind\": ", out);
+        report_json_str(out, c->name);
+        fprintf(out,
+                ", \"status\": %d, \"attempts\": %llu, \"replayed\": %llu, \"keys_final\": %llu}",
+                c->status, (unsigned long long)c->answers, (unsigned long long)c->replayed,
+                (unsigned long long)c->keys_final);
+    }
+    fputs("], \"faults\": [", out);
+    for (size_t i = 0; i < v->nfaults; i++) {
+        const struct report_fault *f = &v->faults[i];
+
+        fputs(i ? ", {\"label\": " : "{\"label\": ", out);
+        report_json_str(out, f->label);
+        fputs(", \"injected\": ", out);
+        report_json_str(out, f->injected);
+        fputs(", \"effects\": [", out);
+        for (size_t e = 0; e < f->neffects; e++) {
+            if (e)
+                fputs(", ", out);
+            report_json_str(out, f->effects[e]);
+        }
+        fputs("], \"note\": ", out);
+        if (f->note)
+            report_json_str(out, f->note);
+        else
+            fputs("null", out);
+        fputc('}', out);
+    }
+    fputs("], \"faults_note\": ", out);
+    if (v->faults_note)
+        report_json_str(out, v->faults_note);
+    else
+        fputs("null", out);
+    fputs(", \"examples\": [", out);
+    for (size_t i = 0; i < v->nexamples; i++) {
+        fputs(i ? ", {\"key\": " : "{\"key\": ", out);
+        report_json_str(out, v->examples[i].key);
+        fprintf(out, ", \"executions\": %llu, \"allowed\": %llu, \"what\": ",
+                (unsigned long long)v->examples[i].executions,
+                (unsigned long long)v->examples[i].allowed);
+        report_json_str(out, v->examples[i].what);
+        fputc('}', out);
+    }
+    fputs("], \"params\": {", out);
     for (size_t i = 0; i < v->nparams; i++) {
         if (i)
             fputs(", ", out);
@@ -737,6 +879,106 @@ static void report_html_tables(FILE *out, const struct report_verdict *v)
     fputs("</table></section></div>\n", out);
 }
 
+/* Keys that failed a check, a few of them, to start looking from. */
+static void report_html_examples(FILE *out, const struct report_verdict *v)
+{
+    if (v->nexamples == 0)
+        return;
+    fputs("<section><h2>Keys that failed a check</h2><p class=\"what\">The first few; the "
+          "ledgers and the proxies' logs say more.</p><table>\n<tr><th>key</th><th>what</th>"
+          "<th>executions</th><th>allowed</th></tr>\n",
+          out);
+    for (size_t i = 0; i < v->nexamples; i++) {
+        fputs("<tr class=\"bad\"><td><code>", out);
+        report_esc(out, v->examples[i].key);
+        fputs("</code></td><td>", out);
+        report_esc(out, v->examples[i].what);
+        fprintf(out, "</td><td class=\"num\">%llu</td><td class=\"num\">%llu</td></tr>\n",
+                (unsigned long long)v->examples[i].executions,
+                (unsigned long long)v->examples[i].allowed);
+    }
+    fputs("</table></section>\n", out);
+}
+
+/* The fault table: per kind, what was injected and what the clients saw. */
+static void report_html_faults(FILE *out, const struct report_verdict *v)
+{
+    char buf[160];
+
+    if (v->nfaults == 0 && !v->faults_note)
+        return;
+    fputs("<section><h2>Faults injected, and what they led to</h2><p class=\"what\">As the "
+          "injector counted them; the outcomes are every attempt of this run of the kinds each "
+          "fault is expected to cause (several faults may share one).</p>\n",
+          out);
+    if (v->faults_note) {
+        fputs("<p class=\"what\">", out);
+        report_esc(out, v->faults_note);
+        fputs("</p>\n", out);
+    }
+    fputs("<table><tr><th>fault</th><th>injected</th><th>led to</th></tr>\n", out);
+    for (size_t i = 0; i < v->nfaults; i++) {
+        const struct report_fault *f = &v->faults[i];
+
+        fputs("<tr><td>", out);
+        report_esc(out, f->label);
+        fputs("</td><td>", out);
+        report_esc(out, f->injected);
+        fputs("</td><td>", out);
+        for (size_t e = 0; e < f->neffects; e++) {
+            int seen = 0;
+
+            for (size_t c = 0; c < v->nclasses; c++) {
+                if (!report_effect_matches(f->effects[e], v->classes[c].name))
+                    continue;
+                report_class_summary(&v->classes[c], buf, sizeof(buf));
+                fputs("<code>", out);
+                report_esc(out, v->classes[c].name);
+                fputs("</code>: ", out);
+                report_esc(out, buf);
+                fputs("<br>", out);
+                seen = 1;
+            }
+            if (!seen) {
+                fputs("<code>", out);
+                report_esc(out, f->effects[e]);
+                fputs("</code>: none seen<br>", out);
+            }
+        }
+        if (f->note) {
+            fputs("<span class=\"sub\">", out);
+            report_esc(out, f->note);
+            fputs("</span>", out);
+        }
+        fputs("</td></tr>\n", out);
+    }
+    fputs("</table></section>\n", out);
+}
+
+/* Every outcome kind: attempts, replays, keys whose final answer it is. */
+static void report_html_classes(FILE *out, const struct report_verdict *v)
+{
+    if (v->nclasses == 0)
+        return;
+    fputs("<section><h2>Outcomes by kind</h2><p class=\"what\">Every attempt by its status and "
+          "problem type (or the error that ended it), and the keys whose final answer it "
+          "is.</p><table>\n<tr><th>kind</th><th>attempts</th><th>replayed</th>"
+          "<th>final answer of keys</th></tr>\n",
+          out);
+    for (size_t i = 0; i < v->nclasses; i++) {
+        const struct report_class *c = &v->classes[i];
+
+        fputs("<tr><td><code>", out);
+        report_esc(out, c->name);
+        fprintf(out,
+                "</code></td><td class=\"num\">%llu</td><td class=\"num\">%llu</td>"
+                "<td class=\"num\">%llu</td></tr>\n",
+                (unsigned long long)c->answers, (unsigned long long)c->replayed,
+                (unsigned long long)c->keys_final);
+    }
+    fputs("</table></section>\n", out);
+}
+
 /* The sentence under the verdict: what the run was, in one line. */
 static const struct report_param *report_param(const struct report_verdict *v, const char *name)
 {
@@ -774,9 +1016,14 @@ int report_html(FILE *out, const struct report_verdict *v)
     /* header: the verdict and why */
     fprintf(out,
             "<header><div class=\"wrap\"><div class=\"verdict %s\">%s</div><div>"
-            "<div class=\"kicker\">retrystorm verdict%s</div>\n",
+            "<div class=\"kicker\">retrystorm verdict%s",
             pass ? "pass" : "fail", pass ? "PASS" : "FAIL",
             v->interrupted ? " &middot; interrupted" : "");
+    if (v->label) {
+        fputs(" &middot; ", out);
+        report_esc(out, v->label);
+    }
+    fputs("</div>\n", out);
     if (!v->key_checks) {
         fputs("<p class=\"headline\">Keyless baseline: no idempotency checks.</p>\n", out);
     } else if (pass) {
@@ -797,6 +1044,11 @@ int report_html(FILE *out, const struct report_verdict *v)
         if (v->keys_unanswered > 0)
             fprintf(out, "<li>%llu key%s never got a final answer</li>\n",
                     (unsigned long long)v->keys_unanswered, v->keys_unanswered == 1 ? "" : "s");
+        if (v->reexec_declared && v->reexec_missing > 0)
+            fprintf(out,
+                    "<li>%llu expected re-execution%s did not happen (the accounting does not "
+                    "hold)</li>\n",
+                    (unsigned long long)v->reexec_missing, v->reexec_missing == 1 ? "" : "s");
         fputs("</ul>\n", out);
     }
     fputs("<div class=\"sub\">", out);
@@ -825,14 +1077,28 @@ int report_html(FILE *out, const struct report_verdict *v)
                         v->ledger_note ? v->ledger_note : "no --ledger given",
                         v->ledger_note ? v->ledger_note : "summed over the ledgers");
         report_card_key(out, "keys answered differently", (int64_t)v->keys_mismatched, NULL,
-                        "2xx bodies compared per key");
+                        "every final answer of a key compared (status, body)");
         report_card_key(out, "keys with no final answer", (int64_t)v->keys_unanswered, NULL,
                         "after patient retries");
         snprintf(buf, sizeof(buf), "%llu / %llu", (unsigned long long)v->keys_ok,
                  (unsigned long long)v->keys);
-        report_card(out, "info", "keys with a final 2xx", buf, "a final 4xx is not a failure");
+        report_card(out, "info", "keys with a final 2xx", buf,
+                    "a final 4xx or recorded 5xx is not a failure");
         fputs("</div>\n", out);
+        if (v->reexec_declared) {
+            snprintf(buf, sizeof(buf), "%llu / %llu", (unsigned long long)v->reexec_observed,
+                     (unsigned long long)v->reexec_expected);
+            snprintf(note, sizeof(note), "%s",
+                     v->reexec_missing ? "some did not happen: the prediction failed"
+                                       : "replica killed at the upstream: a documented limit");
+            fputs("<div class=\"cards\">\n", out);
+            report_card(out, v->reexec_missing ? "bad" : "info", "expected re-executions", buf,
+                        note);
+            fputs("</div>\n", out);
+        }
+        report_html_examples(out, v);
     }
+    report_html_faults(out, v);
     /* traffic */
     fputs("<div class=\"cards\">\n", out);
     snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v->requests);
@@ -875,6 +1141,7 @@ int report_html(FILE *out, const struct report_verdict *v)
     report_svg_latency(out, v);
     fputs("</section>\n", out);
 
+    report_html_classes(out, v);
     report_html_tables(out, v);
     fprintf(out, "<footer>retrystorm &middot; generated %s</footer>\n</div></body></html>\n", when);
     return ferror(out) ? -1 : 0;

@@ -30,7 +30,7 @@ enum report_cat {
     REPORT_CAT_REPLAY,  /* any answer with Idempotent-Replayed: true */
     REPORT_CAT_409,     /* same key still in flight */
     REPORT_CAT_4XX,     /* other 4xx (422 mismatch, 400, ...) */
-    REPORT_CAT_5XX,     /* 5xx: transient, retried */
+    REPORT_CAT_5XX,     /* 5xx: final or not, per the retry statuses */
     REPORT_CAT_OTHER,   /* 1xx/3xx and anything else */
     REPORT_CAT_ERROR,   /* connection error, garbage, timeout */
     REPORT_CAT_ABORTED, /* abandoned by the client right after sending */
@@ -71,6 +71,40 @@ struct report_status {
     uint64_t count;
 };
 
+/*
+ * One kind of outcome of an attempt: an answer's status with the slug of its problem
+ * type (the part of an application/problem+json "type" after the last ':' or '/'), e.g.
+ * "201", "503 store-unavailable", "504 outcome-unknown"; or "error: <why>" for an attempt
+ * that got no answer, or "aborted".
+ */
+struct report_class {
+    const char *name;
+    int status;          /* 0: not an answer (error, aborted) */
+    uint64_t answers;    /* attempts that ended this way */
+    uint64_t replayed;   /* of which Idempotent-Replayed: true */
+    uint64_t keys_final; /* keys whose final answer is of this kind */
+};
+
+/*
+ * One kind of injected fault, as the injector reported it (see faults.h): a label, what
+ * was injected (free text, e.g. "4, 3.1 s in total"), the outcome kinds it is expected
+ * to lead to (names of report_class entries; "error*" matches every "error: ..." kind),
+ * and a note (free text; may be NULL).
+ */
+struct report_fault {
+    const char *label, *injected, *note;
+    const char *const *effects;
+    size_t neffects;
+};
+
+/* A key that failed a check, for the examples printed under the verdict. */
+struct report_example {
+    const char *key;
+    uint64_t executions, allowed; /* executions seen in the ledgers / allowed (1, or 2 for
+                                     an expected re-execution) */
+    const char *what;             /* "executed 2 times", "answered 201 then 500", ... */
+};
+
 struct report_verdict {
     /* attempts */
     uint64_t requests;                  /* attempts sent (phase 1 + phase 2) */
@@ -89,6 +123,22 @@ struct report_verdict {
     uint64_t max_executions; /* most executions of one key (with keys_duplicated >= 0) */
     const char *ledger_note; /* why not checked, or which ledgers; may be NULL */
     int interrupted;         /* stopped by a signal */
+    /* expected re-executions (--expect-reexec): keys that were at an upstream when the
+     * replica handling them was killed (a documented limit) may execute exactly once
+     * more; keys_duplicated does not count them. */
+    int reexec_declared;      /* 0: no --expect-reexec, the fields below are unused */
+    uint64_t reexec_expected; /* keys of this run in the snapshots */
+    uint64_t reexec_observed; /* of those, executed exactly once more */
+    uint64_t reexec_missing;  /* of those, not executed again: the prediction failed */
+    /* outcome kinds, faults, examples; all may be empty */
+    const struct report_class *classes;
+    size_t nclasses;
+    const struct report_fault *faults;
+    size_t nfaults;
+    const char *faults_note; /* e.g. why the fault table is missing; may be NULL */
+    const struct report_example *examples;
+    size_t nexamples;
+    const char *label; /* what this run is ("chaos storm"); may be NULL */
     /* for the HTML page */
     const struct report_timeline *timeline; /* may be NULL */
     double phase2_start_s;                  /* < 0: there was no phase 2 */
@@ -97,7 +147,8 @@ struct report_verdict {
     const char *run_id;
 };
 
-/* PASS: no key executed more than once, none answered differently, none unanswered. */
+/* PASS: no key executed more than once (beyond an expected re-execution), none answered
+ * differently, none unanswered, and every expected re-execution happened. */
 int report_pass(const struct report_verdict *v);
 
 int report_text(FILE *out, const struct report_verdict *v);

@@ -38,9 +38,12 @@
 #define STORM_BACKOFF_MAX_MS  2000
 #define STORM_LEDGER_TIMEOUT  10000
 #define STORM_LEDGER_MAX_BODY (512UL * 1024 * 1024)
-#define STORM_STATUS_MAX      1000
 #define STORM_BODY_MAX        128
-#define STORM_NPARAMS         16
+#define STORM_NPARAMS         20
+#define STORM_MAX_CLASSES     64  /* outcome kinds; the last one is "other" */
+#define STORM_PEEK_MAX        256 /* body bytes kept to find a problem type */
+#define STORM_HEADERS_MAX     4096
+#define STORM_MAX_EXAMPLES    8
 
 /* ---- PRNG: xoshiro256**, seeded through splitmix64 ---- */
 
@@ -101,13 +104,24 @@ static uint64_t storm_rng_below(struct storm_rng *r, uint64_t n)
 /* ---- state ---- */
 
 struct storm_key {
-    uint64_t hash2xx; /* body hash of the first 2xx answer */
+    uint64_t final_hash; /* body hash of the first final answer */
     uint64_t executions;
-    uint16_t status2xx;
-    uint8_t has2xx, final, mismatched, in_flight;
-    uint8_t queued;  /* in the ready ring */
-    uint8_t waiting; /* in the back-off heap */
-    uint8_t backoff; /* consecutive errors in phase 2 */
+    uint32_t reexec_before;   /* executions in the --expect-reexec snapshots */
+    uint16_t final_status;    /* status of the first final answer */
+    uint16_t mismatch_status; /* status of the first final answer that differed */
+    uint8_t final_class;      /* index in s->classes of the first final answer */
+    uint8_t final, mismatched, in_flight;
+    uint8_t queued;        /* in the ready ring */
+    uint8_t waiting;       /* in the back-off heap */
+    uint8_t backoff;       /* consecutive errors in phase 2 */
+    uint8_t expect_reexec; /* in an --expect-reexec snapshot */
+};
+
+/* One outcome kind ("201", "503 store-unavailable", "error: timeout"), see report.h. */
+struct storm_class {
+    char name[72];
+    int status;
+    uint64_t answers, replayed, keys_final;
 };
 
 /* One copy of phase 1: the key and whether the client abandons it. */
@@ -139,6 +153,8 @@ struct storm_conn {
     int abort;
     uint64_t origin_us; /* latency runs from here (intended time in --rate mode) */
     struct wire_resp resp;
+    char peek[STORM_PEEK_MAX]; /* the body's first bytes, for its problem type */
+    size_t npeek;
 };
 
 struct storm_target {
@@ -161,6 +177,11 @@ struct storm {
     int no_key, quiet, head;
     char method[32];
     char run_id[17];
+    uint8_t retry_status[STORM_STATUS_MAX];
+    char retry_text[64];             /* retry_status as given, for the parameters */
+    char headers[STORM_HEADERS_MAX]; /* the extra header lines, NUL-separated */
+    const char **header_texts;
+    size_t nheaders;
 
     struct storm_key *keys;
     struct storm_job *jobs;
@@ -198,6 +219,15 @@ struct storm {
     char last_error[128];    /* the most recent attempt error, for the progress lines */
     uint64_t ledger_missing; /* keys with a 2xx answer that no ledger has */
     char ledger_note[160];
+    int reexec_declared;
+    uint64_t reexec_expected, reexec_observed, reexec_missing;
+    struct storm_class classes[STORM_MAX_CLASSES];
+    size_t nclasses;
+    struct report_class rclasses[STORM_MAX_CLASSES];
+    struct report_example examples[STORM_MAX_EXAMPLES];
+    char example_keys[STORM_MAX_EXAMPLES][64], example_what[STORM_MAX_EXAMPLES][96];
+    size_t nexamples;
+    int verdict_done; /* the verdict's examples were collected */
     struct report_status *status;
     size_t nstatus;
     struct report_param params[STORM_NPARAMS];
@@ -316,6 +346,32 @@ static void storm_params(struct storm *s)
     storm_param(s, "seed", REPORT_P_STR, "%llu", (unsigned long long)s->seed);
     storm_param(s, "no_key", REPORT_P_BOOL, "%s", s->no_key ? "true" : "false");
     storm_param(s, "method", REPORT_P_STR, "%s", s->method);
+    storm_param(s, "retry_statuses", REPORT_P_STR, "%s", s->retry_text);
+    p = &s->params[s->nparams++];
+    p->name = "headers";
+    p->type = REPORT_P_LIST;
+    p->list = s->header_texts;
+    p->nlist = s->nheaders;
+}
+
+/* "409,429,500-599": the statuses marked in bits, as ranges. */
+static void storm_status_text(const uint8_t *bits, char *buf, size_t len)
+{
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; i < STORM_STATUS_MAX && n + 16 < len; i++) {
+        int j = i;
+
+        if (!bits[i])
+            continue;
+        while (j + 1 < STORM_STATUS_MAX && bits[j + 1])
+            j++;
+        n += (size_t)snprintf(buf + n, len - n, j > i ? "%s%d-%d" : "%s%d", n ? "," : "", i, j);
+        i = j;
+    }
+    if (n == 0)
+        snprintf(buf, len, "none");
 }
 
 struct storm *storm_new(const struct storm_opts *o, char *err, size_t errlen)
@@ -343,6 +399,30 @@ struct storm *storm_new(const struct storm_opts *o, char *err, size_t errlen)
     snprintf(s->method, sizeof(s->method), "%s", o->method ? o->method : "POST");
     s->head = strcmp(s->method, "HEAD") == 0;
     s->njobs = o->keys * o->dupes;
+    if (o->retry_status) {
+        memcpy(s->retry_status, o->retry_status, sizeof(s->retry_status));
+    } else {
+        s->retry_status[409] = s->retry_status[429] = 1;
+        memset(s->retry_status + 500, 1, 100);
+    }
+    storm_status_text(s->retry_status, s->retry_text, sizeof(s->retry_text));
+    s->header_texts = calloc(o->nheaders + 1, sizeof(char *));
+    if (!s->header_texts)
+        goto nomem;
+    for (size_t i = 0, n = 0; i < o->nheaders; i++) {
+        size_t len = strlen(o->headers[i]);
+
+        if (n + len + 3 > sizeof(s->headers)) {
+            wire_errf(err, errlen, "--header: more than %d bytes of extra headers",
+                      STORM_HEADERS_MAX - 1);
+            goto fail;
+        }
+        s->header_texts[i] = s->headers + n;
+        memcpy(s->headers + n, o->headers[i], len);
+        n += len;
+        s->headers[n++] = '\0';
+        s->nheaders++;
+    }
 
     s->targets = calloc(o->ntargets, sizeof(*s->targets));
     s->target_texts = calloc(o->ntargets + 1, sizeof(char *));
@@ -532,9 +612,92 @@ static struct storm_conn *storm_conn_get(struct storm *s, int t, char *err, size
 
 /* ---- attempts ---- */
 
-static int storm_is_final(int status)
+static int storm_is_final(const struct storm *s, int status)
 {
-    return status >= 200 && status != 409 && status != 429 && status < 500;
+    return status >= 200 && status < STORM_STATUS_MAX && !s->retry_status[status];
+}
+
+/* ---- outcome kinds ---- */
+
+/* The index of the kind (status, name), added if new; the last slot collects the rest. */
+static uint8_t storm_class(struct storm *s, int status, const char *name)
+{
+    struct storm_class *c;
+
+    for (size_t i = 0; i < s->nclasses; i++)
+        if (s->classes[i].status == status && strcmp(s->classes[i].name, name) == 0)
+            return (uint8_t)i;
+    if (s->nclasses == STORM_MAX_CLASSES - 1) {
+        c = &s->classes[STORM_MAX_CLASSES - 1];
+        if (c->name[0] == '\0')
+            snprintf(c->name, sizeof(c->name), "other kinds");
+        return STORM_MAX_CLASSES - 1;
+    }
+    c = &s->classes[s->nclasses];
+    c->status = status;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    return (uint8_t)s->nclasses++;
+}
+
+/*
+ * The slug of a problem+json body's "type" (after its last ':' or '/') into slug, or ""
+ * when the body's first bytes hold no "type" string. Only what was peeked is looked at.
+ */
+static void storm_problem_slug(const char *body, size_t len, char *slug, size_t slen)
+{
+    static const char needle[] = "\"type\"";
+    const char *p = NULL, *end = body + len, *last;
+    size_t n;
+
+    slug[0] = '\0';
+    for (const char *q = body; q + sizeof(needle) - 1 <= end; q++)
+        if (memcmp(q, needle, sizeof(needle) - 1) == 0) {
+            p = q + sizeof(needle) - 1;
+            break;
+        }
+    if (!p)
+        return;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p >= end || *p++ != ':')
+        return;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p >= end || *p++ != '"')
+        return;
+    for (last = p; p < end && *p != '"'; p++) {
+        if (*p == '\\' || (unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            return; /* escapes and odd bytes: not worth decoding for a label */
+        if (*p == ':' || *p == '/')
+            last = p + 1;
+    }
+    if (p >= end || last == p)
+        return;
+    n = (size_t)(p - last);
+    if (n >= slen)
+        n = slen - 1;
+    memcpy(slug, last, n);
+    slug[n] = '\0';
+}
+
+static void storm_peek_sink(void *arg, const char *data, size_t len)
+{
+    struct storm_conn *c = arg;
+    size_t room = sizeof(c->peek) - c->npeek;
+
+    if (len > room)
+        len = room;
+    memcpy(c->peek + c->npeek, data, len);
+    c->npeek += len;
+}
+
+/* Count an attempt that got no answer: "error: <why>" (or "aborted"). */
+static void storm_count_error(struct storm *s, const char *why)
+{
+    char name[72];
+
+    snprintf(name, sizeof(name), "error: %.60s", why && *why ? why : "unknown");
+    s->classes[storm_class(s, 0, name)].answers++;
 }
 
 static void storm_schedule_retry(struct storm *s, uint32_t k, int status, long retry_after);
@@ -567,6 +730,7 @@ static void storm_attempt_failed(struct storm_conn *c, const char *why)
 
     snprintf(s->last_error, sizeof(s->last_error), "%s", why && *why ? why : "error");
     s->errors++;
+    storm_count_error(s, why);
     storm_timeline(s, REPORT_CAT_ERROR);
     storm_attempt_over(c);
     storm_conn_close(c);
@@ -583,6 +747,8 @@ static void storm_attempt_answered(struct storm_conn *c, int extra_bytes)
     uint32_t k = c->key;
     int phase = c->phase, keep = r->keep_alive && !extra_bytes;
     enum report_cat cat;
+    char slug[48], name[72];
+    uint8_t cls;
 
     hist_record(s->latency, now > c->origin_us ? now - c->origin_us : 0);
     s->status_counts[r->status < STORM_STATUS_MAX ? r->status : 0]++;
@@ -605,20 +771,27 @@ static void storm_attempt_answered(struct storm_conn *c, int extra_bytes)
     else
         cat = REPORT_CAT_OTHER;
     storm_timeline(s, cat);
+    storm_problem_slug(c->peek, c->npeek, slug, sizeof(slug));
+    snprintf(name, sizeof(name), slug[0] ? "%d %s" : "%d", r->status, slug);
+    cls = storm_class(s, r->status, name);
+    s->classes[cls].answers++;
+    if (r->replayed)
+        s->classes[cls].replayed++;
 
-    if (!s->no_key) {
-        if (r->status >= 200 && r->status < 300) {
-            if (!key->has2xx) {
-                key->has2xx = 1;
-                key->hash2xx = r->body_hash;
-                key->status2xx = (uint16_t)r->status;
-            } else if (key->hash2xx != r->body_hash || key->status2xx != r->status) {
-                key->mismatched = 1;
-            }
-        }
-        if (storm_is_final(r->status) && !key->final) {
+    /* A final answer is recorded by the proxy and replayed byte for byte: every final
+     * answer of a key must equal its first, whatever the status. */
+    if (!s->no_key && storm_is_final(s, r->status)) {
+        if (!key->final) {
             key->final = 1;
+            key->final_hash = r->body_hash;
+            key->final_status = (uint16_t)r->status;
+            key->final_class = cls;
+            s->classes[cls].keys_final++;
             s->unresolved--;
+        } else if ((key->final_hash != r->body_hash || key->final_status != r->status) &&
+                   !key->mismatched) {
+            key->mismatched = 1;
+            key->mismatch_status = (uint16_t)r->status;
         }
     }
     storm_attempt_over(c);
@@ -666,6 +839,7 @@ static void storm_writecb(struct bufferevent *bev, void *arg)
         return;
     /* The request is out: a client that gives up now never reads the answer. */
     s->aborted++;
+    s->classes[storm_class(s, 0, "aborted")].answers++;
     storm_timeline(s, REPORT_CAT_ABORTED);
     storm_attempt_over(c);
     storm_conn_close(c);
@@ -731,6 +905,7 @@ static void storm_attempt_start(struct storm *s, uint32_t k, int phase, int abor
         s->inflight--;
         s->keys[k].in_flight = 0;
         s->errors++;
+        storm_count_error(s, err);
         storm_timeline(s, REPORT_CAT_ERROR);
         if (phase == 2)
             storm_schedule_retry(s, k, 0, -1);
@@ -741,7 +916,8 @@ static void storm_attempt_start(struct storm *s, uint32_t k, int phase, int abor
     c->phase = phase;
     c->abort = abort;
     c->origin_us = origin_us;
-    wire_resp_init(&c->resp, s->head, NULL, NULL);
+    c->npeek = 0;
+    wire_resp_init(&c->resp, s->head, storm_peek_sink, c);
     klen = storm_key_str(s, k, key, sizeof(key));
     if (has_body)
         blen = snprintf(body, sizeof(body), "{\"amount\": %u, \"ref\": \"%s\"}", 1 + k % 1000, key);
@@ -750,6 +926,8 @@ static void storm_attempt_start(struct storm *s, uint32_t k, int phase, int abor
                         tg->url.path, tg->url.hostport);
     if (!s->no_key)
         evbuffer_add_printf(out, "Idempotency-Key: %.*s\r\n", klen, key);
+    for (size_t i = 0; i < s->nheaders; i++)
+        evbuffer_add_printf(out, "%s\r\n", s->header_texts[i]);
     if (has_body)
         evbuffer_add_printf(out, "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
                             blen, body);
@@ -892,6 +1070,7 @@ static void storm_finish(struct storm *s)
 
         if (c->busy) {
             s->errors++;
+            storm_count_error(s, "cancelled (give-up or signal)");
             storm_timeline(s, REPORT_CAT_ERROR);
             storm_attempt_over(c);
         }
@@ -1064,11 +1243,33 @@ nomem:
     return -1;
 }
 
+/* Keep key k as an example of a failed check (the first STORM_MAX_EXAMPLES only). */
+static void storm_example(struct storm *s, uint32_t k, uint64_t allowed, const char *what)
+{
+    size_t i = s->nexamples;
+
+    if (i == STORM_MAX_EXAMPLES)
+        return;
+    storm_key_str(s, k, s->example_keys[i], sizeof(s->example_keys[i]));
+    snprintf(s->example_what[i], sizeof(s->example_what[i]), "%s", what);
+    s->examples[i].key = s->example_keys[i];
+    s->examples[i].executions = s->keys[k].executions;
+    s->examples[i].allowed = allowed;
+    s->examples[i].what = s->example_what[i];
+    s->nexamples++;
+}
+
 /* ---- ledgers ---- */
+
+enum storm_ledger_use {
+    STORM_LEDGER_PROBE = 0, /* only parse */
+    STORM_LEDGER_COUNT,     /* add to the keys' executions */
+    STORM_LEDGER_SNAPSHOT,  /* an --expect-reexec snapshot: add to reexec_before */
+};
 
 struct storm_ledger_ctx {
     struct storm *s;
-    int add;
+    enum storm_ledger_use use;
     uint64_t ours;
 };
 
@@ -1093,14 +1294,18 @@ static void storm_ledger_key(void *arg, const char *key, size_t len, uint64_t co
     if (k >= s->nkeys)
         return;
     x->ours++;
-    if (x->add)
+    if (x->use == STORM_LEDGER_COUNT) {
         s->keys[k].executions += count;
+    } else if (x->use == STORM_LEDGER_SNAPSHOT) {
+        s->keys[k].expect_reexec = 1;
+        s->keys[k].reexec_before += (uint32_t)(count > UINT32_MAX - 1 ? UINT32_MAX - 1 : count);
+    }
 }
 
-static int storm_fetch_ledger(struct storm *s, const struct wire_url *u, int add, char *err,
-                              size_t errlen)
+static int storm_fetch_ledger(struct storm *s, const struct wire_url *u, enum storm_ledger_use use,
+                              char *err, size_t errlen)
 {
-    struct storm_ledger_ctx x = {s, add, 0};
+    struct storm_ledger_ctx x = {s, use, 0};
     char why[200];
     char *body = NULL;
     size_t len = 0;
@@ -1123,7 +1328,7 @@ static int storm_fetch_ledger(struct storm *s, const struct wire_url *u, int add
 int storm_probe_ledgers(struct storm *s, char *err, size_t errlen)
 {
     for (size_t i = 0; i < s->nledgers; i++)
-        if (storm_fetch_ledger(s, &s->ledgers[i], 0, err, errlen) < 0)
+        if (storm_fetch_ledger(s, &s->ledgers[i], STORM_LEDGER_PROBE, err, errlen) < 0)
             return -1;
     return 0;
 }
@@ -1145,18 +1350,37 @@ int storm_check_ledgers(struct storm *s, char *err, size_t errlen)
     for (uint64_t k = 0; k < s->nkeys; k++)
         s->keys[k].executions = 0;
     for (size_t i = 0; i < s->nledgers; i++) {
-        if (storm_fetch_ledger(s, &s->ledgers[i], 1, err, errlen) < 0) {
+        if (storm_fetch_ledger(s, &s->ledgers[i], STORM_LEDGER_COUNT, err, errlen) < 0) {
             snprintf(s->ledger_note, sizeof(s->ledger_note), "ledger unreachable");
             return -1;
         }
     }
     s->max_executions = 0;
+    s->reexec_observed = s->reexec_missing = 0;
     for (uint64_t k = 0; k < s->nkeys; k++) {
-        if (s->keys[k].executions > 1)
+        struct storm_key *key = &s->keys[k];
+        uint64_t allowed = key->expect_reexec ? (uint64_t)key->reexec_before + 1 : 1;
+        char what[96];
+
+        if (key->executions > allowed) {
             dup++;
-        if (s->keys[k].executions > s->max_executions)
-            s->max_executions = s->keys[k].executions;
-        if (s->keys[k].has2xx && s->keys[k].executions == 0)
+            snprintf(what, sizeof(what), "executed %llu times%s",
+                     (unsigned long long)key->executions,
+                     key->expect_reexec ? " (one re-execution was expected)" : "");
+            storm_example(s, (uint32_t)k, allowed, what);
+        } else if (key->expect_reexec && key->executions == allowed) {
+            s->reexec_observed++;
+        } else if (key->expect_reexec) {
+            s->reexec_missing++;
+            snprintf(what, sizeof(what),
+                     "executed %llu time(s): the expected re-execution did not happen",
+                     (unsigned long long)key->executions);
+            storm_example(s, (uint32_t)k, allowed, what);
+        }
+        if (key->executions > s->max_executions)
+            s->max_executions = key->executions;
+        if (key->final && key->final_status >= 200 && key->final_status < 300 &&
+            key->executions == 0)
             s->ledger_missing++;
     }
     s->keys_duplicated = dup;
@@ -1168,6 +1392,24 @@ int storm_check_ledgers(struct storm *s, char *err, size_t errlen)
     else
         snprintf(s->ledger_note, sizeof(s->ledger_note), "summed over %zu ledger%s", s->nledgers,
                  s->nledgers == 1 ? "" : "s");
+    return 0;
+}
+
+int storm_expect_reexec(struct storm *s, const char *json, size_t len, const char *name, char *err,
+                        size_t errlen)
+{
+    struct storm_ledger_ctx x = {s, STORM_LEDGER_SNAPSHOT, 0};
+    char why[200];
+    uint64_t total;
+
+    if (ledger_parse(json, len, &total, storm_ledger_key, &x, why, sizeof(why)) < 0) {
+        wire_errf(err, errlen, "%s: not a ledger document: %s", name, why);
+        return -1;
+    }
+    s->reexec_declared = 1;
+    s->reexec_expected = 0;
+    for (uint64_t k = 0; k < s->nkeys; k++)
+        s->reexec_expected += s->keys[k].expect_reexec;
     return 0;
 }
 
@@ -1209,10 +1451,44 @@ void storm_verdict(struct storm *s, struct report_verdict *v)
     v->key_checks = !s->no_key;
     v->keys = s->nkeys;
     for (uint64_t k = 0; k < s->nkeys; k++) {
-        v->keys_ok += s->keys[k].has2xx;
-        v->keys_mismatched += s->keys[k].mismatched;
-        v->keys_unanswered += !s->keys[k].final;
+        const struct storm_key *key = &s->keys[k];
+        char what[96];
+
+        v->keys_ok += key->final && key->final_status >= 200 && key->final_status < 300;
+        v->keys_mismatched += key->mismatched;
+        v->keys_unanswered += !key->final;
+        if (s->no_key || s->verdict_done)
+            continue;
+        if (key->mismatched) {
+            if (key->final_status == key->mismatch_status)
+                snprintf(what, sizeof(what), "answered %u twice with different bodies",
+                         key->final_status);
+            else
+                snprintf(what, sizeof(what), "answered %u, later %u", key->final_status,
+                         key->mismatch_status);
+            storm_example(s, (uint32_t)k, 1, what);
+        } else if (!key->final) {
+            storm_example(s, (uint32_t)k, 1, "no final answer");
+        }
     }
+    for (size_t i = 0; i < s->nclasses + (s->classes[STORM_MAX_CLASSES - 1].name[0] != 0); i++) {
+        const struct storm_class *c = &s->classes[i < s->nclasses ? i : STORM_MAX_CLASSES - 1];
+
+        s->rclasses[i].name = c->name;
+        s->rclasses[i].status = c->status;
+        s->rclasses[i].answers = c->answers;
+        s->rclasses[i].replayed = c->replayed;
+        s->rclasses[i].keys_final = c->keys_final;
+        v->nclasses = i + 1;
+    }
+    s->verdict_done = 1;
+    v->classes = s->rclasses;
+    v->examples = s->examples;
+    v->nexamples = s->nexamples;
+    v->reexec_declared = s->reexec_declared;
+    v->reexec_expected = s->reexec_expected;
+    v->reexec_observed = s->reexec_observed;
+    v->reexec_missing = s->reexec_missing;
     if (s->no_key) {
         v->keys_ok = v->keys_mismatched = v->keys_unanswered = 0;
     }
@@ -1266,6 +1542,7 @@ void storm_free(struct storm *s)
     free(s->ledger_texts);
     free(s->keys);
     free(s->jobs);
+    free(s->header_texts);
     free(s->status);
     hist_free(s->latency);
     free(s);

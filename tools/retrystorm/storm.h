@@ -9,14 +9,19 @@
  * that intended time, even while it waits for a free connection.
  *
  * Phase 2 (patient retries, keyed runs only): every key without a FINAL answer (a status
- * other than 409, 429 and 5xx) is retried, one attempt per key at a time, backing off per
- * Retry-After on 409/429/503 (100 ms when absent, at most 2 s, jittered) and 100 ms
- * doubling to 2 s after errors and other 5xx, until every key has a final answer or
- * give_up_ms passed.
+ * not in retry_status: by default any but 409, 429 and 5xx) is retried, one attempt per
+ * key at a time, backing off per Retry-After on 409/429/503 (100 ms when absent, at most
+ * 2 s, jittered) and 100 ms doubling to 2 s after errors and other statuses, until every
+ * key has a final answer or give_up_ms passed.
  *
- * Checks: every 2xx answer of a key must carry the same status and body (FNV-1a 64 of
- * the decoded body); the ledgers (storm_check_ledgers) say how often each key executed,
- * summed over all of them.
+ * Checks: every final answer of a key must carry the same status and body (FNV-1a 64 of
+ * the decoded body) — a replay is byte-identical to the answer it replays, whatever its
+ * status; the ledgers (storm_check_ledgers) say how often each key executed, summed over
+ * all of them. Keys declared by storm_expect_reexec may execute exactly once more.
+ *
+ * Every attempt is also classified (report_class): its status and the slug of its
+ * problem type, or the error that ended it; the verdict counts each kind, and the final
+ * answers of the keys per kind.
  *
  * Ownership: storm_new() copies what it needs from the options (the caller may free them
  * after the call); everything else belongs to the storm and is released by storm_free().
@@ -33,6 +38,7 @@
 
 #define STORM_MAX_CONCURRENCY 10000
 #define STORM_MAX_REQUESTS    50000000ULL
+#define STORM_STATUS_MAX      1000
 
 struct storm_opts {
     const struct wire_url *targets; /* at least one */
@@ -50,6 +56,11 @@ struct storm_opts {
     int no_key; /* no Idempotency-Key, no phase 2, no key checks */
     const char *method;
     int quiet; /* no progress lines on stderr */
+    /* [STORM_STATUS_MAX]: 1 for the statuses that are not final answers (retried in phase
+     * 2, never compared); NULL: 409, 429 and 500-599 */
+    const uint8_t *retry_status;
+    const char *const *headers; /* extra request header lines "Name: value" (checked) */
+    size_t nheaders;
 };
 
 struct storm;
@@ -79,6 +90,17 @@ int storm_run(struct storm *s, char *err, size_t errlen);
  * Without ledgers (or with no_key) returns 0 and checks nothing.
  */
 int storm_check_ledgers(struct storm *s, char *err, size_t errlen);
+
+/*
+ * Declare the keys that were at an upstream when the replica handling them was killed
+ * (the documented limit: each may execute exactly once more): json is a ledger document
+ * (ledger.h) taken right after the kill; this run's keys in it, with their counts then,
+ * are expected to show count + 1 executions at the end. name is for messages. May be
+ * called for several documents (counts add up), before storm_check_ledgers. Returns 0,
+ * or -1 with err set when json is not a ledger document.
+ */
+int storm_expect_reexec(struct storm *s, const char *json, size_t len, const char *name, char *err,
+                        size_t errlen);
 
 /* Fill v from the finished run. */
 void storm_verdict(struct storm *s, struct report_verdict *v);
