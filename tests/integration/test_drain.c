@@ -25,13 +25,6 @@ static pid_t start(uint16_t *px, const char *drain)
     return harness_start_proxy(px, "proxy", args);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 Test(drain, inflight_request_completes_then_exit_0)
 {
     uint16_t px;
@@ -72,9 +65,9 @@ Test(drain, drain_timeout_bounds_the_wait)
     cr_assert_geq(fd, 0);
     cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
     usleep(200 * 1000);
-    t0 = now_s();
+    t0 = harness_now_s();
     st = harness_stop(pid, SIGTERM, 8000);
     cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
-    cr_assert_lt(now_s() - t0, 7.0, "drain-timeout not honoured");
+    cr_assert_lt(harness_now_s() - t0, 7.0, "drain-timeout not honoured");
     close(fd);
 }

@@ -23,13 +23,6 @@
 
 TestSuite(faults, .fini = stack_teardown, .timeout = 120);
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static struct harness_keyed keyed(const char *path, const char *key)
 {
     return (struct harness_keyed){.method = "POST", .path = path, .key = key, .body = "{}"};
@@ -39,13 +32,9 @@ static struct harness_keyed keyed(const char *path, const char *key)
 static int post_async(uint16_t port, const char *path, const char *key)
 {
     struct harness_keyed q = keyed(path, key);
-    char raw[512];
-    int n = harness_keyed_format(raw, sizeof(raw), &q);
-    int fd = harness_connect(port);
+    int fd = harness_keyed_send(port, &q);
 
-    cr_assert_gt(n, 0);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(harness_send(fd, raw, (size_t)n), 0);
+    cr_assert_geq(fd, 0, "could not send %s %s", path, key);
     return fd;
 }
 
@@ -57,11 +46,11 @@ static void retry_until_answered(uint16_t port, const char *path, const char *ke
                                  struct harness_resp *r)
 {
     struct harness_keyed q = keyed(path, key);
-    double t0 = now_s();
+    double t0 = harness_now_s();
 
     for (;;) {
         stack_post(port, &q, r);
-        if (r->status != 409 || now_s() - t0 > give_up_s)
+        if (r->status != 409 || harness_now_s() - t0 > give_up_s)
             return;
         harness_resp_free(r);
         usleep(200 * 1000);
@@ -103,9 +92,9 @@ Test(faults, redis_frozen_between_claim_and_record_executes_once)
         fds[i] = post_async(stack.a_port, path[i], key[i]);
     }
     /* every key claimed (pending in Redis) and at the upstream, then freeze Redis */
-    t0 = now_s();
+    t0 = harness_now_s();
     while (harness_redis(stack.redis_port, NULL, 0, "DBSIZE") < N + 2)
-        cr_assert_lt(now_s() - t0, 1.4, "the claims did not all land before the freeze");
+        cr_assert_lt(harness_now_s() - t0, 1.4, "the claims did not all land before the freeze");
     cr_assert_eq(kill(stack.redis_pid, SIGSTOP), 0);
     usleep(3000 * 1000); /* the answers arrive from 1.5 s to 2.7 s, into a frozen Redis */
     cr_assert_eq(kill(stack.redis_pid, SIGCONT), 0);
@@ -237,11 +226,11 @@ Test(faults, client_gone_during_a_paused_stream_frees_the_upstream_side)
     usleep(1000 * 1000); /* not reading: the proxy's output fills and it pauses the upstream */
     close(fd);
     usleep(300 * 1000);
-    t0 = now_s();
+    t0 = harness_now_s();
     st = harness_stop(stack.a_pid, SIGTERM, 8000);
     cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
               "proxy did not drain (status %d): the abandoned stream is still open", st);
-    cr_assert_lt(now_s() - t0, 5.0, "the drain waited for an abandoned stream");
+    cr_assert_lt(harness_now_s() - t0, 5.0, "the drain waited for an abandoned stream");
     stack.a_pid = 0;
 }
 

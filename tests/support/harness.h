@@ -162,6 +162,13 @@ int harness_keyed_format(char *buf, size_t len, const struct harness_keyed *q);
  * must be freed) either way. */
 int harness_keyed_post(uint16_t port, const struct harness_keyed *q, struct harness_resp *r);
 
+/* Send q on a new connection and leave it running: the fd (read the answer, close it),
+ * or -1. */
+int harness_keyed_send(uint16_t port, const struct harness_keyed *q);
+
+/* A monotonic clock in seconds, for bounded waits in tests. */
+double harness_now_s(void);
+
 /* Was r answered from a record ("Idempotent-Replayed: true")? 1/0 */
 int harness_replayed(const struct harness_resp *r);
 

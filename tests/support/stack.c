@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define H_STACK_MAX_ARGS 32
 #define H_STACK_STOP_MS  10000
@@ -95,6 +96,24 @@ int harness_keyed_format(char *buf, size_t len, const struct harness_keyed *q)
                  q->content_type ? "Content-Type: " : "", q->content_type ? q->content_type : "",
                  q->content_type ? "\r\n" : "", strlen(body), body);
     return n >= 0 && (size_t)n < len ? n : -1;
+}
+
+int harness_keyed_send(uint16_t port, const struct harness_keyed *q)
+{
+    char raw[H_KEYED_MAX];
+    int n = harness_keyed_format(raw, sizeof(raw), q);
+    int fd = n < 0 ? -1 : harness_connect(port);
+
+    if (fd >= 0 && harness_send(fd, raw, (size_t)n) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+double harness_now_s(void)
+{
+    return (double)now_ms() / 1000.0;
 }
 
 int harness_keyed_post(uint16_t port, const struct harness_keyed *q, struct harness_resp *r)

@@ -8,6 +8,8 @@
 
 #include "amount.h"
 
+#include "core/bytes.h"
+
 struct amount_parser {
     const char *p, *end;
     const char *why; /* first error, static */
@@ -24,17 +26,6 @@ static void amount_skip_ws(struct amount_parser *jp)
 {
     while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' || *jp->p == '\r'))
         jp->p++;
-}
-
-static int amount_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /*
@@ -79,7 +70,7 @@ static int amount_string(struct amount_parser *jp, int *is_amount)
                 if (jp->end - jp->p < 4)
                     return amount_fail(jp, "malformed JSON: invalid \\u escape");
                 for (int i = 0; i < 4; i++) {
-                    int h = amount_hexval(jp->p[i]);
+                    int h = bytes_hexval(jp->p[i]);
                     if (h < 0)
                         return amount_fail(jp, "malformed JSON: invalid \\u escape");
                     v = v * 16 + (unsigned int)h;
