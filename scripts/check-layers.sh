@@ -4,6 +4,7 @@
 # cycle. Exits non-zero, naming every offending line, when either rule is broken.
 #
 #   top (src/*.c: main, worker, config)    may include everything
+#   admin/  core net redis http idem admin
 #   idem/   core net redis http idem
 #   http/   core net http
 #   redis/  core net redis
@@ -21,7 +22,8 @@ allowed() { # layer of the including file → the layers it may include
     redis) echo "core net redis" ;;
     http) echo "core net http" ;;
     idem) echo "core net redis http idem" ;;
-    top) echo "core net redis http idem top" ;;
+    admin) echo "core net redis http idem admin" ;;
+    top) echo "core net redis http idem admin top" ;;
     *) echo "" ;;
     esac
 }

@@ -12,6 +12,8 @@ need_packages "${BUILD_PACKAGES[@]}"
 # the storm, compose and benchmark tests need these too
 need_packages docker-compose perl clang-format
 need_packages_nostart nginx wrk
+# promtool (package prometheus) checks the admin endpoint's /metrics in the tests
+need_packages_nostart prometheus
 
 run_suite() {
     local dir=$1 label=$2

@@ -70,6 +70,7 @@ static const struct conf_section config_sections[] = {
     {frontend_conf_rows, offsetof(struct config, frontend)},
     {config_own_rows, 0},
     {policy_conf_rows, offsetof(struct config, idem)},
+    {admin_conf_rows, offsetof(struct config, admin)},
 };
 
 const struct conf_schema config_schema = {config_sections,

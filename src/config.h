@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 
+#include "admin/admin.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "http/frontend.h"
@@ -35,6 +36,7 @@ struct config {
     struct redis_conf redis;       /* redis, redis-password, redis-timeout */
     struct frontend_conf frontend; /* client-side limits and timeouts */
     struct idem_policy idem;       /* the keyed-request policy */
+    struct admin_conf admin;       /* admin-listen */
 };
 
 /* The schema of struct config (for tools that list or look up directives). */

@@ -46,6 +46,7 @@ static int main_run(const struct config *cfg)
     struct worker *workers = NULL;
     struct event_base *base = NULL;
     struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL;
+    struct admin *admin = NULL;
     struct main_workers mw = {NULL, 0};
     sigset_t block, old;
     unsigned short port = 0;
@@ -88,6 +89,22 @@ static int main_run(const struct config *cfg)
         goto out;
     mw.w = workers;
     mw.n = nstarted;
+    if (cfg->admin.listen.host[0]) {
+        struct admin_source *src = calloc((size_t)nstarted, sizeof(*src));
+        unsigned short aport = 0;
+        char aaddr[CONF_HOST_MAX + 16];
+        for (int i = 0; src && i < nstarted; i++)
+            src[i] = (struct admin_source){workers[i].fe, workers[i].pool, workers[i].redis,
+                                           workers[i].idem};
+        admin =
+            src ? admin_start(&cfg->admin, &cfg->frontend, src, (size_t)nstarted, &aport) : NULL;
+        free(src);
+        if (!admin)
+            goto out;
+        conf_addr_str(&cfg->admin.listen, aaddr, sizeof(aaddr));
+        log_info("admin endpoint on %.*s:%u (/metrics /healthz /readyz)",
+                 (int)(strrchr(aaddr, ':') - aaddr), aaddr, aport);
+    }
 
     conf_addr_str(&cfg->worker.listen, addr, sizeof(addr));
     if (cfg->worker.listen.port == 0) {
@@ -108,8 +125,12 @@ static int main_run(const struct config *cfg)
     event_base_dispatch(base);
     rc = 0;
 out:
+    admin_set_draining(admin); /* /readyz: 503 from now on, while the workers drain */
     for (int i = 0; i < nstarted; i++)
         worker_stop(&workers[i]);
+    for (int i = 0; i < nstarted; i++)
+        worker_wait(&workers[i]);
+    admin_stop(admin); /* before the workers free what it reads */
     for (int i = 0; i < ninit; i++)
         worker_join(&workers[i]);
     if (rc == 0)

@@ -267,15 +267,19 @@ void worker_reopen_logs(struct worker *w)
         log_error("worker %d: cannot signal it to reopen its access log", w->id);
 }
 
-void worker_join(struct worker *w)
+void worker_wait(struct worker *w)
 {
-    int ran = w->started; /* its counters mean something */
-
     if (w->started) {
         pthread_join(w->thread, NULL);
         w->started = 0;
+        w->ran = 1;
     }
-    if (ran && w->pool && w->redis) {
+}
+
+void worker_join(struct worker *w)
+{
+    worker_wait(w);
+    if (w->ran && w->pool && w->redis) {
         /* what this worker did, for the operator reading the shutdown log */
         struct upstream_stats us;
         struct redis_stats ss;

@@ -26,6 +26,7 @@ struct worker {
     const struct config *cfg;
     pthread_t thread;
     int started;
+    int ran; /* the thread ran and was joined: its counters mean something */
     struct event_base *base;
     struct evconnlistener *listener;
     int listen_fd;
@@ -61,7 +62,11 @@ void worker_stop(struct worker *w);
 /* Ask the worker to reopen its access log (thread-safe, async; SIGUSR1). */
 void worker_reopen_logs(struct worker *w);
 
-/* Wait for the thread, then free everything w owns. */
+/* Wait for the thread to end (its objects stay, e.g. for the admin thread to stop
+ * reading them first). */
+void worker_wait(struct worker *w);
+
+/* Wait for the thread, then log its counters and free everything w owns. */
 void worker_join(struct worker *w);
 
 #endif

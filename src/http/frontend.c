@@ -108,8 +108,9 @@ struct frontend {
     size_t nconns;
     struct fe_req_list reqs; /* requests not yet finished (client may be gone) */
     size_t nreqs;
-    int past_deadline;      /* frontend_drain_deadline was called */
-    struct accesslog *alog; /* NULL: access-log off */
+    int past_deadline;           /* frontend_drain_deadline was called */
+    struct accesslog *alog;      /* NULL: access-log off */
+    struct frontend_stats stats; /* written here, read by the admin thread */
     uint64_t rid_seed, rid_counter;
 };
 
@@ -197,11 +198,64 @@ static void fe_log_request(struct frontend *fe, const struct frontend_req *r)
     accesslog_write(fe->alog, &e);
 }
 
+/* Count a finished request: its outcome and its durations. */
+static void fe_count_request(struct frontend *fe, const struct frontend_req *r)
+{
+    struct frontend_stats *st = &fe->stats;
+    const char *outcome = r->answer_dropped ? "client-gone"
+                          : r->outcome      ? r->outcome
+                                            : "unanswered";
+    size_t i;
+
+    for (i = 0; i < st->noutcomes; i++)
+        if (st->outcomes[i].name == outcome || strcmp(st->outcomes[i].name, outcome) == 0)
+            break;
+    if (i == st->noutcomes && i < FRONTEND_MAX_OUTCOMES) {
+        st->outcomes[i].name = outcome;
+        st->outcomes[i].n = 0;
+        /* the entry is complete before a reader can see it */
+        __atomic_store_n(&st->noutcomes, i + 1, __ATOMIC_RELEASE);
+    }
+    if (i < FRONTEND_MAX_OUTCOMES)
+        METRIC_INC(st->outcomes[i].n);
+    metrics_hist_observe(&st->total, clock_mono_us() - r->started_us);
+    if (r->upstream_name)
+        metrics_hist_observe(&st->upstream, r->upstream_us);
+    if (r->redis_us)
+        metrics_hist_observe(&st->redis, r->redis_us);
+}
+
+void frontend_stats_add(const struct frontend *fe, struct frontend_stats *sum)
+{
+    const struct frontend_stats *st = &fe->stats;
+    size_t n = __atomic_load_n(&st->noutcomes, __ATOMIC_ACQUIRE);
+
+    sum->conns += METRIC_GET(st->conns);
+    for (size_t i = 0; i < n; i++) {
+        size_t k;
+        for (k = 0; k < sum->noutcomes; k++)
+            if (strcmp(sum->outcomes[k].name, st->outcomes[i].name) == 0)
+                break;
+        if (k == sum->noutcomes) {
+            if (k == FRONTEND_MAX_OUTCOMES)
+                continue;
+            sum->outcomes[k].name = st->outcomes[i].name;
+            sum->outcomes[k].n = 0;
+            sum->noutcomes++;
+        }
+        sum->outcomes[k].n += METRIC_GET(st->outcomes[i].n);
+    }
+    metrics_hist_add(&sum->total, &st->total);
+    metrics_hist_add(&sum->upstream, &st->upstream);
+    metrics_hist_add(&sum->redis, &st->redis);
+}
+
 /* The one place a request is freed: its handlers' cleanups first, newest first. */
 static void fe_req_free(struct frontend_req *r)
 {
     struct frontend *fe = r->fe;
 
+    fe_count_request(fe, r);
     if (fe->alog)
         fe_log_request(fe, r);
     if (r->x)
@@ -242,6 +296,7 @@ static void fe_conn_free(struct frontend_conn *c)
     }
     TAILQ_REMOVE(&fe->conns, c, link);
     fe->nconns--;
+    METRIC_SET(fe->stats.conns, fe->nconns);
     netio_reader_free(c->rd); /* deferred if we are inside its callback */
     bufferevent_free(c->bev); /* safe from its own callbacks (libevent refcounts it) */
     free(c);
@@ -287,6 +342,7 @@ void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int
     }
     TAILQ_INSERT_TAIL(&fe->conns, c, link);
     fe->nconns++;
+    METRIC_SET(fe->stats.conns, fe->nconns);
     c->timeout = clock_tv(fe->conf->client_timeout_ms);
     bufferevent_set_timeouts(c->bev, NULL, &c->timeout);
     bufferevent_setcb(c->bev, NULL, fe_write_cb, fe_event_cb, c);

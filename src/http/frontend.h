@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 
 #include "core/conf.h"
+#include "core/metrics.h"
 #include "core/problem.h"
 #include "http/http1.h"
 #include "http/upstream.h"
@@ -134,6 +135,20 @@ size_t frontend_drain_deadline(struct frontend *fe, const char *why);
 /* Has the drain deadline come (frontend_drain_deadline)? Nothing may be sent upstream
  * any more: a handler still deciding must not forward. */
 int frontend_past_deadline(const struct frontend *fe);
+
+/* What a frontend counted, for the metrics: read from any thread (core/metrics.h). */
+#define FRONTEND_MAX_OUTCOMES 32
+struct frontend_stats {
+    uint64_t conns; /* open client connections now */
+    size_t noutcomes;
+    struct {
+        const char *name; /* as the access log spells it */
+        uint64_t n;
+    } outcomes[FRONTEND_MAX_OUTCOMES];
+    struct metrics_hist total, upstream, redis; /* durations of finished requests */
+};
+/* Add what fe counted into sum (outcomes matched by name). */
+void frontend_stats_add(const struct frontend *fe, struct frontend_stats *sum);
 
 /* Open connections and unfinished requests (for logs). */
 void frontend_counts(const struct frontend *fe, size_t *conns, size_t *reqs);

@@ -17,6 +17,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/netio.h"
 
 #define UPSTREAM_MAX_HEAD     (64 * 1024)
@@ -122,7 +123,9 @@ struct up_replica {
     socklen_t salen;
     struct up_conn_list idle;
     size_t nidle;
-    uint64_t down_until; /* monotonic ms */
+    uint64_t down_until; /* monotonic ms (read by the admin thread) */
+    uint64_t failovers;  /* connects that failed here, the request moved on */
+    uint64_t backoffs;   /* times marked down */
     unsigned fails;
 };
 
@@ -257,6 +260,30 @@ void upstream_pool_free(struct upstream_pool *pool)
     free(pool);
 }
 
+size_t upstream_pool_replicas(const struct upstream_pool *pool)
+{
+    return pool->nreps;
+}
+
+void upstream_pool_replica(const struct upstream_pool *pool, size_t i,
+                           struct upstream_replica_stats *out)
+{
+    const struct up_replica *r = &pool->reps[i];
+
+    out->name = r->name;
+    out->failovers = METRIC_GET(r->failovers);
+    out->backoffs = METRIC_GET(r->backoffs);
+    out->down = METRIC_GET(r->down_until) > clock_mono_ms();
+}
+
+void upstream_pool_counters(const struct upstream_pool *pool, struct upstream_stats *out)
+{
+    out->connects = METRIC_GET(pool->stats.connects);
+    out->reused = METRIC_GET(pool->stats.reused);
+    out->failovers = METRIC_GET(pool->stats.failovers);
+    out->idle = out->active = 0;
+}
+
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out)
 {
     struct up_conn *c;
@@ -327,7 +354,8 @@ static void up_mark_down(struct up_replica *r, const char *why)
     if (backoff > UPSTREAM_BACKOFF_MAX)
         backoff = UPSTREAM_BACKOFF_MAX;
     r->fails++;
-    r->down_until = clock_mono_ms() + backoff;
+    METRIC_SET(r->down_until, clock_mono_ms() + backoff);
+    METRIC_INC(r->backoffs);
     log_warn("upstream %s: %s; marked down for %llu ms", r->name, why, (unsigned long long)backoff);
 }
 
@@ -383,7 +411,7 @@ static struct up_conn *up_connect(struct upstream_exchange *x, struct up_replica
     x->conn = c;
     bufferevent_setcb(c->bev, up_read_cb, NULL, up_event_cb, c);
     bufferevent_set_timeouts(c->bev, &tv, &tv);
-    pool->stats.connects++;
+    METRIC_INC(pool->stats.connects);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&r->sa, (int)r->salen) < 0) {
         up_conn_free(c);
         return NULL;
@@ -410,7 +438,7 @@ static void up_attempt(struct upstream_exchange *x)
             r->nidle--;
             c->idle = 0;
             TAILQ_INSERT_TAIL(&pool->busy, c, link);
-            pool->stats.reused++;
+            METRIC_INC(pool->stats.reused);
             up_send(x, c);
             return;
         }
@@ -674,8 +702,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
                  (what & BEV_EVENT_TIMEOUT) ? "connect timed out"
                                             : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         up_mark_down(c->rep, why);
+        METRIC_INC(c->rep->failovers);
         up_conn_free(c); /* x->conn = NULL */
-        x->pool->stats.failovers++;
+        METRIC_INC(x->pool->stats.failovers);
         up_attempt(x);
         return;
     }

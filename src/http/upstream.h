@@ -109,6 +109,19 @@ struct upstream_stats {
     uint64_t failovers;  /* connects refused → next replica */
     size_t idle, active; /* connections now */
 };
+/* The owning worker only (idle and active walk the lists). */
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out);
+
+/* Any thread (the admin thread): the counters (idle and active left 0), and per replica
+ * its name, failovers, back-offs and whether it is in back-off now. */
+void upstream_pool_counters(const struct upstream_pool *pool, struct upstream_stats *out);
+struct upstream_replica_stats {
+    const char *name;
+    uint64_t failovers, backoffs;
+    int down;
+};
+size_t upstream_pool_replicas(const struct upstream_pool *pool);
+void upstream_pool_replica(const struct upstream_pool *pool, size_t i,
+                           struct upstream_replica_stats *out);
 
 #endif

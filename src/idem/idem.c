@@ -13,6 +13,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/problem.h"
 #include "http/frontend.h"
 #include "idem/idkey.h"
@@ -113,6 +114,8 @@ static void idem_ctx_free(struct idem_ctx *ctx)
 {
     if (!ctx)
         return;
+    if (ctx->h)
+        METRIC_DEC(ctx->h->stats.in_flight);
     redis_cancel(ctx->cmd);
     redis_cancel(ctx->renew);
     redis_unwatch(ctx->watch);
@@ -367,7 +370,7 @@ static void idem_record_failed(struct idem_ctx *ctx, const char *why)
     if (ctx->retry_ms > IDEM_RETRY_MAX_MS)
         ctx->retry_ms = IDEM_RETRY_MAX_MS;
     if (now + ctx->retry_ms >= ctx->lease_until) {
-        ctx->h->stats.records_lost++;
+        METRIC_INC(ctx->h->stats.records_lost);
         log_error("idem %s: answer %d NOT recorded after %u attempt(s): %s, and our lease "
                   "runs out; a retry after it will execute again",
                   ctx->id, ctx->status, ctx->attempts, why);
@@ -378,7 +381,7 @@ static void idem_record_failed(struct idem_ctx *ctx, const char *why)
         log_warn("idem %s: record of answer %d failed (%s); retrying while the lease lasts "
                  "(%llu ms left)",
                  ctx->id, ctx->status, why, (unsigned long long)(ctx->lease_until - now));
-    ctx->h->stats.record_retries++;
+    METRIC_INC(ctx->h->stats.record_retries);
     tv = clock_tv(ctx->retry_ms);
     evtimer_add(ctx->retry_ev, &tv);
 }
@@ -862,6 +865,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     ctx->rkey = (char *)(ctx + 1);
     ctx->r = r;
     ctx->h = h;
+    METRIC_INC(h->stats.in_flight);
     ctx->pol = pol;
     ctx->store = h->store;
     ctx->state = IDEM_CLAIMING;
@@ -903,7 +907,7 @@ void idem_handler_free(struct frontend_handler *self)
         return;
     while ((ctx = TAILQ_FIRST(&h->orphans))) {
         TAILQ_REMOVE(&h->orphans, ctx, link);
-        h->stats.records_lost++;
+        METRIC_INC(h->stats.records_lost);
         log_error("idem %s: shutting down with answer %d not yet recorded", ctx->id, ctx->status);
         idem_ctx_free(ctx);
     }
@@ -924,5 +928,9 @@ size_t idem_handler_pending(const struct frontend_handler *self, void (*on_idle)
 
 void idem_handler_stats(const struct frontend_handler *self, struct idem_stats *out)
 {
-    *out = ((const struct idem_handler *)self)->stats;
+    const struct idem_handler *h = (const struct idem_handler *)self;
+
+    out->record_retries = METRIC_GET(h->stats.record_retries);
+    out->records_lost = METRIC_GET(h->stats.records_lost);
+    out->in_flight = METRIC_GET(h->stats.in_flight);
 }

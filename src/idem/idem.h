@@ -59,7 +59,9 @@ size_t idem_handler_pending(const struct frontend_handler *h, void (*on_idle)(vo
 struct idem_stats {
     uint64_t record_retries; /* record attempts sent again after a failure */
     uint64_t records_lost;   /* answers never recorded: Redis away for the whole lease */
+    uint64_t in_flight;      /* keyed requests being handled now (a gauge) */
 };
+/* Any thread (the admin thread reads it). */
 void idem_handler_stats(const struct frontend_handler *h, struct idem_stats *out);
 
 #endif

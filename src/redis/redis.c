@@ -13,6 +13,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
 #define REDIS_BACKOFF_MAX 1000
@@ -86,6 +87,8 @@ struct redis_client {
     /* command connection */
     redisAsyncContext *ac;
     int connected, was_down;
+    size_t scripts_loaded; /* on this connection */
+    int ready;             /* connected with every script loaded (read by other threads) */
     unsigned backoff;
     struct event *reconnect_ev;
     struct event *deadline_ev;
@@ -168,8 +171,9 @@ static void redis_reset(struct redis_client *c, const char *why)
     log_warn("redis: %s; reconnecting", why);
     c->ac = NULL;
     c->connected = 0;
+    METRIC_SET(c->ready, 0);
     c->was_down = 1;
-    c->stats.reconnects++;
+    METRIC_INC(c->stats.reconnects);
     redisAsyncFree(ac); /* runs redis_on_reply(NULL) for each pending command */
     if (!c->freeing)
         redis_schedule(c->reconnect_ev, &c->backoff);
@@ -187,7 +191,7 @@ static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
     while ((cmd = TAILQ_FIRST(&c->waiting)) && cmd->deadline <= now) {
         TAILQ_REMOVE(&c->waiting, cmd, link);
         c->nwaiting--;
-        c->stats.timeouts++;
+        METRIC_INC(c->stats.timeouts);
         redis_cmd_done(cmd, REDIS_CMD_TIMEOUT, NULL,
                        "no Redis connection within redis-timeout (not sent)");
         redis_cmd_free(cmd);
@@ -203,7 +207,7 @@ static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
         if (cmd->deadline <= now)
             cmd->timed_out = 1;
     }
-    c->stats.timeouts++;
+    METRIC_INC(c->stats.timeouts);
     snprintf(why, sizeof(why), "no answer within redis-timeout (%llu ms)",
              (unsigned long long)c->conf->timeout_ms);
     redis_reset(c, why);
@@ -317,12 +321,12 @@ static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd *cmd)
 {
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
-    c->stats.commands++;
+    METRIC_INC(c->stats.commands);
     if (!c->ac) {
         /* (re)connecting: keep it, with its deadline, until a connection is made */
         TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
         c->nwaiting++;
-        c->stats.queued++;
+        METRIC_INC(c->stats.queued);
         if (redis_next_deadline(c) == cmd)
             redis_arm_deadline(c);
         return cmd;
@@ -471,7 +475,15 @@ void redis_cancel(struct redis_cmd *cmd)
 
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
 {
-    *out = c->stats;
+    out->commands = METRIC_GET(c->stats.commands);
+    out->timeouts = METRIC_GET(c->stats.timeouts);
+    out->reconnects = METRIC_GET(c->stats.reconnects);
+    out->queued = METRIC_GET(c->stats.queued);
+}
+
+int redis_ready(const struct redis_client *c)
+{
+    return METRIC_GET(c->ready);
 }
 
 /* ---- the hiredis event adapter ----
@@ -591,6 +603,8 @@ static void redis_script_loaded_cb(redisAsyncContext *ac, void *r, void *privdat
     if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, c->sha[idx]) != 0)
         log_error("redis: SCRIPT LOAD %s failed: %s", c->scripts[idx].name,
                   reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    else if (ac == c->ac && ++c->scripts_loaded == c->nscripts)
+        METRIC_SET(c->ready, 1);
 }
 
 static void redis_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
@@ -640,6 +654,7 @@ static void redis_disconnect_cb(const redisAsyncContext *ac, int status)
     log_warn("redis: connection lost: %s", status == REDIS_OK ? "closed" : ac->errstr);
     c->ac = NULL;
     c->connected = 0;
+    METRIC_SET(c->ready, 0);
     c->was_down = 1;
     if (!c->freeing)
         redis_schedule(c->reconnect_ev, &c->backoff);
@@ -685,6 +700,8 @@ static void redis_connect(struct redis_client *c)
         return;
     }
     c->ac = ac;
+    c->scripts_loaded = 0;
+    METRIC_SET(c->ready, 0);
     redisAsyncSetConnectCallback(ac, redis_connect_cb);
     redisAsyncSetDisconnectCallback(ac, redis_disconnect_cb);
     redis_auth(c, ac);

@@ -111,6 +111,9 @@ struct redis_stats {
     uint64_t reconnects; /* connections dropped for a deadline */
     uint64_t queued;     /* issued while there was no connection */
 };
+/* Both may be called from any thread (the admin thread reads them). */
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out);
+/* Connected, with every script loaded. */
+int redis_ready(const struct redis_client *c);
 
 #endif

@@ -1,0 +1,61 @@
+/*
+ * admin — the operator's endpoint, on its own listener (admin-listen) and its own thread,
+ * never reachable through the proxy port:
+ *
+ *   GET /healthz   200 {"status":"ok"} while the process runs
+ *   GET /readyz    200 {"status":"ready"}, or 503 {"status":"not ready","reasons":[...]}:
+ *                  draining, a worker without Redis (connected, scripts loaded), or no
+ *                  upstream out of back-off
+ *   GET /metrics   Prometheus text exposition (version 0.0.4): requests by outcome,
+ *                  durations, Redis and upstream counters, gauges, build info
+ *
+ * It is a frontend handler on a frontend of its own (http/frontend.h): it takes every
+ * request there. It reads the workers' counters while they run, without locks: each has
+ * one writer and is read relaxed (core/metrics.h).
+ *
+ * Ownership: the sources (the workers' objects) are borrowed and must outlive the admin:
+ * stop it (admin_stop) before the workers free their objects.
+ */
+#ifndef IDEMPROXY_ADMIN_ADMIN_H
+#define IDEMPROXY_ADMIN_ADMIN_H
+
+#include <stddef.h>
+
+#include "core/conf.h"
+#include "http/frontend.h"
+#include "http/upstream.h"
+#include "idem/idem.h"
+#include "redis/redis.h"
+
+/* The admin listener's settings (directive admin-listen). */
+struct admin_conf {
+    struct conf_addr listen; /* admin-listen [none]: HOST:PORT (port 0: any free port); no
+                                admin endpoint while listen.host is empty */
+};
+extern const struct conf_directive admin_conf_rows[]; /* ended by CONF_END */
+
+/* One worker, as the admin endpoint reads it. */
+struct admin_source {
+    const struct frontend *fe;
+    const struct upstream_pool *pool;
+    const struct redis_client *redis;
+    const struct frontend_handler *idem;
+};
+
+struct admin;
+
+/*
+ * Bind the admin listener and start its thread. fconf: the client-side limits (the access
+ * log is not used here). src: n workers (copied; what they point to is borrowed). *port
+ * (may be NULL) gets the bound port. NULL on failure, logged.
+ */
+struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
+                          const struct admin_source *src, size_t n, unsigned short *port);
+
+/* From now on /readyz answers 503 draining (thread-safe). */
+void admin_set_draining(struct admin *a);
+
+/* Stop the thread and free everything (not from the admin thread). NULL is a no-op. */
+void admin_stop(struct admin *a);
+
+#endif

@@ -1,0 +1,192 @@
+/*
+ * The admin endpoint (issue 10, part): /metrics checked by a real consumer (promtool)
+ * on a live scrape, with values that move as requests are made; /healthz; /readyz
+ * following Redis and the drain; never reachable through the proxy port.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "stack_fixture.h"
+
+TestSuite(admin, .fini = stack_teardown, .timeout = 60);
+
+static uint16_t admin_port;
+static char admin_arg[32];
+
+static void start(void)
+{
+    const char *extra[] = {"--admin-listen", admin_arg, NULL};
+
+    admin_port = harness_free_port();
+    snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin_port);
+    stack_start(NULL, NULL);
+    /* replica A again, with the admin endpoint (one port: B cannot have it too) */
+    cr_assert(harness_stop_clean(stack.a_pid, "proxyA", 10000), "proxyA did not exit cleanly");
+    stack.a_pid = harness_stack_proxy(&stack, &stack.a_port, "proxyA2", extra);
+    cr_assert_gt(stack.a_pid, 0);
+    /* the admin listener comes up after the workers */
+    cr_assert_eq(harness_wait_port(admin_port, 5000), 0, "the admin endpoint did not listen");
+}
+
+static void get(uint16_t port, const char *path, struct harness_resp *r)
+{
+    char raw[256];
+
+    snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n", path);
+    cr_assert_eq(harness_request(port, raw, strlen(raw), r, 5000), 0, "no answer for %s", path);
+}
+
+/* The value of the sample line that starts with name{labels} (or name), or -1. */
+static double sample(const char *text, const char *series)
+{
+    const char *p = text;
+    size_t n = strlen(series);
+
+    while ((p = strstr(p, series)) != NULL) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return atof(p + n + 1);
+        p += n;
+    }
+    return -1;
+}
+
+static char *scrape(void)
+{
+    struct harness_resp r;
+    char buf[128], *text;
+
+    get(admin_port, "/metrics", &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(harness_header(&r, "Content-Type", 0, buf, sizeof(buf)),
+                     "text/plain; version=0.0.4");
+    text = strdup(r.body);
+    harness_resp_free(&r);
+    return text;
+}
+
+static void promtool_check(const char *text)
+{
+    char path[512], cmd[1200];
+    FILE *f;
+    int st;
+
+    snprintf(path, sizeof(path), "%s/metrics.txt", harness_tmpdir());
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "promtool check metrics < %s > %s.out 2>&1", path, path);
+    st = system(cmd);
+    if (st != 0) {
+        snprintf(cmd, sizeof(cmd), "cat %s.out >&2", path);
+        (void)!system(cmd);
+    }
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "promtool check metrics failed (%d)", st);
+}
+
+Test(admin, metrics_pass_promtool_and_move_with_requests)
+{
+    struct harness_keyed q = {.method = "POST", .path = "/pay", .key = "m1", .body = "{}"};
+    struct harness_resp r;
+    char *before, *after;
+
+    start();
+    before = scrape();
+    promtool_check(before);
+    stack_post(stack.a_port, &q, &r); /* executed */
+    harness_resp_free(&r);
+    stack_post(stack.a_port, &q, &r); /* replayed */
+    cr_assert(harness_replayed(&r));
+    harness_resp_free(&r);
+    get(stack.a_port, "/free", &r); /* keyless */
+    harness_resp_free(&r);
+    after = scrape();
+    promtool_check(after);
+    cr_assert_eq(sample(after, "idemproxy_requests_total{outcome=\"executed\"}"), 1, "%s", after);
+    cr_assert_eq(sample(after, "idemproxy_requests_total{outcome=\"replayed\"}"), 1, "%s", after);
+    cr_assert_eq(sample(after, "idemproxy_requests_total{outcome=\"keyless\"}"), 1, "%s", after);
+    cr_assert_eq(sample(after, "idemproxy_request_duration_seconds_count") -
+                     sample(before, "idemproxy_request_duration_seconds_count"),
+                 3);
+    cr_assert_eq(sample(after, "idemproxy_upstream_duration_seconds_count"), 2, "%s", after);
+    cr_assert_eq(sample(after, "idemproxy_redis_duration_seconds_count"), 2, "%s", after);
+    cr_assert_geq(sample(after, "idemproxy_redis_commands_total") -
+                      sample(before, "idemproxy_redis_commands_total"),
+                  3, "claim, record, claim");
+    cr_assert_eq(sample(after, "idemproxy_redis_ready_workers"), 2, "%s", after);
+    cr_assert_eq(sample(after, "idemproxy_keyed_requests_in_flight"), 0, "%s", after);
+    cr_assert_geq(sample(after, "idemproxy_upstream_connections_opened_total"), 1);
+    cr_assert(strstr(after, "idemproxy_build_info{version=\""), "%s", after);
+    free(before);
+    free(after);
+}
+
+Test(admin, health_and_readiness_follow_redis_and_the_drain)
+{
+    struct harness_resp r;
+    int fd, st;
+    char raw[] = "GET /slow/2500 HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    start();
+    get(admin_port, "/healthz", &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "{\"status\":\"ok\"}\n");
+    harness_resp_free(&r);
+    get(admin_port, "/readyz", &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    harness_resp_free(&r);
+    /* Redis gone: not ready (the proxy keeps serving keyless traffic) */
+    cr_assert_geq(harness_stop(stack.redis_pid, SIGKILL, 5000), 0);
+    usleep(300 * 1000);
+    get(admin_port, "/readyz", &r);
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    cr_assert(strstr(r.body, "redis not ready"), "%s", r.body);
+    harness_resp_free(&r);
+    cr_assert_gt(harness_restart_redis(stack.redis_port, "redis"), 0);
+    for (int i = 0; i < 30; i++) {
+        get(admin_port, "/readyz", &r);
+        st = r.status;
+        harness_resp_free(&r);
+        if (st == 200)
+            break;
+        usleep(100 * 1000);
+    }
+    cr_assert_eq(st, 200, "ready again once Redis is back");
+    /* draining: 503 while the in-flight request finishes */
+    fd = harness_connect(stack.a_port);
+    cr_assert_eq(harness_send(fd, raw, strlen(raw)), 0);
+    usleep(200 * 1000);
+    kill(stack.a_pid, SIGTERM);
+    usleep(200 * 1000);
+    get(admin_port, "/readyz", &r);
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    cr_assert(strstr(r.body, "\"draining\""), "%s", r.body);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    close(fd);
+    st = harness_stop(stack.a_pid, 0, 5000);
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %d", st);
+    stack.a_pid = 0;
+}
+
+Test(admin, only_on_its_own_listener)
+{
+    struct harness_resp r;
+
+    start();
+    get(stack.a_port, "/metrics", &r); /* the proxy port forwards it to the upstream */
+    cr_assert_null(strstr(r.body, "idemproxy_build_info"), "metrics leaked to the proxy port");
+    harness_resp_free(&r);
+    get(admin_port, "/nope", &r);
+    cr_assert_eq(r.status, 404);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, NULL), 0);
+}
