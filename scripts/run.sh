@@ -68,12 +68,15 @@ fi
 
 ARGS=(--redis "127.0.0.1:$REDIS_PORT")
 for u in "${UPSTREAMS[@]}"; do ARGS+=(--upstream "$u"); done
-start idemproxy "$PORT" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT" "${ARGS[@]}" "${EXTRA[@]}"
+ADMIN=$(free_port)
+start idemproxy "$PORT" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT" "${ARGS[@]}" \
+    --admin-listen "127.0.0.1:$ADMIN" "${EXTRA[@]}"
 PROXY_PID=${PIDS[-1]}
 if [ $DEMO -eq 1 ]; then
     PORT2=$((PORT + 1))
+    ADMIN2=$(free_port)
     start idemproxy2 "$PORT2" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT2" "${ARGS[@]}" \
-        "${EXTRA[@]}"
+        --admin-listen "127.0.0.1:$ADMIN2" "${EXTRA[@]}"
 fi
 
 A="http://127.0.0.1:$PORT"
@@ -84,6 +87,7 @@ if [ $DEMO -eq 1 ]; then
   redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)
   demo-bank ×3   ${UPSTREAMS[*]}   (answers after 300-500 ms; executing twice double-charges)
   idemproxy ×2   $A  and  $B
+  admin          http://127.0.0.1:$ADMIN/metrics  /healthz  /readyz  (and :$ADMIN2 for the second)
 
   first execution (201 and a payment id):
     curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $A/payments
@@ -104,6 +108,7 @@ else
 
   redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)
   idemproxy      $A   → ${UPSTREAMS[*]}
+  admin          http://127.0.0.1:$ADMIN/metrics  /healthz  /readyz
 
   try:  curl -i $A/
         curl -i -X POST -H 'Idempotency-Key: order-42' -d '{"amount": 10}' $A/
