@@ -133,6 +133,9 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
     /* a secret is better kept out of argv (ps shows it) and out of config files */
     if (!cfg->redis.password && pw && !(cfg->redis.password = strdup(pw)))
         return conf_fail(err, errlen, "out of memory");
+    if (!cfg->admin.token && getenv("IDEMPROXY_ADMIN_TOKEN") &&
+        !(cfg->admin.token = strdup(getenv("IDEMPROXY_ADMIN_TOKEN"))))
+        return conf_fail(err, errlen, "out of memory");
     return config_validate(cfg, err, errlen);
 }
 

@@ -8,15 +8,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "http/http1.h"
+#include "idem/idkey.h"
+#include "idem/jsoncanon.h"
+#include "idem/record.h"
+#include "idem/store.h"
 
 const struct conf_directive admin_conf_rows[] = {
     {.name = "admin-listen",
@@ -24,13 +33,21 @@ const struct conf_directive admin_conf_rows[] = {
      .flags = CONF_F_PORT_ZERO,
      .off = offsetof(struct admin_conf, listen),
      .arg = "HOST:PORT",
-     .help = "admin endpoint: /metrics /healthz /readyz (off unless set)"},
+     .help = "admin endpoint (/metrics, /readyz, /keys/...; off unless set)"},
+    {.name = "admin-token",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct admin_conf, token),
+     .arg = "TOKEN",
+     .help = "bearer token for /keys (or $IDEMPROXY_ADMIN_TOKEN)"},
     CONF_END,
 };
 
 struct admin {
     struct frontend_handler super; /* first: the frontend sees only this */
     struct frontend_conf fconf;    /* the client-side limits, without the access log */
+    const struct admin_conf *conf;
+    const struct idem_policy *pol;
+    struct redis_client *redis; /* the admin thread's own, for /keys */
     struct admin_source *src;
     size_t nsrc;
     struct event_base *base;
@@ -217,6 +234,278 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
     evbuffer_free(b);
 }
 
+/* ---- /keys: inspect and purge one key ---- */
+
+#define ADMIN_MAX_SCOPE 16
+
+/* What a /keys request body asks. */
+struct admin_keyq {
+    struct evbuffer *key;
+    char *names[ADMIN_MAX_SCOPE], *values[ADMIN_MAX_SCOPE];
+    size_t nscope;
+    int force, body, bad;
+};
+
+/* One /keys request waiting for Redis: freed with its request (the cleanup hook). */
+struct admin_keyop {
+    struct admin *a;
+    struct frontend_req *r;
+    struct frontend_cleanup cleanup;
+    struct redis_cmd *cmd;
+    int purge, force, body;
+    char id[17];
+};
+
+static void admin_keyop_free(void *arg)
+{
+    struct admin_keyop *op = arg;
+
+    redis_cancel(op->cmd);
+    free(op);
+}
+
+static int admin_scope_member(const char *name, size_t nlen, const char *value, size_t vlen,
+                              void *arg)
+{
+    struct admin_keyq *q = arg;
+    struct evbuffer *v = evbuffer_new();
+    size_t n;
+
+    if (!v || q->nscope == ADMIN_MAX_SCOPE || jsoncanon_string(value, vlen, v) != 0) {
+        if (v)
+            evbuffer_free(v);
+        return -1;
+    }
+    n = evbuffer_get_length(v);
+    q->names[q->nscope] = strndup(name, nlen);
+    q->values[q->nscope] = malloc(n + 1);
+    if (q->values[q->nscope]) {
+        evbuffer_remove(v, q->values[q->nscope], n);
+        q->values[q->nscope][n] = '\0';
+    }
+    q->nscope++;
+    evbuffer_free(v);
+    return q->names[q->nscope - 1] && q->values[q->nscope - 1] ? 0 : -1;
+}
+
+static int admin_key_member(const char *name, size_t nlen, const char *value, size_t vlen,
+                            void *arg)
+{
+    struct admin_keyq *q = arg;
+
+    if (strcmp(name, "key") == 0)
+        return !q->key && (q->key = evbuffer_new()) ? jsoncanon_string(value, vlen, q->key) : -1;
+    if (strcmp(name, "scope") == 0)
+        return jsoncanon_members(value, vlen, admin_scope_member, q);
+    if (strcmp(name, "force") == 0 || strcmp(name, "body") == 0) {
+        int *flag = name[0] == 'f' ? &q->force : &q->body;
+        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+            return -1;
+        *flag = value[0] == 't';
+        return 0;
+    }
+    return -1; /* a member we do not know: say so rather than ignore it */
+}
+
+static void admin_keyq_clear(struct admin_keyq *q)
+{
+    if (q->key)
+        evbuffer_free(q->key);
+    for (size_t i = 0; i < q->nscope; i++) {
+        free(q->names[i]);
+        free(q->values[i]);
+    }
+}
+
+/* Is this admin request authorised for /keys? Answers it (401/403) when not. */
+static int admin_authorised(struct admin *a, struct frontend_req *r)
+{
+    const char *auth = http1_header_get(&r->head, "Authorization", NULL);
+    const char *tok = a->conf->token;
+    size_t tlen = tok ? strlen(tok) : 0;
+
+    if (!tok || !*tok) {
+        admin_json(r, 403, "{\"error\":\"the /keys routes are off: set admin-token\"}\n");
+        return 0;
+    }
+    if (!auth || strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != tlen ||
+        CRYPTO_memcmp(auth + 7, tok, tlen) != 0) {
+        admin_json(r, 401, "{\"error\":\"Authorization: Bearer <admin-token> required\"}\n");
+        return 0;
+    }
+    return 1;
+}
+
+/*
+ * The Redis key of q, as the keyed handler computes it for a request that carries q's key
+ * and scope headers. -1 (answered 400) when q cannot be such a request.
+ */
+static int admin_rkey(struct admin *a, struct frontend_req *r, const struct admin_keyq *q,
+                      char *rkey, size_t len, char id16[17])
+{
+    struct evbuffer *raw = evbuffer_new();
+    struct http1_head head;
+    struct http1_error err;
+    uint8_t id[IDKEY_HASH_LEN];
+    char key[4097], hex[IDKEY_HEX_LEN + 1];
+    size_t klen = evbuffer_get_length(q->key);
+    int rc = -1;
+
+    if (!raw)
+        goto out;
+    /* the key itself, as the keyed handler has it once the header is unquoted */
+    if (klen == 0 || klen > (size_t)a->pol->key_max_length ||
+        klen != (size_t)evbuffer_copyout(q->key, key, klen))
+        goto out;
+    for (size_t i = 0; i < klen; i++)
+        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+            goto out;
+    key[klen] = '\0';
+    evbuffer_add_printf(raw, "POST / HTTP/1.1\r\nHost: admin\r\n");
+    for (size_t i = 0; i < q->nscope; i++)
+        evbuffer_add_printf(raw, "%s: %s\r\n", q->names[i], q->values[i]);
+    evbuffer_add(raw, "\r\n", 2);
+    if (http1_parse_request(&head, (const char *)evbuffer_pullup(raw, -1), evbuffer_get_length(raw),
+                            &err) < 0)
+        goto out; /* a scope name or value no request could carry */
+    rc = idkey_record_id(&head, a->pol->scope_headers, a->pol->nscope_headers, key, klen, id);
+    http1_head_clear(&head);
+    if (rc == 0) {
+        idkey_hex(id, hex);
+        snprintf(rkey, len, "%s%s", a->pol->key_prefix, hex);
+        memcpy(id16, hex, 16);
+        id16[16] = '\0';
+    }
+out:
+    if (raw)
+        evbuffer_free(raw);
+    if (rc < 0)
+        admin_json(r, 400,
+                   "{\"error\":\"the body must be {\\\"key\\\": \\\"...\\\", \\\"scope\\\": "
+                   "{\\\"Header\\\": \\\"value\\\"}} with a valid key and header names and "
+                   "values\"}\n");
+    return rc;
+}
+
+static void admin_inspect_cb(enum redis_status st, const struct redisReply *reply,
+                             const char *errstr, void *arg)
+{
+    struct admin_keyop *op = arg;
+    struct store_inspect_result res;
+    struct evbuffer *b;
+
+    op->cmd = NULL;
+    if (st != REDIS_CMD_OK || store_inspect_result(reply, &res) < 0) {
+        admin_json(op->r, 503, "{\"error\":\"redis did not answer\"}\n");
+        return;
+    }
+    if (!(b = evbuffer_new())) {
+        admin_json(op->r, 500, "{\"error\":\"out of memory\"}\n");
+        return;
+    }
+    if (res.state == 0) {
+        evbuffer_add_printf(b, "{\"state\":\"absent\",\"record\":\"%s\"}\n", op->id);
+    } else if (res.state == STORE_PENDING) {
+        evbuffer_add_printf(b, "{\"state\":\"pending\",\"record\":\"%s\",\"ttl_ms\":%lld}\n",
+                            op->id, res.pttl_ms);
+    } else {
+        struct record rec;
+        const char *why = NULL;
+        if (record_decode(&rec, res.record, res.record_len, &why) < 0) {
+            evbuffer_add_printf(b, "{\"state\":\"done\",\"record\":\"%s\",\"corrupt\":\"%s\"}\n",
+                                op->id, why);
+        } else {
+            uint64_t now = (uint64_t)time(NULL) * 1000;
+            evbuffer_add_printf(b,
+                                "{\"state\":\"done\",\"record\":\"%s\",\"status\":%d,"
+                                "\"replayable\":%s,\"age_ms\":%lld,\"size\":%zu,"
+                                "\"ttl_ms\":%lld",
+                                op->id, rec.status,
+                                rec.flags & RECORD_F_TOO_LARGE ? "false" : "true",
+                                (long long)(now - rec.created_ms), res.record_len, res.pttl_ms);
+            if (op->body) {
+                size_t n = 4 * ((rec.body_len + 2) / 3) + 1;
+                unsigned char *enc = malloc(n);
+                if (enc) {
+                    EVP_EncodeBlock(enc, rec.body, (int)rec.body_len);
+                    evbuffer_add_printf(b, ",\"body_base64\":\"%s\"", enc);
+                    free(enc);
+                }
+            }
+            evbuffer_add(b, "}\n", 2);
+            record_clear(&rec);
+        }
+    }
+    frontend_respond(op->r, 200, NULL, NULL, "Content-Type: application/json\r\n", b);
+    evbuffer_free(b);
+}
+
+static void admin_purge_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
+                           void *arg)
+{
+    struct admin_keyop *op = arg;
+    long long v = -1;
+
+    op->cmd = NULL;
+    if (st != REDIS_CMD_OK || store_int_result(reply, &v) < 0) {
+        admin_json(op->r, 503, "{\"error\":\"redis did not answer\"}\n");
+        return;
+    }
+    if (v == 1) {
+        log_warn("admin: purged record %s%s (from %s)", op->id, op->force ? " (forced)" : "",
+                 op->r->client_ip);
+        admin_json(op->r, 200, "{\"purged\":true}\n");
+    } else if (v == 2) {
+        admin_json(op->r, 409,
+                   "{\"purged\":false,\"state\":\"pending\",\"error\":\"the key is still being "
+                   "executed: purge it with \\\"force\\\": true only if its request is lost\"}\n");
+    } else {
+        admin_json(op->r, 404, "{\"purged\":false,\"state\":\"absent\"}\n");
+    }
+}
+
+static void admin_keys(struct admin *a, struct frontend_req *r, int purge)
+{
+    struct admin_keyq q = {0};
+    struct admin_keyop *op;
+    char rkey[512];
+    size_t len = evbuffer_get_length(r->body);
+
+    if (!admin_authorised(a, r))
+        return;
+    if (len == 0 ||
+        jsoncanon_members((const char *)evbuffer_pullup(r->body, -1), len, admin_key_member, &q) !=
+            0 ||
+        !q.key) {
+        admin_keyq_clear(&q);
+        admin_json(r, 400,
+                   "{\"error\":\"the body must be a JSON object: {\\\"key\\\": \\\"...\\\", "
+                   "\\\"scope\\\": {...}, \\\"force\\\"|\\\"body\\\": true}\"}\n");
+        return;
+    }
+    if (!(op = calloc(1, sizeof(*op)))) {
+        admin_keyq_clear(&q);
+        admin_json(r, 500, "{\"error\":\"out of memory\"}\n");
+        return;
+    }
+    if (admin_rkey(a, r, &q, rkey, sizeof(rkey), op->id) < 0) {
+        admin_keyq_clear(&q);
+        free(op);
+        return;
+    }
+    op->a = a;
+    op->r = r;
+    op->purge = purge;
+    op->force = q.force;
+    op->body = q.body;
+    admin_keyq_clear(&q);
+    frontend_req_cleanup_add(r, &op->cleanup, admin_keyop_free, op);
+    op->cmd = purge ? store_purge(a->redis, rkey, op->force, admin_purge_cb, op)
+                    : store_inspect(a->redis, rkey, admin_inspect_cb, op);
+    if (!op->cmd)
+        admin_json(r, 503, "{\"error\":\"redis unavailable\"}\n");
+}
+
 /* Every request on the admin listener is ours. */
 static int admin_on_req(struct frontend_handler *self, struct frontend_req *r)
 {
@@ -232,11 +521,22 @@ static int admin_on_req(struct frontend_handler *self, struct frontend_req *r)
         admin_readyz(a, r);
     else if (plen == 8 && strncmp(t, "/metrics", 8) == 0 && get)
         admin_metrics(a, r);
+    else if (plen == 13 && strncmp(t, "/keys/inspect", 13) == 0 &&
+             strcmp(r->head.method, "POST") == 0)
+        admin_keys(a, r, 0);
+    else if (plen == 11 && strncmp(t, "/keys/purge", 11) == 0 &&
+             strcmp(r->head.method, "POST") == 0)
+        admin_keys(a, r, 1);
+    else if ((plen == 13 && !strncmp(t, "/keys/inspect", 13)) ||
+             (plen == 11 && !strncmp(t, "/keys/purge", 11)))
+        admin_json(r, 405, "{\"error\":\"method not allowed: use POST\"}\n");
     else if ((plen == 8 && (!strncmp(t, "/healthz", 8) || !strncmp(t, "/metrics", 8))) ||
              (plen == 7 && !strncmp(t, "/readyz", 7)))
         admin_json(r, 405, "{\"error\":\"method not allowed: use GET\"}\n");
     else
-        admin_json(r, 404, "{\"error\":\"not found: /healthz, /readyz, /metrics\"}\n");
+        admin_json(r, 404,
+                   "{\"error\":\"not found: /healthz, /readyz, /metrics, /keys/inspect, "
+                   "/keys/purge\"}\n");
     return 1;
 }
 
@@ -266,7 +566,8 @@ static void *admin_main(void *arg)
 
 static void admin_free(struct admin *a)
 {
-    frontend_free(a->fe);
+    frontend_free(a->fe); /* first: its requests cancel their Redis commands */
+    redis_client_free(a->redis);
     if (a->listener)
         evconnlistener_free(a->listener);
     if (a->stop_ev)
@@ -317,6 +618,7 @@ static int admin_socket(const struct conf_addr *addr, unsigned short *port)
 }
 
 struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
+                          const struct idem_policy *pol, const struct redis_conf *redis,
                           const struct admin_source *src, size_t n, unsigned short *port)
 {
     struct admin *a = calloc(1, sizeof(*a));
@@ -329,6 +631,8 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
     a->super.name = "admin";
     a->super.on_req = admin_on_req;
     a->fconf = *fconf;
+    a->conf = conf;
+    a->pol = pol;
     a->fconf.access_log = NULL; /* the operator's requests are not the API's traffic */
     a->nsrc = n;
     if (!(a->src = calloc(n ? n : 1, sizeof(*a->src))))
@@ -336,7 +640,9 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
     memcpy(a->src, src, n * sizeof(*src));
     if (!(a->base = event_base_new()) || pipe2(a->stop_pipe, O_NONBLOCK | O_CLOEXEC) < 0 ||
         !(a->stop_ev = event_new(a->base, a->stop_pipe[0], EV_READ, admin_stop_cb, a)) ||
-        event_add(a->stop_ev, NULL) < 0 || !(a->fe = frontend_new(a->base, &a->fconf, NULL, "", 0)))
+        event_add(a->stop_ev, NULL) < 0 ||
+        !(a->fe = frontend_new(a->base, &a->fconf, NULL, "", 0)) ||
+        !(a->redis = redis_client_new(a->base, redis, store_scripts, store_nscripts)))
         goto err;
     frontend_add_handler(a->fe, &a->super);
     if ((fd = admin_socket(&conf->listen, &bound)) < 0)

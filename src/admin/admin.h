@@ -8,6 +8,14 @@
  *                  upstream out of back-off
  *   GET /metrics   Prometheus text exposition (version 0.0.4): requests by outcome,
  *                  durations, Redis and upstream counters, gauges, build info
+ *   POST /keys/inspect  {"key": K, "scope": {"Authorization": "Bearer ..."}[, "body": true]}
+ *                  → {"state": "done"|"pending"|"absent", "status", "age_ms", "size",
+ *                  "ttl_ms", "record"[, "body_base64"]}: the body only when asked for
+ *   POST /keys/purge    {"key": K, "scope": {...}[, "force": true]}: removes a recorded
+ *                  key, or a pending one only with force; every purge is logged
+ *   The /keys routes need admin-token (Authorization: Bearer TOKEN, compared in constant
+ *   time) and are refused (403) when no token is configured. The key and the scope travel
+ *   in the body, never in a URL that ends up in logs.
  *
  * It is a frontend handler on a frontend of its own (http/frontend.h): it takes every
  * request there. It reads the workers' counters while they run, without locks: each has
@@ -31,6 +39,7 @@
 struct admin_conf {
     struct conf_addr listen; /* admin-listen [none]: HOST:PORT (port 0: any free port); no
                                 admin endpoint while listen.host is empty */
+    char *token;             /* admin-token [none] (or $IDEMPROXY_ADMIN_TOKEN); owned */
 };
 extern const struct conf_directive admin_conf_rows[]; /* ended by CONF_END */
 
@@ -50,6 +59,7 @@ struct admin;
  * (may be NULL) gets the bound port. NULL on failure, logged.
  */
 struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
+                          const struct idem_policy *pol, const struct redis_conf *redis,
                           const struct admin_source *src, size_t n, unsigned short *port);
 
 /* From now on /readyz answers 503 draining (thread-safe). */

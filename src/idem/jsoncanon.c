@@ -407,3 +407,71 @@ int jsoncanon(struct evbuffer *out, const char *in, size_t len)
     evbuffer_free(tmp);
     return rc;
 }
+
+int jsoncanon_members(const char *in, size_t len,
+                      int (*cb)(const char *name, size_t nlen, const char *value, size_t vlen,
+                                void *arg),
+                      void *arg)
+{
+    struct jc j = {in, in + len, 1};
+    struct evbuffer *name = evbuffer_new(), *value = evbuffer_new();
+    int rc = -1;
+
+    if (!name || !value)
+        goto out;
+    jc_ws(&j);
+    if (j.p >= j.end || *j.p != '{')
+        goto out;
+    j.p++;
+    jc_ws(&j);
+    if (j.p < j.end && *j.p == '}') {
+        j.p++;
+        rc = 0;
+    }
+    while (rc != 0) {
+        evbuffer_drain(name, evbuffer_get_length(name));
+        evbuffer_drain(value, evbuffer_get_length(value));
+        if (jc_string(&j, name) != 0 || evbuffer_add(name, "", 1) != 0)
+            goto out;
+        jc_ws(&j);
+        if (j.p >= j.end || *j.p != ':')
+            goto out;
+        j.p++;
+        jc_ws(&j);
+        if (jc_value(&j, value) != 0 || evbuffer_add(value, "", 1) != 0)
+            goto out;
+        if (cb((const char *)evbuffer_pullup(name, -1), evbuffer_get_length(name) - 1,
+               (const char *)evbuffer_pullup(value, -1), evbuffer_get_length(value) - 1, arg))
+            goto out;
+        jc_ws(&j);
+        if (j.p < j.end && *j.p == ',') {
+            j.p++;
+            jc_ws(&j);
+            continue;
+        }
+        if (j.p >= j.end || *j.p != '}')
+            goto out;
+        j.p++;
+        rc = 0;
+    }
+    jc_ws(&j);
+    if (j.p != j.end)
+        rc = -1;
+out:
+    if (name)
+        evbuffer_free(name);
+    if (value)
+        evbuffer_free(value);
+    return rc;
+}
+
+int jsoncanon_string(const char *in, size_t len, struct evbuffer *out)
+{
+    struct jc j = {in, in + len, 0};
+
+    jc_ws(&j);
+    if (jc_string(&j, out) != 0)
+        return -1;
+    jc_ws(&j);
+    return j.p == j.end ? 0 : -1;
+}

@@ -25,4 +25,17 @@ struct evbuffer;
  * not a JSON text this accepts. */
 int jsoncanon(struct evbuffer *out, const char *in, size_t len);
 
+/*
+ * Read a JSON object: cb(name, nlen, value, vlen, arg) once per member, in order, with
+ * the name unescaped and the value as canonical JSON text (both NUL-terminated, valid
+ * during the call). 0, or -1 when in is not one object or cb returned non-zero.
+ */
+int jsoncanon_members(const char *in, size_t len,
+                      int (*cb)(const char *name, size_t nlen, const char *value, size_t vlen,
+                                void *arg),
+                      void *arg);
+
+/* The bytes of a JSON string text ("a\u0062" → ab), appended to out. 0 or -1. */
+int jsoncanon_string(const char *in, size_t len, struct evbuffer *out);
+
 #endif

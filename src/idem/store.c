@@ -8,7 +8,15 @@
 
 #include "core/log.h"
 
-enum { SCRIPT_CLAIM, SCRIPT_RECORD, SCRIPT_RELEASE, SCRIPT_RENEW, SCRIPT_COUNT };
+enum {
+    SCRIPT_CLAIM,
+    SCRIPT_RECORD,
+    SCRIPT_RELEASE,
+    SCRIPT_RENEW,
+    SCRIPT_INSPECT,
+    SCRIPT_PURGE,
+    SCRIPT_COUNT
+};
 
 /* Values: "P" fp(64) token(32) | "D" fp(64) record. Each touches only KEYS[1];
  * completion is published on the channel named KEYS[1]. */
@@ -48,6 +56,17 @@ const struct redis_script store_scripts[SCRIPT_COUNT] = {
               "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
               "end\n"
               "return 0\n"},
+    /* INSPECT → {0} absent | {1, value, pttl} (for the admin endpoint) */
+    {"inspect", "local v = redis.call('GET', KEYS[1])\n"
+                "if not v then return {0} end\n"
+                "return {1, v, redis.call('PTTL', KEYS[1])}\n"},
+    /* PURGE force → 0 absent | 2 pending and not forced | 1 deleted (waiters woken) */
+    {"purge", "local v = redis.call('GET', KEYS[1])\n"
+              "if not v then return 0 end\n"
+              "if string.sub(v, 1, 1) == 'P' and ARGV[1] ~= '1' then return 2 end\n"
+              "redis.call('DEL', KEYS[1])\n"
+              "redis.call('PUBLISH', KEYS[1], 'released')\n"
+              "return 1\n"},
 };
 const size_t store_nscripts = SCRIPT_COUNT;
 
@@ -187,6 +206,41 @@ struct redis_cmd *store_renew(struct store *s, const char *key, const char *toke
     size_t lens[] = {strlen(token), strlen(s->lease)};
 
     return redis_eval(s->rc, SCRIPT_RENEW, key, 2, args, lens, cb, arg);
+}
+
+struct redis_cmd *store_inspect(struct redis_client *rc, const char *key, redis_reply_cb cb,
+                                void *arg)
+{
+    return redis_eval(rc, SCRIPT_INSPECT, key, 0, NULL, NULL, cb, arg);
+}
+
+struct redis_cmd *store_purge(struct redis_client *rc, const char *key, int force,
+                              redis_reply_cb cb, void *arg)
+{
+    const char *args[] = {force ? "1" : "0"};
+    size_t lens[] = {1};
+
+    return redis_eval(rc, SCRIPT_PURGE, key, 1, args, lens, cb, arg);
+}
+
+int store_inspect_result(const struct redisReply *reply, struct store_inspect_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER)
+        return -1;
+    if (reply->element[0]->integer == 0)
+        return 0; /* absent */
+    if (reply->elements < 3 || reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->len < 65 || reply->element[2]->type != REDIS_REPLY_INTEGER)
+        return -1;
+    res->state = reply->element[1]->str[0] == 'P' ? STORE_PENDING : STORE_DONE;
+    res->pttl_ms = reply->element[2]->integer;
+    if (res->state == STORE_DONE) {
+        res->record = reply->element[1]->str + 65;
+        res->record_len = reply->element[1]->len - 65;
+    }
+    return 0;
 }
 
 int store_claim_result(const struct redisReply *reply, struct store_claim_result *res)

@@ -83,6 +83,21 @@ struct redis_cmd *store_release(struct store *s, const char *key, const char *to
 struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,
                               redis_reply_cb cb, void *arg);
 
+/* The admin endpoint's operations, on any client that loaded store_scripts. INSPECT
+ * tells what is stored; PURGE deletes it (a pending claim only when force), waking the
+ * requests waiting for it: its reply is 1 deleted, 0 absent, 2 pending and not forced. */
+struct redis_cmd *store_inspect(struct redis_client *rc, const char *key, redis_reply_cb cb,
+                                void *arg);
+struct redis_cmd *store_purge(struct redis_client *rc, const char *key, int force,
+                              redis_reply_cb cb, void *arg);
+struct store_inspect_result {
+    int state;          /* 0 absent, STORE_PENDING, or STORE_DONE */
+    long long pttl_ms;  /* time left */
+    const char *record; /* STORE_DONE: the record bytes, valid during the callback */
+    size_t record_len;
+};
+int store_inspect_result(const struct redisReply *reply, struct store_inspect_result *res);
+
 /* Read a CLAIM reply into res (record borrows the reply). 0, or -1 if it is malformed. */
 int store_claim_result(const struct redisReply *reply, struct store_claim_result *res);
 /* Read a RECORD/RELEASE/RENEW reply. 0, or -1 if it is not an integer. */

@@ -19,9 +19,10 @@ TestSuite(admin, .fini = stack_teardown, .timeout = 60);
 static uint16_t admin_port;
 static char admin_arg[32];
 
-static void start(void)
+static void start_with(const char *token)
 {
-    const char *extra[] = {"--admin-listen", admin_arg, NULL};
+    const char *extra[] = {"--admin-listen", admin_arg, token ? "--admin-token" : NULL, token,
+                           NULL};
 
     admin_port = harness_free_port();
     snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin_port);
@@ -32,6 +33,11 @@ static void start(void)
     cr_assert_gt(stack.a_pid, 0);
     /* the admin listener comes up after the workers */
     cr_assert_eq(harness_wait_port(admin_port, 5000), 0, "the admin endpoint did not listen");
+}
+
+static void start(void)
+{
+    start_with(NULL);
 }
 
 static void get(uint16_t port, const char *path, struct harness_resp *r)
@@ -189,4 +195,125 @@ Test(admin, only_on_its_own_listener)
     cr_assert_eq(r.status, 404);
     harness_resp_free(&r);
     cr_assert_eq(harness_executions(stack.up_port, NULL), 0);
+}
+
+/* POST path on the admin port with body and (token NULL: no) Authorization. */
+static void admin_post(const char *path, const char *token, const char *body,
+                       struct harness_resp *r)
+{
+    char raw[2048], auth[128] = "";
+
+    if (token)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", token);
+    snprintf(raw, sizeof(raw),
+             "POST %s HTTP/1.1\r\nHost: admin\r\n%sContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             path, auth, strlen(body), body);
+    cr_assert_eq(harness_request(admin_port, raw, strlen(raw), r, 5000), 0, "no answer");
+}
+
+static void keyed_as(uint16_t port, const char *path, const char *key, const char *auth,
+                     struct harness_resp *r)
+{
+    struct harness_keyed q = {
+        .method = "POST", .path = path, .key = key, .auth = auth, .body = "{}"};
+
+    stack_post(port, &q, r);
+}
+
+Test(admin, keys_routes_are_off_without_a_token)
+{
+    struct harness_resp r;
+
+    start();
+    admin_post("/keys/inspect", "anything", "{\"key\":\"k\",\"scope\":{}}", &r);
+    cr_assert_eq(r.status, 403, "%s", r.body);
+    harness_resp_free(&r);
+}
+
+Test(admin, inspect_and_purge_a_key)
+{
+    const char *tok = "s3cret-admin";
+    const char *mine = "{\"key\":\"order-9\",\"scope\":{\"Authorization\":\"Bearer alice\"}}";
+    struct harness_resp r;
+    char *log;
+    int fd;
+
+    start_with(tok);
+    keyed_as(stack.a_port, "/pay", "order-9", "Bearer alice", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    /* the token is required, and compared */
+    admin_post("/keys/inspect", NULL, mine, &r);
+    cr_assert_eq(r.status, 401);
+    harness_resp_free(&r);
+    admin_post("/keys/inspect", "s3cret-admiN", mine, &r);
+    cr_assert_eq(r.status, 401);
+    harness_resp_free(&r);
+    /* inspect: state, status, size, time left; the body only when asked for */
+    admin_post("/keys/inspect", tok, mine, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert(strstr(r.body, "\"state\":\"done\"") && strstr(r.body, "\"status\":200") &&
+                  strstr(r.body, "\"size\":") && strstr(r.body, "\"ttl_ms\":") &&
+                  strstr(r.body, "\"age_ms\":"),
+              "%s", r.body);
+    cr_assert_null(strstr(r.body, "body_base64"), "the body was shown unasked: %s", r.body);
+    harness_resp_free(&r);
+    admin_post("/keys/inspect", tok,
+               "{\"key\":\"order-9\",\"scope\":{\"Authorization\":\"Bearer alice\"},"
+               "\"body\":true}",
+               &r);
+    cr_assert(strstr(r.body, "\"body_base64\":\""), "%s", r.body);
+    harness_resp_free(&r);
+    /* another caller's scope is another key */
+    admin_post("/keys/inspect", tok,
+               "{\"key\":\"order-9\",\"scope\":{\"Authorization\":\"Bearer bob\"}}", &r);
+    cr_assert(strstr(r.body, "\"state\":\"absent\""), "%s", r.body);
+    harness_resp_free(&r);
+    /* purge a recorded key: the next request executes again */
+    admin_post("/keys/purge", tok, mine, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    harness_resp_free(&r);
+    keyed_as(stack.b_port, "/pay", "order-9", "Bearer alice", &r);
+    cr_assert_not(harness_replayed(&r));
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "order-9"), 2);
+    /* a pending key: only with force */
+    {
+        struct harness_keyed q = {.method = "POST",
+                                  .path = "/slow/1500",
+                                  .key = "stuck",
+                                  .auth = "Bearer alice",
+                                  .body = "{}"};
+        fd = harness_keyed_send(stack.a_port, &q);
+        cr_assert_geq(fd, 0);
+    }
+    usleep(300 * 1000);
+    admin_post("/keys/purge", tok,
+               "{\"key\":\"stuck\",\"scope\":{\"Authorization\":\"Bearer alice\"}}", &r);
+    cr_assert_eq(r.status, 409, "%s", r.body);
+    harness_resp_free(&r);
+    admin_post("/keys/purge", tok,
+               "{\"key\":\"stuck\",\"scope\":{\"Authorization\":\"Bearer alice\"},\"force\":true}",
+               &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0);
+    harness_resp_free(&r);
+    close(fd);
+    /* bad bodies */
+    admin_post("/keys/inspect", tok, "{\"key\":\"x\",\"scop\":{}}", &r);
+    cr_assert_eq(r.status, 400);
+    harness_resp_free(&r);
+    admin_post("/keys/inspect", tok, "{\"key\":\"x\",\"scope\":{\"Bad Name\":\"v\"}}", &r);
+    cr_assert_eq(r.status, 400);
+    harness_resp_free(&r);
+    admin_post("/keys/inspect", tok, "not json", &r);
+    cr_assert_eq(r.status, 400);
+    harness_resp_free(&r);
+    /* every purge is logged, never with the key */
+    log = harness_read_log("proxyA2");
+    cr_assert(log && strstr(log, "purged record") && strstr(log, "(forced)"), "%s", log);
+    cr_assert_null(strstr(log, "order-9"), "the raw key reached the log");
+    free(log);
 }
