@@ -130,6 +130,7 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
         return -1;
     if (cli->show_help || cli->show_version)
         return 0;
+    policy_finalize(&cfg->idem); /* routes take the base policy's final values */
     /* a secret is better kept out of argv (ps shows it) and out of config files */
     if (!cfg->redis.password && pw && !(cfg->redis.password = strdup(pw)))
         return conf_fail(err, errlen, "out of memory");

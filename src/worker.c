@@ -221,7 +221,7 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     w->pool = upstream_pool_new(w->base, &cfg->upstream);
     w->redis =
         w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts, store_nscripts) : NULL;
-    w->store = w->redis ? store_new(w->redis, &cfg->idem, id == 1) : NULL;
+    w->store = w->redis ? store_new(w->redis, id == 1) : NULL;
     w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool, default_host, id) : NULL;
     w->idem = w->fe ? idem_handler_new(w->base, &cfg->idem, w->store) : NULL;
     if (!w->idem)

@@ -340,6 +340,12 @@ static void directive_free(const struct conf_directive *d, void *base)
     char *field = (char *)base + d->off;
     size_t *count = (size_t *)((char *)base + d->count_off);
 
+    if (d->type == CONF_T_CUSTOM) {
+        if (d->custom_free)
+            d->custom_free(d, base);
+        return;
+    }
+
     switch (d->type) {
     case CONF_T_STRING:
         free(*(char **)field);
@@ -503,6 +509,8 @@ static int directive_set(const struct conf_directive *d, void *base, const char 
 
     if (d->type == CONF_T_OBSOLETE)
         return fail(err, errlen, "%s: no longer supported: %s", pfx, d->help);
+    if (d->type == CONF_T_CUSTOM)
+        return d->custom_set(d, base, pfx, argc, argv, err, errlen);
     if (is_list(d) ? argc < 1 : argc != 1)
         return fail(err, errlen, "%s: expected %s1 argument, got %d", pfx,
                     is_list(d) ? "at least " : "", argc);
@@ -588,6 +596,7 @@ static int directive_set(const struct conf_directive *d, void *base, const char 
     case CONF_T_INT_LIST:
         return set_int_list(d, base, pfx, argc, argv, err, errlen);
     case CONF_T_OBSOLETE:
+    case CONF_T_CUSTOM: /* handled above */
         break;
     }
     return fail(err, errlen, "%s: unsupported directive type", pfx);
@@ -833,6 +842,11 @@ int conf_is_token(const char *s)
     return 1;
 }
 
+void conf_free_row(const struct conf_directive *d, void *base)
+{
+    directive_free(d, base);
+}
+
 void conf_free(const struct conf_schema *sch, void *base)
 {
     for (size_t k = 0; k < sch->nsections; k++)
@@ -929,7 +943,8 @@ int conf_parse_argv(const struct conf_schema *sch, void *base, struct conf_cli *
         if (val == NULL)
             val = argv[++i];
         snprintf(where, sizeof(where), "--%s", d->name);
-        if (d->type == CONF_T_STRING_LIST || d->type == CONF_T_INT_LIST) {
+        if (d->type == CONF_T_STRING_LIST || d->type == CONF_T_INT_LIST ||
+            d->type == CONF_T_CUSTOM) {
             /* "--methods 'POST PUT'" or "--methods POST,PUT": one flag, several values */
             char *copy = strdup(val), *save = NULL, *tok;
             const char *words[64];

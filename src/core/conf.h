@@ -48,6 +48,7 @@ enum conf_type {
                            "none" is the empty list */
     CONF_T_OBSOLETE,    /* a removed directive: setting it fails, help says what replaced
                            it; not listed by conf_count/conf_at or --help */
+    CONF_T_CUSTOM,      /* the row's own set (every occurrence) and free functions */
 };
 
 #define CONF_F_REPEATABLE 0x1 /* lists: each occurrence appends; otherwise later wins */
@@ -74,6 +75,10 @@ struct conf_directive {
     const struct conf_choice *choices; /* ENUM: terminated by a NULL name */
     const char *arg;                   /* argument hint for --help */
     const char *help;                  /* one line for --help */
+    /* CUSTOM: base is the section's struct; where is "file:line" or "--name" */
+    int (*custom_set)(const struct conf_directive *d, void *base, const char *where, int argc,
+                      const char **argv, char *err, size_t errlen);
+    void (*custom_free)(const struct conf_directive *d, void *base);
 };
 
 #define CONF_KIB    1024LL
@@ -126,6 +131,9 @@ int conf_load_file(const struct conf_schema *sch, void *base, const char *path, 
  */
 int conf_parse_argv(const struct conf_schema *sch, void *base, struct conf_cli *cli, char **file,
                     int argc, char **argv, char *err, size_t errlen);
+
+/* Release what one row's field owns in base (its section's struct). */
+void conf_free_row(const struct conf_directive *d, void *base);
 
 /* Release everything base owns; base may then be reused after conf_defaults. */
 void conf_free(const struct conf_schema *sch, void *base);

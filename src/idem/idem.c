@@ -444,7 +444,7 @@ static int idem_rec_too_large(struct idem_ctx *ctx)
 
     if (tmp && record_encode_too_large(tmp, ctx->status, clock_unix_ms()) == 0 &&
         store_record_prepare(ctx->store, &ctx->rec, ctx->rkey, ctx->token, ctx->fp,
-                             n = evbuffer_get_length(tmp)) == 0 &&
+                             ctx->pol->retention_ms, n = evbuffer_get_length(tmp)) == 0 &&
         evbuffer_copyout(tmp, ctx->rec.record, n) == (ev_ssize_t)n)
         rc = 0;
     if (tmp)
@@ -469,7 +469,7 @@ static void idem_record(struct idem_ctx *ctx)
         reclen = record_encoded_len(ctx->status, &ctx->head, ctx->body);
     if (reclen >= 0 && (size_t)reclen <= ctx->pol->max_record) {
         if (store_record_prepare(ctx->store, &ctx->rec, ctx->rkey, ctx->token, ctx->fp,
-                                 (size_t)reclen) < 0 ||
+                                 ctx->pol->retention_ms, (size_t)reclen) < 0 ||
             record_encode_flat(ctx->rec.record, (size_t)reclen, ctx->status, &ctx->head, ctx->body,
                                clock_unix_ms(), &off) < 0)
             goto fail;
@@ -539,7 +539,8 @@ static void idem_renew_tick(evutil_socket_t fd, short what, void *arg)
 
     if (!ctx->renew) {
         ctx->renew_sent = clock_mono_ms();
-        ctx->renew = store_renew(ctx->store, ctx->rkey, ctx->token, idem_renew_cb, ctx);
+        ctx->renew =
+            store_renew(ctx->store, ctx->rkey, ctx->token, ctx->pol->lease_ms, idem_renew_cb, ctx);
     }
 }
 
@@ -732,8 +733,8 @@ static void idem_claim(struct idem_ctx *ctx)
 {
     ctx->claim_sent = clock_mono_ms();
     ctx->redis_sent_us = clock_mono_us();
-    ctx->cmd =
-        store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->legacy_fp, ctx->token, idem_claim_cb, ctx);
+    ctx->cmd = store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->legacy_fp, ctx->token,
+                           ctx->pol->lease_ms, idem_claim_cb, ctx);
     if (!ctx->cmd)
         idem_store_failed(ctx, "redis unavailable");
 }
@@ -806,7 +807,8 @@ static int idem_repeated_header(struct frontend_req *r, char *const *names, size
 static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
 {
     struct idem_handler *h = (struct idem_handler *)self;
-    const struct idem_policy *pol = h->pol;
+    /* the route's policy (longest prefix), or the process's; NULL: not keyed here */
+    const struct idem_policy *pol = policy_for(h->pol, r->head.target);
     struct idem_ctx *ctx;
     uint8_t id[IDKEY_HASH_LEN], fp[IDKEY_HASH_LEN], fp_host[IDKEY_HASH_LEN];
     struct evbuffer *canon;
@@ -815,7 +817,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     size_t n, plen;
     int keylen;
 
-    if (!policy_method_applies(pol, r->head.method))
+    if (!pol || !policy_method_applies(pol, r->head.method))
         return 0;
     value = http1_header_get(&r->head, pol->key_header, &n);
     if (!value) {

@@ -1,5 +1,6 @@
 #include "idem/policy.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -7,6 +8,10 @@
 #define MIB      CONF_MIB
 #define MS_DAY   CONF_MS_DAY
 #define FIELD(f) offsetof(struct idem_policy, f)
+
+static int policy_route_set(const struct conf_directive *d, void *base, const char *where, int argc,
+                            const char **argv, char *err, size_t errlen);
+static void policy_route_free(const struct conf_directive *d, void *base);
 
 static const struct conf_choice on_redis_error_choices[] = {
     {"reject", IDEM_REDIS_REJECT}, {"pass", IDEM_REDIS_PASS}, {NULL, 0}};
@@ -138,10 +143,162 @@ const struct conf_directive policy_conf_rows[] = {
      .choices = ambiguous_choices,
      .arg = "record|release",
      .help = "outcome unknown: record a 504, or release"},
+    {.name = "route",
+     .type = CONF_T_CUSTOM,
+     .arg = "PREFIX DIRECTIVE ARGS|off",
+     .help = "policy for a path prefix (repeatable; longest wins)",
+     .custom_set = policy_route_set,
+     .custom_free = policy_route_free},
     CONF_END,
 };
 
+/* What a route may change (the rest is the one policy of the process). */
+static const char *const policy_route_directives[] = {
+    "methods",          "require-key",         "lease",
+    "retention",        "in-flight",           "wait-timeout",
+    "release-statuses", "fingerprint-headers", "fingerprint-body",
+    "ambiguous",        "max-record",          NULL};
+
+/* The policy rows alone, as a schema over one struct idem_policy. */
+static const struct conf_section policy_sections[] = {{policy_conf_rows, 0}};
+static const struct conf_schema policy_schema = {policy_sections, 1};
+
+static size_t policy_row_index(const struct conf_directive *d)
+{
+    return (size_t)(d - policy_conf_rows);
+}
+
+static int policy_route_set(const struct conf_directive *d, void *base, const char *where, int argc,
+                            const char **argv, char *err, size_t errlen)
+{
+    struct idem_policy *p = base;
+    struct idem_route *r = NULL;
+    const struct conf_directive *row;
+    int routable = 0;
+
+    if (argc < 2)
+        return conf_fail(err, errlen, "%s: expected PREFIX and a directive (or off)", where);
+    if (argv[0][0] != '/')
+        return conf_fail(err, errlen, "%s: the prefix '%s' must start with '/'", where, argv[0]);
+    for (size_t i = 0; i < p->nroutes; i++)
+        if (strcmp(p->routes[i].prefix, argv[0]) == 0)
+            r = &p->routes[i];
+    if (!r) {
+        struct idem_route *nr = realloc(p->routes, (p->nroutes + 1) * sizeof(*nr));
+        if (!nr)
+            return conf_fail(err, errlen, "%s: out of memory", where);
+        p->routes = nr;
+        r = &p->routes[p->nroutes];
+        memset(r, 0, sizeof(*r));
+        if (!(r->prefix = strdup(argv[0])))
+            return conf_fail(err, errlen, "%s: out of memory", where);
+        r->plen = strlen(r->prefix);
+        p->nroutes++;
+    }
+    if (argc == 2 && strcmp(argv[1], "off") == 0) {
+        r->off = 1;
+        return 0;
+    }
+    row = conf_find(&policy_schema, argv[1], strlen(argv[1]), NULL);
+    for (size_t i = 0; row && policy_route_directives[i]; i++)
+        routable |= strcmp(row->name, policy_route_directives[i]) == 0;
+    if (!routable)
+        return conf_fail(err, errlen,
+                         "%s: '%s' cannot be set per route (a route sets methods, require-key, "
+                         "lease, retention, in-flight, wait-timeout, release-statuses, "
+                         "fingerprint-headers, fingerprint-body, ambiguous, max-record, or off)",
+                         where, argv[1]);
+    if (conf_set(&policy_schema, &r->pol, where, argv[1], argc - 2, argv + 2, err, errlen) < 0)
+        return -1;
+    r->set |= 1u << policy_row_index(row);
+    return 0;
+}
+
+static void policy_route_free(const struct conf_directive *d, void *base)
+{
+    struct idem_policy *p = base;
+
+    for (size_t i = 0; i < p->nroutes; i++) {
+        struct idem_route *r = &p->routes[i];
+        for (const struct conf_directive *row = policy_conf_rows; row->name; row++)
+            if (r->set & (1u << policy_row_index(row)))
+                conf_free_row(row, &r->pol);
+        free(r->prefix);
+    }
+    free(p->routes);
+    p->routes = NULL;
+    p->nroutes = 0;
+}
+
+/* How many bytes a row's field takes in struct idem_policy. */
+static size_t policy_field_size(const struct conf_directive *row)
+{
+    switch (row->type) {
+    case CONF_T_STRING_LIST:
+    case CONF_T_INT_LIST:
+    case CONF_T_STRING:
+        return sizeof(void *);
+    case CONF_T_DURATION:
+        return sizeof(uint64_t);
+    case CONF_T_SIZE:
+        return sizeof(size_t);
+    default:
+        return sizeof(int); /* INT, BOOL, ENUM */
+    }
+}
+
+void policy_finalize(struct idem_policy *p)
+{
+    for (size_t i = 0; i < p->nroutes; i++) {
+        struct idem_route *r = &p->routes[i];
+        struct idem_policy own = r->pol;
+
+        /* the base for every field, then the route's own fields back over it */
+        r->pol = *p;
+        r->pol.routes = NULL;
+        r->pol.nroutes = 0;
+        for (const struct conf_directive *row = policy_conf_rows; row->name; row++) {
+            if (row->type == CONF_T_CUSTOM || !(r->set & (1u << policy_row_index(row))))
+                continue;
+            memcpy((char *)&r->pol + row->off, (char *)&own + row->off, policy_field_size(row));
+            if (row->type == CONF_T_STRING_LIST || row->type == CONF_T_INT_LIST)
+                memcpy((char *)&r->pol + row->count_off, (char *)&own + row->count_off,
+                       sizeof(size_t));
+        }
+    }
+}
+
+const struct idem_policy *policy_for(const struct idem_policy *p, const char *target)
+{
+    const struct idem_route *best = NULL;
+    size_t plen = strcspn(target, "?");
+
+    for (size_t i = 0; i < p->nroutes; i++) {
+        const struct idem_route *r = &p->routes[i];
+        if (r->plen <= plen && memcmp(target, r->prefix, r->plen) == 0 &&
+            (!best || r->plen > best->plen))
+            best = r;
+    }
+    if (!best)
+        return p;
+    return best->off ? NULL : &best->pol;
+}
+
+static int policy_validate_one(const struct idem_policy *p, char *err, size_t errlen);
+
 int policy_validate(const struct idem_policy *p, char *err, size_t errlen)
+{
+    if (policy_validate_one(p, err, errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < p->nroutes; i++) {
+        char inner[400];
+        if (!p->routes[i].off && policy_validate_one(&p->routes[i].pol, inner, sizeof(inner)) < 0)
+            return conf_fail(err, errlen, "route %s: %s", p->routes[i].prefix, inner);
+    }
+    return 0;
+}
+
+static int policy_validate_one(const struct idem_policy *p, char *err, size_t errlen)
 {
     for (size_t i = 0; i < p->nmethods; i++)
         if (!conf_is_token(p->methods[i]))

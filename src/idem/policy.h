@@ -19,6 +19,8 @@ enum idem_ambiguous { IDEM_AMBIGUOUS_RECORD = 0, IDEM_AMBIGUOUS_RELEASE };
 enum idem_on_redis_error { IDEM_REDIS_REJECT = 0, IDEM_REDIS_PASS };
 enum idem_fingerprint_body { IDEM_FP_BODY_RAW = 0, IDEM_FP_BODY_JSON };
 
+struct idem_route;
+
 struct idem_policy {
     char **methods; /* methods [POST PATCH] */
     size_t nmethods;
@@ -40,13 +42,38 @@ struct idem_policy {
     int *release_statuses;    /* release-statuses [429 503]: "not executed, try again" */
     size_t nrelease_statuses;
     int ambiguous; /* ambiguous [record] (enum idem_ambiguous) */
+    /* route PREFIX DIRECTIVE ARGS... | route PREFIX off: per path prefix, longest wins */
+    struct idem_route *routes;
+    size_t nroutes;
+};
+
+/*
+ * One route: the policy for targets under prefix. pol is the base policy with the
+ * route's own directives over it (policy_finalize makes it so, once the whole file is
+ * read: a route line may come before the base directive it overrides).
+ */
+struct idem_route {
+    char *prefix; /* owned; starts with '/' */
+    size_t plen;
+    int off;                /* "route PREFIX off": requests here are not keyed */
+    uint32_t set;           /* bit i: policy_conf_rows[i] is the route's own (owned) */
+    struct idem_policy pol; /* fields not in set are borrowed from the base */
 };
 
 /* The directives of struct idem_policy (ended by CONF_END). */
 extern const struct conf_directive policy_conf_rows[];
 
-/* Cross-field checks (names are tokens, lease < retention). 0 or -1 with err set. */
+/* Cross-field checks (names are tokens, lease < retention), of the base and of every
+ * route. 0 or -1 with err set. */
 int policy_validate(const struct idem_policy *p, char *err, size_t errlen);
+
+/* After everything is loaded: give every route the base's values for what it does not
+ * set itself. Call once, before validating. */
+void policy_finalize(struct idem_policy *p);
+
+/* The policy for a request target (its path, longest route prefix first; the base when
+ * no route matches), or NULL when a route says requests there are not keyed. */
+const struct idem_policy *policy_for(const struct idem_policy *p, const char *target);
 
 /* Does the policy make method idempotent? Compared without regard to case: "post" is
  * protected like POST. */

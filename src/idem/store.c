@@ -72,7 +72,6 @@ const size_t store_nscripts = SCRIPT_COUNT;
 
 struct store {
     struct redis_client *rc;
-    char lease[24], retention[24];
 };
 
 static void store_policy_cb(enum redis_status st, const struct redisReply *reply,
@@ -101,15 +100,13 @@ static void store_version_cb(enum redis_status st, const struct redisReply *repl
                   (int)strcspn(v + 14, "\r\n"), v + 14);
 }
 
-struct store *store_new(struct redis_client *rc, const struct idem_policy *pol, int check_server)
+struct store *store_new(struct redis_client *rc, int check_server)
 {
     struct store *s = calloc(1, sizeof(*s));
 
     if (!s)
         return NULL;
     s->rc = rc;
-    snprintf(s->lease, sizeof(s->lease), "%llu", (unsigned long long)pol->lease_ms);
-    snprintf(s->retention, sizeof(s->retention), "%llu", (unsigned long long)pol->retention_ms);
     if (check_server) {
         const char *policy[] = {"CONFIG", "GET", "maxmemory-policy"};
         size_t policy_len[] = {6, 3, 16};
@@ -132,11 +129,14 @@ struct redis_client *store_client(struct store *s)
 }
 
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
-                              const char *legacy_fp_hex, const char *token, redis_reply_cb cb,
-                              void *arg)
+                              const char *legacy_fp_hex, const char *token, uint64_t lease_ms,
+                              redis_reply_cb cb, void *arg)
 {
-    const char *args[] = {fp_hex, token, s->lease, legacy_fp_hex};
-    size_t lens[] = {strlen(fp_hex), strlen(token), strlen(s->lease), strlen(legacy_fp_hex)};
+    char lease[24];
+    const char *args[] = {fp_hex, token, lease, legacy_fp_hex};
+    size_t lens[] = {strlen(fp_hex), strlen(token),
+                     (size_t)snprintf(lease, sizeof(lease), "%llu", (unsigned long long)lease_ms),
+                     strlen(legacy_fp_hex)};
 
     return redis_eval(s->rc, SCRIPT_CLAIM, key, 4, args, lens, cb, arg);
 }
@@ -155,16 +155,19 @@ static char *store_bulk(char *p, const void *bytes, size_t len, char **at)
 }
 
 int store_record_prepare(struct store *s, struct store_record_cmd *out, const char *key,
-                         const char *token, const char *fp_hex, size_t reclen)
+                         const char *token, const char *fp_hex, uint64_t retention_ms,
+                         size_t reclen)
 {
     const char *sha = redis_script_sha(s->rc, SCRIPT_RECORD);
-    const char *args[] = {"EVALSHA", sha, "1", key, token, s->retention, NULL, fp_hex};
+    char retention[24];
+    const char *args[] = {"EVALSHA", sha, "1", key, token, retention, NULL, fp_hex};
     size_t total = 4, n = sizeof(args) / sizeof(args[0]);
     char *p, *rec = NULL;
 
     memset(out, 0, sizeof(*out));
     if (!sha)
         return -1;
+    snprintf(retention, sizeof(retention), "%llu", (unsigned long long)retention_ms);
     for (size_t i = 0; i < n; i++) /* "$" digits "\r\n" bytes "\r\n" */
         total += 1 + 20 + 2 + (args[i] ? strlen(args[i]) : reclen) + 2;
     if (!(out->buf = malloc(total)))
@@ -200,10 +203,12 @@ struct redis_cmd *store_release(struct store *s, const char *key, const char *to
 }
 
 struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,
-                              redis_reply_cb cb, void *arg)
+                              uint64_t lease_ms, redis_reply_cb cb, void *arg)
 {
-    const char *args[] = {token, s->lease};
-    size_t lens[] = {strlen(token), strlen(s->lease)};
+    char lease[24];
+    const char *args[] = {token, lease};
+    size_t lens[] = {strlen(token),
+                     (size_t)snprintf(lease, sizeof(lease), "%llu", (unsigned long long)lease_ms)};
 
     return redis_eval(s->rc, SCRIPT_RENEW, key, 2, args, lens, cb, arg);
 }

@@ -43,8 +43,9 @@ struct store_claim_result {
 
 /* A store on the client rc (borrowed; must outlive the store). check_server: ask once
  * for the server's version and maxmemory-policy and warn when they cannot keep the
- * promise (one worker per process does). NULL on allocation failure. */
-struct store *store_new(struct redis_client *rc, const struct idem_policy *pol, int check_server);
+ * promise (one worker per process does). NULL on allocation failure. Leases and
+ * retentions come with each call: a route may have its own. */
+struct store *store_new(struct redis_client *rc, int check_server);
 void store_free(struct store *s);
 struct redis_client *store_client(struct store *s);
 
@@ -55,8 +56,8 @@ extern const size_t store_nscripts;
 /* CLAIM: take key for token (storing fp_hex) if free; tell what is there otherwise. A
  * stored fingerprint equal to fp_hex or legacy_fp_hex is the same request. */
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
-                              const char *legacy_fp_hex, const char *token, redis_reply_cb cb,
-                              void *arg);
+                              const char *legacy_fp_hex, const char *token, uint64_t lease_ms,
+                              redis_reply_cb cb, void *arg);
 /*
  * RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
  * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours);
@@ -74,14 +75,15 @@ struct store_record_cmd {
     uint8_t *record; /* inside buf: where the record's reclen bytes go */
 };
 int store_record_prepare(struct store *s, struct store_record_cmd *rc, const char *key,
-                         const char *token, const char *fp_hex, size_t reclen);
+                         const char *token, const char *fp_hex, uint64_t retention_ms,
+                         size_t reclen);
 struct redis_cmd *store_record_send(struct store *s, const struct store_record_cmd *rc,
                                     redis_reply_cb cb, void *arg);
 void store_record_cmd_free(struct store_record_cmd *rc);
 struct redis_cmd *store_release(struct store *s, const char *key, const char *token,
                                 redis_reply_cb cb, void *arg);
 struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,
-                              redis_reply_cb cb, void *arg);
+                              uint64_t lease_ms, redis_reply_cb cb, void *arg);
 
 /* The admin endpoint's operations, on any client that loaded store_scripts. INSPECT
  * tells what is stored; PURGE deletes it (a pending claim only when force), waking the

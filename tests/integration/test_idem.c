@@ -575,6 +575,48 @@ Test(idem_policy, fingerprint_body_raw_is_the_default)
     harness_resp_free(&r);
 }
 
+/* Routes: a prefix not keyed at all, one that requires a key, one with its own methods. */
+Test(idem_policy, routes_set_the_policy_per_path_prefix)
+{
+    const char *extra[] = {"--route", "/free off",        "--route", "/strict require-key yes",
+                           "--route", "/put methods PUT", NULL};
+    struct harness_resp r;
+
+    stack_start(extra, NULL);
+    /* /free: not keyed, the key is only a header to pass on (two executions) */
+    for (int i = 0; i < 2; i++) {
+        post(stack.a_port, "POST", "/free/x", "rk", NULL, "{}", &r);
+        cr_assert_eq(r.status, 200);
+        cr_assert_not(harness_replayed(&r));
+        harness_resp_free(&r);
+    }
+    cr_assert_eq(harness_executions(stack.up_port, "rk"), 2);
+    /* elsewhere the same key is protected */
+    post(stack.a_port, "POST", "/paid", "rk2", NULL, "{}", &r);
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/paid", "rk2", NULL, "{}", &r);
+    cr_assert(harness_replayed(&r));
+    harness_resp_free(&r);
+    /* /strict: a key is required there, and only there */
+    post(stack.a_port, "POST", "/strict/pay", NULL, NULL, "{}", &r);
+    expect_problem(&r, 400, "missing-idempotency-key");
+    harness_resp_free(&r);
+    post(stack.a_port, "POST", "/loose/pay", NULL, NULL, "{}", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    /* /put: PUT is keyed there (POST is not) */
+    post(stack.a_port, "PUT", "/put/1", "rk3", NULL, "{}", &r);
+    harness_resp_free(&r);
+    post(stack.b_port, "PUT", "/put/1", "rk3", NULL, "{}", &r);
+    cr_assert(harness_replayed(&r), "PUT under /put must be keyed");
+    harness_resp_free(&r);
+    post(stack.a_port, "POST", "/put/2", "rk4", NULL, "{}", &r);
+    harness_resp_free(&r);
+    post(stack.b_port, "POST", "/put/2", "rk4", NULL, "{}", &r);
+    cr_assert_not(harness_replayed(&r), "POST under /put is not keyed");
+    harness_resp_free(&r);
+}
+
 Test(idem_policy, require_key_and_release_statuses)
 {
     const char *extra[] = {"--require-key", "yes", "--release-statuses", "500", NULL};

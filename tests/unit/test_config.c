@@ -1165,3 +1165,64 @@ Test(config, policy_from_file_lines)
     cr_assert(strstr(err, ":2: lease:"), "%s", err);
     config_free(&c);
 }
+
+/* ---- routes ---- */
+
+Test(config, routes_override_the_base_policy_wherever_they_are_written)
+{
+    struct config c;
+    struct conf_cli cli;
+    const struct idem_policy *p;
+    const char *file = write_tmp("upstream a:1\n"
+                                 "route /v1/refunds lease 30s\n"
+                                 "route /v1/refunds require-key yes\n"
+                                 "route /v1 methods POST PUT\n"
+                                 "route /internal off\n"
+                                 "retention 2h\n" /* after the routes: they still get it */
+                                 "lease 5s\n");
+
+    cr_assert_eq(run_argv(&c, &cli, ARGV(file)), 0, "%s", err);
+    cr_assert_eq(c.idem.nroutes, 3);
+    p = policy_for(&c.idem, "/v1/refunds/7?x=1");
+    cr_assert_not_null(p);
+    cr_assert_eq(p->lease_ms, 30000);
+    cr_assert_eq(p->require_key, 1);
+    cr_assert_eq(p->retention_ms, 2 * 3600 * 1000, "the base's value, set after the route");
+    cr_assert_eq(p->nmethods, 2, "the base's methods: /v1/refunds is longer than /v1");
+    p = policy_for(&c.idem, "/v1/charges");
+    cr_assert_eq(p->nmethods, 2);
+    cr_assert_str_eq(p->methods[1], "PUT");
+    cr_assert_eq(p->lease_ms, 5000);
+    cr_assert_eq(p->require_key, 0);
+    cr_assert_null(policy_for(&c.idem, "/internal/jobs"), "route off: not keyed");
+    cr_assert_eq(policy_for(&c.idem, "/other"), &c.idem);
+    cr_assert_eq(policy_for(&c.idem, "/v"), &c.idem, "a prefix matches whole bytes only");
+    config_free(&c);
+    /* the same from flags */
+    cr_assert_eq(run_argv(&c, &cli, ARGV("--upstream", "a:1", "--route", "/x off")), 0, "%s", err);
+    cr_assert_null(policy_for(&c.idem, "/x/y"));
+    config_free(&c);
+}
+
+Test(config, route_errors_name_the_line)
+{
+    struct config c;
+    struct conf_cli cli;
+    const char *bad[][2] = {
+        {"route v1 lease 3s\n", ":2: route: the prefix 'v1' must start with '/'"},
+        {"\nroute /v1 key-prefix x:\n", ":3: route: 'key-prefix' cannot be set per route"},
+        {"route /v1 lease soon\n", ":2: route: lease: invalid duration 'soon'"},
+        {"route /v1\n", ":2: route: expected PREFIX and a directive (or off)"},
+        {"retention 1h\nroute /v1 lease 2h\n",
+         "route /v1: lease (7200000 ms) must be shorter than retention (3600000 ms)"},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "upstream a:1\n%s", bad[i][0]);
+        cr_assert_eq(run_argv(&c, &cli, ARGV(write_tmp(text))), -1, "accepted: %s", bad[i][0]);
+        cr_assert(strstr(err, bad[i][1]), "want '%s' in: %s", bad[i][1], err);
+        config_free(&c);
+        remove_tmps();
+    }
+}
