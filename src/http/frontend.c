@@ -662,6 +662,15 @@ static void fe_dispatch(struct frontend_conn *c)
     frontend_forward(r);
 }
 
+/* 16 lower-case hex digits of v at out (no NUL): snprintf costs more than the request. */
+static void fe_hex64(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = digits[v & 15];
+}
+
 /*
  * The request id: the client's X-Request-Id (first one; at most 128 bytes are kept), or
  * one made here — 128 bits, unique across workers and restarts: a random per-frontend
@@ -677,8 +686,9 @@ static void fe_request_id(struct frontend *fe, struct frontend_req *r)
         snprintf(r->request_id, sizeof(r->request_id), "%s", v);
         return;
     }
-    snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx",
-             (unsigned long long)fe->rid_seed, (unsigned long long)++fe->rid_counter);
+    fe_hex64(r->request_id, fe->rid_seed);
+    fe_hex64(r->request_id + 16, ++fe->rid_counter);
+    r->request_id[32] = '\0';
     r->request_id_made = 1;
 }
 
