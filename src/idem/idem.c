@@ -20,8 +20,9 @@
 #include "idem/jsoncanon.h"
 #include "idem/record.h"
 
-#define IDEM_RETRY_MIN_MS 50 /* first pause before a record is sent again, doubling */
-#define IDEM_RETRY_MAX_MS 1000
+#define IDEM_RETRY_MIN_MS    50 /* first pause before a record is sent again, doubling */
+#define IDEM_RETRY_MAX_MS    1000
+#define IDEM_RETRY_MARGIN_MS 20 /* a record sent later than this before the lease ends is moot */
 
 TAILQ_HEAD(idem_ctx_list, idem_ctx);
 
@@ -363,13 +364,15 @@ static void idem_record_retry_cb(evutil_socket_t fd, short what, void *arg)
  */
 static void idem_record_failed(struct idem_ctx *ctx, const char *why)
 {
-    uint64_t now = clock_mono_ms();
+    uint64_t now = clock_mono_ms(), wait;
     struct timeval tv;
 
     ctx->retry_ms = ctx->retry_ms ? ctx->retry_ms * 2 : IDEM_RETRY_MIN_MS;
     if (ctx->retry_ms > IDEM_RETRY_MAX_MS)
         ctx->retry_ms = IDEM_RETRY_MAX_MS;
-    if (now + ctx->retry_ms >= ctx->lease_until) {
+    /* the last attempts squeeze into what is left of the lease */
+    wait = now + ctx->retry_ms < ctx->lease_until ? ctx->retry_ms : (ctx->lease_until - now) / 2;
+    if (now + IDEM_RETRY_MARGIN_MS >= ctx->lease_until) {
         METRIC_INC(ctx->h->stats.records_lost);
         log_error("idem %s: answer %d NOT recorded after %u attempt(s): %s, and our lease "
                   "runs out; a retry after it will execute again",
@@ -382,7 +385,7 @@ static void idem_record_failed(struct idem_ctx *ctx, const char *why)
                  "(%llu ms left)",
                  ctx->id, ctx->status, why, (unsigned long long)(ctx->lease_until - now));
     METRIC_INC(ctx->h->stats.record_retries);
-    tv = clock_tv(ctx->retry_ms);
+    tv = clock_tv(wait);
     evtimer_add(ctx->retry_ev, &tv);
 }
 
