@@ -3,8 +3,9 @@
  *
  * main: command line and configuration, listening sockets, worker threads, signals.
  * SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by
- * drain-timeout), exit 0. SIGUSR1: reopen the access log. SIGPIPE is ignored (writes to
- * dead peers fail with EPIPE).
+ * drain-timeout), exit 0. SIGUSR1: reopen the access log. SIGHUP: reload the upstreams,
+ * routes and policy (an invalid file keeps the running configuration). SIGPIPE is ignored
+ * (writes to dead peers fail with EPIPE).
  */
 #include <malloc.h>
 #include <signal.h>
@@ -29,7 +30,68 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 struct main_workers {
     struct worker *w;
     int n;
+    /* for SIGHUP: the command line to read again, and every configuration applied so far
+     * (requests that started under one keep using it: all are kept until exit) */
+    int argc;
+    char **argv;
+    struct config **gens;
+    size_t ngens;
+    const struct config *current; /* the one in force (main's own view) */
 };
+
+/* Say which settings a reload cannot change (they keep their running values). */
+static void main_reload_warn(const struct config *old, const struct config *new)
+{
+    char a[CONF_HOST_MAX + 16], b[CONF_HOST_MAX + 16];
+
+    if (strcmp(conf_addr_str(&old->worker.listen, a, sizeof(a)),
+               conf_addr_str(&new->worker.listen, b, sizeof(b))) != 0 ||
+        old->worker.workers != new->worker.workers)
+        log_warn("reload: listen and workers need a restart; keeping %s with %d worker(s)", a,
+                 old->worker.workers);
+    if (strcmp(conf_addr_str(&old->redis.addr, a, sizeof(a)),
+               conf_addr_str(&new->redis.addr, b, sizeof(b))) != 0 ||
+        old->redis.timeout_ms != new->redis.timeout_ms)
+        log_warn("reload: the redis settings need a restart; keeping %s", a);
+    if (old->frontend.max_body != new->frontend.max_body ||
+        old->frontend.max_headers != new->frontend.max_headers ||
+        old->frontend.client_timeout_ms != new->frontend.client_timeout_ms ||
+        old->frontend.response_buffer != new->frontend.response_buffer)
+        log_warn("reload: client limits and timeouts need a restart; keeping them");
+}
+
+/* SIGHUP: read the configuration again; apply its upstreams, routes and policy to new
+ * requests in every worker, or keep everything as it is when it does not load. */
+static void main_hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_workers *mw = arg;
+    struct config *next = calloc(1, sizeof(*next)), **gens;
+    struct conf_cli cli;
+    char err[512];
+
+    log_info("received SIGHUP, reloading the configuration");
+    if (!next)
+        return;
+    if (config_from_argv(next, &cli, mw->argc, mw->argv, err, sizeof(err)) < 0) {
+        log_error("reload failed: %s; keeping the running configuration", err);
+        config_free(next);
+        free(next);
+        return;
+    }
+    if (!(gens = realloc(mw->gens, (mw->ngens + 1) * sizeof(*gens)))) {
+        config_free(next);
+        free(next);
+        return;
+    }
+    mw->gens = gens;
+    main_reload_warn(mw->current, next);
+    mw->gens[mw->ngens++] = next;
+    mw->current = next;
+    for (int i = 0; i < mw->n; i++)
+        worker_reload(&mw->w[i], next);
+    log_info("reloaded %s: %zu upstream(s), %zu route(s)", next->file ? next->file : "(flags)",
+             next->upstream.naddrs, next->idem.nroutes);
+}
 
 /* SIGUSR1: every worker reopens its access log (logrotate has moved the file). */
 static void main_usr1_cb(evutil_socket_t sig, short what, void *arg)
@@ -41,13 +103,13 @@ static void main_usr1_cb(evutil_socket_t sig, short what, void *arg)
         worker_reopen_logs(&mw->w[i]);
 }
 
-static int main_run(const struct config *cfg)
+static int main_run(const struct config *cfg, int argc, char **argv)
 {
     struct worker *workers = NULL;
     struct event_base *base = NULL;
-    struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL, *sighup = NULL;
     struct admin *admin = NULL;
-    struct main_workers mw = {NULL, 0};
+    struct main_workers mw = {NULL, 0, argc, argv, NULL, 0, cfg};
     sigset_t block, old;
     unsigned short port = 0;
     int ninit = 0, nstarted = 0, rc = 1;
@@ -61,8 +123,10 @@ static int main_run(const struct config *cfg)
     sigterm = evsignal_new(base, SIGTERM, main_signal_cb, base);
     sigint = evsignal_new(base, SIGINT, main_signal_cb, base);
     sigusr1 = evsignal_new(base, SIGUSR1, main_usr1_cb, &mw);
-    if (!sigterm || !sigint || !sigusr1 || evsignal_add(sigterm, NULL) < 0 ||
-        evsignal_add(sigint, NULL) < 0 || evsignal_add(sigusr1, NULL) < 0)
+    sighup = evsignal_new(base, SIGHUP, main_hup_cb, &mw);
+    if (!sigterm || !sigint || !sigusr1 || !sighup || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sigusr1, NULL) < 0 ||
+        evsignal_add(sighup, NULL) < 0)
         goto out;
 
     /* All sockets are bound before any thread starts, so a bad address fails at once. */
@@ -78,6 +142,7 @@ static int main_run(const struct config *cfg)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (int i = 0; i < cfg->worker.workers; i++) {
         if (worker_start(&workers[i]) < 0)
@@ -94,7 +159,7 @@ static int main_run(const struct config *cfg)
         unsigned short aport = 0;
         char aaddr[CONF_HOST_MAX + 16];
         for (int i = 0; src && i < nstarted; i++)
-            src[i] = (struct admin_source){workers[i].fe, workers[i].pool, workers[i].redis,
+            src[i] = (struct admin_source){workers[i].fe, &workers[i].pool, workers[i].redis,
                                            workers[i].idem};
         admin = src ? admin_start(&cfg->admin, &cfg->frontend, &cfg->idem, &cfg->redis, src,
                                   (size_t)nstarted, &aport)
@@ -142,6 +207,13 @@ out:
         event_free(sigint);
     if (sigusr1)
         event_free(sigusr1);
+    if (sighup)
+        event_free(sighup);
+    for (size_t i = 0; i < mw.ngens; i++) {
+        config_free(mw.gens[i]);
+        free(mw.gens[i]);
+    }
+    free(mw.gens);
     if (base)
         event_base_free(base);
     if (ups)
@@ -185,7 +257,7 @@ int main(int argc, char **argv)
         goto out;
     }
     log_set_level(cfg.log_level);
-    rc = main_run(&cfg);
+    rc = main_run(&cfg, argc, argv);
 out:
     config_free(&cfg);
     return rc;

@@ -158,21 +158,51 @@ static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-/* Orders from the main thread, one byte each: 'r' reopen the access log, 'x' drain. */
+/* A reload, in the worker: a new pool for the new upstreams (the old one finishes what it
+ * has), the new routes and policy for new requests. */
+static void worker_apply(struct worker *w, const struct config *cfg)
+{
+    char default_host[CONF_HOST_MAX + 16] = "";
+    struct upstream_pool *pool = upstream_pool_new(w->base, &cfg->upstream);
+    struct upstream_pool **r = pool ? realloc(w->retired, (w->nretired + 1) * sizeof(*r)) : NULL;
+
+    if (!r) {
+        log_error("reload: cannot apply the new upstreams; keeping the running configuration");
+        upstream_pool_free(pool);
+        return;
+    }
+    w->retired = r;
+    w->retired[w->nretired++] = w->pool;
+    upstream_pool_retire(w->pool, pool);
+    if (cfg->upstream.naddrs)
+        conf_addr_str(&cfg->upstream.addrs[0], default_host, sizeof(default_host));
+    __atomic_store_n(&w->pool, pool, __ATOMIC_RELEASE); /* the admin thread reads it */
+    frontend_set_upstreams(w->fe, pool, default_host);
+    idem_handler_set_policy(w->idem, &cfg->idem);
+    w->cfg = cfg;
+}
+
+/* Orders from the main thread, one byte each: 'r' reopen the access log, 'h' reload,
+ * 'x' drain. */
 static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     struct timeval tv;
     char buf[16];
-    int stop = 0, reopen = 0;
+    int stop = 0, reopen = 0, reload = 0;
+    const struct config *next;
     ssize_t n;
 
     while ((n = read(fd, buf, sizeof(buf))) > 0) {
         stop |= memchr(buf, 'x', (size_t)n) != NULL;
         reopen |= memchr(buf, 'r', (size_t)n) != NULL;
+        reload |= memchr(buf, 'h', (size_t)n) != NULL;
     }
     if (reopen)
         frontend_reopen_log(w->fe);
+    if (reload && !w->draining && (next = __atomic_load_n(&w->next_cfg, __ATOMIC_ACQUIRE)) &&
+        next != w->cfg)
+        worker_apply(w, next);
     if (!stop || w->draining)
         return;
     w->draining = 1;
@@ -261,6 +291,13 @@ void worker_stop(struct worker *w)
         log_error("worker %d: cannot signal it to stop", w->id);
 }
 
+void worker_reload(struct worker *w, const struct config *cfg)
+{
+    __atomic_store_n(&w->next_cfg, cfg, __ATOMIC_RELEASE);
+    if (w->stop_pipe[1] >= 0 && write(w->stop_pipe[1], "h", 1) < 0)
+        log_error("worker %d: cannot signal it to reload", w->id);
+}
+
 void worker_reopen_logs(struct worker *w)
 {
     if (w->stop_pipe[1] >= 0 && write(w->stop_pipe[1], "r", 1) < 0)
@@ -308,6 +345,11 @@ void worker_join(struct worker *w)
     w->redis = NULL;
     upstream_pool_free(w->pool);
     w->pool = NULL;
+    for (size_t i = 0; i < w->nretired; i++)
+        upstream_pool_free(w->retired[i]);
+    free(w->retired);
+    w->retired = NULL;
+    w->nretired = 0;
     if (w->listener)
         evconnlistener_free(w->listener);
     w->listener = NULL;

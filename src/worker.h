@@ -40,6 +40,9 @@ struct worker {
     struct event *drain_ev;  /* drain-timeout */
     struct event *accept_ev; /* resumes accepting after running out of descriptors */
     int draining;            /* 1: draining; 2: past drain-timeout, waiting for records */
+    const struct config *next_cfg;  /* a reload waiting to be applied (set by main) */
+    struct upstream_pool **retired; /* pools replaced by reloads, freed at join */
+    size_t nretired;
 };
 
 /*
@@ -58,6 +61,11 @@ int worker_start(struct worker *w);
 
 /* Ask the worker to drain and exit (thread-safe, async). */
 void worker_stop(struct worker *w);
+
+/* Ask the worker to apply cfg's upstreams, routes and policy to new requests (thread-safe,
+ * async; SIGHUP). cfg must outlive the worker (requests that started under the old one
+ * keep using it, so the caller keeps every configuration until exit). */
+void worker_reload(struct worker *w, const struct config *cfg);
 
 /* Ask the worker to reopen its access log (thread-safe, async; SIGUSR1). */
 void worker_reopen_logs(struct worker *w);

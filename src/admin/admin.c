@@ -60,6 +60,12 @@ struct admin {
     int draining; /* set by another thread: read relaxed */
 };
 
+/* The worker's pool now: a reload may swap it (a replaced pool lives until exit). */
+static const struct upstream_pool *admin_pool(const struct admin_source *src)
+{
+    return __atomic_load_n(src->pool, __ATOMIC_ACQUIRE);
+}
+
 static void admin_json(struct frontend_req *r, int status, const char *json)
 {
     struct evbuffer *b = evbuffer_new();
@@ -77,10 +83,11 @@ static void admin_readyz(struct admin *a, struct frontend_req *r)
     int draining = METRIC_GET(a->draining), redis_down = 0, upstream_up = 0, n = 0;
 
     for (size_t i = 0; i < a->nsrc; i++) {
+        const struct upstream_pool *p = admin_pool(&a->src[i]); /* once: a reload swaps it */
         redis_down += !redis_ready(a->src[i].redis);
-        for (size_t k = 0; k < upstream_pool_replicas(a->src[i].pool); k++) {
+        for (size_t k = 0; k < upstream_pool_replicas(p); k++) {
             struct upstream_replica_stats rs;
-            upstream_pool_replica(a->src[i].pool, k, &rs);
+            upstream_pool_replica(p, k, &rs);
             upstream_up += !rs.down;
         }
     }
@@ -143,7 +150,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         rs.reconnects += r1.reconnects;
         rs.queued += r1.queued;
         redis_ready_n += (uint64_t)redis_ready(a->src[i].redis);
-        upstream_pool_counters(a->src[i].pool, &u1);
+        upstream_pool_counters(admin_pool(&a->src[i]), &u1);
         us.connects += u1.connects;
         us.reused += u1.reused;
         us.failovers += u1.failovers;
@@ -200,9 +207,11 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
     metrics_header(b, "idemproxy_upstream_connections_reused_total", "counter",
                    "Requests sent on a pooled upstream connection.");
     metrics_value(b, "idemproxy_upstream_connections_reused_total", NULL, us.reused);
-    /* per upstream: the workers' replicas are the same list, in the same order */
+    /* per upstream: summed over the workers by name (their lists are the same, except
+     * for the moment a reload reaches one worker before another) */
     if (a->nsrc) {
-        size_t nrep = upstream_pool_replicas(a->src[0].pool);
+        const struct upstream_pool *first = admin_pool(&a->src[0]);
+        size_t nrep = upstream_pool_replicas(first);
         const char *names[3] = {"idemproxy_upstream_failovers_total",
                                 "idemproxy_upstream_backoffs_total", "idemproxy_upstream_up"};
         const char *help[3] = {"Connects to this upstream that failed (the request moved on).",
@@ -212,9 +221,18 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             metrics_header(b, names[m], m < 2 ? "counter" : "gauge", help[m]);
             for (size_t k = 0; k < nrep; k++) {
                 uint64_t v = m == 2 ? 1 : 0;
-                struct upstream_replica_stats st;
+                struct upstream_replica_stats want, st;
+                upstream_pool_replica(first, k, &want);
                 for (size_t i = 0; i < a->nsrc; i++) {
-                    upstream_pool_replica(a->src[i].pool, k, &st);
+                    const struct upstream_pool *p = admin_pool(&a->src[i]);
+                    size_t j = 0, n = upstream_pool_replicas(p);
+                    for (; j < n; j++) {
+                        upstream_pool_replica(p, j, &st);
+                        if (strcmp(st.name, want.name) == 0)
+                            break;
+                    }
+                    if (j == n)
+                        continue;
                     if (m == 0)
                         v += st.failovers;
                     else if (m == 1)
@@ -223,7 +241,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
                         v = 0;
                 }
                 evbuffer_add_printf(b, "%s{upstream=\"", names[m]);
-                admin_label(b, st.name);
+                admin_label(b, want.name);
                 evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)v);
             }
         }

@@ -46,7 +46,7 @@ extern const struct conf_directive admin_conf_rows[]; /* ended by CONF_END */
 /* One worker, as the admin endpoint reads it. */
 struct admin_source {
     const struct frontend *fe;
-    const struct upstream_pool *pool;
+    struct upstream_pool *const *pool; /* the worker's current pool (a reload swaps it) */
     const struct redis_client *redis;
     const struct frontend_handler *idem;
 };

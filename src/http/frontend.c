@@ -936,6 +936,13 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     return fe;
 }
 
+void frontend_set_upstreams(struct frontend *fe, struct upstream_pool *pool,
+                            const char *default_host)
+{
+    fe->pool = pool;
+    snprintf(fe->default_host, sizeof(fe->default_host), "%s", default_host ? default_host : "");
+}
+
 void frontend_reopen_log(struct frontend *fe)
 {
     if (fe->alog)

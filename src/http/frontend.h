@@ -107,6 +107,11 @@ struct frontend_handler {
 struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf,
                               struct upstream_pool *pool, const char *default_host, int worker_id);
 
+/* A reload: new requests go to pool (borrowed), HTTP/1.0 ones without Host get
+ * default_host; requests already sent stay with the pool they went to. */
+void frontend_set_upstreams(struct frontend *fe, struct upstream_pool *pool,
+                            const char *default_host);
+
 /* Open the access log again (after logrotate moved it; SIGUSR1). */
 void frontend_reopen_log(struct frontend *fe);
 

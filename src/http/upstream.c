@@ -162,6 +162,7 @@ struct upstream_pool {
     struct up_conn_list busy;
     struct up_x_list exchanges;
     struct upstream_stats stats;
+    int retired; /* replaced by a reload: finishes what it has, keeps no connection */
 };
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
@@ -284,6 +285,34 @@ void upstream_pool_counters(const struct upstream_pool *pool, struct upstream_st
     out->idle = out->active = 0;
 }
 
+void upstream_pool_retire(struct upstream_pool *pool, struct upstream_pool *successor)
+{
+    /* counters carry over (they must not go backwards in /metrics), and so does the
+     * back-off of a replica both lists name */
+    METRIC_ADD(successor->stats.connects, METRIC_GET(pool->stats.connects));
+    METRIC_ADD(successor->stats.reused, METRIC_GET(pool->stats.reused));
+    METRIC_ADD(successor->stats.failovers, METRIC_GET(pool->stats.failovers));
+    for (size_t k = 0; k < successor->nreps; k++) {
+        struct up_replica *to = &successor->reps[k];
+        for (size_t i = 0; i < pool->nreps; i++) {
+            const struct up_replica *from = &pool->reps[i];
+            if (strcmp(from->name, to->name) != 0)
+                continue;
+            METRIC_ADD(to->failovers, METRIC_GET(from->failovers));
+            METRIC_ADD(to->backoffs, METRIC_GET(from->backoffs));
+            METRIC_SET(to->down_until, METRIC_GET(from->down_until));
+            to->fails = from->fails;
+            break;
+        }
+    }
+    pool->retired = 1;
+    for (size_t i = 0; i < pool->nreps; i++) {
+        struct up_conn *c;
+        while ((c = TAILQ_FIRST(&pool->reps[i].idle)))
+            up_conn_free(c);
+    }
+}
+
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out)
 {
     struct up_conn *c;
@@ -309,7 +338,7 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
                        http1_keepalive(&x->head) &&
                        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
                        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
-                       c->rep->nidle < (size_t)pool->conf->pool;
+                       c->rep->nidle < (size_t)pool->conf->pool && !pool->retired;
         if (reusable) {
             struct timeval idle = clock_tv(UPSTREAM_IDLE_TIMEOUT);
             TAILQ_REMOVE(&pool->busy, c, link);

@@ -73,6 +73,11 @@ typedef void (*upstream_cb)(const struct upstream_response *resp, void *arg);
  * must outlive the pool). NULL on error with the reason logged. */
 struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf);
 
+/* A reload replaced the pool by successor: its counters and the back-off of the replicas
+ * both name move over; its idle connections close now, its exchanges finish (and their
+ * connections close after them, not pooled). Free it later, as usual. */
+void upstream_pool_retire(struct upstream_pool *pool, struct upstream_pool *successor);
+
 /* Close idle connections and abort in-flight exchanges WITHOUT calling their callbacks
  * (shutdown only: the caller owns whatever arg pointed to). */
 void upstream_pool_free(struct upstream_pool *pool);

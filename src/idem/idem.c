@@ -919,6 +919,11 @@ void idem_handler_free(struct frontend_handler *self)
     free(h);
 }
 
+void idem_handler_set_policy(struct frontend_handler *self, const struct idem_policy *pol)
+{
+    ((struct idem_handler *)self)->pol = pol;
+}
+
 size_t idem_handler_pending(const struct frontend_handler *self, void (*on_idle)(void *arg),
                             void *arg)
 {

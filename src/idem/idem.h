@@ -50,6 +50,10 @@ struct frontend_handler *idem_handler_new(struct event_base *base, const struct 
  * retried are given up (logged and counted). NULL is a no-op. */
 void idem_handler_free(struct frontend_handler *h);
 
+/* A reload: new requests follow pol (borrowed; the old one must outlive the requests
+ * that started under it). */
+void idem_handler_set_policy(struct frontend_handler *h, const struct idem_policy *pol);
+
 /* Records still being retried after their request ended (streamed answers). on_idle
  * (when not NULL) is remembered and called each time the last of them resolves. */
 size_t idem_handler_pending(const struct frontend_handler *h, void (*on_idle)(void *arg),
