@@ -37,9 +37,9 @@ struct worker {
     struct frontend_handler *idem; /* the keyed-request handler */
     int stop_pipe[2];              /* worker_stop (another thread) writes, stop_ev reads */
     struct event *stop_ev;
-    struct event *drain_ev;  /* drain-timeout */
-    struct event *accept_ev; /* resumes accepting after running out of descriptors */
-    int draining;            /* 1: draining; 2: past drain-timeout, waiting for records */
+    struct event *drain_ev;         /* drain-timeout */
+    struct event *accept_ev;        /* resumes accepting after running out of descriptors */
+    int draining;                   /* 1: draining; 2: past drain-timeout, waiting for records */
     const struct config *next_cfg;  /* a reload waiting to be applied (set by main) */
     struct upstream_pool **retired; /* pools replaced by reloads, freed at join */
     size_t nretired;
