@@ -12,7 +12,7 @@ DIR="$ROOT/build-fuzz"
 mkdir -p "$DIR"
 SRC=("$ROOT/src/http/http1.c" "$ROOT/src/http/headers.c" "$ROOT/src/idem/record.c"
     "$ROOT/src/idem/idkey.c" "$ROOT/src/idem/jsoncanon.c" "$ROOT/src/core/problem.c"
-    "$ROOT/src/core/bytes.c")
+    "$ROOT/src/core/json.c" "$ROOT/src/core/bytes.c")
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I"$ROOT/src")
 # The targets are the files that exist, so this can never offer one that does not.
 shopt -s nullglob
