@@ -12,6 +12,8 @@ need_packages "${BUILD_PACKAGES[@]}"
 # the storm, compose and benchmark tests need these too
 need_packages docker-compose perl clang-format
 need_packages_nostart nginx wrk
+# tests/node: stripe-node against the replicas (test_error_template); npm ci fetches it
+need_node
 
 run_suite() {
     local dir=$1 label=$2
