@@ -26,6 +26,11 @@ static void jc_ws(struct jc *j)
     json_skip_ws(&j->p, j->end);
 }
 
+static int jc_string(struct jc *j, struct evbuffer *raw)
+{
+    return json_read_string(&j->p, j->end, raw);
+}
+
 static int jc_lit(struct jc *j, const char *word, struct evbuffer *out)
 {
     const char *start = j->p;
@@ -127,7 +132,7 @@ static int jc_object(struct jc *j, struct evbuffer *out)
             }
             m = nm;
         }
-        if (!name || json_read_string(&j->p, j->end, name) != 0) {
+        if (!name || jc_string(j, name) != 0) {
             if (name)
                 evbuffer_free(name);
             goto out;
@@ -229,7 +234,7 @@ static int jc_value(struct jc *j, struct evbuffer *out)
         struct evbuffer *raw = evbuffer_new();
         if (!raw)
             return -1;
-        rc = json_read_string(&j->p, j->end, raw);
+        rc = jc_string(j, raw);
         if (rc == 0)
             rc = jc_emit_string(out,
                                 evbuffer_get_length(raw) ? evbuffer_pullup(raw, -1)
