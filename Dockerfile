@@ -23,6 +23,7 @@ RUN apt-get update \
 COPY --from=build /src/build/idemproxy /src/build/tools/demo-bank/demo-bank \
      /src/build/tools/retrystorm/retrystorm /usr/local/bin/
 COPY conf/idemproxy.conf /etc/idemproxy/idemproxy.conf
+COPY conf/error-templates /etc/idemproxy/error-templates
 USER nobody
 EXPOSE 8080 9000
 CMD ["idemproxy", "/etc/idemproxy/idemproxy.conf"]

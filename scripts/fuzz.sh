@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the parsers with libFuzzer (clang from Debian): every tests/fuzz/fuzz_*.c — the
 # HTTP/1.1 request/response parser and chunked decoder (fuzz_http1), the record decoder
-# (fuzz_record), the Idempotency-Key parser (fuzz_idkey) and the canonical JSON form
-# (fuzz_jsoncanon).
+# (fuzz_record), the Idempotency-Key parser (fuzz_idkey), the canonical JSON form
+# (fuzz_jsoncanon) and the error templates (fuzz_problem_style).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -11,8 +11,8 @@ need_packages "${BUILD_PACKAGES[@]}" clang libclang-rt-14-dev
 DIR="$ROOT/build-fuzz"
 mkdir -p "$DIR"
 SRC=("$ROOT/src/http/http1.c" "$ROOT/src/http/headers.c" "$ROOT/src/idem/record.c"
-    "$ROOT/src/idem/idkey.c" "$ROOT/src/idem/jsoncanon.c" "$ROOT/src/core/problem.c"
-    "$ROOT/src/core/bytes.c")
+    "$ROOT/src/idem/idkey.c" "$ROOT/src/idem/jsoncanon.c" "$ROOT/src/core/problem.c" "$ROOT/src/core/problem_style.c"
+    "$ROOT/src/core/json.c" "$ROOT/src/core/conf.c" "$ROOT/src/core/bytes.c")
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I"$ROOT/src")
 # The targets are the files that exist, so this can never offer one that does not.
 shopt -s nullglob

@@ -42,6 +42,19 @@ need_packages_nostart() {
     [ $rc -eq 0 ] || exit $rc
 }
 
+# need_node: node and npm for the test-only client libraries in tests/node (the
+# stripe-node test). A missing one is installed from Debian (nodejs, npm) by
+# need_packages; a Node.js already there is kept — it must be 20 or later (stripe@23).
+need_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        need_packages nodejs npm
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$major" -ge 20 ] ||
+        die "Node.js $(node -v) is too old for tests/node (stripe@23 needs 20 or later)"
+}
+
 BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev libhiredis-dev libssl-dev
     libcriterion-dev redis-server curl)
 

@@ -14,6 +14,8 @@ need_packages docker-compose perl clang-format
 need_packages_nostart nginx wrk
 # promtool (package prometheus) checks the admin endpoint's /metrics in the tests
 need_packages_nostart prometheus
+# tests/node: stripe-node against the replicas (test_error_template); npm ci fetches it
+need_node
 
 run_suite() {
     local dir=$1 label=$2

@@ -115,6 +115,7 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 
 void config_free(struct config *cfg)
 {
+    frontend_conf_release(&cfg->frontend);
     conf_free(&config_schema, cfg);
     free(cfg->file);
     cfg->file = NULL;
@@ -137,7 +138,10 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
     if (!cfg->admin.token && getenv("IDEMPROXY_ADMIN_TOKEN") &&
         !(cfg->admin.token = strdup(getenv("IDEMPROXY_ADMIN_TOKEN"))))
         return conf_fail(err, errlen, "out of memory");
-    return config_validate(cfg, err, errlen);
+    if (config_validate(cfg, err, errlen) < 0)
+        return -1;
+    /* files the directives name, read once here so that -t checks them too */
+    return frontend_conf_load(&cfg->frontend, err, errlen);
 }
 
 void config_print_help(FILE *out)

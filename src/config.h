@@ -49,7 +49,8 @@ void config_defaults(struct config *cfg);
  * Start from the defaults (cfg need not be initialised; do not pass one that owns memory),
  * then parse argv (argv[0] is the program name): "[-t] [CONFIG_FILE] [--directive value ...]"
  * plus --help/--version. Loads the file first, then applies the flags, then takes
- * redis-password from $IDEMPROXY_REDIS_PASSWORD when unset, then validates. On success
+ * redis-password from $IDEMPROXY_REDIS_PASSWORD when unset, then validates and loads the
+ * files directives name (error-template). On success
  * returns 0 and cfg owns its allocations (config_free). On failure returns -1 with err
  * set; cfg is still safe to pass to config_free.
  */

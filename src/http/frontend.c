@@ -61,8 +61,33 @@ const struct conf_directive frontend_conf_rows[] = {
      .off = offsetof(struct frontend_conf, access_log),
      .arg = "PATH|stderr|off",
      .help = "one JSON line per request (reopened on SIGUSR1)"},
+    {.name = "error-template",
+     .type = CONF_T_STRING,
+     .def = "none",
+     .off = offsetof(struct frontend_conf, error_template),
+     .arg = "PATH|none",
+     .help = "the proxy's own errors in a template's shape"},
     CONF_END,
 };
+
+int frontend_conf_load(struct frontend_conf *conf, char *err, size_t errlen)
+{
+    struct problem_style *style = NULL;
+    char why[480];
+
+    if (conf->error_template && strcmp(conf->error_template, "none") != 0 &&
+        !(style = problem_style_load(conf->error_template, why, sizeof(why))))
+        return conf_fail(err, errlen, "error-template: %s", why);
+    problem_style_free(conf->error_style);
+    conf->error_style = style;
+    return 0;
+}
+
+void frontend_conf_release(struct frontend_conf *conf)
+{
+    problem_style_free(conf->error_style);
+    conf->error_style = NULL;
+}
 
 /* A client connection's state; c->req is NULL in FE_HEAD until a head arrived. */
 enum fe_state {
@@ -378,21 +403,30 @@ static void fe_after_answer(struct frontend_conn *c)
 static void fe_reject(struct frontend_conn *c, enum problem_kind kind, const char *detail)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    struct evbuffer *body = evbuffer_new();
+    struct evbuffer *body = evbuffer_new(), *hdrs = evbuffer_new();
     const struct problem_type *t = problem_type(kind);
     size_t before = evbuffer_get_length(out);
     struct frontend_req *r = c->req;
+    int status;
 
     log_info("%s: %d %s: %s (connection %s)", c->ip, t->status, t->slug, detail,
              fe_state_str(c->state));
-    problem_body(body, kind, detail, NULL, r && r->request_id[0] ? r->request_id : NULL);
-    headers_write_response(out, t->status, NULL, NULL, "Content-Type: application/problem+json\r\n",
-                           evbuffer_get_length(body), 0, 0);
+    /* out of memory: the status alone */
+    status = body && hdrs ? problem_render(c->fe->conf->error_style, body, hdrs, kind, detail, NULL,
+                                           r && r->request_id[0] ? r->request_id : NULL, NULL)
+                          : t->status;
+    headers_write_response(out, status, NULL, NULL,
+                           hdrs ? (const char *)evbuffer_pullup(hdrs, -1) : NULL,
+                           body ? evbuffer_get_length(body) : 0, 0, 0);
     c->linger = 1;
-    evbuffer_add_buffer(out, body);
-    evbuffer_free(body);
+    if (body) {
+        evbuffer_add_buffer(out, body);
+        evbuffer_free(body);
+    }
+    if (hdrs)
+        evbuffer_free(hdrs);
     if (r) {
-        r->status = t->status;
+        r->status = status;
         r->bytes_out = evbuffer_get_length(out) - before;
         r->outcome = t->slug;
         fe_req_free(r); /* also clears c->req */
@@ -400,7 +434,7 @@ static void fe_reject(struct frontend_conn *c, enum problem_kind kind, const cha
         /* refused before a request existed (a head too large, or that never ended) */
         struct accesslog_entry e = {.unix_ms = clock_unix_ms(),
                                     .client = c->ip,
-                                    .status = t->status,
+                                    .status = status,
                                     .bytes_out = evbuffer_get_length(out) - before,
                                     .duration_ms = -1,
                                     .upstream_ms = -1,
@@ -446,19 +480,30 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
     }
 }
 
+int frontend_problem_render(const struct frontend_req *r, enum problem_kind kind,
+                            const char *detail, const char *extra, struct evbuffer *body,
+                            struct evbuffer *hdrs)
+{
+    return problem_render(r->fe->conf->error_style, body, hdrs, kind, detail, r->head.target,
+                          r->request_id, extra);
+}
+
 void frontend_problem(struct frontend_req *r, enum problem_kind kind, const char *detail,
                       const char *extra)
 {
-    struct evbuffer *body = evbuffer_new();
-    char hdrs[512];
+    struct evbuffer *body = evbuffer_new(), *hdrs = evbuffer_new();
+    int status = 500;
 
-    problem_body(body, kind, detail, r->head.target, r->request_id);
-    snprintf(hdrs, sizeof(hdrs), "Content-Type: application/problem+json\r\n%s",
-             extra ? extra : "");
+    if (body && hdrs)
+        status = frontend_problem_render(r, kind, detail, extra, body, hdrs);
     if (!r->outcome)
         r->outcome = problem_type(kind)->slug;
-    frontend_respond(r, problem_type(kind)->status, NULL, NULL, hdrs, body);
-    evbuffer_free(body);
+    frontend_respond(r, status, NULL, NULL, hdrs ? (const char *)evbuffer_pullup(hdrs, -1) : NULL,
+                     body);
+    if (body)
+        evbuffer_free(body);
+    if (hdrs)
+        evbuffer_free(hdrs);
 }
 
 enum problem_kind frontend_upstream_problem(enum upstream_result result)

@@ -35,16 +35,29 @@ struct evbuffer;
 struct frontend;
 struct frontend_conn;
 
-/* Client-side limits, timeouts and the access log (directives max-body, max-headers,
- * response-buffer, client-timeout, access-log). */
+/* Client-side limits, timeouts, the access log and the shape of the proxy's own answers
+ * (directives max-body, max-headers, response-buffer, client-timeout, access-log,
+ * error-template). */
 struct frontend_conf {
     size_t max_body;            /* max-body [1m] */
     size_t max_headers;         /* max-headers [16k] */
     size_t response_buffer;     /* response-buffer [1m]: larger answers stream */
     uint64_t client_timeout_ms; /* client-timeout [60s] */
     char *access_log;           /* access-log [off]: PATH, stderr or off; owned */
+    char *error_template;       /* error-template [none]: PATH or none; owned */
+    /* not a directive: the template error-template names, loaded by frontend_conf_load
+     * (NULL: RFC 9457 problem+json); owned */
+    struct problem_style *error_style;
 };
 extern const struct conf_directive frontend_conf_rows[]; /* ended by CONF_END */
+
+/* Once the directives are all set: load the file error-template names into
+ * conf->error_style (replacing one loaded before). 0, or -1 with err set to
+ * "error-template: FILE:LINE:COL: reason". */
+int frontend_conf_load(struct frontend_conf *conf, char *err, size_t errlen);
+
+/* Free what frontend_conf_load loaded (the directives are conf_free's). */
+void frontend_conf_release(struct frontend_conf *conf);
 
 /* A handler attaches state to a request with a cleanup hook: the node lives in the
  * handler's own state (no allocation) and fn(arg) runs when the request is freed. */
@@ -170,10 +183,17 @@ void frontend_req_cleanup_add(struct frontend_req *r, struct frontend_cleanup *c
 void frontend_respond(struct frontend_req *r, int status, const char *reason,
                       const struct http1_head *head, const char *extra, struct evbuffer *body);
 
-/* Answer with the problem document of kind (core/problem.h) and free r. extra: more
- * header lines (may be NULL). */
+/* Answer with the problem document of kind (core/problem.h), in the shape error-template
+ * gives it, and free r. extra: more header lines (may be NULL). */
 void frontend_problem(struct frontend_req *r, enum problem_kind kind, const char *detail,
                       const char *extra);
+
+/* The answer frontend_problem would give, without answering: body and header lines
+ * appended as problem_render() does (hdrs ends in a NUL byte). For a handler that keeps
+ * the answer (a recorded outcome) before it answers. Returns the status. */
+int frontend_problem_render(const struct frontend_req *r, enum problem_kind kind,
+                            const char *detail, const char *extra, struct evbuffer *body,
+                            struct evbuffer *hdrs);
 
 /* The problem kind for an upstream exchange that did not deliver an answer
  * (UPSTREAM_UNAVAILABLE / FAILED / TIMEOUT). */

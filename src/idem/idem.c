@@ -496,25 +496,37 @@ fail:
     idem_record_done(ctx);
 }
 
-/* Keep a proxy-made problem answer in ctx, as if the upstream had sent it. */
+/* Keep a proxy-made problem answer in ctx, as if the upstream had sent it: rendered as
+ * frontend_problem would answer it (error-template), so the first answer and every
+ * replay of the record are the same. */
 static int idem_keep_problem(struct idem_ctx *ctx, enum problem_kind kind, const char *detail)
 {
-    char head[128];
     struct http1_error err;
-    int status = problem_type(kind)->status;
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n\r\n", status,
-                     http1_reason(status));
+    struct evbuffer *head = evbuffer_new(), *hdrs = evbuffer_new();
+    int status, rc = -1;
 
-    http1_head_clear(&ctx->head);
-    if (http1_parse_response(&ctx->head, head, (size_t)n, &err) < 0)
-        return -1;
-    ctx->status = status;
+    if (!head || !hdrs)
+        goto out;
     if (!ctx->body && !(ctx->body = evbuffer_new()))
-        return -1;
+        goto out;
     evbuffer_drain(ctx->body, evbuffer_get_length(ctx->body));
-    problem_body(ctx->body, kind, detail, ctx->r->head.target, ctx->r->request_id);
-    return 0;
+    status = frontend_problem_render(ctx->r, kind, detail, NULL, ctx->body, hdrs);
+    /* hdrs ends in a NUL byte: the lines are all but the last byte */
+    evbuffer_add_printf(head, "HTTP/1.1 %d %s\r\n", status, http1_reason(status));
+    evbuffer_add(head, evbuffer_pullup(hdrs, -1), evbuffer_get_length(hdrs) - 1);
+    evbuffer_add(head, "\r\n", 2);
+    http1_head_clear(&ctx->head);
+    if (http1_parse_response(&ctx->head, (const char *)evbuffer_pullup(head, -1),
+                             evbuffer_get_length(head), &err) < 0)
+        goto out;
+    ctx->status = status;
+    rc = 0;
+out:
+    if (head)
+        evbuffer_free(head);
+    if (hdrs)
+        evbuffer_free(hdrs);
+    return rc;
 }
 
 static void idem_renew_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,

@@ -6,7 +6,7 @@
 
 #include <event2/buffer.h>
 
-#include "core/bytes.h"
+#include "core/json.h"
 
 struct jc {
     const char *p, *end;
@@ -23,129 +23,21 @@ static int jc_value(struct jc *j, struct evbuffer *out);
 
 static void jc_ws(struct jc *j)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
+    json_skip_ws(&j->p, j->end);
+}
+
+static int jc_string(struct jc *j, struct evbuffer *raw)
+{
+    return json_read_string(&j->p, j->end, raw);
 }
 
 static int jc_lit(struct jc *j, const char *word, struct evbuffer *out)
 {
-    size_t n = strlen(word);
+    const char *start = j->p;
 
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0)
+    if (json_read_literal(&j->p, j->end, word) < 0)
         return -1;
-    j->p += n;
-    return evbuffer_add(out, word, n);
-}
-
-static int jc_hex4(const char *p, unsigned *v)
-{
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int d = bytes_hexval((unsigned char)p[i]);
-        if (d < 0)
-            return -1;
-        *v = *v * 16 + (unsigned)d;
-    }
-    return 0;
-}
-
-static int jc_utf8(struct evbuffer *out, unsigned cp)
-{
-    unsigned char b[4];
-    size_t n;
-
-    if (cp < 0x80) {
-        b[0] = (unsigned char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        b[0] = (unsigned char)(0xc0 | cp >> 6);
-        b[1] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 2;
-    } else if (cp < 0x10000) {
-        b[0] = (unsigned char)(0xe0 | cp >> 12);
-        b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        b[2] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 3;
-    } else {
-        b[0] = (unsigned char)(0xf0 | cp >> 18);
-        b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-        b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        b[3] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 4;
-    }
-    return evbuffer_add(out, b, n);
-}
-
-/* A string at j->p (the opening quote), unescaped into raw. */
-static int jc_string(struct jc *j, struct evbuffer *raw)
-{
-    if (j->p >= j->end || *j->p != '"')
-        return -1;
-    j->p++;
-    while (j->p < j->end) {
-        const char *run = j->p;
-        while (j->p < j->end && *j->p != '"' && *j->p != '\\' && (unsigned char)*j->p >= 0x20)
-            j->p++;
-        if (j->p > run && evbuffer_add(raw, run, (size_t)(j->p - run)) != 0)
-            return -1;
-        if (j->p >= j->end || (unsigned char)*j->p < 0x20)
-            return -1; /* unterminated, or a raw control character */
-        if (*j->p == '"') {
-            j->p++;
-            return 0;
-        }
-        /* an escape */
-        if (j->end - j->p < 2)
-            return -1;
-        j->p++;
-        switch (*j->p++) {
-        case '"':
-            evbuffer_add(raw, "\"", 1);
-            break;
-        case '\\':
-            evbuffer_add(raw, "\\", 1);
-            break;
-        case '/':
-            evbuffer_add(raw, "/", 1);
-            break;
-        case 'b':
-            evbuffer_add(raw, "\b", 1);
-            break;
-        case 'f':
-            evbuffer_add(raw, "\f", 1);
-            break;
-        case 'n':
-            evbuffer_add(raw, "\n", 1);
-            break;
-        case 'r':
-            evbuffer_add(raw, "\r", 1);
-            break;
-        case 't':
-            evbuffer_add(raw, "\t", 1);
-            break;
-        case 'u': {
-            unsigned cp, lo;
-            if (j->end - j->p < 4 || jc_hex4(j->p, &cp) < 0)
-                return -1;
-            j->p += 4;
-            if (cp >= 0xd800 && cp < 0xdc00) { /* a surrogate pair */
-                if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' ||
-                    jc_hex4(j->p + 2, &lo) < 0 || lo < 0xdc00 || lo >= 0xe000)
-                    return -1;
-                j->p += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            } else if (cp >= 0xdc00 && cp < 0xe000) {
-                return -1; /* a lone low surrogate */
-            }
-            if (jc_utf8(raw, cp) != 0)
-                return -1;
-            break;
-        }
-        default:
-            return -1;
-        }
-    }
-    return -1;
+    return evbuffer_add(out, start, (size_t)(j->p - start));
 }
 
 /* Write raw bytes as a JSON string with the fewest escapes. */
@@ -202,36 +94,8 @@ static int jc_number(struct jc *j, struct evbuffer *out)
 {
     const char *start = j->p;
 
-    if (j->p < j->end && *j->p == '-')
-        j->p++;
-    if (j->p >= j->end)
+    if (json_read_number(&j->p, j->end) < 0)
         return -1;
-    if (*j->p == '0') {
-        j->p++;
-    } else if (*j->p >= '1' && *j->p <= '9') {
-        while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-            j->p++;
-    } else {
-        return -1;
-    }
-    if (j->p < j->end && *j->p == '.') {
-        const char *d = ++j->p;
-        while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-            j->p++;
-        if (j->p == d)
-            return -1;
-    }
-    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-        const char *d;
-        j->p++;
-        if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
-            j->p++;
-        d = j->p;
-        while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-            j->p++;
-        if (j->p == d)
-            return -1;
-    }
     return evbuffer_add(out, start, (size_t)(j->p - start));
 }
 

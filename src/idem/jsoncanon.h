@@ -8,9 +8,9 @@
  * null as they were written (1.0 and 1 stay different). Two texts that differ only in
  * member order or whitespace get the same form; anything else is kept apart.
  *
- * Strict RFC 8259 parsing: one value, UTF-8 input (not validated beyond escapes),
- * nesting at most JSONCANON_MAX_DEPTH. Duplicate member names, or input that is not JSON,
- * is refused (-1): the caller then falls back to the raw bytes.
+ * Strict RFC 8259 parsing with core/json's lexical pieces: one value, UTF-8 input (not
+ * validated beyond escapes), nesting at most JSONCANON_MAX_DEPTH. Duplicate member names,
+ * or input that is not JSON, is refused (-1): the caller then falls back to the raw bytes.
  */
 #ifndef IDEMPROXY_IDEM_JSONCANON_H
 #define IDEMPROXY_IDEM_JSONCANON_H

@@ -76,6 +76,45 @@ Test(cli, check_mode_reports_file_and_line)
     free(out);
 }
 
+/* error-template: the shipped template passes -t; a broken one fails -t and startup with
+ * its file, line and column (the config file itself is fine). */
+Test(cli, error_template_is_checked_with_its_position)
+{
+    char *out, tmpl[300], want[400];
+    char *path = write_conf("upstream 127.0.0.1:9\nerror-template " SOURCE_DIR
+                            "/conf/error-templates/stripe.json\n");
+    const char *ok[] = {"-t", path, NULL};
+    const char *bad[] = {"-t", "--upstream", "127.0.0.1:9", "--error-template", tmpl, NULL};
+    const char *start[] = {"--listen",         "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                           "--error-template", tmpl,          NULL};
+    const char *missing[] = {
+        "-t", "--upstream", "127.0.0.1:9", "--error-template", "/nonexistent/e.json", NULL};
+    FILE *f;
+
+    cr_assert_eq(run(&out, ok), 0, "%s", out);
+    free(out);
+    snprintf(tmpl, sizeof(tmpl), "%s/broken.json", harness_tmpdir());
+    f = fopen(tmpl, "w");
+    cr_assert_not_null(f);
+    fputs("{\n  \"body\": {\"error\": \"{{detail}}\"},\n  \"headers\": {\"X-A\": 1}\n}\n", f);
+    fclose(f);
+    snprintf(want, sizeof(want),
+             "error-template: %s:3:22: headers \"X-A\": the value must be a "
+             "string, not a number",
+             tmpl);
+    cr_assert_eq(run(&out, bad), 1, "%s", out);
+    cr_assert(strstr(out, want), "%s", out);
+    cr_assert(strstr(out, "configuration test failed"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, start), 1, "%s", out);
+    cr_assert(strstr(out, want), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, missing), 1, "%s", out);
+    cr_assert(strstr(out, "error-template: /nonexistent/e.json: No such file or directory"), "%s",
+              out);
+    free(out);
+}
+
 Test(cli, unknown_directive_and_flag_are_errors)
 {
     char *out;
