@@ -64,6 +64,8 @@ static long connections_opened(void)
     return v;
 }
 
+static const char get_close[] = "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+
 static const char *upstream_of(const struct harness_resp *r, char *buf, size_t len)
 {
     return harness_header(r, "X-Upstream-Id", 0, buf, len);
@@ -113,11 +115,7 @@ Test(reload, sighup_applies_new_upstreams_and_routes_under_load)
         .method = "POST", .path = "/slow/800", .key = "across", .body = "{}"};
 
     start();
-    cr_assert_eq(harness_request(stack.a_port,
-                                 "GET /x HTTP/1.1\r\nHost: a\r\nConnection: "
-                                 "close\r\n\r\n",
-                                 52, &r, 5000),
-                 0);
+    cr_assert_eq(harness_request(stack.a_port, get_close, strlen(get_close), &r, 5000), 0);
     cr_assert_str_eq(upstream_of(&r, buf, sizeof(buf)), "upstream");
     harness_resp_free(&r);
 
@@ -142,11 +140,7 @@ Test(reload, sighup_applies_new_upstreams_and_routes_under_load)
     close(fd);
     cr_assert_eq(harness_executions(stack.up_port, "across"), 1);
     /* new requests: the new upstream, the new routes */
-    cr_assert_eq(harness_request(stack.a_port,
-                                 "GET /x HTTP/1.1\r\nHost: a\r\nConnection: "
-                                 "close\r\n\r\n",
-                                 52, &r, 5000),
-                 0);
+    cr_assert_eq(harness_request(stack.a_port, get_close, strlen(get_close), &r, 5000), 0);
     cr_assert_str_eq(upstream_of(&r, buf, sizeof(buf)), "two");
     harness_resp_free(&r);
     {
@@ -173,11 +167,7 @@ Test(reload, an_invalid_file_keeps_the_running_configuration)
     write_conf("lisen 127.0.0.1:1\n", up2_port);
     cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
     usleep(300 * 1000);
-    cr_assert_eq(harness_request(stack.a_port,
-                                 "GET /x HTTP/1.1\r\nHost: a\r\nConnection: "
-                                 "close\r\n\r\n",
-                                 52, &r, 5000),
-                 0);
+    cr_assert_eq(harness_request(stack.a_port, get_close, strlen(get_close), &r, 5000), 0);
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(upstream_of(&r, buf, sizeof(buf)), "upstream", "the old upstream stays");
     harness_resp_free(&r);
