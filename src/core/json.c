@@ -92,32 +92,17 @@ int json_read_string(const char **pp, const char *end, struct evbuffer *raw)
         if (end - p < 2)
             goto bad;
         p++;
-        switch (*p++) {
-        case '"':
-            evbuffer_add(raw, "\"", 1);
-            break;
-        case '\\':
-            evbuffer_add(raw, "\\", 1);
-            break;
-        case '/':
-            evbuffer_add(raw, "/", 1);
-            break;
-        case 'b':
-            evbuffer_add(raw, "\b", 1);
-            break;
-        case 'f':
-            evbuffer_add(raw, "\f", 1);
-            break;
-        case 'n':
-            evbuffer_add(raw, "\n", 1);
-            break;
-        case 'r':
-            evbuffer_add(raw, "\r", 1);
-            break;
-        case 't':
-            evbuffer_add(raw, "\t", 1);
-            break;
-        case 'u': {
+        if (*p != 'u') { /* the one-character escapes */
+            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+            const char *e = memchr(from, *p++, sizeof(from) - 1);
+            if (!e)
+                goto bad;
+            if (evbuffer_add(raw, to + (e - from), 1) != 0)
+                goto out;
+            continue;
+        }
+        p++; /* a u escape: four hex digits, or a surrogate pair of them */
+        {
             unsigned cp, lo;
             if (end - p < 4 || json_hex4(p, &cp) < 0)
                 goto bad;
@@ -133,10 +118,6 @@ int json_read_string(const char **pp, const char *end, struct evbuffer *raw)
             }
             if (json_utf8(raw, cp) != 0)
                 goto out;
-            break;
-        }
-        default:
-            goto bad;
         }
     }
     goto out;
