@@ -18,7 +18,9 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "core/clock.h"
 #include "core/log.h"
+#include "http/upstream.h"
 #include "worker.h"
 
 static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -27,17 +29,95 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
+/* One generation: a configuration and the replicas its names resolved to. */
+struct main_gen {
+    struct worker_gen wg;
+    struct config *cfg; /* owned, or NULL: wg.cfg is an earlier generation's (or main's) */
+    struct upstream_targets targets;
+};
+
 struct main_workers {
     struct worker *w;
     int n;
-    /* for SIGHUP: the command line to read again, and every configuration applied so far
+    /* for SIGHUP: the command line to read again, and every generation applied so far
      * (requests that started under one keep using it: all are kept until exit) */
     int argc;
     char **argv;
-    struct config **gens;
+    struct main_gen **gens;
     size_t ngens;
-    const struct config *current; /* the one in force (main's own view) */
+    const struct main_gen *current; /* the one in force (main's own view) */
+    struct event *resolve_ev;       /* upstream-resolve-interval */
 };
+
+/* Keep a new generation: cfg (owned from now on), or when NULL the configuration cur
+ * (someone else's), with targets (taken over). NULL when out of memory (and cfg and
+ * targets are freed). */
+static struct main_gen *main_gen_add(struct main_workers *mw, const struct config *cur,
+                                     struct config *cfg, struct upstream_targets *targets)
+{
+    struct main_gen *g = calloc(1, sizeof(*g)), **gens = NULL;
+
+    if (!g || !(gens = realloc(mw->gens, (mw->ngens + 1) * sizeof(*gens)))) {
+        free(g);
+        if (cfg) {
+            config_free(cfg);
+            free(cfg);
+        }
+        upstream_targets_free(targets);
+        log_error("out of memory: keeping the running configuration");
+        return NULL;
+    }
+    mw->gens = gens;
+    g->cfg = cfg;
+    g->targets = *targets;
+    g->wg.cfg = cfg ? cfg : cur;
+    g->wg.targets = &g->targets;
+    mw->gens[mw->ngens++] = g;
+    return g;
+}
+
+/* Hand g to every worker, and resolve again on g's interval. */
+static void main_gen_apply(struct main_workers *mw, const struct main_gen *g)
+{
+    struct timeval tv = clock_tv(g->wg.cfg->upstream.resolve_interval_ms);
+
+    mw->current = g;
+    for (int i = 0; i < mw->n; i++)
+        worker_reload(&mw->w[i], &g->wg);
+    evtimer_del(mw->resolve_ev);
+    if (g->wg.cfg->upstream.resolve_interval_ms)
+        evtimer_add(mw->resolve_ev, &tv);
+}
+
+/* upstream-resolve-interval: the names again (blocking, here in the main thread, never in
+ * a worker); new addresses make a new generation, a failure keeps the ones in use. */
+static void main_resolve_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_workers *mw = arg;
+    const struct config *cfg = mw->current->wg.cfg;
+    struct upstream_targets t;
+    struct main_gen *g;
+    struct timeval tv = clock_tv(cfg->upstream.resolve_interval_ms);
+    char err[512];
+
+    if (upstream_resolve(&cfg->upstream, &t, err, sizeof(err)) < 0) {
+        log_warn("%s; keeping the addresses in use", err);
+        evtimer_add(mw->resolve_ev, &tv);
+        return;
+    }
+    if (upstream_targets_equal(&t, &mw->current->targets)) {
+        upstream_targets_free(&t);
+        evtimer_add(mw->resolve_ev, &tv);
+        return;
+    }
+    log_info("upstream addresses changed: %zu replica(s) now (were %zu)", t.n,
+             mw->current->targets.n);
+    if (!(g = main_gen_add(mw, cfg, NULL, &t))) {
+        evtimer_add(mw->resolve_ev, &tv);
+        return;
+    }
+    main_gen_apply(mw, g);
+}
 
 /* Say which settings a reload cannot change (they keep their running values). */
 static void main_reload_warn(const struct config *old, const struct config *new)
@@ -65,32 +145,29 @@ static void main_reload_warn(const struct config *old, const struct config *new)
 static void main_hup_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct main_workers *mw = arg;
-    struct config *next = calloc(1, sizeof(*next)), **gens;
+    struct config *next = calloc(1, sizeof(*next));
+    struct upstream_targets t;
+    struct main_gen *g;
     struct conf_cli cli;
     char err[512];
 
     log_info("received SIGHUP, reloading the configuration");
     if (!next)
         return;
-    if (config_from_argv(next, &cli, mw->argc, mw->argv, err, sizeof(err)) < 0) {
+    if (config_from_argv(next, &cli, mw->argc, mw->argv, err, sizeof(err)) < 0 ||
+        upstream_resolve(&next->upstream, &t, err, sizeof(err)) < 0) {
         log_error("reload failed: %s; keeping the running configuration", err);
         config_free(next);
         free(next);
         return;
     }
-    if (!(gens = realloc(mw->gens, (mw->ngens + 1) * sizeof(*gens)))) {
-        config_free(next);
-        free(next);
+    main_reload_warn(mw->current->wg.cfg, next);
+    if (!(g = main_gen_add(mw, NULL, next, &t)))
         return;
-    }
-    mw->gens = gens;
-    main_reload_warn(mw->current, next);
-    mw->gens[mw->ngens++] = next;
-    mw->current = next;
-    for (int i = 0; i < mw->n; i++)
-        worker_reload(&mw->w[i], next);
-    log_info("reloaded %s: %zu upstream(s), %zu route(s)", next->file ? next->file : "(flags)",
-             next->upstream.naddrs, next->idem.nroutes);
+    main_gen_apply(mw, g);
+    log_info("reloaded %s: %zu upstream(s) (%zu replica(s)), %zu route(s)",
+             next->file ? next->file : "(flags)", next->upstream.naddrs, g->targets.n,
+             next->idem.nroutes);
 }
 
 /* SIGUSR1: every worker reopens its access log (logrotate has moved the file). */
@@ -109,7 +186,10 @@ static int main_run(const struct config *cfg, int argc, char **argv)
     struct event_base *base = NULL;
     struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL, *sighup = NULL;
     struct admin *admin = NULL;
-    struct main_workers mw = {NULL, 0, argc, argv, NULL, 0, cfg};
+    struct main_workers mw = {NULL, 0, argc, argv, NULL, 0, NULL, NULL};
+    struct upstream_targets targets;
+    const struct main_gen *first = NULL;
+    char err[512];
     sigset_t block, old;
     unsigned short port = 0;
     int ninit = 0, nstarted = 0, rc = 1;
@@ -129,10 +209,22 @@ static int main_run(const struct config *cfg, int argc, char **argv)
         evsignal_add(sighup, NULL) < 0)
         goto out;
 
+    mw.resolve_ev = evtimer_new(base, main_resolve_cb, &mw);
+    if (!mw.resolve_ev)
+        goto out;
+    /* the upstream names, resolved here (and again on upstream-resolve-interval) */
+    if (upstream_resolve(&cfg->upstream, &targets, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (!(first = main_gen_add(&mw, cfg, NULL, &targets)))
+        goto out;
+    mw.current = first;
+
     /* All sockets are bound before any thread starts, so a bad address fails at once. */
     for (int i = 0; i < cfg->worker.workers; i++) {
         int fd = worker_listen_socket(cfg, &port);
-        if (fd < 0 || worker_init(&workers[i], i + 1, cfg, fd) < 0)
+        if (fd < 0 || worker_init(&workers[i], i + 1, &first->wg, fd) < 0)
             goto out;
         ninit++;
     }
@@ -154,6 +246,10 @@ static int main_run(const struct config *cfg, int argc, char **argv)
         goto out;
     mw.w = workers;
     mw.n = nstarted;
+    if (cfg->upstream.resolve_interval_ms) {
+        struct timeval tv = clock_tv(cfg->upstream.resolve_interval_ms);
+        evtimer_add(mw.resolve_ev, &tv);
+    }
     if (cfg->admin.listen.host[0]) {
         struct admin_source *src = calloc((size_t)nstarted, sizeof(*src));
         unsigned short aport = 0;
@@ -209,8 +305,14 @@ out:
         event_free(sigusr1);
     if (sighup)
         event_free(sighup);
+    if (mw.resolve_ev)
+        event_free(mw.resolve_ev);
     for (size_t i = 0; i < mw.ngens; i++) {
-        config_free(mw.gens[i]);
+        if (mw.gens[i]->cfg) {
+            config_free(mw.gens[i]->cfg);
+            free(mw.gens[i]->cfg);
+        }
+        upstream_targets_free(&mw.gens[i]->targets);
         free(mw.gens[i]);
     }
     free(mw.gens);

@@ -158,12 +158,13 @@ static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-/* A reload, in the worker: a new pool for the new upstreams (the old one finishes what it
- * has), the new routes and policy for new requests. */
-static void worker_apply(struct worker *w, const struct config *cfg)
+/* A reload or new addresses, in the worker: a new pool for the new replicas (the old one
+ * finishes what it has), the new routes and policy for new requests. */
+static void worker_apply(struct worker *w, const struct worker_gen *gen)
 {
+    const struct config *cfg = gen->cfg;
     char default_host[CONF_HOST_MAX + 16] = "";
-    struct upstream_pool *pool = upstream_pool_new(w->base, &cfg->upstream);
+    struct upstream_pool *pool = upstream_pool_new(w->base, &cfg->upstream, gen->targets);
     struct upstream_pool **r = pool ? realloc(w->retired, (w->nretired + 1) * sizeof(*r)) : NULL;
 
     if (!r) {
@@ -180,6 +181,7 @@ static void worker_apply(struct worker *w, const struct config *cfg)
     frontend_set_upstreams(w->fe, pool, default_host);
     idem_handler_set_policy(w->idem, &cfg->idem);
     w->cfg = cfg;
+    w->gen = gen;
 }
 
 /* Orders from the main thread, one byte each: 'r' reopen the access log, 'h' reload,
@@ -190,7 +192,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
     struct timeval tv;
     char buf[16];
     int stop = 0, reopen = 0, reload = 0;
-    const struct config *next;
+    const struct worker_gen *next;
     ssize_t n;
 
     while ((n = read(fd, buf, sizeof(buf))) > 0) {
@@ -200,8 +202,8 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (reopen)
         frontend_reopen_log(w->fe);
-    if (reload && !w->draining && (next = __atomic_load_n(&w->next_cfg, __ATOMIC_ACQUIRE)) &&
-        next != w->cfg)
+    if (reload && !w->draining && (next = __atomic_load_n(&w->next_gen, __ATOMIC_ACQUIRE)) &&
+        next != w->gen)
         worker_apply(w, next);
     if (!stop || w->draining)
         return;
@@ -215,14 +217,16 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
     frontend_drain(w->fe, worker_drained_cb, w);
 }
 
-int worker_init(struct worker *w, int id, const struct config *cfg, int listen_fd)
+int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd)
 {
+    const struct config *cfg = gen->cfg;
     char default_host[CONF_HOST_MAX + 16] = "";
 
     memset(w, 0, sizeof(*w));
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     w->id = id;
     w->cfg = cfg;
+    w->gen = gen;
     /* Host for HTTP/1.0 requests without one: the first upstream */
     if (cfg->upstream.naddrs)
         conf_addr_str(&cfg->upstream.addrs[0], default_host, sizeof(default_host));
@@ -248,7 +252,7 @@ int worker_init(struct worker *w, int id, const struct config *cfg, int listen_f
     if (!w->drain_ev || !w->accept_ev)
         goto err;
     /* the layers, bottom up; the keyed handler is the one registered handler */
-    w->pool = upstream_pool_new(w->base, &cfg->upstream);
+    w->pool = upstream_pool_new(w->base, &cfg->upstream, gen->targets);
     w->redis =
         w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts, store_nscripts) : NULL;
     w->store = w->redis ? store_new(w->redis, id == 1) : NULL;
@@ -291,9 +295,9 @@ void worker_stop(struct worker *w)
         log_error("worker %d: cannot signal it to stop", w->id);
 }
 
-void worker_reload(struct worker *w, const struct config *cfg)
+void worker_reload(struct worker *w, const struct worker_gen *gen)
 {
-    __atomic_store_n(&w->next_cfg, cfg, __ATOMIC_RELEASE);
+    __atomic_store_n(&w->next_gen, gen, __ATOMIC_RELEASE);
     if (w->stop_pipe[1] >= 0 && write(w->stop_pipe[1], "h", 1) < 0)
         log_error("worker %d: cannot signal it to reload", w->id);
 }

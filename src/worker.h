@@ -20,6 +20,15 @@ struct frontend_handler;
 struct redis_client;
 struct store;
 struct upstream_pool;
+struct upstream_targets;
+
+/* What a worker runs with: a configuration and the replicas its upstream names resolved
+ * to. Made by the main thread (at start, on SIGHUP, when the addresses change) and kept
+ * until exit: requests that started under one keep using its policy. */
+struct worker_gen {
+    const struct config *cfg;
+    const struct upstream_targets *targets;
+};
 
 struct worker {
     int id; /* 1-based, for logs */
@@ -37,11 +46,12 @@ struct worker {
     struct frontend_handler *idem; /* the keyed-request handler */
     int stop_pipe[2];              /* worker_stop (another thread) writes, stop_ev reads */
     struct event *stop_ev;
-    struct event *drain_ev;         /* drain-timeout */
-    struct event *accept_ev;        /* resumes accepting after running out of descriptors */
-    int draining;                   /* 1: draining; 2: past drain-timeout, waiting for records */
-    const struct config *next_cfg;  /* a reload waiting to be applied (set by main) */
-    struct upstream_pool **retired; /* pools replaced by reloads, freed at join */
+    struct event *drain_ev;            /* drain-timeout */
+    struct event *accept_ev;           /* resumes accepting after running out of descriptors */
+    int draining;                      /* 1: draining; 2: past drain-timeout, waiting for records */
+    const struct worker_gen *gen;      /* the one in force */
+    const struct worker_gen *next_gen; /* one waiting to be applied (set by main) */
+    struct upstream_pool **retired;    /* pools replaced by reloads, freed at join */
     size_t nretired;
 };
 
@@ -54,7 +64,7 @@ int worker_listen_socket(const struct config *cfg, unsigned short *port);
 
 /* Prepare w (event base, listener on listen_fd which it then owns, pool, Redis,
  * frontend, handlers). 0, or -1 (logged) with everything released. */
-int worker_init(struct worker *w, int id, const struct config *cfg, int listen_fd);
+int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd);
 
 /* Run the loop in a new thread. 0 or -1. */
 int worker_start(struct worker *w);
@@ -62,10 +72,10 @@ int worker_start(struct worker *w);
 /* Ask the worker to drain and exit (thread-safe, async). */
 void worker_stop(struct worker *w);
 
-/* Ask the worker to apply cfg's upstreams, routes and policy to new requests (thread-safe,
- * async; SIGHUP). cfg must outlive the worker (requests that started under the old one
- * keep using it, so the caller keeps every configuration until exit). */
-void worker_reload(struct worker *w, const struct config *cfg);
+/* Ask the worker to apply gen's replicas, routes and policy to new requests (thread-safe,
+ * async; SIGHUP, or new addresses). gen must outlive the worker (requests that started
+ * under the old one keep using it, so the caller keeps every generation until exit). */
+void worker_reload(struct worker *w, const struct worker_gen *gen);
 
 /* Ask the worker to reopen its access log (thread-safe, async; SIGUSR1). */
 void worker_reopen_logs(struct worker *w);

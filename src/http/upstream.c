@@ -58,6 +58,14 @@ const struct conf_directive upstream_conf_rows[] = {
      .off = offsetof(struct upstream_conf, pool),
      .arg = "N",
      .help = "idle upstream connections kept per worker"},
+    {.name = "upstream-resolve-interval",
+     .type = CONF_T_DURATION,
+     .min = 0,
+     .max = 7 * CONF_MS_DAY,
+     .def = "10s",
+     .off = offsetof(struct upstream_conf, resolve_interval_ms),
+     .arg = "DURATION",
+     .help = "resolve the upstream names again this often (0: off)"},
     CONF_END,
 };
 
@@ -68,6 +76,80 @@ int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t e
                          "no upstream configured: give --upstream HOST:PORT or an 'upstream' "
                          "line in the config file");
     return 0;
+}
+
+/* ---- names to replicas ---- */
+
+int upstream_resolve(const struct upstream_conf *conf, struct upstream_targets *out, char *err,
+                     size_t errlen)
+{
+    struct upstream_target *t = NULL, *grown;
+    size_t n = 0;
+
+    for (size_t i = 0; i < conf->naddrs; i++) {
+        struct addrinfo hints = {0}, *res = NULL, *ai;
+        char port[8], name[CONF_HOST_MAX + 16];
+        size_t first = n;
+        int rc;
+
+        conf_addr_str(&conf->addrs[i], name, sizeof(name));
+        snprintf(port, sizeof(port), "%u", conf->addrs[i].port);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        rc = getaddrinfo(conf->addrs[i].host, port, &hints, &res);
+        if (rc != 0) {
+            conf_fail(err, errlen, "upstream %s: cannot resolve: %s", name, gai_strerror(rc));
+            goto err;
+        }
+        for (ai = res; ai; ai = ai->ai_next) {
+            if (ai->ai_addrlen > sizeof(t->sa))
+                continue;
+            if (!(grown = realloc(t, (n + 1) * sizeof(*t)))) {
+                freeaddrinfo(res);
+                conf_fail(err, errlen, "out of memory");
+                goto err;
+            }
+            t = grown;
+            memset(&t[n], 0, sizeof(t[n]));
+            memcpy(&t[n].sa, ai->ai_addr, ai->ai_addrlen);
+            t[n].salen = ai->ai_addrlen;
+            snprintf(t[n].name, sizeof(t[n].name), "%s", name);
+            n++;
+        }
+        freeaddrinfo(res);
+        /* a name with several addresses is several replicas: name@address each */
+        for (size_t k = first; n - first > 1 && k < n; k++) {
+            char ip[64] = "?";
+            getnameinfo((struct sockaddr *)&t[k].sa, t[k].salen, ip, sizeof(ip), NULL, 0,
+                        NI_NUMERICHOST);
+            snprintf(t[k].name, sizeof(t[k].name), "%s@%s", name, ip);
+        }
+    }
+    out->t = t;
+    out->n = n;
+    return 0;
+err:
+    free(t);
+    return -1;
+}
+
+int upstream_targets_equal(const struct upstream_targets *a, const struct upstream_targets *b)
+{
+    if (a->n != b->n)
+        return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->t[i].salen != b->t[i].salen || memcmp(&a->t[i].sa, &b->t[i].sa, a->t[i].salen) ||
+            strcmp(a->t[i].name, b->t[i].name))
+            return 0;
+    return 1;
+}
+
+void upstream_targets_free(struct upstream_targets *t)
+{
+    free(t->t);
+    t->t = NULL;
+    t->n = 0;
 }
 
 /*
@@ -118,7 +200,7 @@ struct up_conn {
 TAILQ_HEAD(up_conn_list, up_conn);
 
 struct up_replica {
-    char name[CONF_HOST_MAX + 16];
+    char name[UPSTREAM_NAME_MAX];
     struct sockaddr_storage sa;
     socklen_t salen;
     struct up_conn_list idle;
@@ -170,7 +252,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void up_attempt(struct upstream_exchange *x);
 static void up_defer_cb(evutil_socket_t fd, short what, void *arg);
 
-struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf)
+struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf,
+                                        const struct upstream_targets *targets)
 {
     struct upstream_pool *pool = calloc(1, sizeof(*pool));
 
@@ -180,35 +263,20 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct up
     pool->conf = conf;
     TAILQ_INIT(&pool->busy);
     TAILQ_INIT(&pool->exchanges);
-    pool->nreps = conf->naddrs;
+    pool->nreps = targets->n;
     pool->reps = calloc(pool->nreps ? pool->nreps : 1, sizeof(*pool->reps));
-    if (!pool->reps)
-        goto err;
+    if (!pool->reps) {
+        free(pool);
+        return NULL;
+    }
     for (size_t i = 0; i < pool->nreps; i++) {
         struct up_replica *r = &pool->reps[i];
-        struct addrinfo hints = {0}, *res = NULL;
-        char port[8];
-        int rc;
-
         TAILQ_INIT(&r->idle);
-        conf_addr_str(&conf->addrs[i], r->name, sizeof(r->name));
-        snprintf(port, sizeof(port), "%u", conf->addrs[i].port);
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = AI_NUMERICSERV;
-        rc = getaddrinfo(conf->addrs[i].host, port, &hints, &res);
-        if (rc != 0) {
-            log_error("upstream %s: cannot resolve: %s", r->name, gai_strerror(rc));
-            goto err;
-        }
-        memcpy(&r->sa, res->ai_addr, res->ai_addrlen);
-        r->salen = res->ai_addrlen;
-        freeaddrinfo(res);
+        snprintf(r->name, sizeof(r->name), "%s", targets->t[i].name);
+        memcpy(&r->sa, &targets->t[i].sa, targets->t[i].salen);
+        r->salen = targets->t[i].salen;
     }
     return pool;
-err:
-    upstream_pool_free(pool);
-    return NULL;
 }
 
 static void up_conn_free(struct up_conn *c)
@@ -300,8 +368,10 @@ void upstream_pool_retire(struct upstream_pool *pool, struct upstream_pool *succ
                 continue;
             METRIC_ADD(to->failovers, METRIC_GET(from->failovers));
             METRIC_ADD(to->backoffs, METRIC_GET(from->backoffs));
-            METRIC_SET(to->down_until, METRIC_GET(from->down_until));
-            to->fails = from->fails;
+            if (from->salen == to->salen && memcmp(&from->sa, &to->sa, to->salen) == 0) {
+                METRIC_SET(to->down_until, METRIC_GET(from->down_until));
+                to->fails = from->fails;
+            }
             break;
         }
     }

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/conf.h"
 #include "http/http1.h"
@@ -29,14 +30,38 @@ struct upstream_exchange;
 struct upstream_conf {
     struct conf_addr *addrs; /* upstream HOST:PORT, repeatable, required; owned */
     size_t naddrs;
-    uint64_t timeout_ms;         /* upstream-timeout [30s] */
-    uint64_t connect_timeout_ms; /* upstream-connect-timeout [2s] */
-    int pool;                    /* upstream-pool [64]: idle connections kept per replica */
+    uint64_t timeout_ms;          /* upstream-timeout [30s] */
+    uint64_t connect_timeout_ms;  /* upstream-connect-timeout [2s] */
+    int pool;                     /* upstream-pool [64]: idle connections kept per replica */
+    uint64_t resolve_interval_ms; /* upstream-resolve-interval [10s]; 0: start and reload only */
 };
 extern const struct conf_directive upstream_conf_rows[]; /* ended by CONF_END */
 
 /* At least one upstream. 0 or -1 with err set. */
 int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t errlen);
+
+/* The replicas an upstream list stands for: every address of every name, in the list's
+ * order (a name with several addresses is several replicas, named HOST:PORT@ADDRESS; one
+ * with a single address is named HOST:PORT). Made by the main thread, then read-only:
+ * the workers' pools copy from it. */
+#define UPSTREAM_NAME_MAX (CONF_HOST_MAX + 64)
+struct upstream_target {
+    char name[UPSTREAM_NAME_MAX];
+    struct sockaddr_storage sa;
+    socklen_t salen;
+};
+struct upstream_targets {
+    struct upstream_target *t; /* owned */
+    size_t n;
+};
+
+/* Resolve conf's names now (getaddrinfo: blocking, for the main thread). 0, or -1 with
+ * err set (a name that does not resolve) and out untouched. */
+int upstream_resolve(const struct upstream_conf *conf, struct upstream_targets *out, char *err,
+                     size_t errlen);
+/* 1 when a and b are the same replicas in the same order. */
+int upstream_targets_equal(const struct upstream_targets *a, const struct upstream_targets *b);
+void upstream_targets_free(struct upstream_targets *t);
 
 enum upstream_result {
     UPSTREAM_OK = 0,
@@ -69,9 +94,10 @@ struct upstream_response {
  */
 typedef void (*upstream_cb)(const struct upstream_response *resp, void *arg);
 
-/* Create the pool for one worker (resolves the replicas' addresses; conf is borrowed and
- * must outlive the pool). NULL on error with the reason logged. */
-struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf);
+/* Create the pool for one worker, one replica per target (copied; conf is borrowed and
+ * must outlive the pool). NULL when out of memory. */
+struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_conf *conf,
+                                        const struct upstream_targets *targets);
 
 /* A reload replaced the pool by successor: its counters and the back-off of the replicas
  * both name move over; its idle connections close now, its exchanges finish (and their

@@ -1,0 +1,173 @@
+/*
+ * Upstream names resolved again (issue 10, part): a name whose address changes while the
+ * proxy runs is followed, and a name with several addresses is several replicas.
+ *
+ * The name lives in a hosts file of the test's own: the proxy runs in a mount namespace
+ * of its own (unshare -m, root) where that file is bind-mounted over /etc/hosts, so
+ * nothing outside the test sees it. The file is rewritten in place (same inode).
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "stack_fixture.h"
+
+TestSuite(resolve, .fini = stack_teardown, .timeout = 60);
+
+#define NAME    "upstream.idemproxy.test"
+#define UNSHARE "/usr/bin/unshare" /* util-linux (essential on Debian) */
+
+static char hosts[512];
+static uint16_t up_port, proxy_port;
+static pid_t proxy_pid, up2_pid;
+
+static void write_hosts(const char *lines)
+{
+    FILE *f = fopen(hosts, "w"); /* truncates: the same inode, which the mount shows */
+
+    cr_assert_not_null(f);
+    fputs(lines, f);
+    fclose(f);
+}
+
+static int can_unshare(void)
+{
+    return geteuid() == 0 && system(UNSHARE " -m true 2>/dev/null") == 0;
+}
+
+/* A second test upstream on 127.0.0.2, the same port as the stack's on 127.0.0.1. */
+static void start_second_upstream(void)
+{
+    char listen[32];
+    char *argv[] = {TEST_UPSTREAM_BIN, "--listen", listen, "--id", "up2", NULL};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(up_port)};
+
+    snprintf(listen, sizeof(listen), "127.0.0.2:%u", up_port);
+    inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+    up2_pid = harness_spawn("up2", argv);
+    cr_assert_gt(up2_pid, 0);
+    for (int i = 0; i < 500; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+        ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (ok)
+            return;
+        usleep(10 * 1000);
+    }
+    cr_assert_fail("the second upstream did not listen on %s", listen);
+}
+
+/* The stack's Redis and upstream; a proxy that reaches the upstream by NAME only. */
+static void start(const char *hosts_lines)
+{
+    char listen[32], upstream[64];
+    const char *script = "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"";
+
+    if (!can_unshare())
+        cr_skip_test("needs root and unshare -m (a mount namespace for the hosts file)");
+    stack_start(NULL, NULL);
+    up_port = stack.up_port;
+    start_second_upstream();
+    snprintf(hosts, sizeof(hosts), "%s/hosts", harness_tmpdir());
+    write_hosts(hosts_lines);
+    proxy_port = harness_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", proxy_port);
+    snprintf(upstream, sizeof(upstream), NAME ":%u", up_port);
+    {
+        char *argv[] = {UNSHARE,
+                        "-m",
+                        "sh",
+                        "-c",
+                        (char *)script,
+                        "sh",
+                        hosts,
+                        IDEMPROXY_BIN,
+                        "--listen",
+                        listen,
+                        "--workers",
+                        "2",
+                        "--upstream",
+                        upstream,
+                        "--redis",
+                        stack.redis_arg,
+                        "--upstream-resolve-interval",
+                        "100ms",
+                        NULL};
+        proxy_pid = harness_spawn("proxyN", argv);
+    }
+    cr_assert_gt(proxy_pid, 0);
+    if (harness_wait_port(proxy_port, 5000) != 0) {
+        char *log = harness_read_log("proxyN");
+        cr_assert_fail("the proxy did not listen:\n%s", log ? log : "(no log)");
+    }
+}
+
+/* Which upstream answered a fresh GET ("" on failure). */
+static void answered_by(char *buf, size_t len)
+{
+    static const char get[] = "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    struct harness_resp r;
+
+    buf[0] = '\0';
+    if (harness_request(proxy_port, get, strlen(get), &r, 5000) != 0)
+        return;
+    if (r.status == 200)
+        harness_header(&r, "X-Upstream-Id", 0, buf, len);
+    harness_resp_free(&r);
+}
+
+static void stop(void)
+{
+    cr_assert(harness_stop_clean(proxy_pid, "proxyN", 10000), "the proxy did not exit cleanly");
+}
+
+Test(resolve, a_name_whose_address_changes_is_followed)
+{
+    char who[64], *log;
+    int moved = 0;
+
+    start("127.0.0.1 " NAME "\n");
+    answered_by(who, sizeof(who));
+    cr_assert_str_eq(who, "upstream");
+    write_hosts("127.0.0.2 " NAME "\n");
+    for (int i = 0; i < 100 && !moved; i++) { /* 100 ms interval: bounded at ~5 s */
+        usleep(50 * 1000);
+        answered_by(who, sizeof(who));
+        moved = strcmp(who, "up2") == 0;
+    }
+    cr_assert(moved, "still answered by '%s' after the address changed", who);
+    /* a name that stops resolving keeps the addresses in use */
+    write_hosts("# nothing\n");
+    usleep(300 * 1000);
+    answered_by(who, sizeof(who));
+    cr_assert_str_eq(who, "up2");
+    stop();
+    log = harness_read_log("proxyN");
+    cr_assert(log && strstr(log, "upstream addresses changed") &&
+                  strstr(log, "keeping the addresses in use"),
+              "%s", log);
+    free(log);
+}
+
+Test(resolve, a_name_with_two_addresses_is_two_replicas)
+{
+    char who[64];
+    int one = 0, two = 0;
+
+    start("127.0.0.1 " NAME "\n127.0.0.2 " NAME "\n");
+    for (int i = 0; i < 20; i++) {
+        answered_by(who, sizeof(who));
+        one += strcmp(who, "upstream") == 0;
+        two += strcmp(who, "up2") == 0;
+    }
+    cr_assert_eq(one + two, 20);
+    cr_assert(one > 0 && two > 0, "round robin over both addresses: %d and %d", one, two);
+    stop();
+}
