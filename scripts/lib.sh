@@ -44,15 +44,28 @@ need_packages_nostart() {
 
 # need_node: node and npm for the test-only client libraries in tests/node (the
 # stripe-node test). A missing one is installed from Debian (nodejs, npm) by
-# need_packages; a Node.js already there is kept — it must be 20 or later (stripe@23).
+# need_packages. stripe@23 needs Node.js 20 or later and Debian 12's is 18: then a Node 20
+# comes from the npm registry (the node-linux-ARCH package, a test-only tool) into
+# tests/node/.node, and tests/node/run.sh puts it first on PATH.
 need_node() {
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         need_packages nodejs npm
     fi
-    local major
+    local dir="$ROOT/tests/node/.node" arch major
     major=$(node -p 'process.versions.node.split(".")[0]')
-    [ "$major" -ge 20 ] ||
-        die "Node.js $(node -v) is too old for tests/node (stripe@23 needs 20 or later)"
+    [ "$major" -ge 20 ] && return 0
+    case "$(uname -m)" in
+    x86_64) arch=x64 ;;
+    aarch64) arch=arm64 ;;
+    *) die "Node.js $(node -v) is too old for tests/node (stripe@23 needs 20) and no Node 20 package for $(uname -m)" ;;
+    esac
+    if [ ! -x "$dir/node_modules/node-linux-$arch/bin/node" ]; then
+        say "Node.js $(node -v) is too old for stripe@23: installing node-linux-$arch@20 from npm into tests/node/.node"
+        npm install --no-audit --no-fund --loglevel=error --prefix "$dir" "node-linux-$arch@20" >&2 ||
+            die "npm could not install node-linux-$arch@20"
+    fi
+    "$dir/node_modules/node-linux-$arch/bin/node" -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' ||
+        die "tests/node/.node does not hold a Node.js 20"
 }
 
 BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev libhiredis-dev libssl-dev

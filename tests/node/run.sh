@@ -4,6 +4,10 @@
 # lock. Test-only: nothing here is shipped. Usage: tests/node/run.sh SCRIPT [ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")"
+# a Node 20 that scripts/test.sh fetched from npm when the system's is older
+for fallback in .node/node_modules/node-linux-*/bin; do
+    [ -x "$fallback/node" ] && PATH="$PWD/$fallback:$PATH"
+done
 command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "run.sh: node and npm are needed (scripts/test.sh installs them)" >&2; exit 1; }
 major=$(node -p 'process.versions.node.split(".")[0]')
