@@ -48,7 +48,13 @@ Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
 
     stack_start(extra, NULL);
     fd = post_async(stack.a_port, "/slow/3000", "orphan");
-    usleep(300 * 1000);
+    /* killed once the upstream has it (not after a fixed sleep: a loaded machine may
+     * not have forwarded it yet) */
+    t0 = harness_now_s();
+    while (harness_executions(stack.up_port, "orphan") < 1) {
+        cr_assert_lt(harness_now_s() - t0, 5.0, "replica A never forwarded the request");
+        usleep(20 * 1000);
+    }
     cr_assert_eq(harness_stop(stack.a_pid, SIGKILL, 5000) >= 0, 1);
     stack.a_pid = 0;
     close(fd);
