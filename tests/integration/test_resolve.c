@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -21,11 +23,12 @@
 TestSuite(resolve, .fini = stack_teardown, .timeout = 60);
 
 #define NAME    "upstream.idemproxy.test"
+#define RNAME   "redis.idemproxy.test"
 #define UNSHARE "/usr/bin/unshare" /* util-linux (essential on Debian) */
 
 static char hosts[512];
 static uint16_t up_port, proxy_port;
-static pid_t proxy_pid, up2_pid;
+static pid_t proxy_pid, up2_pid, redis2_pid;
 
 static void write_hosts(const char *lines)
 {
@@ -41,45 +44,81 @@ static int can_unshare(void)
     return geteuid() == 0 && system(UNSHARE " -m true 2>/dev/null") == 0;
 }
 
-/* A second test upstream on 127.0.0.2, the same port as the stack's on 127.0.0.1. */
-static void start_second_upstream(void)
+/* Until 127.0.0.2:port accepts connections (bounded: 5 s). */
+static int wait_second_address(uint16_t port)
 {
-    char listen[32];
-    char *argv[] = {TEST_UPSTREAM_BIN, "--listen", listen, "--id", "up2", NULL};
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(up_port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
 
-    snprintf(listen, sizeof(listen), "127.0.0.2:%u", up_port);
     inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
-    up2_pid = harness_spawn("up2", argv);
-    cr_assert_gt(up2_pid, 0);
     for (int i = 0; i < 500; i++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
         ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
         if (fd >= 0)
             close(fd);
         if (ok)
-            return;
+            return 0;
         usleep(10 * 1000);
     }
-    cr_assert_fail("the second upstream did not listen on %s", listen);
+    return -1;
 }
 
-/* The stack's Redis and upstream; a proxy that reaches the upstream by NAME only. */
-static void start(const char *hosts_lines)
+/* A second test upstream on 127.0.0.2, the same port as the stack's on 127.0.0.1. */
+static void start_second_upstream(void)
 {
-    char listen[32], upstream[64];
+    char listen[32];
+    char *argv[] = {TEST_UPSTREAM_BIN, "--listen", listen, "--id", "up2", NULL};
+
+    snprintf(listen, sizeof(listen), "127.0.0.2:%u", up_port);
+    up2_pid = harness_spawn("up2", argv);
+    cr_assert_gt(up2_pid, 0);
+    cr_assert_eq(wait_second_address(up_port), 0, "the second upstream did not listen");
+}
+
+/* A second, empty redis-server on 127.0.0.2, the same port as the stack's. */
+static void start_second_redis(void)
+{
+    char port[8], dir[600];
+    char *argv[] = {"/usr/bin/redis-server",
+                    SOURCE_DIR "/conf/redis.conf",
+                    "--port",
+                    port,
+                    "--bind",
+                    "127.0.0.2",
+                    "--dir",
+                    dir,
+                    NULL};
+
+    snprintf(port, sizeof(port), "%u", stack.redis_port);
+    snprintf(dir, sizeof(dir), "%s/redis2.data", harness_tmpdir());
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    redis2_pid = harness_spawn("redis2", argv);
+    cr_assert_gt(redis2_pid, 0);
+    cr_assert_eq(wait_second_address(stack.redis_port), 0, "the second redis did not listen");
+}
+
+/* The stack's Redis and upstream; a proxy that reaches the upstream (or Redis) by name
+ * only, the name resolving as the hosts file says. */
+static void start(const char *hosts_lines, int redis_by_name)
+{
+    char listen[32], upstream[64], redis[64];
     const char *script = "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"";
 
     if (!can_unshare())
         cr_skip_test("needs root and unshare -m (a mount namespace for the hosts file)");
     stack_start(NULL, NULL);
     up_port = stack.up_port;
-    start_second_upstream();
     snprintf(hosts, sizeof(hosts), "%s/hosts", harness_tmpdir());
     write_hosts(hosts_lines);
     proxy_port = harness_free_port();
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", proxy_port);
-    snprintf(upstream, sizeof(upstream), NAME ":%u", up_port);
+    if (redis_by_name) {
+        snprintf(upstream, sizeof(upstream), "%s", stack.up_arg);
+        snprintf(redis, sizeof(redis), RNAME ":%u", stack.redis_port);
+    } else {
+        start_second_upstream();
+        snprintf(upstream, sizeof(upstream), NAME ":%u", up_port);
+        snprintf(redis, sizeof(redis), "%s", stack.redis_arg);
+    }
     {
         char *argv[] = {UNSHARE,
                         "-m",
@@ -96,7 +135,7 @@ static void start(const char *hosts_lines)
                         "--upstream",
                         upstream,
                         "--redis",
-                        stack.redis_arg,
+                        redis,
                         "--upstream-resolve-interval",
                         "100ms",
                         NULL};
@@ -133,7 +172,7 @@ Test(resolve, a_name_whose_address_changes_is_followed)
     char who[64], *log;
     int moved = 0;
 
-    start("127.0.0.1 " NAME "\n");
+    start("127.0.0.1 " NAME "\n", 0);
     answered_by(who, sizeof(who));
     cr_assert_str_eq(who, "upstream");
     write_hosts("127.0.0.2 " NAME "\n");
@@ -161,7 +200,7 @@ Test(resolve, a_name_with_two_addresses_is_two_replicas)
     char who[64];
     int one = 0, two = 0;
 
-    start("127.0.0.1 " NAME "\n127.0.0.2 " NAME "\n");
+    start("127.0.0.1 " NAME "\n127.0.0.2 " NAME "\n", 0);
     for (int i = 0; i < 20; i++) {
         answered_by(who, sizeof(who));
         one += strcmp(who, "upstream") == 0;
@@ -169,5 +208,46 @@ Test(resolve, a_name_with_two_addresses_is_two_replicas)
     }
     cr_assert_eq(one + two, 20);
     cr_assert(one > 0 && two > 0, "round robin over both addresses: %d and %d", one, two);
+    stop();
+}
+
+/* The Redis name is resolved on every reconnect: a Redis that moves to another address
+ * (a managed failover by DNS) is found again without restarting the proxy. */
+Test(resolve, a_redis_name_is_resolved_again_on_reconnect)
+{
+    struct harness_keyed k1 = {.method = "POST", .path = "/status/201", .key = "k1", .body = "{}"};
+    struct harness_keyed k2 = {.method = "POST", .path = "/status/201", .key = "k2", .body = "{}"};
+    struct harness_resp r;
+    double t0;
+
+    start("127.0.0.1 " RNAME "\n", 1);
+    stack_post(proxy_port, &k1, &r);
+    cr_assert_eq(r.status, 201);
+    harness_resp_free(&r);
+    /* Redis "fails over": the name now points at another, empty server */
+    start_second_redis();
+    write_hosts("127.0.0.2 " RNAME "\n");
+    cr_assert_geq(harness_stop(stack.redis_pid, SIGKILL, 5000), 0);
+    stack.redis_pid = 0;
+    t0 = harness_now_s();
+    for (;;) {
+        stack_post(proxy_port, &k2, &r);
+        if (r.status == 201)
+            break;
+        cr_assert_eq(r.status, 503, "only 'store unavailable' while Redis is away");
+        harness_resp_free(&r);
+        cr_assert_lt(harness_now_s() - t0, 5.0, "the proxy never reached the new address");
+        usleep(100 * 1000);
+    }
+    harness_resp_free(&r);
+    /* the records are the new server's: k2 replays from it, k1 (recorded in the old
+     * one, which is gone) is new to it */
+    stack_post(proxy_port, &k2, &r);
+    cr_assert(harness_replayed(&r));
+    harness_resp_free(&r);
+    stack_post(proxy_port, &k1, &r);
+    cr_assert_not(harness_replayed(&r), "k1 replayed: still the old Redis?");
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "k2"), 1);
     stop();
 }
