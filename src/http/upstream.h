@@ -44,7 +44,7 @@ int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t e
  * order (a name with several addresses is several replicas, named HOST:PORT@ADDRESS; one
  * with a single address is named HOST:PORT). Made by the main thread, then read-only:
  * the workers' pools copy from it. */
-#define UPSTREAM_NAME_MAX (CONF_HOST_MAX + 64)
+#define UPSTREAM_NAME_MAX (CONF_HOST_MAX + 16 + 1 + 64) /* HOST:PORT@ADDRESS */
 struct upstream_target {
     char name[UPSTREAM_NAME_MAX];
     struct sockaddr_storage sa;
