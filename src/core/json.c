@@ -269,9 +269,27 @@ out:
     return rc;
 }
 
+/* After an object member or an array item: 1 at ',' (another one follows), 0 at close
+ * (consumed), -1 otherwise. */
+static int json_after_element(struct json_parser *j, char close, const char *in)
+{
+    json_skip_ws(&j->p, j->end);
+    if (j->p < j->end && *j->p == ',') {
+        j->p++;
+        json_skip_ws(&j->p, j->end);
+        return 1;
+    }
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        return 0;
+    }
+    return json_fail(j, "expected ',' or '%c' in %s", close, in);
+}
+
 static int json_parse_object(struct json_parser *j, struct json_value *v)
 {
     size_t cap = 0;
+    int rc;
 
     j->p++; /* '{' */
     json_skip_ws(&j->p, j->end);
@@ -310,23 +328,15 @@ static int json_parse_object(struct json_parser *j, struct json_value *v)
         json_skip_ws(&j->p, j->end);
         if (json_parse_value(j, &m->value) < 0)
             return -1;
-        json_skip_ws(&j->p, j->end);
-        if (j->p < j->end && *j->p == ',') {
-            j->p++;
-            json_skip_ws(&j->p, j->end);
-            continue;
-        }
-        if (j->p < j->end && *j->p == '}') {
-            j->p++;
-            return 0;
-        }
-        return json_fail(j, "expected ',' or '}' in an object");
+        if ((rc = json_after_element(j, '}', "an object")) <= 0)
+            return rc;
     }
 }
 
 static int json_parse_array(struct json_parser *j, struct json_value *v)
 {
     size_t cap = 0;
+    int rc;
 
     j->p++; /* '[' */
     json_skip_ws(&j->p, j->end);
@@ -345,17 +355,8 @@ static int json_parse_array(struct json_parser *j, struct json_value *v)
         v->n++;
         if (json_parse_value(j, &v->items[v->n - 1]) < 0)
             return -1;
-        json_skip_ws(&j->p, j->end);
-        if (j->p < j->end && *j->p == ',') {
-            j->p++;
-            json_skip_ws(&j->p, j->end);
-            continue;
-        }
-        if (j->p < j->end && *j->p == ']') {
-            j->p++;
-            return 0;
-        }
-        return json_fail(j, "expected ',' or ']' in an array");
+        if ((rc = json_after_element(j, ']', "an array")) <= 0)
+            return rc;
     }
 }
 
