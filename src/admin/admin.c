@@ -147,6 +147,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         redis_get_stats(a->src[i].redis, &r1);
         rs.commands += r1.commands;
         rs.timeouts += r1.timeouts;
+        rs.errors += r1.errors;
         rs.reconnects += r1.reconnects;
         rs.queued += r1.queued;
         redis_ready_n += (uint64_t)redis_ready(a->src[i].redis);
@@ -181,6 +182,10 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
     metrics_header(b, "idemproxy_redis_timeouts_total", "counter",
                    "Redis commands that missed redis-timeout, sent or not.");
     metrics_value(b, "idemproxy_redis_timeouts_total", NULL, rs.timeouts);
+    metrics_header(b, "idemproxy_redis_errors_total", "counter",
+                   "Redis commands that failed otherwise: an error reply (OOM, READONLY...) "
+                   "or the connection lost.");
+    metrics_value(b, "idemproxy_redis_errors_total", NULL, rs.errors);
     metrics_header(b, "idemproxy_redis_reconnects_total", "counter",
                    "Redis connections dropped for a missed deadline and made again.");
     metrics_value(b, "idemproxy_redis_reconnects_total", NULL, rs.reconnects);

@@ -155,6 +155,8 @@ static void redis_cmd_done(struct redis_cmd *cmd, enum redis_status st, const re
 {
     redis_reply_cb cb = cmd->cb;
 
+    if (st == REDIS_CMD_ERROR || st == REDIS_CMD_DOWN)
+        METRIC_INC(cmd->c->stats.errors);
     cmd->cb = NULL;
     if (cb)
         cb(st, reply, why, cmd->arg);
@@ -477,6 +479,7 @@ void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
 {
     out->commands = METRIC_GET(c->stats.commands);
     out->timeouts = METRIC_GET(c->stats.timeouts);
+    out->errors = METRIC_GET(c->stats.errors);
     out->reconnects = METRIC_GET(c->stats.reconnects);
     out->queued = METRIC_GET(c->stats.queued);
 }

@@ -108,6 +108,7 @@ void redis_unwatch(struct redis_watch *w);
 struct redis_stats {
     uint64_t commands;   /* issued */
     uint64_t timeouts;   /* failed for their deadline, sent or not */
+    uint64_t errors;     /* failed otherwise: an error reply, or the connection lost */
     uint64_t reconnects; /* connections dropped for a deadline */
     uint64_t queued;     /* issued while there was no connection */
 };

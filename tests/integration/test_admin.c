@@ -129,7 +129,19 @@ Test(admin, metrics_pass_promtool_and_move_with_requests)
     cr_assert_eq(sample(after, "idemproxy_keyed_requests_in_flight"), 0, "%s", after);
     cr_assert_geq(sample(after, "idemproxy_upstream_connections_opened_total"), 1);
     cr_assert(strstr(after, "idemproxy_build_info{version=\""), "%s", after);
+    cr_assert_eq(sample(after, "idemproxy_redis_errors_total"), 0, "%s", after);
     free(before);
+    free(after);
+    /* Redis full (noeviction): the claim fails with an OOM error reply, counted */
+    cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "CONFIG SET maxmemory 1"), 0);
+    q.key = "m2";
+    stack_post(stack.a_port, &q, &r);
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    harness_resp_free(&r);
+    cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "CONFIG SET maxmemory 0"), 0);
+    after = scrape();
+    promtool_check(after);
+    cr_assert_geq(sample(after, "idemproxy_redis_errors_total"), 1, "%s", after);
     free(after);
 }
 
