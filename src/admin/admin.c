@@ -125,6 +125,29 @@ static void admin_label(struct evbuffer *out, const char *v)
     }
 }
 
+/* One upstream summed over the workers, by name (their lists are the same, except for
+ * the moment a reload reaches one worker before another): failovers, back-offs, and 1
+ * while it is out of back-off in every worker. */
+static void admin_replica_sum(const struct admin *a, const char *name, uint64_t out[3])
+{
+    out[0] = out[1] = 0;
+    out[2] = 1;
+    for (size_t i = 0; i < a->nsrc; i++) {
+        const struct upstream_pool *p = admin_pool(&a->src[i]);
+        for (size_t j = 0; j < upstream_pool_replicas(p); j++) {
+            struct upstream_replica_stats st;
+            upstream_pool_replica(p, j, &st);
+            if (strcmp(st.name, name) != 0)
+                continue;
+            out[0] += st.failovers;
+            out[1] += st.backoffs;
+            if (st.down)
+                out[2] = 0;
+            break;
+        }
+    }
+}
+
 static void admin_metrics(struct admin *a, struct frontend_req *r)
 {
     struct evbuffer *b = evbuffer_new();
@@ -177,46 +200,46 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
     metrics_histogram(b, "idemproxy_redis_duration_seconds",
                       "Redis round trips of one keyed request (claim and record), summed.",
                       &fs.redis);
-    metrics_header(b, "idemproxy_redis_commands_total", "counter", "Redis commands issued.");
-    metrics_value(b, "idemproxy_redis_commands_total", NULL, rs.commands);
-    metrics_header(b, "idemproxy_redis_timeouts_total", "counter",
-                   "Redis commands that missed redis-timeout, sent or not.");
-    metrics_value(b, "idemproxy_redis_timeouts_total", NULL, rs.timeouts);
-    metrics_header(b, "idemproxy_redis_errors_total", "counter",
-                   "Redis commands that failed otherwise: an error reply (OOM, READONLY...) "
-                   "or the connection lost.");
-    metrics_value(b, "idemproxy_redis_errors_total", NULL, rs.errors);
-    metrics_header(b, "idemproxy_redis_reconnects_total", "counter",
-                   "Redis connections dropped for a missed deadline and made again.");
-    metrics_value(b, "idemproxy_redis_reconnects_total", NULL, rs.reconnects);
-    metrics_header(b, "idemproxy_redis_queued_total", "counter",
-                   "Redis commands issued while there was no connection (queued).");
-    metrics_value(b, "idemproxy_redis_queued_total", NULL, rs.queued);
-    metrics_header(b, "idemproxy_redis_ready_workers", "gauge",
-                   "Workers whose Redis connection is up with every script loaded.");
-    metrics_value(b, "idemproxy_redis_ready_workers", NULL, redis_ready_n);
-    metrics_header(b, "idemproxy_records_retried_total", "counter",
-                   "Record attempts sent again after a failure.");
-    metrics_value(b, "idemproxy_records_retried_total", NULL, is.record_retries);
-    metrics_header(b, "idemproxy_records_lost_total", "counter",
-                   "Answers never recorded: Redis away for the whole lease.");
-    metrics_value(b, "idemproxy_records_lost_total", NULL, is.records_lost);
-    metrics_header(b, "idemproxy_keyed_requests_in_flight", "gauge",
-                   "Keyed requests being handled now.");
-    metrics_value(b, "idemproxy_keyed_requests_in_flight", NULL, is.in_flight);
-    metrics_header(b, "idemproxy_client_connections", "gauge", "Open client connections.");
-    metrics_value(b, "idemproxy_client_connections", NULL, fs.conns);
-    metrics_header(b, "idemproxy_upstream_connections_opened_total", "counter",
-                   "TCP connections opened to upstreams.");
-    metrics_value(b, "idemproxy_upstream_connections_opened_total", NULL, us.connects);
-    metrics_header(b, "idemproxy_upstream_connections_reused_total", "counter",
-                   "Requests sent on a pooled upstream connection.");
-    metrics_value(b, "idemproxy_upstream_connections_reused_total", NULL, us.reused);
-    /* per upstream: summed over the workers by name (their lists are the same, except
-     * for the moment a reload reaches one worker before another) */
+    {
+        const struct {
+            const char *name, *type, *help;
+            uint64_t v;
+        } one[] = {
+            {"idemproxy_redis_commands_total", "counter", "Redis commands issued.", rs.commands},
+            {"idemproxy_redis_timeouts_total", "counter",
+             "Redis commands that missed redis-timeout, sent or not.", rs.timeouts},
+            {"idemproxy_redis_errors_total", "counter",
+             "Redis commands that failed otherwise: an error reply (OOM, READONLY...) or the "
+             "connection lost.",
+             rs.errors},
+            {"idemproxy_redis_reconnects_total", "counter",
+             "Redis connections dropped for a missed deadline and made again.", rs.reconnects},
+            {"idemproxy_redis_queued_total", "counter",
+             "Redis commands issued while there was no connection (queued).", rs.queued},
+            {"idemproxy_redis_ready_workers", "gauge",
+             "Workers whose Redis connection is up with every script loaded.", redis_ready_n},
+            {"idemproxy_records_retried_total", "counter",
+             "Record attempts sent again after a failure.", is.record_retries},
+            {"idemproxy_records_lost_total", "counter",
+             "Answers never recorded: Redis away for the whole lease.", is.records_lost},
+            {"idemproxy_keyed_requests_in_flight", "gauge", "Keyed requests being handled now.",
+             is.in_flight},
+            {"idemproxy_client_connections", "gauge", "Open client connections.", fs.conns},
+            {"idemproxy_upstream_connections_opened_total", "counter",
+             "TCP connections opened to upstreams.", us.connects},
+            {"idemproxy_upstream_connections_reused_total", "counter",
+             "Requests sent on a pooled upstream connection.", us.reused},
+            {"idemproxy_draining", "gauge", "1 once the process is shutting down.",
+             (uint64_t)METRIC_GET(a->draining)},
+        };
+        for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
+            metrics_header(b, one[i].name, one[i].type, one[i].help);
+            metrics_value(b, one[i].name, NULL, one[i].v);
+        }
+    }
+    /* per upstream, in the first worker's order */
     if (a->nsrc) {
         const struct upstream_pool *first = admin_pool(&a->src[0]);
-        size_t nrep = upstream_pool_replicas(first);
         const char *names[3] = {"idemproxy_upstream_failovers_total",
                                 "idemproxy_upstream_backoffs_total", "idemproxy_upstream_up"};
         const char *help[3] = {"Connects to this upstream that failed (the request moved on).",
@@ -224,35 +247,17 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
                                "1 while this upstream is out of back-off in every worker."};
         for (int m = 0; m < 3; m++) {
             metrics_header(b, names[m], m < 2 ? "counter" : "gauge", help[m]);
-            for (size_t k = 0; k < nrep; k++) {
-                uint64_t v = m == 2 ? 1 : 0;
-                struct upstream_replica_stats want, st;
+            for (size_t k = 0; k < upstream_pool_replicas(first); k++) {
+                struct upstream_replica_stats want;
+                uint64_t v[3];
                 upstream_pool_replica(first, k, &want);
-                for (size_t i = 0; i < a->nsrc; i++) {
-                    const struct upstream_pool *p = admin_pool(&a->src[i]);
-                    size_t j = 0, n = upstream_pool_replicas(p);
-                    for (; j < n; j++) {
-                        upstream_pool_replica(p, j, &st);
-                        if (strcmp(st.name, want.name) == 0)
-                            break;
-                    }
-                    if (j == n)
-                        continue;
-                    if (m == 0)
-                        v += st.failovers;
-                    else if (m == 1)
-                        v += st.backoffs;
-                    else if (st.down)
-                        v = 0;
-                }
+                admin_replica_sum(a, want.name, v);
                 evbuffer_add_printf(b, "%s{upstream=\"", names[m]);
                 admin_label(b, want.name);
-                evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)v);
+                evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)v[m]);
             }
         }
     }
-    metrics_header(b, "idemproxy_draining", "gauge", "1 once the process is shutting down.");
-    metrics_value(b, "idemproxy_draining", NULL, (uint64_t)METRIC_GET(a->draining));
     frontend_respond(r, 200, NULL, NULL, "Content-Type: text/plain; version=0.0.4\r\n", b);
     evbuffer_free(b);
 }

@@ -19,10 +19,20 @@ TestSuite(admin, .fini = stack_teardown, .timeout = 60);
 static uint16_t admin_port;
 static char admin_arg[32];
 
-static void start_with(const char *token)
+/* token and more_upstream: NULL for none */
+static void start_with2(const char *token, const char *more_upstream)
 {
-    const char *extra[] = {"--admin-listen", admin_arg, token ? "--admin-token" : NULL, token,
-                           NULL};
+    const char *extra[7] = {"--admin-listen", admin_arg};
+    int n = 2;
+
+    if (more_upstream) {
+        extra[n++] = "--upstream";
+        extra[n++] = more_upstream;
+    }
+    if (token) {
+        extra[n++] = "--admin-token";
+        extra[n++] = token;
+    }
 
     admin_port = harness_free_port();
     snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin_port);
@@ -33,6 +43,11 @@ static void start_with(const char *token)
     cr_assert_gt(stack.a_pid, 0);
     /* the admin listener comes up after the workers */
     cr_assert_eq(harness_wait_port(admin_port, 5000), 0, "the admin endpoint did not listen");
+}
+
+static void start_with(const char *token)
+{
+    start_with2(token, NULL);
 }
 
 static void start(void)
@@ -143,6 +158,35 @@ Test(admin, metrics_pass_promtool_and_move_with_requests)
     promtool_check(after);
     cr_assert_geq(sample(after, "idemproxy_redis_errors_total"), 1, "%s", after);
     free(after);
+}
+
+/* Per upstream: a replica that refuses connections shows its failovers and back-off. */
+Test(admin, per_upstream_failovers_backoffs_and_up)
+{
+    char dead[32], series[96], live[32], *m;
+    struct harness_resp r;
+
+    snprintf(dead, sizeof(dead), "127.0.0.1:%u", harness_free_port()); /* nobody listens */
+    start_with2(NULL, dead);
+    snprintf(live, sizeof(live), "%s", stack.up_arg);
+    for (int i = 0; i < 6; i++) {
+        get(stack.a_port, "/free", &r); /* round robin: some try the dead one first */
+        cr_assert_eq(r.status, 200);
+        harness_resp_free(&r);
+    }
+    m = scrape();
+    promtool_check(m);
+    snprintf(series, sizeof(series), "idemproxy_upstream_failovers_total{upstream=\"%s\"}", dead);
+    cr_assert_geq(sample(m, series), 1, "%s", m);
+    snprintf(series, sizeof(series), "idemproxy_upstream_backoffs_total{upstream=\"%s\"}", dead);
+    cr_assert_geq(sample(m, series), 1, "%s", m);
+    snprintf(series, sizeof(series), "idemproxy_upstream_up{upstream=\"%s\"}", dead);
+    cr_assert_eq(sample(m, series), 0, "%s", m);
+    snprintf(series, sizeof(series), "idemproxy_upstream_failovers_total{upstream=\"%s\"}", live);
+    cr_assert_eq(sample(m, series), 0, "%s", m);
+    snprintf(series, sizeof(series), "idemproxy_upstream_up{upstream=\"%s\"}", live);
+    cr_assert_eq(sample(m, series), 1, "%s", m);
+    free(m);
 }
 
 Test(admin, health_and_readiness_follow_redis_and_the_drain)
