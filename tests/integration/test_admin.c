@@ -63,20 +63,6 @@ static void get(uint16_t port, const char *path, struct harness_resp *r)
     cr_assert_eq(harness_request(port, raw, strlen(raw), r, 5000), 0, "no answer for %s", path);
 }
 
-/* The value of the sample line that starts with name{labels} (or name), or -1. */
-static double sample(const char *text, const char *series)
-{
-    const char *p = text;
-    size_t n = strlen(series);
-
-    while ((p = strstr(p, series)) != NULL) {
-        if ((p == text || p[-1] == '\n') && p[n] == ' ')
-            return atof(p + n + 1);
-        p += n;
-    }
-    return -1;
-}
-
 static char *scrape(void)
 {
     struct harness_resp r;
@@ -129,22 +115,26 @@ Test(admin, metrics_pass_promtool_and_move_with_requests)
     harness_resp_free(&r);
     after = scrape();
     promtool_check(after);
-    cr_assert_eq(sample(after, "idemproxy_requests_total{outcome=\"executed\"}"), 1, "%s", after);
-    cr_assert_eq(sample(after, "idemproxy_requests_total{outcome=\"replayed\"}"), 1, "%s", after);
-    cr_assert_eq(sample(after, "idemproxy_requests_total{outcome=\"keyless\"}"), 1, "%s", after);
-    cr_assert_eq(sample(after, "idemproxy_request_duration_seconds_count") -
-                     sample(before, "idemproxy_request_duration_seconds_count"),
+    cr_assert_eq(harness_metric(after, "idemproxy_requests_total{outcome=\"executed\"}"), 1, "%s",
+                 after);
+    cr_assert_eq(harness_metric(after, "idemproxy_requests_total{outcome=\"replayed\"}"), 1, "%s",
+                 after);
+    cr_assert_eq(harness_metric(after, "idemproxy_requests_total{outcome=\"keyless\"}"), 1, "%s",
+                 after);
+    cr_assert_eq(harness_metric(after, "idemproxy_request_duration_seconds_count") -
+                     harness_metric(before, "idemproxy_request_duration_seconds_count"),
                  3);
-    cr_assert_eq(sample(after, "idemproxy_upstream_duration_seconds_count"), 2, "%s", after);
-    cr_assert_eq(sample(after, "idemproxy_redis_duration_seconds_count"), 2, "%s", after);
-    cr_assert_geq(sample(after, "idemproxy_redis_commands_total") -
-                      sample(before, "idemproxy_redis_commands_total"),
+    cr_assert_eq(harness_metric(after, "idemproxy_upstream_duration_seconds_count"), 2, "%s",
+                 after);
+    cr_assert_eq(harness_metric(after, "idemproxy_redis_duration_seconds_count"), 2, "%s", after);
+    cr_assert_geq(harness_metric(after, "idemproxy_redis_commands_total") -
+                      harness_metric(before, "idemproxy_redis_commands_total"),
                   3, "claim, record, claim");
-    cr_assert_eq(sample(after, "idemproxy_redis_ready_workers"), 2, "%s", after);
-    cr_assert_eq(sample(after, "idemproxy_keyed_requests_in_flight"), 0, "%s", after);
-    cr_assert_geq(sample(after, "idemproxy_upstream_connections_opened_total"), 1);
+    cr_assert_eq(harness_metric(after, "idemproxy_redis_ready_workers"), 2, "%s", after);
+    cr_assert_eq(harness_metric(after, "idemproxy_keyed_requests_in_flight"), 0, "%s", after);
+    cr_assert_geq(harness_metric(after, "idemproxy_upstream_connections_opened_total"), 1);
     cr_assert(strstr(after, "idemproxy_build_info{version=\""), "%s", after);
-    cr_assert_eq(sample(after, "idemproxy_redis_errors_total"), 0, "%s", after);
+    cr_assert_eq(harness_metric(after, "idemproxy_redis_errors_total"), 0, "%s", after);
     free(before);
     free(after);
     /* Redis full (noeviction): the claim fails with an OOM error reply, counted */
@@ -156,7 +146,7 @@ Test(admin, metrics_pass_promtool_and_move_with_requests)
     cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "CONFIG SET maxmemory 0"), 0);
     after = scrape();
     promtool_check(after);
-    cr_assert_geq(sample(after, "idemproxy_redis_errors_total"), 1, "%s", after);
+    cr_assert_geq(harness_metric(after, "idemproxy_redis_errors_total"), 1, "%s", after);
     free(after);
 }
 
@@ -177,15 +167,15 @@ Test(admin, per_upstream_failovers_backoffs_and_up)
     m = scrape();
     promtool_check(m);
     snprintf(series, sizeof(series), "idemproxy_upstream_failovers_total{upstream=\"%s\"}", dead);
-    cr_assert_geq(sample(m, series), 1, "%s", m);
+    cr_assert_geq(harness_metric(m, series), 1, "%s", m);
     snprintf(series, sizeof(series), "idemproxy_upstream_backoffs_total{upstream=\"%s\"}", dead);
-    cr_assert_geq(sample(m, series), 1, "%s", m);
+    cr_assert_geq(harness_metric(m, series), 1, "%s", m);
     snprintf(series, sizeof(series), "idemproxy_upstream_up{upstream=\"%s\"}", dead);
-    cr_assert_eq(sample(m, series), 0, "%s", m);
+    cr_assert_eq(harness_metric(m, series), 0, "%s", m);
     snprintf(series, sizeof(series), "idemproxy_upstream_failovers_total{upstream=\"%s\"}", live);
-    cr_assert_eq(sample(m, series), 0, "%s", m);
+    cr_assert_eq(harness_metric(m, series), 0, "%s", m);
     snprintf(series, sizeof(series), "idemproxy_upstream_up{upstream=\"%s\"}", live);
-    cr_assert_eq(sample(m, series), 1, "%s", m);
+    cr_assert_eq(harness_metric(m, series), 1, "%s", m);
     free(m);
 }
 

@@ -74,6 +74,9 @@ long harness_upstream_stat(uint16_t up_port, const char *field);
 
 /* test-upstream's execution count for key (NULL: the total), from GET /executions. */
 long harness_executions(uint16_t up_port, const char *key);
+/* In a Prometheus text exposition: the value of the sample line that is exactly series
+ * ("name" or "name{labels}") followed by its value, or -1 when there is none. */
+double harness_metric(const char *text, const char *series);
 
 /* ---- a small HTTP/1.1 client over a blocking socket with deadlines (http_client.c) ---- */
 

@@ -45,3 +45,16 @@ long harness_upstream_stat(uint16_t up_port, const char *field)
 {
     return upstream_counter(up_port, "/stats", field, -1);
 }
+
+double harness_metric(const char *text, const char *series)
+{
+    const char *p = text;
+    size_t n = strlen(series);
+
+    while ((p = strstr(p, series)) != NULL) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return atof(p + n + 1);
+        p += n;
+    }
+    return -1;
+}
