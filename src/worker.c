@@ -146,8 +146,8 @@ static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
                                               "answered");
         if (left) {
             log_info("waiting up to %llu ms (lease) for %zu request(s) to record",
-                     (unsigned long long)w->cfg->idem.lease_ms, left);
-            tv = clock_tv(w->cfg->idem.lease_ms);
+                     (unsigned long long)w->gen->cfg->idem.lease_ms, left);
+            tv = clock_tv(w->gen->cfg->idem.lease_ms);
             evtimer_add(w->drain_ev, &tv);
         }
         worker_maybe_done(w);
@@ -180,7 +180,6 @@ static void worker_apply(struct worker *w, const struct worker_gen *gen)
     __atomic_store_n(&w->pool, pool, __ATOMIC_RELEASE); /* the admin thread reads it */
     frontend_set_upstreams(w->fe, pool, default_host);
     idem_handler_set_policy(w->idem, &cfg->idem);
-    w->cfg = cfg;
     w->gen = gen;
 }
 
@@ -212,7 +211,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
         evconnlistener_free(w->listener); /* closes our listening socket */
         w->listener = NULL;
     }
-    tv = clock_tv(w->cfg->worker.drain_timeout_ms);
+    tv = clock_tv(w->gen->cfg->worker.drain_timeout_ms);
     evtimer_add(w->drain_ev, &tv);
     frontend_drain(w->fe, worker_drained_cb, w);
 }
@@ -225,7 +224,6 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
     memset(w, 0, sizeof(*w));
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     w->id = id;
-    w->cfg = cfg;
     w->gen = gen;
     /* Host for HTTP/1.0 requests without one: the first upstream */
     if (cfg->upstream.naddrs)

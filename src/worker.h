@@ -32,7 +32,6 @@ struct worker_gen {
 
 struct worker {
     int id; /* 1-based, for logs */
-    const struct config *cfg;
     pthread_t thread;
     int started;
     int ran; /* the thread ran and was joined: its counters mean something */
@@ -49,7 +48,7 @@ struct worker {
     struct event *drain_ev;            /* drain-timeout */
     struct event *accept_ev;           /* resumes accepting after running out of descriptors */
     int draining;                      /* 1: draining; 2: past drain-timeout, waiting for records */
-    const struct worker_gen *gen;      /* the one in force */
+    const struct worker_gen *gen;      /* the one in force: its config and replicas */
     const struct worker_gen *next_gen; /* one waiting to be applied (set by main) */
     struct upstream_pool **retired;    /* pools replaced by reloads, freed at join */
     size_t nretired;
