@@ -158,12 +158,21 @@ static void worker_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
+/* Host for HTTP/1.0 requests without one: the first upstream. */
+static const char *worker_default_host(const struct config *cfg, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (cfg->upstream.naddrs)
+        conf_addr_str(&cfg->upstream.addrs[0], buf, len);
+    return buf;
+}
+
 /* A reload or new addresses, in the worker: a new pool for the new replicas (the old one
  * finishes what it has), the new routes and policy for new requests. */
 static void worker_apply(struct worker *w, const struct worker_gen *gen)
 {
     const struct config *cfg = gen->cfg;
-    char default_host[CONF_HOST_MAX + 16] = "";
+    char host[CONF_HOST_MAX + 16];
     struct upstream_pool *pool = upstream_pool_new(w->base, &cfg->upstream, gen->targets);
     struct upstream_pool **r = pool ? realloc(w->retired, (w->nretired + 1) * sizeof(*r)) : NULL;
 
@@ -175,10 +184,8 @@ static void worker_apply(struct worker *w, const struct worker_gen *gen)
     w->retired = r;
     w->retired[w->nretired++] = w->pool;
     upstream_pool_retire(w->pool, pool);
-    if (cfg->upstream.naddrs)
-        conf_addr_str(&cfg->upstream.addrs[0], default_host, sizeof(default_host));
     __atomic_store_n(&w->pool, pool, __ATOMIC_RELEASE); /* the admin thread reads it */
-    frontend_set_upstreams(w->fe, pool, default_host);
+    frontend_set_upstreams(w->fe, pool, worker_default_host(cfg, host, sizeof(host)));
     idem_handler_set_policy(w->idem, &cfg->idem);
     w->gen = gen;
 }
@@ -219,15 +226,12 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd)
 {
     const struct config *cfg = gen->cfg;
-    char default_host[CONF_HOST_MAX + 16] = "";
+    char host[CONF_HOST_MAX + 16];
 
     memset(w, 0, sizeof(*w));
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     w->id = id;
     w->gen = gen;
-    /* Host for HTTP/1.0 requests without one: the first upstream */
-    if (cfg->upstream.naddrs)
-        conf_addr_str(&cfg->upstream.addrs[0], default_host, sizeof(default_host));
     w->listen_fd = listen_fd;
     w->base = event_base_new();
     if (!w->base)
@@ -254,7 +258,9 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
     w->redis =
         w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts, store_nscripts) : NULL;
     w->store = w->redis ? store_new(w->redis, id == 1) : NULL;
-    w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool, default_host, id) : NULL;
+    w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool,
+                                    worker_default_host(cfg, host, sizeof(host)), id)
+                     : NULL;
     w->idem = w->fe ? idem_handler_new(w->base, &cfg->idem, w->store) : NULL;
     if (!w->idem)
         goto err;
