@@ -271,8 +271,11 @@ void policy_finalize(struct idem_policy *p)
 const struct idem_policy *policy_for(const struct idem_policy *p, const char *target)
 {
     const struct idem_route *best = NULL;
-    size_t plen = strcspn(target, "?");
+    size_t plen;
 
+    if (p->nroutes == 0)
+        return p; /* the common case: no target scan per request */
+    plen = strcspn(target, "?");
     for (size_t i = 0; i < p->nroutes; i++) {
         const struct idem_route *r = &p->routes[i];
         if (r->plen <= plen && memcmp(target, r->prefix, r->plen) == 0 &&
