@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Benchmark idemproxy against nginx, side by side, in one run, on loopback.
+# Benchmark idemproxy against nginx and HAProxy, side by side, in one run, on loopback.
 #
 #   scripts/bench.sh [--rounds N] [--duration SECS] [--connections C] [--idle N]
 #                    [--out FILE] [--bin DIR] [--quick]
 #
 # Starts (free ports only): two fixed-answer upstreams (nginx "return 200"), redis-server,
-# idemproxy and nginx as the comparison proxy (proxy_pass + keepalive), then measures,
-# alternating idemproxy and nginx within each round:
-#   1 keyless GET                      idemproxy vs nginx
+# idemproxy, and nginx and HAProxy as the plain proxies to compare with (keep-alive to the
+# same upstreams, as many workers/threads as idemproxy), then measures, alternating them
+# within each round:
+#   1 keyless GET                      idemproxy vs nginx vs HAProxy (wrk -t2, and -t1)
 #   2 keyed POST, a fresh key each     idemproxy, ratio to nginx keyless
-#   3 keyed POST replays               idemproxy, ratio to nginx keyless
+#   3 keyed POST replays               idemproxy, ratio to nginx keyless (wrk -t2, and -t1)
 #   4 concurrent duplicates (409 path) idemproxy, ratio to nginx keyless
 # plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
-# omission corrected), CPU per 10k requests, Redis commands per request, upstream
-# connections opened, and RSS with N idle client connections. Writes docs/BENCHMARKS.md
-# (or --out). It reports; it never asserts a threshold.
+# omission corrected), CPU per 10k requests of every process (proxy, Redis, upstreams,
+# wrk), Redis commands per request, upstream connections opened, and RSS with N idle
+# client connections. Writes docs/BENCHMARKS.md (or --out). It reports; it never asserts
+# a threshold.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
 done
 
 need_packages "${BUILD_PACKAGES[@]}"
-need_packages_nostart nginx wrk
+need_packages_nostart nginx wrk haproxy
 if [ -z "$BIN" ]; then
     BIN="$ROOT/build-bench"
     build "$BIN" -DCMAKE_BUILD_TYPE=Release -DIDEMPROXY_TESTS=OFF
@@ -44,6 +46,7 @@ STORM="$BIN/tools/retrystorm/retrystorm"
 [ -x "$PROXY" ] || die "no idemproxy in $BIN"
 [ -x "$STORM" ] || die "no retrystorm in $BIN"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 # 10k idle connections need file descriptors on both ends
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -115,6 +118,38 @@ bg nginx-proxy "$NGINX" -p "$W/proxy" -c "$W/proxy/nginx.conf" -e "$W/proxy/erro
 NG_PID=${PIDS[-1]}
 wait_port "$NG" 10 || die "nginx proxy did not start: $(cat "$W/proxy/error.log")"
 
+HA=$(free_port)
+mkdir -p "$W/haproxy"
+# HAProxy reserves about two descriptors per connection up front and refuses to start
+# when the open-file limit is below that
+HA_FDS=$(ulimit -n)
+[ "$HA_FDS" = unlimited ] && HA_FDS=80000
+HA_MAXCONN=$(((HA_FDS - 200) / 2))
+cat >"$W/haproxy/haproxy.cfg" <<CONF
+global
+    nbthread 2
+    maxconn $HA_MAXCONN
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+frontend fe
+    bind 127.0.0.1:$HA
+    default_backend up
+backend up
+    balance roundrobin
+    server up1 127.0.0.1:$UP1
+    server up2 127.0.0.1:$UP2
+CONF
+"$HAPROXY" -c -q -f "$W/haproxy/haproxy.cfg" || die "haproxy refused its configuration"
+bg haproxy "$HAPROXY" -db -f "$W/haproxy/haproxy.cfg"
+HA_PID=${PIDS[-1]}
+wait_port "$HA" 10 || die "haproxy did not start: $(cat "$W/haproxy.log")"
+
 REDIS=$(free_port)
 mkdir -p "$W/redis"
 # Redis on the same host: idemproxy talks to it over a unix socket (TCP port for redis-cli)
@@ -123,9 +158,10 @@ bg redis redis-server "$ROOT/conf/redis.conf" --port "$REDIS" --dir "$W/redis" \
 REDIS_PID=${PIDS[-1]}
 wait_port "$REDIS" 10 || die "redis did not start"
 
-PX=$(free_port)
+PX=$(free_port) PXADM=$(free_port)
 bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "unix:$W/redis/redis.sock" \
-    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --admin-listen "127.0.0.1:$PXADM"
 PX_PID=${PIDS[-1]}
 wait_port "$PX" 10 || die "idemproxy did not start: $(cat "$W/idemproxy.log")"
 
@@ -162,11 +198,10 @@ rss_kb() { # VmRSS of PIDs and their children, in kB
     done
     echo "$t"
 }
-redis_calls() { # commands clients sent so far: commandstats also counts the commands
-    # scripts run inside Redis (GET, SET, PUBLISH...), so count only what idemproxy sends
-    redis-cli -p "$REDIS" INFO commandstats | tr -d '\r' |
-        awk -F'[:=,]' '$1 ~ /^cmdstat_(eval|evalsha|eval_ro|evalsha_ro|subscribe|unsubscribe|script\|.*)$/ {s += $3}
-            END {print s + 0}'
+redis_calls() { # commands idemproxy sent so far, by its own count (Redis's commandstats
+    # would also count what the scripts run inside Redis)
+    curl -s "http://127.0.0.1:$PXADM/metrics" |
+        awk '$1 == "idemproxy_redis_commands_total" {print $2; f = 1} END {if (!f) print 0}'
 }
 upstream_accepts() {
     local a=0 p
@@ -213,17 +248,20 @@ function request()
 end
 LUA
 
-# run_wrk LABEL PORT PROXY_PID -- wrk args... → appends to $W/results:
+# run_wrk LABEL THREADS PROXY_PID -- wrk args... → appends to $W/results:
 #   label req/s requests proxy-CPU-ms/10k redis-CPU-ms/10k upstreams-CPU-ms/10k
-#   redis-cmds/req upstream-conns-opened non-2xx
+#   redis-cmds/req upstream-conns-opened non-2xx wrk-CPU-ms/10k
 per10k() { awk -v c="$1" -v r="$2" -v k="$CLK" 'BEGIN {printf "%.0f", (r ? c * 1000 / k / r * 10000 : 0)}'; }
 run_wrk() {
-    local label=$1 port=$2 ppid=$3
+    local label=$1 threads=$2 ppid=$3
     shift 4
-    local p0 s0 u0 r0 a0 out rps reqs p1 s1 u1 r1 a1 non2xx
+    local p0 s0 u0 r0 a0 out rps reqs p1 s1 u1 r1 a1 non2xx wrk_ms
     p0=$(cpu_ticks "$ppid") s0=$(cpu_ticks "$REDIS_PID") u0=$(cpu_ticks "${UP_PIDS[@]}")
     r0=$(redis_calls) a0=$(upstream_accepts)
-    out=$(wrk -t2 -c"$CONN" -d"${DUR}s" "$@" 2>&1) || { say "$out"; die "wrk failed"; }
+    # wrk's own CPU (user + system seconds, from bash's time) goes to $W/wrk.time
+    out=$({ TIMEFORMAT='%U %S' && time wrk -t"$threads" -c"$CONN" -d"${DUR}s" "$@" 2>&1; } 2>"$W/wrk.time") ||
+        { say "$out"; die "wrk failed"; }
+    wrk_ms=$(awk '{printf "%.0f", ($1 + $2) * 1000}' "$W/wrk.time")
     p1=$(cpu_ticks "$ppid") s1=$(cpu_ticks "$REDIS_PID") u1=$(cpu_ticks "${UP_PIDS[@]}")
     r1=$(redis_calls) a1=$(upstream_accepts)
     rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
@@ -231,11 +269,11 @@ run_wrk() {
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
     echo "$label $rps $reqs $(per10k $((p1 - p0)) "$reqs") $(per10k $((s1 - s0)) "$reqs") \
 $(per10k $((u1 - u0)) "$reqs") $(awk -v d=$((r1 - r0)) -v r="$reqs" 'BEGIN {printf "%.2f", (r ? d / r : 0)}') \
-$((a1 - a0)) ${non2xx:-0}" >>"$W/results"
+$((a1 - a0)) ${non2xx:-0} $(awk -v m="$wrk_ms" -v r="$reqs" 'BEGIN {printf "%.0f", (r ? m / r * 10000 : 0)}')" >>"$W/results"
     say "  $label: $rps req/s"
 }
 
-say "== throughput: $ROUNDS round(s) of ${DUR}s per scenario, $CONN connections, wrk -t2"
+say "== throughput: $ROUNDS round(s) of ${DUR}s per scenario, $CONN connections, wrk -t2 (and -t1)"
 # seed the replay keys and hold the in-flight ones
 NREPLAY=1000
 for i in $(seq 1 $NREPLAY); do echo "$i"; done |
@@ -252,11 +290,15 @@ sleep 0.5
 : >"$W/results"
 for round in $(seq 1 "$ROUNDS"); do
     say "round $round"
-    run_wrk keyless-idemproxy "$PX" "$PX_PID" -- "http://127.0.0.1:$PX/"
-    run_wrk keyless-nginx "$NG" "$NG_PID" -- "http://127.0.0.1:$NG/"
-    run_wrk fresh-idemproxy "$PX" "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- 400000
-    run_wrk replay-idemproxy "$PX" "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
-    run_wrk dupes409-idemproxy "$PX" "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- held- $NHELD
+    run_wrk keyless-idemproxy 2 "$PX_PID" -- "http://127.0.0.1:$PX/"
+    run_wrk keyless-nginx 2 "$NG_PID" -- "http://127.0.0.1:$NG/"
+    run_wrk keyless-haproxy 2 "$HA_PID" -- "http://127.0.0.1:$HA/"
+    run_wrk fresh-idemproxy 2 "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- 400000
+    run_wrk replay-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
+    run_wrk dupes409-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- held- $NHELD
+    run_wrk t1-keyless-nginx 1 "$NG_PID" -- "http://127.0.0.1:$NG/"
+    run_wrk t1-keyless-idemproxy 1 "$PX_PID" -- "http://127.0.0.1:$PX/"
+    run_wrk t1-replay-idemproxy 1 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
 done
 
 median() { # median of column $2 for label $1
@@ -302,15 +344,16 @@ idle_rss() { # idle_rss PORT PIDS → kB before and with the idle connections
 }
 read -r PX_RSS0 PX_RSS1 PX_IDLE_OK <<<"$(idle_rss "$PX" "$PX_PID")"
 read -r NG_RSS0 NG_RSS1 NG_IDLE_OK <<<"$(idle_rss "$NG" "$NG_PID")"
+read -r HA_RSS0 HA_RSS1 HA_IDLE_OK <<<"$(idle_rss "$HA" "$HA_PID")"
 
 # ---- the report ----
 mkdir -p "$(dirname "$OUT")"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
-NGK=$(median keyless-nginx 2)
-row() { # row LABEL description
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(median "$1" 2)" \
-        "$(ratio "$(median "$1" 2)" "$NGK")" "$(median "$1" 4)" "$(median "$1" 5)" \
-        "$(median "$1" 6)" "$(median "$1" 7)" "$(median "$1" 8)" "$(median "$1" 9)"
+NGK=$(median keyless-nginx 2) NGK1=$(median t1-keyless-nginx 2)
+row() { # row LABEL description [NGINX-KEYLESS-REQ/S]
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(median "$1" 2)" \
+        "$(ratio "$(median "$1" 2)" "${3:-$NGK}")" "$(median "$1" 4)" "$(median "$1" 5)" \
+        "$(median "$1" 6)" "$(median "$1" 10)" "$(median "$1" 7)" "$(median "$1" 8)" "$(median "$1" 9)"
 }
 lrow() {
     awk -v l="$1" -v d="$2" '$1 == l {printf "| %s | %s | %s | %s | %s |\n", d, $2, $3, $4, $5}' "$W/latency"
@@ -326,20 +369,25 @@ lrow() {
     echo "## Machine and versions"
     echo
     echo "- CPU: $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
-    echo "- idemproxy $("$PROXY" --version | awk '{print $2}') (\`--workers 2\`, release build), $("$NGINX" -v 2>&1 | sed 's|nginx version: ||') (\`worker_processes 2\`, \`reuseport\`), redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}')"
+    echo "- idemproxy $("$PROXY" --version | awk '{print $2}') (\`--workers 2\`, release build), $("$NGINX" -v 2>&1 | sed 's|nginx version: ||') (\`worker_processes 2\`, \`reuseport\`), HAProxy $("$HAPROXY" -v | awk 'NR == 1 {print $3}') (\`nbthread 2\`), redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}')"
     echo "- Redis: \`conf/redis.conf\` (appendonly yes, everysec), reached over a unix socket"
-    echo "- upstreams: two nginx processes, \`return 200\`, 1 worker each; nginx proxy: \`proxy_pass\` with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection \"\"\`, \`access_log off\`"
-    echo "- load: \`wrk -t2 -c$CONN -d${DUR}s\`, $ROUNDS round(s), median reported; keys pre-generated in wrk's Lua script"
+    echo "- upstreams: two nginx processes, \`return 200\`, 1 worker each; nginx proxy: \`proxy_pass\` with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection \"\"\`, \`access_log off\`; HAProxy: \`mode http\`, \`option http-keep-alive\`, \`http-reuse always\`, no log"
+    echo "- load: \`wrk -t2 -c$CONN -d${DUR}s\` (and \`-t1\` where the row says so), $ROUNDS round(s), median reported; keys pre-generated in wrk's Lua script"
+    echo "- CPU: utime + stime from \`/proc\` of every process (and its children) over each run, per 10k requests; wrk's from bash's \`time\`; Redis commands are the ones idemproxy sent, by its own \`idemproxy_redis_commands_total\`"
     echo
     echo "## Throughput"
     echo
-    echo "| scenario | req/s | × nginx keyless | proxy CPU ms / 10k req | Redis CPU ms / 10k | upstreams CPU ms / 10k | Redis cmds / req | upstream conns opened | non-2xx |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| scenario | req/s | × nginx keyless | proxy CPU ms / 10k req | Redis CPU ms / 10k | upstreams CPU ms / 10k | wrk CPU ms / 10k | Redis cmds / req | upstream conns opened | non-2xx |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     row keyless-nginx "nginx proxy_pass, keyless GET"
+    row keyless-haproxy "HAProxy, keyless GET"
     row keyless-idemproxy "idemproxy, keyless GET"
     row fresh-idemproxy "idemproxy, keyed POST, fresh key (claim + upstream + record)"
     row replay-idemproxy "idemproxy, keyed POST, replay ($NREPLAY recorded keys)"
     row dupes409-idemproxy "idemproxy, keyed POST, duplicates of $NHELD in-flight keys (409)"
+    row t1-keyless-nginx "nginx proxy_pass, keyless GET, wrk -t1" "$NGK1"
+    row t1-keyless-idemproxy "idemproxy, keyless GET, wrk -t1 (× nginx -t1)" "$NGK1"
+    row t1-replay-idemproxy "idemproxy, keyed POST, replay, wrk -t1 (× nginx -t1)" "$NGK1"
     echo
     echo "## Latency at a constant rate"
     echo
@@ -359,11 +407,12 @@ lrow() {
     echo "|---|---|---|---|"
     echo "| idemproxy | $((PX_RSS0 / 1024)) MiB | $((PX_RSS1 / 1024)) MiB | $PX_IDLE_OK |"
     echo "| nginx (master + workers) | $((NG_RSS0 / 1024)) MiB | $((NG_RSS1 / 1024)) MiB | $NG_IDLE_OK |"
+    echo "| HAProxy | $((HA_RSS0 / 1024)) MiB | $((HA_RSS1 / 1024)) MiB | $HA_IDLE_OK |"
     echo
     echo "## Raw results"
     echo
     echo "label, req/s, requests, CPU ms per 10k requests of the proxy / Redis / upstreams, Redis cmds/req,"
-    echo "upstream conns opened, non-2xx (one line per round):"
+    echo "upstream conns opened, non-2xx, wrk CPU ms per 10k requests (one line per round):"
     echo
     echo '```'
     cat "$W/results"

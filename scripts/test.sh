@@ -11,7 +11,7 @@ FAST=0
 need_packages "${BUILD_PACKAGES[@]}"
 # the storm, compose and benchmark tests need these too
 need_packages docker-compose perl clang-format
-need_packages_nostart nginx wrk
+need_packages_nostart nginx wrk haproxy
 # promtool (package prometheus) checks the admin endpoint's /metrics in the tests
 need_packages_nostart prometheus
 # tests/node: stripe-node against the replicas (test_error_template); npm ci fetches it

@@ -81,7 +81,7 @@ struct idem_ctx {
     char id[17];                       /* short record id for logs (never the raw key) */
     char fp[IDKEY_HEX_LEN + 1];        /* the host fingerprint: what our claim stores */
     char legacy_fp[IDKEY_HEX_LEN + 1]; /* the host-less one, as the previous release had */
-    char token[33];
+    char token[STORE_TOKEN_LEN + 1];
     struct redis_cmd *cmd;   /* claim or record in flight */
     struct redis_cmd *renew; /* lease renewal in flight */
     struct redis_watch *watch;
@@ -672,6 +672,38 @@ static void idem_forward(struct idem_ctx *ctx)
 
 /* ---- claim ---- */
 
+/* The key is pending and the route waits: park until it is done, released or its lease
+ * (pttl ms, -1 unknown, -2 already gone) runs out. */
+static void idem_pending_wait(struct idem_ctx *ctx, long long pttl)
+{
+    /* the PTTL came after the claim: what it measured may already be a record's
+     * retention. Look again after at most one lease of ours (a claim never lasts longer
+     * without renewals, which a live owner's publish would announce anyway). */
+    if (pttl > (long long)ctx->pol->lease_ms)
+        pttl = (long long)ctx->pol->lease_ms;
+    if (idem_wait(ctx, pttl) < 0)
+        return;
+    if (ctx->wake_again || pttl == -2) {
+        ctx->wake_again = 0;
+        idem_claim(ctx);
+    }
+}
+
+static void idem_pttl_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
+                         void *arg)
+{
+    struct idem_ctx *ctx = arg;
+    long long pttl = -1;
+
+    ctx->cmd = NULL;
+    ctx->r->redis_us += clock_mono_us() - ctx->redis_sent_us;
+    /* an error only costs precision: the recheck then comes soon and claims again,
+     * which meets the error itself if Redis is really failing */
+    if (st != REDIS_CMD_OK || store_int_result(reply, &pttl) < 0)
+        pttl = -1;
+    idem_pending_wait(ctx, pttl);
+}
+
 static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
                           void *arg)
 {
@@ -681,10 +713,15 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
 
     ctx->cmd = NULL;
     ctx->r->redis_us += clock_mono_us() - ctx->redis_sent_us;
-    if (st == REDIS_CMD_OK && store_claim_result(reply, res) < 0) {
-        log_warn("redis: claim script answered an unexpected reply");
-        st = REDIS_CMD_ERROR;
-        errstr = "unexpected reply to claim";
+    if (st == REDIS_CMD_OK && store_claim_result(reply, ctx->fp, ctx->legacy_fp, res) < 0) {
+        /* Redis answered, so this is not an outage: something else wrote the key (another
+         * application under the same key-prefix?). Neither forward nor take it over. */
+        idem_stop_watching(ctx);
+        log_error("idem %s: the key %s holds a value idemproxy did not write", ctx->id, ctx->rkey);
+        ctx->r->outcome = "corrupt";
+        frontend_problem(ctx->r, PROBLEM_INTERNAL_ERROR,
+                         "the stored value for this key is not one idemproxy wrote", NULL);
+        return;
     }
     if (st != REDIS_CMD_OK) {
         idem_store_failed(ctx, errstr);
@@ -725,12 +762,11 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
         return;
     case STORE_PENDING:
         if (ctx->pol->in_flight == IDEM_IN_FLIGHT_WAIT) {
-            if (idem_wait(ctx, res->pttl_ms) < 0)
-                return;
-            if (ctx->wake_again) {
-                ctx->wake_again = 0;
-                idem_claim(ctx);
-            }
+            /* the recheck timer needs the other lease's time left: one PTTL, asked only
+             * here, so the claim itself stays a single native command */
+            ctx->redis_sent_us = clock_mono_us();
+            if (!(ctx->cmd = store_pttl(ctx->store, ctx->rkey, idem_pttl_cb, ctx)))
+                idem_pending_wait(ctx, -1);
             return;
         }
         /* The lease left (pttl) only bounds a crashed owner; a live one usually
@@ -748,8 +784,8 @@ static void idem_claim(struct idem_ctx *ctx)
 {
     ctx->claim_sent = clock_mono_ms();
     ctx->redis_sent_us = clock_mono_us();
-    ctx->cmd = store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->legacy_fp, ctx->token,
-                           ctx->pol->lease_ms, idem_claim_cb, ctx);
+    ctx->cmd = store_claim(ctx->store, ctx->rkey, ctx->fp, ctx->token, ctx->pol->lease_ms,
+                           idem_claim_cb, ctx);
     if (!ctx->cmd)
         idem_store_failed(ctx, "redis unavailable");
 }

@@ -7,31 +7,14 @@
 #include <hiredis/hiredis.h>
 
 #include "core/log.h"
+#include "idem/idkey.h"
 
-enum {
-    SCRIPT_CLAIM,
-    SCRIPT_RECORD,
-    SCRIPT_RELEASE,
-    SCRIPT_RENEW,
-    SCRIPT_INSPECT,
-    SCRIPT_PURGE,
-    SCRIPT_COUNT
-};
+enum { SCRIPT_RECORD, SCRIPT_RELEASE, SCRIPT_RENEW, SCRIPT_INSPECT, SCRIPT_PURGE, SCRIPT_COUNT };
 
 /* Values: "P" fp(64) token(32) | "D" fp(64) record. Each touches only KEYS[1];
- * completion is published on the channel named KEYS[1]. */
+ * completion is published on the channel named KEYS[1]. The claim is not among them: it
+ * is one native SET (store_claim). */
 const struct redis_script store_scripts[SCRIPT_COUNT] = {
-    /* CLAIM fp token lease_ms legacy_fp → {1} claimed | {2, pttl} pending | {3, record} |
-     * {4} mismatch. What is there matches when its fingerprint is fp or legacy_fp (the
-     * host-less one the previous release stored). */
-    /* one SET ... NX GET (Redis >= 7.0) both claims and tells what was there */
-    {"claim",
-     "local v = redis.call('SET', KEYS[1], 'P' .. ARGV[1] .. ARGV[2], 'NX', 'GET', 'PX', ARGV[3])\n"
-     "if not v then return {1} end\n"
-     "local f = string.sub(v, 2, 65)\n"
-     "if f ~= ARGV[1] and f ~= ARGV[4] then return {4} end\n"
-     "if string.sub(v, 1, 1) == 'P' then return {2, redis.call('PTTL', KEYS[1])} end\n"
-     "return {3, string.sub(v, 66)}\n"},
     /* RECORD token retention_ms record fp → 1 stored | 2 already done for this request
      * (an earlier attempt of ours landed, or a later owner's) | 0 refused (not ours) */
     {"record",
@@ -96,7 +79,7 @@ static void store_version_cb(enum redis_status st, const struct redisReply *repl
     v = strstr(reply->str, "redis_version:");
     if (v && atoi(v + 14) < 7)
         log_error("redis: version %.*s is too old: idemproxy needs Redis 7.0 or later (its "
-                  "claim script uses SET NX GET); every keyed request will fail",
+                  "claim is a SET NX GET); every keyed request will fail",
                   (int)strcspn(v + 14, "\r\n"), v + 14);
 }
 
@@ -128,17 +111,42 @@ struct redis_client *store_client(struct store *s)
     return s->rc;
 }
 
+/*
+ * The claim is one native command, atomic on its own since Redis 7.0:
+ *   SET key "P" fp token NX GET PX lease
+ * It takes the key when it is free and answers what was there (nil when nothing was). The
+ * comparison with the stored fingerprint and the pending/done decision are made here, in
+ * store_claim_result. A script did the same until 0.2; as a plain command Redis spends a
+ * fraction of the CPU on it (docs/BENCHMARKS.md).
+ */
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
-                              const char *legacy_fp_hex, const char *token, uint64_t lease_ms,
-                              redis_reply_cb cb, void *arg)
+                              const char *token, uint64_t lease_ms, redis_reply_cb cb, void *arg)
 {
-    char lease[24];
-    const char *args[] = {fp_hex, token, lease, legacy_fp_hex};
-    size_t lens[] = {strlen(fp_hex), strlen(token),
-                     (size_t)snprintf(lease, sizeof(lease), "%llu", (unsigned long long)lease_ms),
-                     strlen(legacy_fp_hex)};
+    char value[1 + IDKEY_HEX_LEN + STORE_TOKEN_LEN], lease[24];
+    size_t fplen = strlen(fp_hex), toklen = strlen(token);
+    const char *argv[] = {"SET", key, value, "NX", "GET", "PX", lease};
+    size_t lens[] = {3,
+                     strlen(key),
+                     1 + fplen + toklen,
+                     2,
+                     3,
+                     2,
+                     (size_t)snprintf(lease, sizeof(lease), "%llu", (unsigned long long)lease_ms)};
 
-    return redis_eval(s->rc, SCRIPT_CLAIM, key, 4, args, lens, cb, arg);
+    if (fplen != IDKEY_HEX_LEN || toklen > STORE_TOKEN_LEN)
+        return NULL;
+    value[0] = 'P';
+    memcpy(value + 1, fp_hex, fplen);
+    memcpy(value + 1 + fplen, token, toklen);
+    return redis_command(s->rc, 7, argv, lens, cb, arg);
+}
+
+struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb, void *arg)
+{
+    const char *argv[] = {"PTTL", key};
+    size_t lens[] = {4, strlen(key)};
+
+    return redis_command(s->rc, 2, argv, lens, cb, arg);
 }
 
 /* "$<len>\r\n<bytes>\r\n" at p (bytes NULL: leave them to be written); returns past it. */
@@ -248,24 +256,31 @@ int store_inspect_result(const struct redisReply *reply, struct store_inspect_re
     return 0;
 }
 
-int store_claim_result(const struct redisReply *reply, struct store_claim_result *res)
+int store_claim_result(const struct redisReply *reply, const char *fp_hex,
+                       const char *legacy_fp_hex, struct store_claim_result *res)
 {
     memset(res, 0, sizeof(*res));
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
-        reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[0]->integer < 1 ||
-        reply->element[0]->integer > 4)
-        return -1;
-    res->kind = (enum store_claim)reply->element[0]->integer;
     res->pttl_ms = -1;
-    if (res->kind == STORE_PENDING && reply->elements > 1 &&
-        reply->element[1]->type == REDIS_REPLY_INTEGER)
-        res->pttl_ms = reply->element[1]->integer;
-    if (res->kind == STORE_DONE) {
-        if (reply->elements < 2 || reply->element[1]->type != REDIS_REPLY_STRING)
-            return -1;
-        res->record = reply->element[1]->str;
-        res->record_len = reply->element[1]->len;
+    if (reply->type == REDIS_REPLY_NIL) {
+        res->kind = STORE_CLAIMED;
+        return 0;
     }
+    /* "P" fp token or "D" fp record: anything else is not ours to interpret */
+    if (reply->type != REDIS_REPLY_STRING || reply->len < 1 + IDKEY_HEX_LEN ||
+        (reply->str[0] != 'P' && reply->str[0] != 'D'))
+        return -1;
+    if (memcmp(reply->str + 1, fp_hex, IDKEY_HEX_LEN) != 0 &&
+        memcmp(reply->str + 1, legacy_fp_hex, IDKEY_HEX_LEN) != 0) {
+        res->kind = STORE_MISMATCH;
+        return 0;
+    }
+    if (reply->str[0] == 'P') {
+        res->kind = STORE_PENDING;
+        return 0;
+    }
+    res->kind = STORE_DONE;
+    res->record = reply->str + 1 + IDKEY_HEX_LEN;
+    res->record_len = reply->len - 1 - IDKEY_HEX_LEN;
     return 0;
 }
 

@@ -1,11 +1,12 @@
 /*
- * store — the idempotency operations on Redis, for one worker: the four Lua scripts,
- * their arguments and what their replies mean. The connection, deadlines, reconnects and
- * pub/sub belong to the generic client (redis/redis.h); this module only speaks the data
- * model.
+ * store — the idempotency operations on Redis, for one worker: the claim (one native
+ * SET NX GET), the Lua scripts for the steps that compare-and-set (record, release,
+ * renew, and the admin's inspect and purge), their arguments and what their replies mean. The
+ * connection, deadlines, reconnects and pub/sub belong to the generic client (redis/redis.h); this
+ * module only speaks the data model.
  *
  * Data model: one Redis string per record, key = key-prefix + hex(record id); every
- * script touches only KEYS[1] (Redis Cluster-safe). The value is
+ * command touches only that key (Redis Cluster-safe). The value is
  *   "P" fingerprint(64 hex) token(32 hex)    pending: claimed, the upstream is working
  *   "D" fingerprint(64 hex) record bytes      done: the answer (record.h)
  * Completion (record or release) is PUBLISHed on a channel named like the key: watch it
@@ -13,7 +14,7 @@
  *
  * Calling convention: as redis.h — a command returns a handle (redis_cancel() forgets its
  * callback) or NULL when nothing could be sent; the callback gets the raw reply, which
- * store_claim_result() / store_int_result() turn into what the script said.
+ * store_claim_result() / store_int_result() turn into what it means.
  */
 #ifndef IDEMPROXY_IDEM_STORE_H
 #define IDEMPROXY_IDEM_STORE_H
@@ -36,7 +37,7 @@ enum store_claim {
 
 struct store_claim_result {
     enum store_claim kind;
-    long long pttl_ms;  /* PENDING: time left on the other claim's lease (-1 unknown) */
+    long long pttl_ms;  /* -1: the claim does not tell; ask store_pttl when it matters */
     const char *record; /* DONE: the record bytes, valid only during the callback */
     size_t record_len;
 };
@@ -53,11 +54,14 @@ struct redis_client *store_client(struct store *s);
 extern const struct redis_script store_scripts[];
 extern const size_t store_nscripts;
 
-/* CLAIM: take key for token (storing fp_hex) if free; tell what is there otherwise. A
- * stored fingerprint equal to fp_hex or legacy_fp_hex is the same request. */
+#define STORE_TOKEN_LEN 32 /* claim tokens are at most this many bytes */
+
+/* CLAIM: take key for token (storing fp_hex, IDKEY_HEX_LEN bytes) if it is free, for
+ * lease_ms; the reply tells what was there (store_claim_result). One SET NX GET PX. */
 struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_hex,
-                              const char *legacy_fp_hex, const char *token, uint64_t lease_ms,
-                              redis_reply_cb cb, void *arg);
+                              const char *token, uint64_t lease_ms, redis_reply_cb cb, void *arg);
+/* PTTL key: what is left of a pending claim's lease (store_int_result: ms, -2 gone). */
+struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb, void *arg);
 /*
  * RECORD (compare-and-set on token, then publish), RELEASE (compare-and-delete, publish),
  * RENEW (compare-and-PEXPIRE). Their reply: 1 done, 0 refused (not pending or not ours);
@@ -100,9 +104,12 @@ struct store_inspect_result {
 };
 int store_inspect_result(const struct redisReply *reply, struct store_inspect_result *res);
 
-/* Read a CLAIM reply into res (record borrows the reply). 0, or -1 if it is malformed. */
-int store_claim_result(const struct redisReply *reply, struct store_claim_result *res);
-/* Read a RECORD/RELEASE/RENEW reply. 0, or -1 if it is not an integer. */
+/* Read a CLAIM reply into res (record borrows the reply). What was there is the same
+ * request when its fingerprint is fp_hex or legacy_fp_hex (the host-less one the previous
+ * release stored). 0, or -1 if it is malformed (not a value this module writes). */
+int store_claim_result(const struct redisReply *reply, const char *fp_hex,
+                       const char *legacy_fp_hex, struct store_claim_result *res);
+/* Read a RECORD/RELEASE/RENEW/PTTL reply. 0, or -1 if it is not an integer. */
 int store_int_result(const struct redisReply *reply, long long *value);
 
 #endif

@@ -79,6 +79,76 @@ Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
     cr_assert_eq(harness_executions(stack.up_port, "orphan"), 2);
 }
 
+/* How many times Redis ran cmd since the last CONFIG RESETSTAT (INFO commandstats). */
+static long redis_calls(const char *cmd)
+{
+    char info[8192], want[64];
+    const char *at;
+
+    cr_assert_gt(harness_redis(stack.redis_port, info, sizeof(info), "INFO commandstats"), 0);
+    snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+    at = strstr(info, want);
+    return at ? atol(at + strlen(want)) : 0;
+}
+
+/*
+ * In wait mode, the claim of a replica that died publishes nothing: the waiter must look
+ * again when that lease runs out — known from one PTTL after its claim found the key
+ * pending — and then execute it. Not sooner and not by polling: a handful of claims, not
+ * one every 50 ms.
+ */
+Test(failures, a_waiter_takes_over_a_dead_replicas_claim_when_its_lease_ends)
+{
+    const char *extra[] = {"--lease", "1s", "--in-flight", "wait", "--wait-timeout", "10s", NULL};
+    struct harness_resp r;
+    int fd;
+    double t0;
+
+    stack_start(extra, NULL);
+    fd = post_async(stack.a_port, "/slow/1500", "widow");
+    t0 = harness_now_s();
+    while (harness_executions(stack.up_port, "widow") < 1) {
+        cr_assert_lt(harness_now_s() - t0, 5.0, "replica A never forwarded the request");
+        usleep(20 * 1000);
+    }
+    cr_assert_eq(harness_stop(stack.a_pid, SIGKILL, 5000) >= 0, 1);
+    stack.a_pid = 0;
+    close(fd);
+    cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "CONFIG RESETSTAT"), 0);
+    t0 = harness_now_s();
+    post(stack.b_port, "/slow/1500", "widow", &r);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_assert_not(harness_replayed(&r));
+    harness_resp_free(&r);
+    /* the lease had most of 1 s left; then 1.5 s at the upstream */
+    cr_assert_lt(harness_now_s() - t0, 6.0);
+    cr_assert_eq(harness_executions(stack.up_port, "widow"), 2);
+    cr_assert_geq(redis_calls("pttl"), 1, "the lease left was never asked");
+    cr_assert_leq(redis_calls("set"), 4, "the waiter polled: %ld claims", redis_calls("set"));
+}
+
+/* A key that holds something idemproxy never writes (another application under the same
+ * key-prefix) is neither taken over nor forwarded: 500, and the value stays. */
+Test(failures, a_value_idemproxy_did_not_write_is_500_and_left_alone)
+{
+    struct harness_resp r;
+    char key[256], value[64];
+
+    stack_start(NULL, NULL);
+    post(stack.a_port, "/p", "foreign", &r);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    cr_assert_gt(harness_redis(stack.redis_port, key, sizeof(key), "RANDOMKEY"), 0);
+    cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "SET %s %s", key, "hello"), 0);
+    post(stack.b_port, "/p", "foreign", &r);
+    cr_assert_eq(r.status, 500, "%d %s", r.status, r.body);
+    cr_assert(strstr(r.body, "not one idemproxy wrote"), "%s", r.body);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "foreign"), 1);
+    cr_assert_eq(harness_redis(stack.redis_port, value, sizeof(value), "GET %s", key), 5);
+    cr_assert_str_eq(value, "hello");
+}
+
 Test(failures, a_stale_owner_cannot_overwrite_the_record)
 {
     /* leases long enough that a loaded CI machine (ASan, parallel tests) cannot starve

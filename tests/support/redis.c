@@ -15,6 +15,35 @@
 #error "SOURCE_DIR must be defined by the build"
 #endif
 
+/*
+ * Redis listens before it is done opening its append-only file: on a busy disk a first
+ * command can wait longer than a proxy's redis-timeout. Wait until it answers one (any
+ * reply counts: an error such as NOAUTH is an answer too). 0, or -1 after timeout_ms.
+ */
+static int redis_wait_serving(uint16_t port, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    struct timeval tv = {0, 500 * 1000};
+
+    do {
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+        redisReply *r = NULL;
+
+        if (c && !c->err) {
+            redisSetTimeout(c, tv);
+            r = redisCommand(c, "PING");
+        }
+        if (r)
+            freeReplyObject(r);
+        if (c)
+            redisFree(c);
+        if (r)
+            return 0;
+        sleep_ms(20);
+    } while (now_ms() < deadline);
+    return -1;
+}
+
 static pid_t redis_start(uint16_t fixed, uint16_t *port, const char *logname,
                          const char *const extra[])
 {
@@ -34,6 +63,9 @@ static pid_t redis_start(uint16_t fixed, uint16_t *port, const char *logname,
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
     pid = h_start_server_at(argv, 3, 1, fixed, port, logname, H_UPSTREAM_WAIT_MS);
+    if (pid > 0 && redis_wait_serving(*port, H_UPSTREAM_WAIT_MS) < 0)
+        fprintf(stderr, "harness: redis on port %u accepts connections but answers no command\n",
+                *port);
     return pid;
 }
 
