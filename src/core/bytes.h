@@ -5,6 +5,8 @@
 #define IDEMPROXY_CORE_BYTES_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 struct evbuffer;
 
@@ -18,6 +20,40 @@ static inline int bytes_hexval(int c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+/* v in decimal at dst (room for 20 bytes, no NUL written); returns the length. printf's
+ * machinery costs hundreds of instructions a number, on paths that write several. */
+static inline size_t bytes_u64(char *dst, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* 16 lower-case hex digits of v at dst (no NUL). */
+static inline void bytes_hex64(char *dst, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        dst[i] = digits[v & 15];
+}
+
+/* src at dst (size bytes, NUL-terminated), cut to fit. */
+static inline void bytes_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 /*

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "core/bytes.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/accesslog.h"
@@ -707,15 +708,6 @@ static void fe_dispatch(struct frontend_conn *c)
     frontend_forward(r);
 }
 
-/* 16 lower-case hex digits of v at out (no NUL): snprintf costs more than the request. */
-static void fe_hex64(char *out, uint64_t v)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        out[i] = digits[v & 15];
-}
-
 /*
  * The request id: the client's X-Request-Id (first one; at most 128 bytes are kept), or
  * one made here — 128 bits, unique across workers and restarts: a random per-frontend
@@ -724,15 +716,16 @@ static void fe_hex64(char *out, uint64_t v)
 static void fe_request_id(struct frontend *fe, struct frontend_req *r)
 {
     const char *v = r->head.count[HTTP1_H_X_REQUEST_ID]
-                        ? http1_header_get(&r->head, "X-Request-Id", NULL)
+                        ? http1_header_get_id(&r->head, HTTP1_H_X_REQUEST_ID, NULL)
                         : NULL;
 
     if (v && *v) {
-        snprintf(r->request_id, sizeof(r->request_id), "%s", v);
+        bytes_strlcpy(r->request_id, v, sizeof(r->request_id));
         return;
     }
-    fe_hex64(r->request_id, fe->rid_seed);
-    fe_hex64(r->request_id + 16, ++fe->rid_counter);
+    /* snprintf would cost more than the rest of the request */
+    bytes_hex64(r->request_id, fe->rid_seed);
+    bytes_hex64(r->request_id + 16, ++fe->rid_counter);
     r->request_id[32] = '\0';
     r->request_id_made = 1;
 }
@@ -756,7 +749,7 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     r->started_ms = clock_mono_ms();
     r->started_us = clock_mono_us();
     r->started_unix_ms = clock_unix_ms();
-    snprintf(r->client_ip, sizeof(r->client_ip), "%s", c->ip);
+    bytes_strlcpy(r->client_ip, c->ip, sizeof(r->client_ip));
     TAILQ_INSERT_TAIL(&c->fe->reqs, r, link);
     c->fe->nreqs++;
     c->req = r;
@@ -777,7 +770,8 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
         return -1;
     }
     r->is_head = strcmp(r->head.method, "HEAD") == 0;
-    r->has_body = c->kind != HTTP1_BODY_NONE || http1_header_get(&r->head, "Content-Length", NULL);
+    r->has_body =
+        c->kind != HTTP1_BODY_NONE || http1_header_get_id(&r->head, HTTP1_H_CONTENT_LENGTH, NULL);
     if (c->kind == HTTP1_BODY_LENGTH && c->remaining > conf->max_body) {
         char d[128];
         snprintf(d, sizeof(d), "Content-Length %llu exceeds the limit of %zu bytes",
@@ -787,7 +781,7 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     }
     c->total = 0;
     memset(&c->chunked, 0, sizeof(c->chunked));
-    expect = http1_header_get(&r->head, "Expect", NULL);
+    expect = http1_header_get_id(&r->head, HTTP1_H_EXPECT, NULL);
     if (expect && r->head.minor == 1 && c->kind != HTTP1_BODY_NONE &&
         strcasecmp(expect, "100-continue") == 0 && evbuffer_get_length(in) == 0) {
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);

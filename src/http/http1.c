@@ -110,23 +110,24 @@ int http1_header_id(const char *name, size_t len)
 {
     static const struct {
         const char *name;
+        size_t len;
         int id;
     } known[] = {
-        {"Host", HTTP1_H_HOST},
-        {"Content-Length", HTTP1_H_CONTENT_LENGTH},
-        {"Transfer-Encoding", HTTP1_H_TRANSFER_ENCODING},
-        {"Connection", HTTP1_H_CONNECTION},
-        {"Keep-Alive", HTTP1_H_KEEP_ALIVE},
-        {"Proxy-Connection", HTTP1_H_PROXY_CONNECTION},
-        {"TE", HTTP1_H_TE},
-        {"Trailer", HTTP1_H_TRAILER},
-        {"Upgrade", HTTP1_H_UPGRADE},
-        {"Expect", HTTP1_H_EXPECT},
-        {"X-Forwarded-For", HTTP1_H_X_FORWARDED_FOR},
-        {"X-Forwarded-Proto", HTTP1_H_X_FORWARDED_PROTO},
-        {"X-Forwarded-Host", HTTP1_H_X_FORWARDED_HOST},
-        {"Via", HTTP1_H_VIA},
-        {"X-Request-Id", HTTP1_H_X_REQUEST_ID},
+        {"Host", 4, HTTP1_H_HOST},
+        {"Content-Length", 14, HTTP1_H_CONTENT_LENGTH},
+        {"Transfer-Encoding", 17, HTTP1_H_TRANSFER_ENCODING},
+        {"Connection", 10, HTTP1_H_CONNECTION},
+        {"Keep-Alive", 10, HTTP1_H_KEEP_ALIVE},
+        {"Proxy-Connection", 16, HTTP1_H_PROXY_CONNECTION},
+        {"TE", 2, HTTP1_H_TE},
+        {"Trailer", 7, HTTP1_H_TRAILER},
+        {"Upgrade", 7, HTTP1_H_UPGRADE},
+        {"Expect", 6, HTTP1_H_EXPECT},
+        {"X-Forwarded-For", 15, HTTP1_H_X_FORWARDED_FOR},
+        {"X-Forwarded-Proto", 17, HTTP1_H_X_FORWARDED_PROTO},
+        {"X-Forwarded-Host", 16, HTTP1_H_X_FORWARDED_HOST},
+        {"Via", 3, HTTP1_H_VIA},
+        {"X-Request-Id", 12, HTTP1_H_X_REQUEST_ID},
     };
     /* cheap filter first: only these lengths can match */
     if (len < 2 || len > 17 ||
@@ -134,9 +135,26 @@ int http1_header_id(const char *name, size_t len)
                          (1u << 12) | (1u << 14) | (1u << 15) | (1u << 16) | (1u << 17))))
         return HTTP1_H_OTHER;
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-        if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0)
+        if (known[i].len == len && strncasecmp(known[i].name, name, len) == 0)
             return known[i].id;
     return HTTP1_H_OTHER;
+}
+
+static int http1_list_each(const struct http1_head *h, int id, const char *name,
+                           int (*fn)(const char *tok, size_t len, void *arg), void *arg);
+
+static int http1_conn_other(const char *tok, size_t len, void *arg)
+{
+    return !((len == 5 && strncasecmp(tok, "close", 5) == 0) ||
+             (len == 10 && strncasecmp(tok, "keep-alive", 10) == 0));
+}
+
+/* Does a Connection field name anything but close and keep-alive? Only such a name can
+ * make another field hop-by-hop, so headers.c looks per field only then. */
+static void http1_note_connection(struct http1_head *h)
+{
+    h->connection_names = h->count[HTTP1_H_CONNECTION] > 0 &&
+                          http1_list_each(h, HTTP1_H_CONNECTION, NULL, http1_conn_other, NULL);
 }
 
 void http1_head_index(struct http1_head *h)
@@ -148,6 +166,7 @@ void http1_head_index(struct http1_head *h)
         if (h->count[f->id] < 255)
             h->count[f->id]++;
     }
+    http1_note_connection(h);
 }
 
 void http1_head_clear(struct http1_head *h)
@@ -168,8 +187,10 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, struc
 
         if (!eol || eol + 1 >= end || eol[1] != '\n')
             return http1_fail(err, PROBLEM_INVALID_HEADER, "header line not terminated by CRLF");
-        if (eol == line) /* the empty line */
+        if (eol == line) { /* the empty line */
+            http1_note_connection(h);
             return 0;
+        }
         if (line[0] == ' ' || line[0] == '\t')
             return http1_fail(err, PROBLEM_INVALID_HEADER,
                               "obsolete line folding in header section");
@@ -198,6 +219,8 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, struc
         if (h->nheaders == HTTP1_MAX_HEADERS)
             return http1_fail(err, PROBLEM_HEADERS_TOO_LARGE, "more than %d header fields",
                               HTTP1_MAX_HEADERS);
+        if (h->nheaders == h->cap) /* cannot happen: one field per CRLF, counted */
+            return http1_fail(err, PROBLEM_INTERNAL_ERROR, "header fields miscounted");
         *colon = '\0';
         *ve = '\0';
         h->headers[h->nheaders].name = line;
@@ -217,6 +240,8 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, struc
 static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
                              struct http1_error *err)
 {
+    size_t lines = 0, nfields;
+
     memset(h, 0, sizeof(*h));
     if (len < 4 || memcmp(data + len - 4, "\r\n\r\n", 4) != 0) {
         http1_fail(err, PROBLEM_BAD_REQUEST, "incomplete message head");
@@ -224,24 +249,32 @@ static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)data[i];
-        if (c == '\n' && (i == 0 || data[i - 1] != '\r')) {
-            http1_fail(err, PROBLEM_BAD_REQUEST, "bare LF in message head");
-            return NULL;
-        }
-        if (c == '\r' && (i + 1 == len || data[i + 1] != '\n')) {
+        if (c > '\r')
+            continue; /* nearly every byte: none of the three below */
+        if (c == '\n') {
+            if (i == 0 || data[i - 1] != '\r') {
+                http1_fail(err, PROBLEM_BAD_REQUEST, "bare LF in message head");
+                return NULL;
+            }
+            lines++;
+        } else if (c == '\r' && (i + 1 == len || data[i + 1] != '\n')) {
             http1_fail(err, PROBLEM_INVALID_HEADER, "bare CR in message head");
             return NULL;
-        }
-        if (c == '\0') {
+        } else if (c == '\0') {
             http1_fail(err, PROBLEM_INVALID_HEADER, "NUL byte in message head");
             return NULL;
         }
     }
-    h->buf = malloc(len + 1);
+    /* a field per line between the start line and the empty one, at most (the parser
+     * stops at HTTP1_MAX_HEADERS with a 431 before it would need more) */
+    nfields = lines - 2 > HTTP1_MAX_HEADERS ? HTTP1_MAX_HEADERS : lines - 2;
+    h->cap = nfields;
+    h->buf = malloc(HTTP1_FIELDS_AT(len + 1) + nfields * sizeof(struct http1_header));
     if (!h->buf) {
         http1_fail(err, PROBLEM_INTERNAL_ERROR, "out of memory");
         return NULL;
     }
+    h->headers = (struct http1_header *)(void *)(h->buf + HTTP1_FIELDS_AT(len + 1));
     memcpy(h->buf, data, len);
     h->buf[len] = '\0';
     h->len = len;
@@ -356,14 +389,16 @@ fail:
 /* Does field i carry the name whose id is id (or, for unknown names, this name)? */
 static int http1_is(const struct http1_head *h, size_t i, int id, const char *name)
 {
-    return id != HTTP1_H_OTHER ? h->headers[i].id == id : strcasecmp(h->headers[i].name, name) == 0;
+    return id != HTTP1_H_OTHER ? h->headers[i].id == id
+                               : name && strcasecmp(h->headers[i].name, name) == 0;
 }
 
-const char *http1_header_get(const struct http1_head *h, const char *name, size_t *n)
+/* name is only compared when id is HTTP1_H_OTHER */
+static const char *http1_header_get_named(const struct http1_head *h, int id, const char *name,
+                                          size_t *n)
 {
     const char *first = NULL;
     size_t count = 0;
-    int id = http1_header_id(name, strlen(name));
 
     if (id != HTTP1_H_OTHER && h->count[id] == 0) {
         if (n)
@@ -382,12 +417,25 @@ const char *http1_header_get(const struct http1_head *h, const char *name, size_
     return first;
 }
 
+const char *http1_header_get(const struct http1_head *h, const char *name, size_t *n)
+{
+    return http1_header_get_named(h, http1_header_id(name, strlen(name)), name, n);
+}
+
+const char *http1_header_get_id(const struct http1_head *h, int id, size_t *n)
+{
+    if (id <= HTTP1_H_OTHER || id >= HTTP1_H_COUNT) { /* no name to compare then */
+        if (n)
+            *n = 0;
+        return NULL;
+    }
+    return http1_header_get_named(h, id, NULL, n);
+}
+
 /* Call fn for each element of a comma-separated list across all `name` headers. */
-static int http1_list_each(const struct http1_head *h, const char *name,
+static int http1_list_each(const struct http1_head *h, int id, const char *name,
                            int (*fn)(const char *tok, size_t len, void *arg), void *arg)
 {
-    int id = http1_header_id(name, strlen(name));
-
     if (id != HTTP1_H_OTHER && h->count[id] == 0)
         return 0;
     for (size_t i = 0; i < h->nheaders; i++) {
@@ -424,7 +472,15 @@ static int http1_token_eq(const char *tok, size_t len, void *arg)
 
 int http1_header_has_token(const struct http1_head *h, const char *name, const char *token)
 {
-    return http1_list_each(h, name, http1_token_eq, (void *)token);
+    return http1_list_each(h, http1_header_id(name, strlen(name)), name, http1_token_eq,
+                           (void *)token);
+}
+
+int http1_header_has_token_id(const struct http1_head *h, int id, const char *token)
+{
+    if (id <= HTTP1_H_OTHER || id >= HTTP1_H_COUNT)
+        return 0;
+    return http1_list_each(h, id, NULL, http1_token_eq, (void *)token);
 }
 
 struct http1_te_scan {
@@ -505,11 +561,11 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
                           struct http1_error *err)
 {
     size_t ncl, nte, nhost;
-    const char *cl = http1_header_get(h, "Content-Length", &ncl);
+    const char *cl = http1_header_get_id(h, HTTP1_H_CONTENT_LENGTH, &ncl);
     struct http1_te_scan te = {0, 0, 0};
 
-    http1_header_get(h, "Transfer-Encoding", &nte);
-    http1_header_get(h, "Host", &nhost);
+    http1_header_get_id(h, HTTP1_H_TRANSFER_ENCODING, &nte);
+    http1_header_get_id(h, HTTP1_H_HOST, &nhost);
     *length = 0;
     *kind = HTTP1_BODY_NONE;
     if (h->minor == 1 && nhost != 1)
@@ -518,7 +574,7 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
     if (nhost > 1)
         return http1_fail(err, PROBLEM_MISSING_HOST, "more than one Host header");
     if (nhost) {
-        const char *host = http1_header_get(h, "Host", NULL);
+        const char *host = http1_header_get_id(h, HTTP1_H_HOST, NULL);
         if (!http1_host_valid(host))
             return http1_fail(err, PROBLEM_INVALID_HEADER,
                               "invalid Host '%.60s' (expected host[:port], RFC 9112 §3.2)", host);
@@ -533,7 +589,7 @@ int http1_request_framing(const struct http1_head *h, enum http1_body *kind, uin
         return http1_fail(err, PROBLEM_CONFLICTING_FRAMING,
                           "both Content-Length and Transfer-Encoding are present");
     if (nte) {
-        http1_list_each(h, "Transfer-Encoding", http1_te_each, &te);
+        http1_list_each(h, HTTP1_H_TRANSFER_ENCODING, NULL, http1_te_each, &te);
         if (h->minor == 0)
             return http1_fail(err, PROBLEM_CONFLICTING_FRAMING,
                               "Transfer-Encoding in an HTTP/1.0 request");
@@ -561,9 +617,9 @@ int http1_response_framing(const struct http1_head *h, int request_was_head, enu
                            uint64_t *length, struct http1_error *err)
 {
     size_t ncl, nte;
-    const char *cl = http1_header_get(h, "Content-Length", &ncl);
+    const char *cl = http1_header_get_id(h, HTTP1_H_CONTENT_LENGTH, &ncl);
 
-    http1_header_get(h, "Transfer-Encoding", &nte);
+    http1_header_get_id(h, HTTP1_H_TRANSFER_ENCODING, &nte);
     *length = 0;
     if (request_was_head || h->status < 200 || h->status == 204 || h->status == 304) {
         *kind = HTTP1_BODY_NONE;
@@ -574,7 +630,7 @@ int http1_response_framing(const struct http1_head *h, int request_was_head, enu
         if (ncl)
             return http1_fail(err, PROBLEM_UPSTREAM_FAILED,
                               "upstream sent both Content-Length and Transfer-Encoding");
-        http1_list_each(h, "Transfer-Encoding", http1_te_each, &te);
+        http1_list_each(h, HTTP1_H_TRANSFER_ENCODING, NULL, http1_te_each, &te);
         /* A final coding other than chunked means "read until close" (RFC 9112 §6.3),
          * but we would then forward encoded bytes we cannot re-frame: refuse. */
         if (te.count != 1 || !te.chunked_last)
@@ -603,10 +659,10 @@ int http1_response_framing(const struct http1_head *h, int request_was_head, enu
 
 int http1_keepalive(const struct http1_head *h)
 {
-    if (http1_header_has_token(h, "Connection", "close"))
+    if (http1_header_has_token_id(h, HTTP1_H_CONNECTION, "close"))
         return 0;
     if (h->minor == 0)
-        return http1_header_has_token(h, "Connection", "keep-alive");
+        return http1_header_has_token_id(h, HTTP1_H_CONNECTION, "keep-alive");
     return 1;
 }
 

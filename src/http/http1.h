@@ -59,7 +59,8 @@ struct http1_header {
     int id; /* enum http1_hdr */
 };
 
-/* A parsed head. All strings point into buf, which the head owns. */
+/* A parsed head. All strings, and the field array itself, point into buf, which the head
+ * owns: the head is small (zeroing it is cheap) and one allocation holds it all. */
 struct http1_head {
     char *buf;
     size_t len; /* bytes of the raw head incl. the final empty line */
@@ -73,8 +74,14 @@ struct http1_head {
     char *reason;
     size_t nheaders;
     unsigned char count[HTTP1_H_COUNT]; /* how many fields of each known name */
-    struct http1_header headers[HTTP1_MAX_HEADERS];
+    struct http1_header *headers;       /* nheaders fields, inside buf */
+    size_t cap;                         /* room for this many fields there */
+    int connection_names;               /* a Connection field names more than close / keep-alive */
 };
+
+/* Where the field array starts in a buf whose first len bytes are strings. */
+#define HTTP1_FIELDS_AT(len)                                                                       \
+    (((len) + _Alignof(struct http1_header) - 1) & ~(size_t)(_Alignof(struct http1_header) - 1))
 
 /* Why a message was rejected: the kind of problem to answer (core/problem.h) and a human
  * sentence. status and slug are the kind's row, copied for logs and tests. */
@@ -119,11 +126,14 @@ int http1_header_id(const char *name, size_t len);
  * head by hand (record.c) calls it once the fields are in place. */
 void http1_head_index(struct http1_head *h);
 
-/* First header named name (case-insensitive), or NULL. n counts how many there are. */
+/* First header named name (case-insensitive), or NULL. n counts how many there are. The
+ * _id forms take a known name's enum http1_hdr (no name to look up: the hot path's). */
 const char *http1_header_get(const struct http1_head *h, const char *name, size_t *n);
+const char *http1_header_get_id(const struct http1_head *h, int id, size_t *n);
 
 /* Does comma-separated list header `name` contain token (case-insensitive)? */
 int http1_header_has_token(const struct http1_head *h, const char *name, const char *token);
+int http1_header_has_token_id(const struct http1_head *h, int id, const char *token);
 
 /* Is v a valid Host value: empty, or host[:port] with host a reg-name (alnum - . _ ~ and
  * %HH), an IPv4 address or a [bracketed] IP literal, and a port of 1-5 digits ≤ 65535?

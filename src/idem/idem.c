@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <openssl/rand.h>
 
+#include "core/bytes.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -807,7 +808,9 @@ static int idem_token(char *out)
         ready = 1;
     }
     counter++;
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)seed, (unsigned long long)counter);
+    bytes_hex64(out, seed);
+    bytes_hex64(out + 16, counter);
+    out[32] = '\0';
     return 0;
 }
 

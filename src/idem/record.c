@@ -299,9 +299,12 @@ int record_decode(struct record *rec, const void *data, size_t len, const char *
     if (r.left != 0)
         return record_bad(rec, why, "trailing bytes after record");
 
-    buf = malloc(strings ? strings : 1);
+    /* the strings, then the field array (as http1 lays out a parsed head) */
+    buf = malloc(HTTP1_FIELDS_AT(strings) + (size_t)nheaders * sizeof(struct http1_header) + 1);
     if (!buf)
         return record_bad(rec, why, "out of memory");
+    rec->head.headers = (struct http1_header *)(void *)(buf + HTTP1_FIELDS_AT(strings));
+    rec->head.cap = (size_t)nheaders;
     w = buf;
     if (reason) {
         rec->head.reason = w;

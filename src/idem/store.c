@@ -6,6 +6,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "core/bytes.h"
 #include "core/log.h"
 #include "idem/idkey.h"
 
@@ -125,13 +126,7 @@ struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_h
     char value[1 + IDKEY_HEX_LEN + STORE_TOKEN_LEN], lease[24];
     size_t fplen = strlen(fp_hex), toklen = strlen(token);
     const char *argv[] = {"SET", key, value, "NX", "GET", "PX", lease};
-    size_t lens[] = {3,
-                     strlen(key),
-                     1 + fplen + toklen,
-                     2,
-                     3,
-                     2,
-                     (size_t)snprintf(lease, sizeof(lease), "%llu", (unsigned long long)lease_ms)};
+    size_t lens[] = {3, strlen(key), 1 + fplen + toklen, 2, 3, 2, bytes_u64(lease, lease_ms)};
 
     if (fplen != IDKEY_HEX_LEN || toklen > STORE_TOKEN_LEN)
         return NULL;
@@ -152,7 +147,10 @@ struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb
 /* "$<len>\r\n<bytes>\r\n" at p (bytes NULL: leave them to be written); returns past it. */
 static char *store_bulk(char *p, const void *bytes, size_t len, char **at)
 {
-    p += sprintf(p, "$%zu\r\n", len);
+    *p++ = '$';
+    p += bytes_u64(p, len);
+    memcpy(p, "\r\n", 2);
+    p += 2;
     if (at)
         *at = p;
     if (bytes)
@@ -175,12 +173,16 @@ int store_record_prepare(struct store *s, struct store_record_cmd *out, const ch
     memset(out, 0, sizeof(*out));
     if (!sha)
         return -1;
-    snprintf(retention, sizeof(retention), "%llu", (unsigned long long)retention_ms);
+    retention[bytes_u64(retention, retention_ms)] = '\0';
     for (size_t i = 0; i < n; i++) /* "$" digits "\r\n" bytes "\r\n" */
         total += 1 + 20 + 2 + (args[i] ? strlen(args[i]) : reclen) + 2;
     if (!(out->buf = malloc(total)))
         return -1;
-    p = out->buf + sprintf(out->buf, "*%zu\r\n", n);
+    p = out->buf;
+    *p++ = '*';
+    p += bytes_u64(p, n);
+    memcpy(p, "\r\n", 2);
+    p += 2;
     for (size_t i = 0; i < n; i++)
         p = args[i] ? store_bulk(p, args[i], strlen(args[i]), NULL)
                     : store_bulk(p, NULL, reclen, &rec);
@@ -215,8 +217,7 @@ struct redis_cmd *store_renew(struct store *s, const char *key, const char *toke
 {
     char lease[24];
     const char *args[] = {token, lease};
-    size_t lens[] = {strlen(token),
-                     (size_t)snprintf(lease, sizeof(lease), "%llu", (unsigned long long)lease_ms)};
+    size_t lens[] = {strlen(token), bytes_u64(lease, lease_ms)};
 
     return redis_eval(s->rc, SCRIPT_RENEW, key, 2, args, lens, cb, arg);
 }

@@ -89,6 +89,10 @@ struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const
                                        size_t len, redis_reply_cb cb, void *arg);
 const char *redis_script_sha(const struct redis_client *c, int script);
 
+/* argv in Redis's wire format ("*N\r\n$len\r\narg\r\n"...) at dst; returns its length
+ * (dst NULL: only counts). */
+size_t redis_format(char *dst, int argc, const char *const *argv, const size_t *lens);
+
 /* Any other command, argv copied. */
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
                                 const size_t *lens, redis_reply_cb cb, void *arg);

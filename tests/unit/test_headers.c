@@ -133,6 +133,40 @@ Test(headers, response_filtering_and_length)
     evbuffer_free(out);
 }
 
+/* Heads are written through a 4 KiB staging buffer: fields that cross its end, and one
+ * larger than it, come out whole and in order. */
+Test(headers, heads_larger_than_the_staging_buffer_are_written_whole)
+{
+    struct http1_head h;
+    struct evbuffer *out = evbuffer_new(), *raw = evbuffer_new(), *want = evbuffer_new();
+    char big[6001], *s, *w, *rawstr;
+
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    evbuffer_add_printf(raw, "HTTP/1.1 200 OK\r\n");
+    evbuffer_add_printf(want, "HTTP/1.1 200 OK\r\n");
+    for (int i = 0; i < 100; i++) { /* 100 lines of 31 bytes: crosses 4096 once */
+        evbuffer_add_printf(raw, "X-Field-%03d: 0123456789abcdef\r\n", i);
+        evbuffer_add_printf(want, "X-Field-%03d: 0123456789abcdef\r\n", i);
+    }
+    evbuffer_add_printf(raw, "X-Big: %s\r\nX-After: 1\r\n\r\n", big);
+    evbuffer_add_printf(want, "X-Big: %s\r\nX-After: 1\r\nContent-Length: 2\r\n\r\n", big);
+    rawstr = drain_str(raw);
+    parse(&h, rawstr, 0);
+    headers_write_response(out, 200, "OK", &h, NULL, 2, 0, 1);
+    s = drain_str(out);
+    w = drain_str(want);
+    cr_assert_eq(strlen(s), strlen(w));
+    cr_assert_str_eq(s, w);
+    free(s);
+    free(w);
+    free(rawstr);
+    http1_head_clear(&h);
+    evbuffer_free(out);
+    evbuffer_free(raw);
+    evbuffer_free(want);
+}
+
 Test(problem, document_is_escaped_json)
 {
     struct evbuffer *b = evbuffer_new();
