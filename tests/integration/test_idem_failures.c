@@ -39,25 +39,30 @@ static int post_async(uint16_t port, const char *path, const char *key)
     return fd;
 }
 
-Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
+/* Send path/key to replica A, and SIGKILL A once the upstream has the request (not after
+ * a fixed sleep: a loaded machine may not have forwarded it yet). */
+static void kill_a_with_request_at_upstream(const char *path, const char *key)
 {
-    const char *extra[] = {"--lease", "1s", NULL};
-    struct harness_resp r;
-    int fd;
-    double t0;
+    int fd = post_async(stack.a_port, path, key);
+    double t0 = harness_now_s();
 
-    stack_start(extra, NULL);
-    fd = post_async(stack.a_port, "/slow/3000", "orphan");
-    /* killed once the upstream has it (not after a fixed sleep: a loaded machine may
-     * not have forwarded it yet) */
-    t0 = harness_now_s();
-    while (harness_executions(stack.up_port, "orphan") < 1) {
+    while (harness_executions(stack.up_port, key) < 1) {
         cr_assert_lt(harness_now_s() - t0, 5.0, "replica A never forwarded the request");
         usleep(20 * 1000);
     }
     cr_assert_eq(harness_stop(stack.a_pid, SIGKILL, 5000) >= 0, 1);
     stack.a_pid = 0;
     close(fd);
+}
+
+Test(failures, claim_of_a_killed_replica_expires_with_its_lease)
+{
+    const char *extra[] = {"--lease", "1s", NULL};
+    struct harness_resp r;
+    double t0;
+
+    stack_start(extra, NULL);
+    kill_a_with_request_at_upstream("/slow/3000", "orphan");
     post(stack.b_port, "/slow/3000", "orphan", &r);
     cr_assert_eq(r.status, 409, "the dead replica's claim should still hold: %d", r.status);
     harness_resp_free(&r);
@@ -101,19 +106,10 @@ Test(failures, a_waiter_takes_over_a_dead_replicas_claim_when_its_lease_ends)
 {
     const char *extra[] = {"--lease", "1s", "--in-flight", "wait", "--wait-timeout", "10s", NULL};
     struct harness_resp r;
-    int fd;
     double t0;
 
     stack_start(extra, NULL);
-    fd = post_async(stack.a_port, "/slow/1500", "widow");
-    t0 = harness_now_s();
-    while (harness_executions(stack.up_port, "widow") < 1) {
-        cr_assert_lt(harness_now_s() - t0, 5.0, "replica A never forwarded the request");
-        usleep(20 * 1000);
-    }
-    cr_assert_eq(harness_stop(stack.a_pid, SIGKILL, 5000) >= 0, 1);
-    stack.a_pid = 0;
-    close(fd);
+    kill_a_with_request_at_upstream("/slow/1500", "widow");
     cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "CONFIG RESETSTAT"), 0);
     t0 = harness_now_s();
     post(stack.b_port, "/slow/1500", "widow", &r);
