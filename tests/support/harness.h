@@ -19,7 +19,8 @@
 
 /* ---- processes, ports, logs (proc.c) ---- */
 
-/* A fresh private directory under $TMPDIR (or /tmp), created once per process. */
+/* A fresh private directory under $TMPDIR (or /tmp), created once per process and removed
+ * when it exits (IDEMTEST_KEEP=1 keeps it, logs and all). */
 const char *harness_tmpdir(void);
 
 /* A port on 127.0.0.1 that was free a moment ago. */

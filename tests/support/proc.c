@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -40,10 +41,33 @@
 static struct {
     pid_t owner; /* the process this state belongs to */
     char tmpdir[PATH_MAX];
+    int tmpdir_made; /* by mkdtemp: ours to remove at exit (never the shared fallback) */
     pid_t pids[H_MAX_PIDS];
     int npids;
     int atexit_done;
 } h;
+
+static int h_remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* At exit, after harness_cleanup stopped every process that could still write there: the
+ * temp dir goes (IDEMTEST_KEEP=1 keeps it to read the logs afterwards). A failing test
+ * prints the logs it needs on its own. */
+static void h_remove_tmpdir(void)
+{
+    const char *keep = getenv("IDEMTEST_KEEP");
+
+    if (h.owner != getpid() || !h.tmpdir_made || (keep && *keep && strcmp(keep, "0") != 0))
+        return;
+    nftw(h.tmpdir, h_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    h.tmpdir_made = 0;
+}
 
 /* Forget whatever a parent process left us through fork(). */
 static void h_state(void)
@@ -52,8 +76,11 @@ static void h_state(void)
         return;
     h.owner = getpid();
     h.tmpdir[0] = '\0';
+    h.tmpdir_made = 0;
     h.npids = 0;
     if (!h.atexit_done) {
+        /* run in reverse: the processes are stopped first, then their files removed */
+        atexit(h_remove_tmpdir);
         atexit(harness_cleanup);
         h.atexit_done = 1;
     }
@@ -76,6 +103,8 @@ const char *harness_tmpdir(void)
         fprintf(stderr, "harness: mkdtemp %s: %s\n", h.tmpdir, strerror(errno));
         /* a shared fallback is better than NULL paths in every caller */
         snprintf(h.tmpdir, sizeof(h.tmpdir), "%s", base);
+    } else {
+        h.tmpdir_made = 1;
     }
     return h.tmpdir;
 }
