@@ -4,23 +4,26 @@
 # wall-clock numbers do, on a shared machine).
 #
 #   scripts/instructions.sh [--bin DIR] [--requests N] [--scenario keyless|fresh|replay|all]
+#                           [--nginx]
 #
 # For each scenario, idemproxy (1 worker, release build) runs under callgrind twice, once
 # serving N requests and once 2N, on one keep-alive connection after the same warm-up; the
 # difference of the two totals divided by N is the cost of one request: user space,
 # libc, libevent, hiredis and OpenSSL included, start-up and shutdown cancelled out.
 # The upstream is nginx ("return 200"), Redis a local redis-server on a unix socket.
-# Prints one line per scenario: "SCENARIO INSTRUCTIONS-PER-REQUEST".
+# Prints one line per scenario: "SCENARIO INSTRUCTIONS-PER-REQUEST". --nginx also counts
+# nginx as the proxy (one worker, proxy_pass with keepalive, keyless only), for scale.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-BIN="" N=2000 SCEN=all
+BIN="" N=2000 SCEN=all NGINX_TOO=0
 while [ $# -gt 0 ]; do
     case $1 in
     --bin) BIN=$2; shift 2 ;;
     --requests) N=$2; shift 2 ;;
     --scenario) SCEN=$2; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --nginx) NGINX_TOO=1; shift ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -113,6 +116,46 @@ total() {
     awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 
+# total_nginx COUNT → the same for nginx as the proxy (keyless)
+total_nginx() {
+    local n=$1 port out pid
+    port=$(free_port)
+    out="$W/callgrind.nginx.$n"
+    mkdir -p "$W/px"
+    cat >"$W/px/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $W/px/nginx.pid;
+error_log $W/px/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $W/px/body;
+    proxy_temp_path $W/px/proxy;
+    fastcgi_temp_path $W/px/fastcgi;
+    uwsgi_temp_path $W/px/uwsgi;
+    scgi_temp_path $W/px/scgi;
+    keepalive_requests 10000000;
+    upstream up { server 127.0.0.1:$UP; keepalive 16; }
+    server {
+        listen 127.0.0.1:$port;
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+CONF
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX" -p "$W/px" -c "$W/px/nginx.conf" \
+        -e "$W/px/error.log" >"$W/nginx.$n.log" 2>&1 &
+    pid=$!
+    PIDS+=($pid)
+    wait_port "$port" 60 || die "nginx under valgrind did not start: $(tail -5 "$W/nginx.$n.log")"
+    client "$port" keyless "warm$n" 200 || die "warm-up failed"
+    client "$port" keyless "run$n" "$n" || die "the keyless requests through nginx failed"
+    kill -QUIT "$pid"
+    wait "$pid" 2>/dev/null || true
+    awk '/^(summary|totals):/ {print $2; exit}' "$out"
+}
+
 scenarios=(keyless fresh replay)
 [ "$SCEN" = all ] || scenarios=("$SCEN")
 for scen in "${scenarios[@]}"; do
@@ -129,3 +172,8 @@ for scen in "${scenarios[@]}"; do
     b=$(total "$scen" $((2 * N)))
     echo "$scen $(((b - a) / N))"
 done
+if [ $NGINX_TOO = 1 ]; then
+    a=$(total_nginx "$N")
+    b=$(total_nginx $((2 * N)))
+    echo "nginx-keyless $(((b - a) / N))"
+fi

@@ -54,6 +54,20 @@ static int http1_is_value_char(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
+/* Past the first CRLFCRLF in p[0..len), or NULL: memchr for each LF (vectorised in libc),
+ * then a look at the three bytes before it. */
+static const char *http1_find_end(const char *p, size_t len)
+{
+    const char *end = p + len, *q = p;
+
+    while (q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL) {
+        if (q - p >= 3 && q[-1] == '\r' && q[-2] == '\n' && q[-3] == '\r')
+            return q + 1;
+        q++;
+    }
+    return NULL;
+}
+
 long http1_head_end(struct evbuffer *buf, size_t *scan, size_t max, int is_request)
 {
     struct evbuffer_ptr p;
@@ -68,6 +82,17 @@ long http1_head_end(struct evbuffer *buf, size_t *scan, size_t max, int is_reque
     len = evbuffer_get_length(buf);
     if (len < 4)
         return 0;
+    if (*scan == 0) {
+        /* the common case: a head that arrived whole, in the buffer's first chain */
+        struct evbuffer_iovec v;
+        const char *end;
+
+        if (evbuffer_peek(buf, -1, NULL, &v, 1) == 1 && v.iov_len == len &&
+            (end = http1_find_end(v.iov_base, len)) != NULL) {
+            size_t n = (size_t)(end - (const char *)v.iov_base);
+            return n > max ? -1 : (long)n;
+        }
+    }
     if (*scan > 3 && *scan <= len) {
         if (evbuffer_ptr_set(buf, &p, *scan - 3, EVBUFFER_PTR_SET) < 0)
             return -1;
@@ -208,7 +233,7 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, struc
         ve = eol;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        for (char *c = v; c < ve; c++) {
+        for (char *c = v; h->has_ctl && c < ve; c++) {
             if (!http1_is_value_char((unsigned char)*c)) {
                 *colon = '\0';
                 return http1_fail(err, PROBLEM_INVALID_HEADER,
@@ -236,6 +261,18 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, struc
     return http1_fail(err, PROBLEM_BAD_REQUEST, "header section not terminated");
 }
 
+/* Might the 8 bytes at p hold a byte below 0x20 or 0x7f? (No false negatives; a false
+ * positive only sends the caller to its byte-by-byte check.) */
+static int http1_word_has_ctl(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t x, d;
+
+    memcpy(&x, p, 8);
+    d = x ^ (0x7f * ones);
+    return (((x - 0x20 * ones) & ~x) | ((d - ones) & ~d)) & high ? 1 : 0;
+}
+
 /* Copy data, check that no bare CR/LF or NUL hides in it, and locate the first line. */
 static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
                              struct http1_error *err)
@@ -248,9 +285,19 @@ static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
         return NULL;
     }
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)data[i];
-        if (c > '\r')
-            continue; /* nearly every byte: none of the three below */
+        unsigned char c;
+
+        if (i + 8 <= len && !http1_word_has_ctl(data + i)) {
+            i += 7; /* eight bytes at once, none of them a control byte */
+            continue;
+        }
+        c = (unsigned char)data[i];
+        if (c >= 0x20 && c != 0x7f)
+            continue;
+        if (c != '\r' && c != '\n' && c != '\t' && c != '\0') {
+            h->has_ctl = 1; /* the field parser says where, and which */
+            continue;
+        }
         if (c == '\n') {
             if (i == 0 || data[i - 1] != '\r') {
                 http1_fail(err, PROBLEM_BAD_REQUEST, "bare LF in message head");

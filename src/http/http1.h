@@ -77,6 +77,7 @@ struct http1_head {
     struct http1_header *headers;       /* nheaders fields, inside buf */
     size_t cap;                         /* room for this many fields there */
     int connection_names;               /* a Connection field names more than close / keep-alive */
+    int has_ctl; /* the raw head holds a control byte other than CR LF HTAB */
 };
 
 /* Where the field array starts in a buf whose first len bytes are strings. */

@@ -92,6 +92,51 @@ Test(http1, rejects_nul_in_header_value)
     cr_assert(strstr(err.detail, "NUL"));
 }
 
+/* The head is scanned eight bytes at a time: a bad byte is found at every offset within
+ * a word, and at the very end of a value, as it is byte by byte. */
+Test(http1, bad_bytes_are_found_at_every_offset)
+{
+    static const struct {
+        char byte;
+        int status;
+        const char *slug;
+    } bad[] = {
+        {'\x01', 400, "invalid-header"}, {'\x1f', 400, "invalid-header"},
+        {'\x7f', 400, "invalid-header"}, {'\n', 400, "bad-request"},
+        {'\r', 400, "invalid-header"},   {'\0', 400, "invalid-header"},
+    };
+
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+        for (size_t at = 0; at < 24; at++) {
+            char raw[128], value[25];
+            struct http1_head h;
+            struct http1_error err;
+            int n;
+
+            memset(value, 'v', 24);
+            value[24] = '\0';
+            n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Long: %s\r\n\r\n",
+                         value);
+            raw[n - 4 - 24 + at] = bad[b].byte; /* inside the value */
+            cr_assert_eq(http1_parse_request(&h, raw, (size_t)n, &err), -1,
+                         "byte 0x%02x at %zu accepted", (unsigned char)bad[b].byte, at);
+            cr_assert_eq(err.status, bad[b].status, "byte 0x%02x at %zu: %d %s",
+                         (unsigned char)bad[b].byte, at, err.status, err.detail);
+            cr_assert_str_eq(err.slug, bad[b].slug, "byte 0x%02x at %zu: %s",
+                             (unsigned char)bad[b].byte, at, err.detail);
+        }
+    }
+    /* HTAB and obs-text are field content, not control bytes */
+    {
+        static const char raw[] = "GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\xe9\xff c\r\n\r\n";
+        struct http1_head h;
+        struct http1_error err;
+
+        cr_assert_eq(http1_parse_request(&h, raw, sizeof(raw) - 1, &err), 0, "%s", err.detail);
+        http1_head_clear(&h);
+    }
+}
+
 Test(http1, too_many_headers_is_431)
 {
     char raw[8192] = "GET / HTTP/1.1\r\nHost: a\r\n";
