@@ -138,6 +138,7 @@ struct frontend {
     struct accesslog *alog;      /* NULL: access-log off */
     struct frontend_stats stats; /* written here, read by the admin thread */
     uint64_t rid_seed, rid_counter;
+    struct evbuffer *wire; /* an upstream request being put together (always left empty) */
 };
 
 struct frontend_conn {
@@ -648,13 +649,11 @@ static void fe_upstream_cb(const struct upstream_response *resp, void *arg)
 int frontend_send_upstream(struct frontend_req *r, size_t keep, upstream_cb cb, void *arg)
 {
     struct frontend *fe = r->fe;
-    struct evbuffer *wire;
+    struct evbuffer *wire = fe->wire;
     size_t stream_after = keep > fe->conf->response_buffer ? keep : fe->conf->response_buffer;
 
     if (fe->past_deadline)
         return -1; /* the drain deadline passed: nothing more goes upstream */
-    if (!(wire = evbuffer_new()))
-        return -1;
     headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
                           fe->default_host, r->request_id_made ? r->request_id : NULL);
     r->upstream_started_us = clock_mono_us();
@@ -662,7 +661,7 @@ int frontend_send_upstream(struct frontend_req *r, size_t keep, upstream_cb cb, 
     r->ucb = cb;
     r->uarg = arg;
     r->x = upstream_forward(fe->pool, wire, r->is_head, stream_after, fe_upstream_cb, r);
-    evbuffer_free(wire);
+    evbuffer_drain(wire, evbuffer_get_length(wire)); /* the exchange took it, or failed */
     return r->x ? 0 : -1;
 }
 
@@ -967,7 +966,12 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     TAILQ_INIT(&fe->conns);
     TAILQ_INIT(&fe->reqs);
     fe->drained_ev = event_new(base, -1, 0, fe_drained_cb, fe);
-    if (!fe->drained_ev) {
+    fe->wire = evbuffer_new();
+    if (!fe->drained_ev || !fe->wire) {
+        if (fe->drained_ev)
+            event_free(fe->drained_ev);
+        if (fe->wire)
+            evbuffer_free(fe->wire);
         accesslog_free(fe->alog);
         free(fe);
         return NULL;
@@ -1066,6 +1070,7 @@ void frontend_free(struct frontend *fe)
     while ((r = TAILQ_FIRST(&fe->reqs)))
         fe_req_free(r);
     event_free(fe->drained_ev);
+    evbuffer_free(fe->wire);
     accesslog_free(fe->alog);
     free(fe);
 }

@@ -41,11 +41,24 @@ static int http1_fail(struct http1_error *err, enum problem_kind kind, const cha
     return -1;
 }
 
+/* tchar (RFC 9110 §5.6.2): ALPHA / DIGIT / "!#$%&'*+-.^_`|~", as a table (the parser
+ * asks once per byte of every field name) */
+static const unsigned char http1_tchars[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 int http1_is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return http1_tchars[c];
 }
 
 /* field-content: VCHAR / obs-text / SP / HTAB */
@@ -160,7 +173,8 @@ int http1_header_id(const char *name, size_t len)
                          (1u << 12) | (1u << 14) | (1u << 15) | (1u << 16) | (1u << 17))))
         return HTTP1_H_OTHER;
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-        if (known[i].len == len && strncasecmp(known[i].name, name, len) == 0)
+        if (known[i].len == len && (known[i].name[0] | 0x20) == (name[0] | 0x20) &&
+            strncasecmp(known[i].name, name, len) == 0)
             return known[i].id;
     return HTTP1_H_OTHER;
 }
@@ -219,7 +233,7 @@ static int http1_parse_fields(struct http1_head *h, char *line, char *end, struc
         if (line[0] == ' ' || line[0] == '\t')
             return http1_fail(err, PROBLEM_INVALID_HEADER,
                               "obsolete line folding in header section");
-        for (colon = line; colon < eol && http1_is_tchar((unsigned char)*colon); colon++)
+        for (colon = line; colon < eol && http1_tchars[(unsigned char)*colon]; colon++)
             ;
         if (colon == line || colon == eol || *colon != ':') {
             if (colon < eol && (*colon == ' ' || *colon == '\t'))
@@ -284,32 +298,35 @@ static char *http1_copy_head(struct http1_head *h, const char *data, size_t len,
         http1_fail(err, PROBLEM_BAD_REQUEST, "incomplete message head");
         return NULL;
     }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c;
+    for (size_t i = 0; i < len;) {
+        size_t stop;
 
         if (i + 8 <= len && !http1_word_has_ctl(data + i)) {
-            i += 7; /* eight bytes at once, none of them a control byte */
+            i += 8; /* eight bytes at once, none of them a control byte */
             continue;
         }
-        c = (unsigned char)data[i];
-        if (c >= 0x20 && c != 0x7f)
-            continue;
-        if (c != '\r' && c != '\n' && c != '\t' && c != '\0') {
-            h->has_ctl = 1; /* the field parser says where, and which */
-            continue;
-        }
-        if (c == '\n') {
-            if (i == 0 || data[i - 1] != '\r') {
-                http1_fail(err, PROBLEM_BAD_REQUEST, "bare LF in message head");
+        for (stop = i + 8 < len ? i + 8 : len; i < stop; i++) {
+            unsigned char c = (unsigned char)data[i];
+
+            if (c >= 0x20 && c != 0x7f)
+                continue;
+            if (c != '\r' && c != '\n' && c != '\t' && c != '\0') {
+                h->has_ctl = 1; /* the field parser says where, and which */
+                continue;
+            }
+            if (c == '\n') {
+                if (i == 0 || data[i - 1] != '\r') {
+                    http1_fail(err, PROBLEM_BAD_REQUEST, "bare LF in message head");
+                    return NULL;
+                }
+                lines++;
+            } else if (c == '\r' && (i + 1 == len || data[i + 1] != '\n')) {
+                http1_fail(err, PROBLEM_INVALID_HEADER, "bare CR in message head");
+                return NULL;
+            } else if (c == '\0') {
+                http1_fail(err, PROBLEM_INVALID_HEADER, "NUL byte in message head");
                 return NULL;
             }
-            lines++;
-        } else if (c == '\r' && (i + 1 == len || data[i + 1] != '\n')) {
-            http1_fail(err, PROBLEM_INVALID_HEADER, "bare CR in message head");
-            return NULL;
-        } else if (c == '\0') {
-            http1_fail(err, PROBLEM_INVALID_HEADER, "NUL byte in message head");
-            return NULL;
         }
     }
     /* a field per line between the start line and the empty one, at most (the parser

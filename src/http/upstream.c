@@ -243,9 +243,15 @@ struct upstream_pool {
     size_t nreps, rr;
     struct up_conn_list busy;
     struct up_x_list exchanges;
+    /* finished exchanges kept for the next ones, with their two buffers (drained): an
+     * exchange and two evbuffers less to allocate and free per request */
+    struct up_x_list spare;
+    size_t nspare;
     struct upstream_stats stats;
     int retired; /* replaced by a reload: finishes what it has, keeps no connection */
 };
+
+#define UPSTREAM_SPARE_MAX 64
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -263,6 +269,7 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct up
     pool->conf = conf;
     TAILQ_INIT(&pool->busy);
     TAILQ_INIT(&pool->exchanges);
+    TAILQ_INIT(&pool->spare);
     pool->nreps = targets->n;
     pool->reps = calloc(pool->nreps ? pool->nreps : 1, sizeof(*pool->reps));
     if (!pool->reps) {
@@ -296,6 +303,16 @@ static void up_conn_free(struct up_conn *c)
     free(c);
 }
 
+static void up_exchange_destroy(struct upstream_exchange *x)
+{
+    if (x->body)
+        evbuffer_free(x->body);
+    if (x->request)
+        evbuffer_free(x->request);
+    free(x);
+}
+
+/* Done with x: its resources go, and x itself is kept as a spare when there is room. */
 static void up_exchange_free(struct upstream_exchange *x)
 {
     TAILQ_REMOVE(&x->pool->exchanges, x, link);
@@ -306,9 +323,14 @@ static void up_exchange_free(struct upstream_exchange *x)
         event_free(x->defer_ev);
     if (x->pause_ev)
         event_free(x->pause_ev);
-    evbuffer_free(x->body);
-    evbuffer_free(x->request);
-    free(x);
+    if (!x->pool->retired && x->pool->nspare < UPSTREAM_SPARE_MAX) {
+        evbuffer_drain(x->body, evbuffer_get_length(x->body));
+        evbuffer_drain(x->request, evbuffer_get_length(x->request));
+        TAILQ_INSERT_HEAD(&x->pool->spare, x, link);
+        x->pool->nspare++;
+        return;
+    }
+    up_exchange_destroy(x);
 }
 
 void upstream_pool_free(struct upstream_pool *pool)
@@ -318,8 +340,13 @@ void upstream_pool_free(struct upstream_pool *pool)
 
     if (!pool)
         return;
+    pool->retired = 1; /* no more spares */
     while ((x = TAILQ_FIRST(&pool->exchanges)))
         up_exchange_free(x);
+    while ((x = TAILQ_FIRST(&pool->spare))) {
+        TAILQ_REMOVE(&pool->spare, x, link);
+        up_exchange_destroy(x);
+    }
     while ((c = TAILQ_FIRST(&pool->busy)))
         up_conn_free(c);
     for (size_t i = 0; pool->reps && i < pool->nreps; i++)
@@ -574,25 +601,30 @@ struct upstream_exchange *upstream_forward(struct upstream_pool *pool, struct ev
 
     if (n == 0)
         return NULL;
-    x = calloc(1, sizeof(*x) + n * sizeof(x->order[0]));
-    if (!x)
+    if ((x = TAILQ_FIRST(&pool->spare))) {
+        struct evbuffer *req = x->request, *body = x->body;
+
+        TAILQ_REMOVE(&pool->spare, x, link);
+        pool->nspare--;
+        memset(x, 0, sizeof(*x) + n * sizeof(x->order[0]));
+        x->request = req;
+        x->body = body;
+    } else if ((x = calloc(1, sizeof(*x) + n * sizeof(x->order[0])))) {
+        x->request = evbuffer_new();
+        x->body = evbuffer_new();
+        if (!x->request || !x->body) {
+            up_exchange_destroy(x);
+            return NULL;
+        }
+    } else {
         return NULL;
+    }
     x->pool = pool;
     x->state = UPX_CONNECTING;
     x->is_head = is_head;
     x->stream_after = stream_after;
     x->cb = cb;
     x->arg = arg;
-    x->request = evbuffer_new();
-    x->body = evbuffer_new();
-    if (!x->request || !x->body) {
-        if (x->request)
-            evbuffer_free(x->request);
-        if (x->body)
-            evbuffer_free(x->body);
-        free(x);
-        return NULL;
-    }
     evbuffer_add_buffer(x->request, request);
     TAILQ_INSERT_TAIL(&pool->exchanges, x, link);
 
