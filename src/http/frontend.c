@@ -139,7 +139,13 @@ struct frontend {
     struct frontend_stats stats; /* written here, read by the admin thread */
     uint64_t rid_seed, rid_counter;
     struct evbuffer *wire; /* an upstream request being put together (always left empty) */
+    /* finished requests kept for the next ones, with their body buffer (drained) */
+    struct fe_req_list spare;
+    size_t nspare;
+    int freeing;
 };
+
+#define FE_SPARE_MAX 64
 
 struct frontend_conn {
     struct frontend *fe;
@@ -298,8 +304,14 @@ static void fe_req_free(struct frontend_req *r)
     TAILQ_REMOVE(&fe->reqs, r, link);
     fe->nreqs--;
     http1_head_clear(&r->head);
-    evbuffer_free(r->body);
-    free(r);
+    if (!fe->freeing && fe->nspare < FE_SPARE_MAX) {
+        evbuffer_drain(r->body, evbuffer_get_length(r->body));
+        TAILQ_INSERT_HEAD(&fe->spare, r, link);
+        fe->nspare++;
+    } else {
+        evbuffer_free(r->body);
+        free(r);
+    }
     fe_maybe_drained(fe);
 }
 
@@ -737,8 +749,14 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     struct http1_error err;
     const char *expect;
 
-    r = calloc(1, sizeof(*r));
-    if (!r || !(r->body = evbuffer_new())) {
+    if ((r = TAILQ_FIRST(&c->fe->spare))) {
+        struct evbuffer *body = r->body;
+
+        TAILQ_REMOVE(&c->fe->spare, r, link);
+        c->fe->nspare--;
+        memset(r, 0, sizeof(*r));
+        r->body = body;
+    } else if (!(r = calloc(1, sizeof(*r))) || !(r->body = evbuffer_new())) {
         free(r);
         fe_reject(c, PROBLEM_INTERNAL_ERROR, "out of memory");
         return -1;
@@ -965,6 +983,7 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     fe->handlers_tail = &fe->handlers;
     TAILQ_INIT(&fe->conns);
     TAILQ_INIT(&fe->reqs);
+    TAILQ_INIT(&fe->spare);
     fe->drained_ev = event_new(base, -1, 0, fe_drained_cb, fe);
     fe->wire = evbuffer_new();
     if (!fe->drained_ev || !fe->wire) {
@@ -1062,6 +1081,7 @@ void frontend_free(struct frontend *fe)
     if (!fe)
         return;
     fe->on_drained = NULL;
+    fe->freeing = 1;
     while ((c = TAILQ_FIRST(&fe->conns))) {
         if (c->req)
             c->state = FE_BODY; /* free the request with the connection */
@@ -1069,6 +1089,11 @@ void frontend_free(struct frontend *fe)
     }
     while ((r = TAILQ_FIRST(&fe->reqs)))
         fe_req_free(r);
+    while ((r = TAILQ_FIRST(&fe->spare))) {
+        TAILQ_REMOVE(&fe->spare, r, link);
+        evbuffer_free(r->body);
+        free(r);
+    }
     event_free(fe->drained_ev);
     evbuffer_free(fe->wire);
     accesslog_free(fe->alog);
