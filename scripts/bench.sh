@@ -65,34 +65,11 @@ bg() { # bg NAME CMD...: start in the background, log to $W/NAME.log
 }
 
 # ---- the processes ----
-nginx_conf() { # nginx_conf NAME WORKERS BODY
-    mkdir -p "$W/$1"
-    cat >"$W/$1/nginx.conf" <<CONF
-worker_processes $2;
-daemon off;
-master_process on;
-pid $W/$1/nginx.pid;
-error_log $W/$1/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 32768; }
-http {
-    access_log off;
-    client_body_temp_path $W/$1/body;
-    proxy_temp_path $W/$1/proxy;
-    fastcgi_temp_path $W/$1/fastcgi;
-    uwsgi_temp_path $W/$1/uwsgi;
-    scgi_temp_path $W/$1/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-$3
-}
-CONF
-}
 
 UP1=$(free_port) UP2=$(free_port)
 for n in 1 2; do
     port=$([ $n = 1 ] && echo "$UP1" || echo "$UP2")
-    nginx_conf "up$n" 1 "
+    nginx_conf "$W/up$n" 1 on "
     server {
         listen 127.0.0.1:$port;
         location = /nginx_status { stub_status; }
@@ -104,7 +81,7 @@ done
 UP_PIDS=("${PIDS[@]}")
 
 NG=$(free_port)
-nginx_conf proxy 2 "
+nginx_conf "$W/proxy" 2 on "
     upstream up { server 127.0.0.1:$UP1; server 127.0.0.1:$UP2; keepalive 64; }
     server {
         listen 127.0.0.1:$NG reuseport;

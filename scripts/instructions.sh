@@ -43,24 +43,7 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/idemcount.XXXXXX")
 trap stop_started INT TERM EXIT
 
 UP=$(free_port)
-mkdir -p "$W/up"
-cat >"$W/up/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $W/up/nginx.pid;
-error_log $W/up/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $W/up/body;
-    proxy_temp_path $W/up/proxy;
-    fastcgi_temp_path $W/up/fastcgi;
-    uwsgi_temp_path $W/up/uwsgi;
-    scgi_temp_path $W/up/scgi;
-    keepalive_requests 10000000;
-    server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-CONF
+nginx_conf "$W/up" 1 on "    server { listen 127.0.0.1:$UP; location / { return 200 \"ok\\n\"; } }"
 "$NGINX" -p "$W/up" -c "$W/up/nginx.conf" -e "$W/up/error.log" >"$W/up.log" 2>&1 &
 PIDS+=($!)
 wait_port "$UP" 10 || die "upstream nginx did not start"
@@ -121,29 +104,13 @@ total_nginx() {
     local n=$1 port out pid
     port=$(free_port)
     out="$W/callgrind.nginx.$n"
-    mkdir -p "$W/px"
-    cat >"$W/px/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $W/px/nginx.pid;
-error_log $W/px/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $W/px/body;
-    proxy_temp_path $W/px/proxy;
-    fastcgi_temp_path $W/px/fastcgi;
-    uwsgi_temp_path $W/px/uwsgi;
-    scgi_temp_path $W/px/scgi;
-    keepalive_requests 10000000;
+    # one worker and no master: callgrind follows the process that serves
+    nginx_conf "$W/px" 1 off "
     upstream up { server 127.0.0.1:$UP; keepalive 16; }
     server {
         listen 127.0.0.1:$port;
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-CONF
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+    }"
     valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX" -p "$W/px" -c "$W/px/nginx.conf" \
         -e "$W/px/error.log" >"$W/nginx.$n.log" 2>&1 &
     pid=$!

@@ -156,3 +156,30 @@ wait_exit() {
     forget_pid "$pid"
     return $rc
 }
+
+# nginx_conf DIR WORKERS MASTER BODY: DIR/nginx.conf for an nginx kept entirely in DIR
+# (pid, logs, temp paths), in the foreground, no access log; MASTER on|off; BODY goes
+# inside http {}.
+nginx_conf() {
+    mkdir -p "$1"
+    cat >"$1/nginx.conf" <<CONF
+worker_processes $2;
+daemon off;
+master_process $3;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 32768; }
+http {
+    access_log off;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+$4
+}
+CONF
+}
