@@ -5,6 +5,8 @@
  * The name lives in a hosts file of the test's own: the proxy runs in a mount namespace
  * of its own (unshare -m, root) where that file is bind-mounted over /etc/hosts, so
  * nothing outside the test sees it. The file is rewritten in place (same inode).
+ * Where a lookup must fail fast, a resolv.conf of the test's own is mounted too, naming a
+ * local port where no DNS server listens.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -249,5 +251,67 @@ Test(resolve, a_redis_name_is_resolved_again_on_reconnect)
     cr_assert_not(harness_replayed(&r), "k1 replayed: still the old Redis?");
     harness_resp_free(&r);
     cr_assert_eq(harness_executions(stack.up_port, "k2"), 1);
+    stop();
+}
+
+/*
+ * A reload whose upstream name does not resolve changes nothing: it is refused with the
+ * name and the reason, at once (the failed lookup is not waited out), and requests keep
+ * going to the upstream in use.
+ */
+Test(resolve, a_reload_with_a_name_that_does_not_resolve_keeps_the_running_configuration)
+{
+    char conf[512], resolv[512], listen[32], who[64], *log = NULL;
+    const char *script = "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf "
+                         "&& shift 2 && exec \"$@\"";
+    FILE *f;
+    double t0;
+
+    if (!can_unshare())
+        cr_skip_test("needs root and unshare -m (a mount namespace for the hosts file)");
+    stack_start(NULL, NULL);
+    up_port = stack.up_port;
+    snprintf(hosts, sizeof(hosts), "%s/hosts", harness_tmpdir());
+    write_hosts("127.0.0.1 " NAME "\n");
+    snprintf(resolv, sizeof(resolv), "%s/resolv.conf", harness_tmpdir());
+    f = fopen(resolv, "w");
+    cr_assert_not_null(f);
+    fputs("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n", f);
+    fclose(f);
+    snprintf(conf, sizeof(conf), "%s/resolve.conf", harness_tmpdir());
+    f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "upstream " NAME ":%u\nredis %s\n", up_port, stack.redis_arg);
+    fclose(f);
+    proxy_port = harness_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", proxy_port);
+    {
+        char *argv[] = {UNSHARE, "-m",          "sh", "-c",       (char *)script, "sh", hosts,
+                        resolv,  IDEMPROXY_BIN, conf, "--listen", listen,         NULL};
+        proxy_pid = harness_spawn("proxyN", argv);
+    }
+    cr_assert_gt(proxy_pid, 0);
+    cr_assert_eq(harness_wait_port(proxy_port, 5000), 0, "the proxy did not listen");
+    answered_by(who, sizeof(who));
+    cr_assert_str_eq(who, "upstream");
+
+    f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "upstream nowhere.idemproxy.test:%u\nredis %s\n", up_port, stack.redis_arg);
+    fclose(f);
+    t0 = harness_now_s();
+    cr_assert_eq(kill(proxy_pid, SIGHUP), 0);
+    while (!(log = harness_read_log("proxyN")) || !strstr(log, "reload failed")) {
+        free(log);
+        log = NULL;
+        cr_assert_lt(harness_now_s() - t0, 5.0, "no verdict on the reload");
+        usleep(20 * 1000);
+    }
+    cr_assert(strstr(log, "upstream nowhere.idemproxy.test:") && strstr(log, "cannot resolve") &&
+                  strstr(log, "keeping the running configuration"),
+              "%s", log);
+    free(log);
+    answered_by(who, sizeof(who));
+    cr_assert_str_eq(who, "upstream", "the running upstream was dropped");
     stop();
 }
