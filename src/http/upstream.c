@@ -312,6 +312,17 @@ static void up_exchange_destroy(struct upstream_exchange *x)
     free(x);
 }
 
+static void up_free_spares(struct upstream_pool *pool)
+{
+    struct upstream_exchange *x;
+
+    while ((x = TAILQ_FIRST(&pool->spare))) {
+        TAILQ_REMOVE(&pool->spare, x, link);
+        up_exchange_destroy(x);
+    }
+    pool->nspare = 0;
+}
+
 /* Done with x: its resources go, and x itself is kept as a spare when there is room. */
 static void up_exchange_free(struct upstream_exchange *x)
 {
@@ -343,10 +354,7 @@ void upstream_pool_free(struct upstream_pool *pool)
     pool->retired = 1; /* no more spares */
     while ((x = TAILQ_FIRST(&pool->exchanges)))
         up_exchange_free(x);
-    while ((x = TAILQ_FIRST(&pool->spare))) {
-        TAILQ_REMOVE(&pool->spare, x, link);
-        up_exchange_destroy(x);
-    }
+    up_free_spares(pool);
     while ((c = TAILQ_FIRST(&pool->busy)))
         up_conn_free(c);
     for (size_t i = 0; pool->reps && i < pool->nreps; i++)
@@ -403,6 +411,7 @@ void upstream_pool_retire(struct upstream_pool *pool, struct upstream_pool *succ
         }
     }
     pool->retired = 1;
+    up_free_spares(pool); /* it starts no exchange again */
     for (size_t i = 0; i < pool->nreps; i++) {
         struct up_conn *c;
         while ((c = TAILQ_FIRST(&pool->reps[i].idle)))
