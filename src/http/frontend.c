@@ -483,7 +483,7 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
             evbuffer_add_buffer(out, body);
         r->bytes_out = evbuffer_get_length(out) - before;
         log_debug("%s %s %s → %d (%llu ms)", c->ip, r->head.method, r->head.target, status,
-                  (unsigned long long)(clock_mono_ms() - r->started_ms));
+                  (unsigned long long)((clock_mono_us() - r->started_us) / 1000));
         c->req = NULL;
         r->conn = NULL;
         fe_req_free(r);
@@ -763,7 +763,6 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     }
     r->fe = c->fe;
     r->conn = c;
-    r->started_ms = clock_mono_ms();
     r->started_us = clock_mono_us();
     r->started_unix_ms = clock_unix_ms();
     bytes_strlcpy(r->client_ip, c->ip, sizeof(r->client_ip));

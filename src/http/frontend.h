@@ -75,7 +75,6 @@ struct frontend_req {
     int has_body;          /* the client framed a body (even an empty chunked one) */
     struct evbuffer *body; /* complete request body */
     char client_ip[64];
-    uint64_t started_ms;
     /* The request id: X-Request-Id as the client sent it (first one, cut at 128 bytes),
      * or one the proxy made (then it is added to the upstream request). Logged, and in
      * the proxy's own error bodies. */

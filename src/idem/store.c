@@ -144,50 +144,32 @@ struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb
     return redis_command(s->rc, 2, argv, lens, cb, arg);
 }
 
-/* "$<len>\r\n<bytes>\r\n" at p (bytes NULL: leave them to be written); returns past it. */
-static char *store_bulk(char *p, const void *bytes, size_t len, char **at)
-{
-    *p++ = '$';
-    p += bytes_u64(p, len);
-    memcpy(p, "\r\n", 2);
-    p += 2;
-    if (at)
-        *at = p;
-    if (bytes)
-        memcpy(p, bytes, len);
-    p += len;
-    memcpy(p, "\r\n", 2);
-    return p + 2;
-}
-
 int store_record_prepare(struct store *s, struct store_record_cmd *out, const char *key,
                          const char *token, const char *fp_hex, uint64_t retention_ms,
                          size_t reclen)
 {
     const char *sha = redis_script_sha(s->rc, SCRIPT_RECORD);
     char retention[24];
+    /* the record's bytes (args[6]) are left for the caller to write in place */
     const char *args[] = {"EVALSHA", sha, "1", key, token, retention, NULL, fp_hex};
-    size_t total = 4, n = sizeof(args) / sizeof(args[0]);
-    char *p, *rec = NULL;
+    size_t lens[sizeof(args) / sizeof(args[0])], n = sizeof(args) / sizeof(args[0]);
+    char *p;
 
     memset(out, 0, sizeof(*out));
     if (!sha)
         return -1;
     retention[bytes_u64(retention, retention_ms)] = '\0';
-    for (size_t i = 0; i < n; i++) /* "$" digits "\r\n" bytes "\r\n" */
-        total += 1 + 20 + 2 + (args[i] ? strlen(args[i]) : reclen) + 2;
-    if (!(out->buf = malloc(total)))
-        return -1;
-    p = out->buf;
-    *p++ = '*';
-    p += bytes_u64(p, n);
-    memcpy(p, "\r\n", 2);
-    p += 2;
     for (size_t i = 0; i < n; i++)
-        p = args[i] ? store_bulk(p, args[i], strlen(args[i]), NULL)
-                    : store_bulk(p, NULL, reclen, &rec);
-    out->len = (size_t)(p - out->buf);
-    out->record = (uint8_t *)rec;
+        lens[i] = args[i] ? strlen(args[i]) : reclen;
+    out->len = redis_format(NULL, (int)n, args, lens);
+    if (!(out->buf = malloc(out->len)))
+        return -1;
+    p = redis_put_array(out->buf, n);
+    for (size_t i = 0; i < n; i++) {
+        p = redis_put_bulk(p, args[i], lens[i]);
+        if (!args[i])
+            out->record = (uint8_t *)p - 2 - reclen;
+    }
     return 0;
 }
 
@@ -261,7 +243,6 @@ int store_claim_result(const struct redisReply *reply, const char *fp_hex,
                        const char *legacy_fp_hex, struct store_claim_result *res)
 {
     memset(res, 0, sizeof(*res));
-    res->pttl_ms = -1;
     if (reply->type == REDIS_REPLY_NIL) {
         res->kind = STORE_CLAIMED;
         return 0;

@@ -37,7 +37,6 @@ enum store_claim {
 
 struct store_claim_result {
     enum store_claim kind;
-    long long pttl_ms;  /* -1: the claim does not tell; ask store_pttl when it matters */
     const char *record; /* DONE: the record bytes, valid only during the callback */
     size_t record_len;
 };

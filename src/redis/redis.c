@@ -221,30 +221,42 @@ static const char *redis_cmd_name(const struct redis_cmd *cmd)
     return cmd->script >= 0 ? cmd->c->scripts[cmd->script].name : cmd->argv[0];
 }
 
+char *redis_put_array(char *p, size_t n)
+{
+    *p++ = '*';
+    p += bytes_u64(p, n);
+    memcpy(p, "\r\n", 2);
+    return p + 2;
+}
+
+char *redis_put_bulk(char *p, const void *bytes, size_t len)
+{
+    *p++ = '$';
+    p += bytes_u64(p, len);
+    memcpy(p, "\r\n", 2);
+    p += 2;
+    if (bytes)
+        memcpy(p, bytes, len);
+    p += len;
+    memcpy(p, "\r\n", 2);
+    return p + 2;
+}
+
 size_t redis_format(char *dst, int argc, const char *const *argv, const size_t *lens)
 {
-    char num[20];
-    size_t n = 1 + bytes_u64(num, (uint64_t)argc) + 2;
+    char num[20], *p;
+    size_t n;
 
-    if (dst) {
-        dst[0] = '*';
-        memcpy(dst + 1, num, n - 3);
-        memcpy(dst + n - 2, "\r\n", 2);
+    if (!dst) {
+        n = 1 + bytes_u64(num, (uint64_t)argc) + 2;
+        for (int i = 0; i < argc; i++)
+            n += 1 + bytes_u64(num, lens[i]) + 2 + lens[i] + 2;
+        return n;
     }
-    for (int i = 0; i < argc; i++) {
-        size_t d = bytes_u64(num, lens[i]);
-
-        if (dst) {
-            char *p = dst + n;
-            *p++ = '$';
-            memcpy(p, num, d);
-            memcpy(p + d, "\r\n", 2);
-            memcpy(p + d + 2, argv[i], lens[i]);
-            memcpy(p + d + 2 + lens[i], "\r\n", 2);
-        }
-        n += 1 + d + 2 + lens[i] + 2;
-    }
-    return n;
+    p = redis_put_array(dst, (size_t)argc);
+    for (int i = 0; i < argc; i++)
+        p = redis_put_bulk(p, argv[i], lens[i]);
+    return (size_t)(p - dst);
 }
 
 /* Hand cmd to hiredis on ac (it copies the bytes into its output buffer). An argv command

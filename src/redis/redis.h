@@ -90,8 +90,13 @@ struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const
 const char *redis_script_sha(const struct redis_client *c, int script);
 
 /* argv in Redis's wire format ("*N\r\n$len\r\narg\r\n"...) at dst; returns its length
- * (dst NULL: only counts). */
+ * (dst NULL: only counts). An argv entry NULL leaves its lens bytes to be written. */
 size_t redis_format(char *dst, int argc, const char *const *argv, const size_t *lens);
+/* Its two pieces, for a command built by hand: "*n\r\n", and "$len\r\n<bytes>\r\n"
+ * (bytes NULL: left to be written, at the returned pointer - 2 - len). Each returns the
+ * position past what it wrote. */
+char *redis_put_array(char *p, size_t n);
+char *redis_put_bulk(char *p, const void *bytes, size_t len);
 
 /* Any other command, argv copied. */
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,

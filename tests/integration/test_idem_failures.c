@@ -145,6 +145,42 @@ Test(failures, a_value_idemproxy_did_not_write_is_500_and_left_alone)
     cr_assert_str_eq(value, "hello");
 }
 
+/*
+ * The PTTL a waiter sends after its claim found the key pending only sets when it looks
+ * again; when it fails (here Redis refuses it: the command is renamed away), the waiter
+ * still gets the owner's answer when it is recorded, and nothing executes twice.
+ */
+Test(failures, a_waiter_whose_pttl_fails_still_gets_the_answer)
+{
+    const char *extra[] = {"--in-flight", "wait", "--wait-timeout", "10s", NULL};
+    const char *redis_extra[] = {"--rename-command", "PTTL", "idemtest-no-pttl", NULL};
+    struct harness_resp owner, waiter;
+    char *log;
+    int fd;
+    double t0;
+
+    stack_start(extra, redis_extra);
+    fd = post_async(stack.a_port, "/slow/800", "no-pttl");
+    t0 = harness_now_s();
+    while (harness_executions(stack.up_port, "no-pttl") < 1) {
+        cr_assert_lt(harness_now_s() - t0, 5.0, "replica A never forwarded the request");
+        usleep(20 * 1000);
+    }
+    post(stack.b_port, "/slow/800", "no-pttl", &waiter);
+    cr_assert_eq(harness_read_response(fd, &owner, 0, 5000), 0);
+    close(fd);
+    cr_assert_eq(owner.status, 200);
+    cr_assert_eq(waiter.status, 200, "%d %s", waiter.status, waiter.body);
+    cr_assert(harness_replayed(&waiter), "the waiter executed it again");
+    cr_assert_str_eq(waiter.body, owner.body);
+    harness_resp_free(&owner);
+    harness_resp_free(&waiter);
+    cr_assert_eq(harness_executions(stack.up_port, "no-pttl"), 1);
+    log = harness_read_log("proxyB");
+    cr_assert(log && strstr(log, "PTTL failed"), "the PTTL never failed:\n%s", log);
+    free(log);
+}
+
 Test(failures, a_stale_owner_cannot_overwrite_the_record)
 {
     /* leases long enough that a loaded CI machine (ASan, parallel tests) cannot starve
