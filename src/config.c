@@ -108,7 +108,8 @@ int config_load_file(struct config *cfg, const char *path, char *err, size_t err
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
     if (upstream_conf_validate(&cfg->upstream, err, errlen) < 0 ||
-        policy_validate(&cfg->idem, err, errlen) < 0)
+        policy_validate(&cfg->idem, err, errlen) < 0 ||
+        redis_conf_validate(&cfg->redis, err, errlen) < 0)
         return -1;
     return 0;
 }

@@ -33,7 +33,7 @@ struct config {
     enum log_level log_level;      /* log-level [info] */
     struct worker_conf worker;     /* listen, workers, drain-timeout */
     struct upstream_conf upstream; /* upstream (repeatable, required), its timeouts, pool */
-    struct redis_conf redis;       /* redis, redis-password, redis-timeout */
+    struct redis_conf redis;       /* redis, redis-user/-password/-timeout/-wait */
     struct frontend_conf frontend; /* client-side limits and timeouts */
     struct idem_policy idem;       /* the keyed-request policy */
     struct admin_conf admin;       /* admin-listen */

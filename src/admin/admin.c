@@ -173,6 +173,10 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         rs.errors += r1.errors;
         rs.reconnects += r1.reconnects;
         rs.queued += r1.queued;
+        rs.wait_ok += r1.wait_ok;
+        rs.wait_short += r1.wait_short;
+        rs.wait_error += r1.wait_error;
+        rs.pings += r1.pings;
         redis_ready_n += (uint64_t)redis_ready(a->src[i].redis);
         upstream_pool_counters(admin_pool(&a->src[i]), &u1);
         us.connects += u1.connects;
@@ -182,6 +186,10 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         is.record_retries += i1.record_retries;
         is.records_lost += i1.records_lost;
         is.in_flight += i1.in_flight;
+        is.claims_failed_redis += i1.claims_failed_redis;
+        is.claims_failed_wait += i1.claims_failed_wait;
+        is.claims_unconfirmed += i1.claims_unconfirmed;
+        is.records_unconfirmed += i1.records_unconfirmed;
     }
     metrics_header(b, "idemproxy_build_info", "gauge", "Build of this idemproxy, as labels.");
     evbuffer_add_printf(b, "idemproxy_build_info{version=\"%s\",libevent=\"%s\"} 1\n",
@@ -222,6 +230,15 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
              "Record attempts sent again after a failure.", is.record_retries},
             {"idemproxy_records_lost_total", "counter",
              "Answers never recorded: Redis away for the whole lease.", is.records_lost},
+            {"idemproxy_redis_pings_total", "counter",
+             "PINGs of an idle Redis connection (a frozen Redis fails them: /readyz 503).",
+             rs.pings},
+            {"idemproxy_claims_unconfirmed_total", "counter",
+             "Claims forwarded though WAIT did not confirm them (redis-wait-policy degrade).",
+             is.claims_unconfirmed},
+            {"idemproxy_records_unconfirmed_total", "counter",
+             "Answers recorded on the primary that WAIT never confirmed within the lease.",
+             is.records_unconfirmed},
             {"idemproxy_keyed_requests_in_flight", "gauge", "Keyed requests being handled now.",
              is.in_flight},
             {"idemproxy_client_connections", "gauge", "Open client connections.", fs.conns},
@@ -237,6 +254,20 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             metrics_value(b, one[i].name, NULL, one[i].v);
         }
     }
+    metrics_header(b, "idemproxy_redis_wait_total", "counter",
+                   "WAITs after claims, renewals and records, by result: ok (enough replicas), "
+                   "short (fewer in time), error (refused).");
+    metrics_value(b, "idemproxy_redis_wait_total", "result=\"ok\"", rs.wait_ok);
+    metrics_value(b, "idemproxy_redis_wait_total", "result=\"short\"", rs.wait_short);
+    metrics_value(b, "idemproxy_redis_wait_total", "result=\"error\"", rs.wait_error);
+    metrics_header(b, "idemproxy_claims_failed_closed_total", "counter",
+                   "Keyed requests answered 503 rather than forwarded unprotected, by reason: "
+                   "redis (it failed; on-redis-error reject), wait (the claim was not "
+                   "confirmed; redis-wait-policy fail).");
+    metrics_value(b, "idemproxy_claims_failed_closed_total", "reason=\"redis\"",
+                  is.claims_failed_redis);
+    metrics_value(b, "idemproxy_claims_failed_closed_total", "reason=\"wait\"",
+                  is.claims_failed_wait);
     /* per upstream, in the first worker's order */
     if (a->nsrc) {
         const struct upstream_pool *first = admin_pool(&a->src[0]);

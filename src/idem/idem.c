@@ -106,6 +106,7 @@ struct idem_ctx {
     unsigned retry_ms;      /* back-off between attempts */
     unsigned attempts;
     int streamed;               /* the answer streams: nothing to answer once recorded */
+    int unconfirmed;            /* recording: landed, WAIT did not confirm it yet */
     TAILQ_ENTRY(idem_ctx) link; /* h->orphans, once its request is gone */
 };
 
@@ -181,6 +182,7 @@ static void idem_store_failed(struct idem_ctx *ctx, const char *why)
         frontend_forward(r);
         return;
     }
+    METRIC_INC(ctx->h->stats.claims_failed_redis);
     log_warn("idem %s: 503 store unavailable (%s; was %s)", ctx->id, why,
              idem_state_str(ctx->state));
     r->outcome = "store-unavailable";
@@ -287,17 +289,18 @@ static int idem_wait(struct idem_ctx *ctx, long long pttl)
 
 /* ---- forwarding and recording ---- */
 
-/* The value of a RECORD/RELEASE/RENEW reply, or -1 with *errstr set. */
+/* The value of a RECORD/RELEASE/RENEW reply (also when WAIT did not confirm it), or -1
+ * with *errstr set. */
 static long long idem_int_reply(enum redis_status *st, const struct redisReply *reply,
                                 const char **errstr)
 {
     long long v = 0;
 
-    if (*st == REDIS_CMD_OK && store_int_result(reply, &v) < 0) {
+    if ((*st == REDIS_CMD_OK || *st == REDIS_CMD_UNCONFIRMED) && store_int_result(reply, &v) < 0) {
         *st = REDIS_CMD_ERROR;
         *errstr = "unexpected reply";
     }
-    return *st == REDIS_CMD_OK ? v : -1;
+    return *st == REDIS_CMD_OK || *st == REDIS_CMD_UNCONFIRMED ? v : -1;
 }
 
 static void idem_stop_renewing(struct idem_ctx *ctx)
@@ -373,6 +376,15 @@ static void idem_record_failed(struct idem_ctx *ctx, const char *why)
         ctx->retry_ms = IDEM_RETRY_MAX_MS;
     /* the last attempts squeeze into what is left of the lease */
     wait = now + ctx->retry_ms < ctx->lease_until ? ctx->retry_ms : (ctx->lease_until - now) / 2;
+    if (now + IDEM_RETRY_MARGIN_MS >= ctx->lease_until && ctx->unconfirmed) {
+        METRIC_INC(ctx->h->stats.records_unconfirmed);
+        log_error("idem %s: answer %d recorded on the primary but NOT confirmed by the "
+                  "replicas (%s) within the lease; a failover before they have it would "
+                  "execute a retry again",
+                  ctx->id, ctx->status, why);
+        idem_record_done(ctx);
+        return;
+    }
     if (now + IDEM_RETRY_MARGIN_MS >= ctx->lease_until) {
         METRIC_INC(ctx->h->stats.records_lost);
         log_error("idem %s: answer %d NOT recorded after %u attempt(s): %s, and our lease "
@@ -390,6 +402,38 @@ static void idem_record_failed(struct idem_ctx *ctx, const char *why)
     evtimer_add(ctx->retry_ev, &tv);
 }
 
+/*
+ * The record landed on the primary but WAIT did not see enough replicas take it. The
+ * answer is real (the upstream executed): the client gets it now, from a copy, while the
+ * record command stays with ctx — an orphan once the request ends — and is sent again
+ * (with its WAIT) while the lease lasts. A record that is already there answers 2, so
+ * each attempt only asks the replicas again.
+ */
+static void idem_record_unconfirmed(struct idem_ctx *ctx, const char *why)
+{
+    struct frontend_req *r = ctx->r;
+    struct evbuffer *body = ctx->body, *copy = NULL;
+
+    if (!ctx->unconfirmed)
+        log_warn("idem %s: answer %d recorded but not confirmed by the replicas (%s); "
+                 "asking again while the lease lasts",
+                 ctx->id, ctx->status, why);
+    ctx->unconfirmed = 1;
+    /* the key holds the record now: a renewal would only be refused */
+    idem_stop_renewing(ctx);
+    if (r && !ctx->streamed) {
+        if (ctx->body_at && ctx->body_len && (copy = evbuffer_new()) != NULL) {
+            evbuffer_add(copy, ctx->body_at, ctx->body_len);
+            body = copy;
+        }
+        /* ends r: ctx lives on as an orphan (idem_req_gone) until the record resolves */
+        frontend_respond(r, ctx->status, ctx->head.reason, &ctx->head, NULL, body);
+        if (copy)
+            evbuffer_free(copy);
+    }
+    idem_record_failed(ctx, why); /* may free ctx (the lease ran out) */
+}
+
 static void idem_record_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
                            void *arg)
 {
@@ -399,11 +443,18 @@ static void idem_record_cb(enum redis_status st, const struct redisReply *reply,
     ctx->cmd = NULL;
     if (ctx->r)
         ctx->r->redis_us += clock_mono_us() - ctx->redis_sent_us;
-    if (st != REDIS_CMD_OK) {
+    if (st == REDIS_CMD_UNCONFIRMED && value != 0) {
+        idem_record_unconfirmed(ctx, errstr);
+        return;
+    }
+    if (st != REDIS_CMD_OK && st != REDIS_CMD_UNCONFIRMED) {
         idem_record_failed(ctx, errstr);
         return;
     }
-    if (value == 1)
+    if (ctx->unconfirmed)
+        log_info("idem %s: answer %d confirmed by the replicas (attempt %u)", ctx->id, ctx->status,
+                 ctx->attempts);
+    else if (value == 1)
         log_debug("idem %s: recorded %d (attempt %u)", ctx->id, ctx->status, ctx->attempts);
     else if (value == 2 && ctx->attempts > 1)
         log_info("idem %s: answer %d already recorded (an earlier attempt of ours landed, or "
@@ -539,7 +590,11 @@ static void idem_renew_cb(enum redis_status st, const struct redisReply *reply, 
     ctx->renew = NULL;
     if (st == REDIS_CMD_OK && value == 1) {
         ctx->lease_until = ctx->renew_sent + ctx->pol->lease_ms;
-    } else if (st == REDIS_CMD_OK) {
+    } else if (st == REDIS_CMD_UNCONFIRMED && value == 1) {
+        /* the primary extended it, its replicas may not have: a promoted replica would
+         * let the older lease run out, so only that one surely lasts */
+        log_warn("idem %s: lease renewal not confirmed by the replicas (%s)", ctx->id, errstr);
+    } else if (st == REDIS_CMD_OK || st == REDIS_CMD_UNCONFIRMED) {
         ctx->lease_until = 0; /* the script says it is not ours: nothing left to protect */
         log_warn("idem %s: lease lost while %s (claimed by someone else?)", ctx->id,
                  idem_state_str(ctx->state));
@@ -705,6 +760,35 @@ static void idem_pttl_cb(enum redis_status st, const struct redisReply *reply, c
     idem_pending_wait(ctx, pttl);
 }
 
+/*
+ * Our claim is on the primary, but fewer replicas than redis-wait asks have it: a
+ * failover now could promote one that does not, and a retry would execute again. fail
+ * (the default) gives the key back and answers 503 — nothing was executed; degrade goes
+ * on, counted. 1 when r was answered.
+ */
+static int idem_claim_unconfirmed(struct idem_ctx *ctx, const char *why)
+{
+    const struct redis_conf *rc = redis_client_conf(store_client(ctx->store));
+
+    if (rc->wait_policy == REDIS_WAIT_DEGRADE) {
+        METRIC_INC(ctx->h->stats.claims_unconfirmed);
+        log_warn("idem %s: claim not confirmed by the replicas (%s); forwarding anyway "
+                 "(redis-wait-policy degrade)",
+                 ctx->id, why);
+        return 0;
+    }
+    idem_stop_watching(ctx);
+    idem_release(ctx, "not confirmed by the replicas");
+    METRIC_INC(ctx->h->stats.claims_failed_wait);
+    log_warn("idem %s: 503 claim not confirmed by the replicas (%s)", ctx->id, why);
+    ctx->r->outcome = "unconfirmed";
+    frontend_problem(ctx->r, PROBLEM_STORE_UNAVAILABLE,
+                     "the idempotency store could not confirm the claim on its replicas; the "
+                     "request was not forwarded",
+                     "Retry-After: 1\r\n");
+    return 1;
+}
+
 static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
                           void *arg)
 {
@@ -714,7 +798,8 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
 
     ctx->cmd = NULL;
     ctx->r->redis_us += clock_mono_us() - ctx->redis_sent_us;
-    if (st == REDIS_CMD_OK && store_claim_result(reply, ctx->fp, ctx->legacy_fp, res) < 0) {
+    if ((st == REDIS_CMD_OK || st == REDIS_CMD_UNCONFIRMED) &&
+        store_claim_result(reply, ctx->fp, ctx->legacy_fp, ctx->token, res) < 0) {
         /* Redis answered, so this is not an outage: something else wrote the key (another
          * application under the same key-prefix?). Neither forward nor take it over. */
         idem_stop_watching(ctx);
@@ -724,10 +809,14 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
                          "the stored value for this key is not one idemproxy wrote", NULL);
         return;
     }
-    if (st != REDIS_CMD_OK) {
+    if (st != REDIS_CMD_OK && st != REDIS_CMD_UNCONFIRMED) {
         idem_store_failed(ctx, errstr);
         return;
     }
+    /* WAIT matters only for a claim we made: the other answers read what was there */
+    if (st == REDIS_CMD_UNCONFIRMED && res->kind == STORE_CLAIMED &&
+        idem_claim_unconfirmed(ctx, errstr))
+        return;
     switch (res->kind) {
     case STORE_CLAIMED:
         idem_stop_watching(ctx);
@@ -994,4 +1083,8 @@ void idem_handler_stats(const struct frontend_handler *self, struct idem_stats *
     out->record_retries = METRIC_GET(h->stats.record_retries);
     out->records_lost = METRIC_GET(h->stats.records_lost);
     out->in_flight = METRIC_GET(h->stats.in_flight);
+    out->claims_failed_redis = METRIC_GET(h->stats.claims_failed_redis);
+    out->claims_failed_wait = METRIC_GET(h->stats.claims_failed_wait);
+    out->claims_unconfirmed = METRIC_GET(h->stats.claims_unconfirmed);
+    out->records_unconfirmed = METRIC_GET(h->stats.records_unconfirmed);
 }

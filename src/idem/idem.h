@@ -64,6 +64,12 @@ struct idem_stats {
     uint64_t record_retries; /* record attempts sent again after a failure */
     uint64_t records_lost;   /* answers never recorded: Redis away for the whole lease */
     uint64_t in_flight;      /* keyed requests being handled now (a gauge) */
+    /* claims answered 503 rather than forwarded unprotected: Redis failed (on-redis-error
+     * reject), or WAIT did not confirm the claim (redis-wait-policy fail) */
+    uint64_t claims_failed_redis;
+    uint64_t claims_failed_wait;
+    uint64_t claims_unconfirmed;  /* forwarded though WAIT did not confirm (degrade) */
+    uint64_t records_unconfirmed; /* recorded on the primary, never confirmed in the lease */
 };
 /* Any thread (the admin thread reads it). */
 void idem_handler_stats(const struct frontend_handler *h, struct idem_stats *out);

@@ -96,8 +96,8 @@ struct store *store_new(struct redis_client *rc, int check_server)
         size_t policy_len[] = {6, 3, 16};
         const char *info[] = {"INFO", "server"};
         size_t info_len[] = {4, 6};
-        redis_command(rc, 3, policy, policy_len, store_policy_cb, NULL);
-        redis_command(rc, 2, info, info_len, store_version_cb, NULL);
+        redis_command(rc, 3, policy, policy_len, 0, store_policy_cb, NULL);
+        redis_command(rc, 2, info, info_len, 0, store_version_cb, NULL);
     }
     return s;
 }
@@ -133,7 +133,7 @@ struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_h
     value[0] = 'P';
     memcpy(value + 1, fp_hex, fplen);
     memcpy(value + 1 + fplen, token, toklen);
-    return redis_command(s->rc, 7, argv, lens, cb, arg);
+    return redis_command(s->rc, 7, argv, lens, REDIS_F_WAIT, cb, arg);
 }
 
 struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb, void *arg)
@@ -141,7 +141,7 @@ struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb
     const char *argv[] = {"PTTL", key};
     size_t lens[] = {4, strlen(key)};
 
-    return redis_command(s->rc, 2, argv, lens, cb, arg);
+    return redis_command(s->rc, 2, argv, lens, 0, cb, arg);
 }
 
 int store_record_prepare(struct store *s, struct store_record_cmd *out, const char *key,
@@ -182,7 +182,7 @@ void store_record_cmd_free(struct store_record_cmd *rc)
 struct redis_cmd *store_record_send(struct store *s, const struct store_record_cmd *rc,
                                     redis_reply_cb cb, void *arg)
 {
-    return redis_eval_formatted(s->rc, SCRIPT_RECORD, rc->buf, rc->len, cb, arg);
+    return redis_eval_formatted(s->rc, SCRIPT_RECORD, rc->buf, rc->len, REDIS_F_WAIT, cb, arg);
 }
 
 struct redis_cmd *store_release(struct store *s, const char *key, const char *token,
@@ -191,7 +191,7 @@ struct redis_cmd *store_release(struct store *s, const char *key, const char *to
     const char *args[] = {token};
     size_t lens[] = {strlen(token)};
 
-    return redis_eval(s->rc, SCRIPT_RELEASE, key, 1, args, lens, cb, arg);
+    return redis_eval(s->rc, SCRIPT_RELEASE, key, 1, args, lens, 0, cb, arg);
 }
 
 struct redis_cmd *store_renew(struct store *s, const char *key, const char *token,
@@ -201,13 +201,13 @@ struct redis_cmd *store_renew(struct store *s, const char *key, const char *toke
     const char *args[] = {token, lease};
     size_t lens[] = {strlen(token), bytes_u64(lease, lease_ms)};
 
-    return redis_eval(s->rc, SCRIPT_RENEW, key, 2, args, lens, cb, arg);
+    return redis_eval(s->rc, SCRIPT_RENEW, key, 2, args, lens, REDIS_F_WAIT, cb, arg);
 }
 
 struct redis_cmd *store_inspect(struct redis_client *rc, const char *key, redis_reply_cb cb,
                                 void *arg)
 {
-    return redis_eval(rc, SCRIPT_INSPECT, key, 0, NULL, NULL, cb, arg);
+    return redis_eval(rc, SCRIPT_INSPECT, key, 0, NULL, NULL, 0, cb, arg);
 }
 
 struct redis_cmd *store_purge(struct redis_client *rc, const char *key, int force,
@@ -216,7 +216,7 @@ struct redis_cmd *store_purge(struct redis_client *rc, const char *key, int forc
     const char *args[] = {force ? "1" : "0"};
     size_t lens[] = {1};
 
-    return redis_eval(rc, SCRIPT_PURGE, key, 1, args, lens, cb, arg);
+    return redis_eval(rc, SCRIPT_PURGE, key, 1, args, lens, 0, cb, arg);
 }
 
 int store_inspect_result(const struct redisReply *reply, struct store_inspect_result *res)
@@ -240,7 +240,7 @@ int store_inspect_result(const struct redisReply *reply, struct store_inspect_re
 }
 
 int store_claim_result(const struct redisReply *reply, const char *fp_hex,
-                       const char *legacy_fp_hex, struct store_claim_result *res)
+                       const char *legacy_fp_hex, const char *token, struct store_claim_result *res)
 {
     memset(res, 0, sizeof(*res));
     if (reply->type == REDIS_REPLY_NIL) {
@@ -257,7 +257,13 @@ int store_claim_result(const struct redisReply *reply, const char *fp_hex,
         return 0;
     }
     if (reply->str[0] == 'P') {
-        res->kind = STORE_PENDING;
+        size_t toklen = strlen(token);
+        /* our own earlier attempt of this claim landed (it was resent after a timeout,
+         * a lost connection, a failover): the key is ours */
+        res->kind = reply->len == 1 + IDKEY_HEX_LEN + toklen &&
+                            memcmp(reply->str + 1 + IDKEY_HEX_LEN, token, toklen) == 0
+                        ? STORE_CLAIMED
+                        : STORE_PENDING;
         return 0;
     }
     res->kind = STORE_DONE;

@@ -105,9 +105,12 @@ int store_inspect_result(const struct redisReply *reply, struct store_inspect_re
 
 /* Read a CLAIM reply into res (record borrows the reply). What was there is the same
  * request when its fingerprint is fp_hex or legacy_fp_hex (the host-less one the previous
- * release stored). 0, or -1 if it is malformed (not a value this module writes). */
+ * release stored); a pending claim holding token is our own (an earlier attempt of this
+ * claim that landed): CLAIMED. 0, or -1 if it is malformed (not a value this module
+ * writes). */
 int store_claim_result(const struct redisReply *reply, const char *fp_hex,
-                       const char *legacy_fp_hex, struct store_claim_result *res);
+                       const char *legacy_fp_hex, const char *token,
+                       struct store_claim_result *res);
 /* Read a RECORD/RELEASE/RENEW/PTTL reply. 0, or -1 if it is not an integer. */
 int store_int_result(const struct redisReply *reply, long long *value);
 

@@ -7,7 +7,6 @@
 #include <sys/queue.h>
 
 #include <event2/event.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 
@@ -15,10 +14,18 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "redis/rconn.h"
 
 #define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
 #define REDIS_BACKOFF_MAX 1000
 #define REDIS_WAITING_MAX 65536 /* commands queued while there is no connection */
+#define REDIS_PING_MS     1000  /* an idle connection is checked this often */
+
+static int redis_wait_set(const struct conf_directive *d, void *base, const char *where, int argc,
+                          const char **argv, char *err, size_t errlen);
+
+static const struct conf_choice redis_wait_policy_choices[] = {
+    {"fail", REDIS_WAIT_FAIL}, {"degrade", REDIS_WAIT_DEGRADE}, {NULL, 0}};
 
 const struct conf_directive redis_conf_rows[] = {
     {.name = "redis",
@@ -28,6 +35,11 @@ const struct conf_directive redis_conf_rows[] = {
      .off = offsetof(struct redis_conf, addr),
      .arg = "HOST:PORT|unix:PATH",
      .help = "Redis server for the idempotency records"},
+    {.name = "redis-user",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, user),
+     .arg = "NAME",
+     .help = "Redis ACL user (AUTH user password; needs redis-password)"},
     {.name = "redis-password",
      .type = CONF_T_STRING,
      .off = offsetof(struct redis_conf, password),
@@ -41,17 +53,88 @@ const struct conf_directive redis_conf_rows[] = {
      .off = offsetof(struct redis_conf, timeout_ms),
      .arg = "DURATION",
      .help = "deadline of every Redis command"},
+    {.name = "redis-wait",
+     .type = CONF_T_CUSTOM,
+     .arg = "REPLICAS TIMEOUT|0",
+     .help = "WAIT for REPLICAS after each claim/renewal/record (0: off)",
+     .custom_set = redis_wait_set},
+    {.name = "redis-wait-policy",
+     .type = CONF_T_ENUM,
+     .def = "fail",
+     .off = offsetof(struct redis_conf, wait_policy),
+     .choices = redis_wait_policy_choices,
+     .arg = "fail|degrade",
+     .help = "a claim WAIT did not confirm: 503, or forward it"},
     CONF_END,
+};
+
+_Static_assert(sizeof(enum redis_wait_policy) == sizeof(int), "enum must be int-sized");
+
+static int redis_wait_set(const struct conf_directive *d, void *base, const char *where, int argc,
+                          const char **argv, char *err, size_t errlen)
+{
+    struct redis_conf *rc = base;
+    char *end;
+    long n;
+    uint64_t ms = 0;
+
+    if (argc == 1 && strcmp(argv[0], "0") == 0) {
+        rc->wait_replicas = 0;
+        rc->wait_timeout_ms = 0;
+        return 0;
+    }
+    if (argc != 2)
+        return conf_fail(err, errlen, "%s: redis-wait: expected REPLICAS TIMEOUT, or 0 (off)",
+                         where);
+    n = strtol(argv[0], &end, 10);
+    if (*end || end == argv[0] || n < 0 || n > 64)
+        return conf_fail(err, errlen, "%s: redis-wait: invalid replica count '%s' (0..64)", where,
+                         argv[0]);
+    if (conf_parse_duration(argv[1], &ms) < 0 || ms < 1 || ms > 60000)
+        return conf_fail(err, errlen,
+                         "%s: redis-wait: invalid timeout '%s' (a duration from 1ms to 60s, e.g. "
+                         "100ms)",
+                         where, argv[1]);
+    rc->wait_replicas = (int)n;
+    rc->wait_timeout_ms = n ? ms : 0;
+    return 0;
+}
+
+int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen)
+{
+    if (conf->wait_replicas > 0 && conf->wait_timeout_ms >= conf->timeout_ms)
+        return conf_fail(err, errlen,
+                         "redis-wait: its timeout (%llu ms) must be shorter than redis-timeout "
+                         "(%llu ms): WAIT holds the connection until it answers",
+                         (unsigned long long)conf->wait_timeout_ms,
+                         (unsigned long long)conf->timeout_ms);
+    if (conf->user && !conf->password)
+        return conf_fail(err, errlen,
+                         "redis-user: an ACL user needs redis-password (or "
+                         "$IDEMPROXY_REDIS_PASSWORD)");
+    return 0;
+}
+
+/* What a queue entry is: the caller's command, or one the client sends for itself. */
+enum redis_cmd_kind {
+    RC_USER = 0,
+    RC_AUTH,        /* first on every connection, with a password */
+    RC_SCRIPT_LOAD, /* script = which */
+    RC_PING,        /* the idle check */
 };
 
 struct redis_cmd {
     struct redis_client *c;
+    enum redis_cmd_kind kind;
     int script; /* index into c->scripts, or -1 for a plain command */
+    unsigned flags;
     redis_reply_cb cb;
     void *arg;
     uint64_t deadline; /* monotonic ms */
     int timed_out;     /* its deadline passed: the connection was reset for it */
     int resent;        /* already fell back from EVALSHA to EVAL */
+    int wait_sent;     /* a WAIT follows it on the connection */
+    redisReply *own;   /* its own reply, kept until the WAIT's arrives (owned) */
     /* kept for the EVAL fallback: argv[0..1] are replaced by EVAL + script text */
     int argc;
     const char **argv;
@@ -85,20 +168,22 @@ struct redis_client {
     size_t nscripts;
     char (*sha)[41]; /* SHA1 hex of each script */
     char addr[CONF_HOST_MAX + 16];
+    char wait_cmd[64]; /* "WAIT n t" in the wire format, when redis-wait is on */
+    size_t wait_cmd_len;
     /* command connection */
-    redisAsyncContext *ac;
-    int connected, was_down;
+    struct rconn *conn;
+    int was_down;
     size_t scripts_loaded; /* on this connection */
     int ready;             /* connected with every script loaded (read by other threads) */
     unsigned backoff;
     struct event *reconnect_ev;
     struct event *deadline_ev;
-    struct redis_cmd_list queue;   /* sent on ac, in send order */
+    struct event *ping_ev;
+    struct redis_cmd_list queue;   /* sent on conn, in send order */
     struct redis_cmd_list waiting; /* issued while there was no connection, in order */
     size_t nwaiting;
     /* pub/sub connection */
-    redisAsyncContext *sub;
-    int sub_connected;
+    struct rconn *sub;
     unsigned sub_backoff;
     struct event *sub_reconnect_ev;
     struct redis_watch_list watches;
@@ -109,7 +194,6 @@ struct redis_client {
 
 static void redis_connect(struct redis_client *c);
 static void redis_sub_connect(struct redis_client *c);
-static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata);
 static void redis_cmd_free(struct redis_cmd *cmd);
 static void redis_note_down(struct redis_client *c, const char *why);
 
@@ -150,12 +234,14 @@ static void redis_arm_deadline(struct redis_client *c)
     evtimer_add(c->deadline_ev, &tv);
 }
 
-/* Report to the command's owner (once). */
+/* Report to the command's owner (once). Internal commands have no owner. */
 static void redis_cmd_done(struct redis_cmd *cmd, enum redis_status st, const redisReply *reply,
                            const char *why)
 {
     redis_reply_cb cb = cmd->cb;
 
+    if (cmd->kind != RC_USER)
+        return;
     if (st == REDIS_CMD_ERROR || st == REDIS_CMD_DOWN)
         METRIC_INC(cmd->c->stats.errors);
     cmd->cb = NULL;
@@ -163,22 +249,36 @@ static void redis_cmd_done(struct redis_cmd *cmd, enum redis_status st, const re
         cb(st, reply, why, cmd->arg);
 }
 
-/* Drop the command connection: every pending command fails (hiredis calls each reply
- * callback with NULL), then reconnect with back-off. Not called from hiredis callbacks. */
-static void redis_reset(struct redis_client *c, const char *why)
+/* Drop the command connection: every command sent on it fails (TIMEOUT if it was due,
+ * else DOWN), then reconnect with back-off. Commands issued from those callbacks wait
+ * for the next connection. why: logged (we drop it: a deadline), or NULL (it was lost
+ * and the caller said so). Never called from inside an rconn call on c->conn other than
+ * its callbacks. */
+static void redis_drop(struct redis_client *c, const char *why)
 {
-    redisAsyncContext *ac = c->ac;
+    struct redis_cmd_list failed;
+    struct redis_cmd *cmd;
 
-    if (!ac)
+    if (!c->conn)
         return;
-    log_warn("redis: %s; reconnecting", why);
-    c->ac = NULL;
-    c->connected = 0;
+    if (why) {
+        log_warn("redis: %s; reconnecting", why);
+        METRIC_INC(c->stats.reconnects);
+    }
+    rconn_free(c->conn);
+    c->conn = NULL;
     METRIC_SET(c->ready, 0);
     c->was_down = 1;
-    METRIC_INC(c->stats.reconnects);
-    redisAsyncFree(ac); /* runs redis_on_reply(NULL) for each pending command */
-    if (!c->freeing)
+    TAILQ_INIT(&failed);
+    TAILQ_CONCAT(&failed, &c->queue, link);
+    while ((cmd = TAILQ_FIRST(&failed))) {
+        TAILQ_REMOVE(&failed, cmd, link);
+        redis_cmd_done(cmd, cmd->timed_out ? REDIS_CMD_TIMEOUT : REDIS_CMD_DOWN, NULL,
+                       cmd->timed_out ? "redis did not answer in time" : "redis connection lost");
+        redis_cmd_free(cmd);
+    }
+    redis_arm_deadline(c);
+    if (!c->freeing && !evtimer_pending(c->reconnect_ev, NULL))
         redis_schedule(c->reconnect_ev, &c->backoff);
 }
 
@@ -213,7 +313,7 @@ static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
     METRIC_INC(c->stats.timeouts);
     snprintf(why, sizeof(why), "no answer within redis-timeout (%llu ms)",
              (unsigned long long)c->conf->timeout_ms);
-    redis_reset(c, why);
+    redis_drop(c, why);
 }
 
 static const char *redis_cmd_name(const struct redis_cmd *cmd)
@@ -259,29 +359,38 @@ size_t redis_format(char *dst, int argc, const char *const *argv, const size_t *
     return (size_t)(p - dst);
 }
 
-/* Hand cmd to hiredis on ac (it copies the bytes into its output buffer). An argv command
- * is put in the wire format here: hiredis's own formatting (sdscatfmt) cost several
- * thousand instructions a command. */
-static int redis_cmd_write(redisAsyncContext *ac, struct redis_cmd *cmd)
+/* Put cmd on the connection (followed by WAIT when it asks and redis-wait is on). An argv
+ * command is put in the wire format here: hiredis's own formatting (sdscatfmt) cost
+ * several thousand instructions a command. 0 or -1. */
+static int redis_cmd_write(struct redis_client *c, struct redis_cmd *cmd)
 {
     char stack[512], *buf = stack;
     size_t len;
     int rc;
 
-    if (cmd->fmt)
-        return redisAsyncFormattedCommand(ac, redis_on_reply, cmd, cmd->fmt, cmd->fmtlen);
-    len = redis_format(NULL, cmd->argc, cmd->argv, cmd->argvlen);
-    if (len > sizeof(stack) && !(buf = malloc(len)))
-        return REDIS_ERR;
-    redis_format(buf, cmd->argc, cmd->argv, cmd->argvlen);
-    rc = redisAsyncFormattedCommand(ac, redis_on_reply, cmd, buf, len);
-    if (buf != stack)
-        free(buf);
+    if (cmd->fmt) {
+        rc = rconn_write(c->conn, cmd->fmt, cmd->fmtlen);
+    } else {
+        len = redis_format(NULL, cmd->argc, cmd->argv, cmd->argvlen);
+        if (len > sizeof(stack) && !(buf = malloc(len)))
+            return -1;
+        redis_format(buf, cmd->argc, cmd->argv, cmd->argvlen);
+        rc = rconn_write(c->conn, buf, len);
+        if (buf != stack)
+            free(buf);
+    }
+    cmd->wait_sent = 0;
+    if (rc == 0 && (cmd->flags & REDIS_F_WAIT) && c->wait_cmd_len) {
+        rc = rconn_write(c->conn, c->wait_cmd, c->wait_cmd_len);
+        cmd->wait_sent = rc == 0;
+    }
     return rc;
 }
 
 static void redis_cmd_free(struct redis_cmd *cmd)
 {
+    if (cmd->own)
+        freeReplyObject(cmd->own);
     free(cmd->fmt_owned);
     free(cmd);
 }
@@ -321,62 +430,135 @@ static int redis_cmd_to_eval(struct redis_cmd *cmd, const char *script)
     return 0;
 }
 
-static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
+/* The caller's Lua script cache was flushed (or this node never had it: a promoted
+ * replica): send the script itself, with a new deadline. 1 when resent. */
+static int redis_cmd_resend_eval(struct redis_client *c, struct redis_cmd *cmd)
 {
-    struct redis_cmd *cmd = privdata;
-    struct redis_client *c = cmd->c;
-    redisReply *reply = r;
+    int ok;
 
-    TAILQ_REMOVE(&c->queue, cmd, link);
-    if (!c->freeing)
-        redis_arm_deadline(c);
-    if (!reply || c->freeing) {
-        if (!c->freeing)
-            redis_cmd_done(cmd, cmd->timed_out ? REDIS_CMD_TIMEOUT : REDIS_CMD_DOWN, NULL,
-                           cmd->timed_out ? "redis did not answer in time"
-                                          : "redis connection lost");
-        redis_cmd_free(cmd);
+    cmd->resent = 1;
+    if (cmd->fmt) {
+        ok = !cmd->borrow_gone && redis_cmd_to_eval(cmd, c->scripts[cmd->script].text) == 0;
+    } else {
+        cmd->argv[0] = "EVAL";
+        cmd->argvlen[0] = 4;
+        cmd->argv[1] = c->scripts[cmd->script].text;
+        cmd->argvlen[1] = strlen(c->scripts[cmd->script].text);
+        ok = 1;
+    }
+    if (cmd->own) {
+        freeReplyObject(cmd->own);
+        cmd->own = NULL;
+    }
+    cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
+    if (!ok || redis_cmd_write(c, cmd) < 0)
+        return 0;
+    TAILQ_INSERT_TAIL(&c->queue, cmd, link);
+    redis_arm_deadline(c);
+    return 1;
+}
+
+/* An internal command's reply. */
+static void redis_internal_reply(struct redis_client *c, struct redis_cmd *cmd,
+                                 const redisReply *reply)
+{
+    switch (cmd->kind) {
+    case RC_AUTH:
+        if (reply->type == REDIS_REPLY_ERROR)
+            log_error("redis: AUTH failed: %s (check redis-user and redis-password)", reply->str);
+        return;
+    case RC_SCRIPT_LOAD:
+        if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, c->sha[cmd->script]) != 0)
+            log_error("redis: SCRIPT LOAD %s failed: %s", c->scripts[cmd->script].name,
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        else if (++c->scripts_loaded == c->nscripts)
+            METRIC_SET(c->ready, 1);
+        return;
+    case RC_PING:
+    case RC_USER:
         return;
     }
-    if (reply->type == REDIS_REPLY_ERROR && cmd->script >= 0 && !cmd->resent && c->ac == ac &&
-        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-        /* the script cache was flushed: send the script itself, same deadline rules */
-        int ok;
-        cmd->resent = 1;
-        if (cmd->fmt) {
-            ok = !cmd->borrow_gone && redis_cmd_to_eval(cmd, c->scripts[cmd->script].text) == 0;
-        } else {
-            cmd->argv[0] = "EVAL";
-            cmd->argvlen[0] = 4;
-            cmd->argv[1] = c->scripts[cmd->script].text;
-            cmd->argvlen[1] = strlen(c->scripts[cmd->script].text);
-            ok = 1;
-        }
-        cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
-        if (ok && redis_cmd_write(ac, cmd) == REDIS_OK) {
-            TAILQ_INSERT_TAIL(&c->queue, cmd, link);
-            redis_arm_deadline(c);
-            return;
-        }
+}
+
+/* A command's replies are in (its own, then WAIT's when one followed it): tell its owner
+ * what they mean. */
+static void redis_cmd_replied(struct redis_client *c, struct redis_cmd *cmd, const redisReply *own,
+                              const redisReply *wait)
+{
+    char why[160];
+
+    if (cmd->kind != RC_USER) {
+        redis_internal_reply(c, cmd, own);
+        return;
+    }
+    if (own->type == REDIS_REPLY_ERROR) {
+        log_warn("redis: %s failed: %s", redis_cmd_name(cmd), own->str);
+        redis_cmd_done(cmd, REDIS_CMD_ERROR, NULL, own->str);
+        return;
+    }
+    if (!cmd->wait_sent) {
+        redis_cmd_done(cmd, REDIS_CMD_OK, own, NULL);
+        return;
+    }
+    if (wait->type == REDIS_REPLY_INTEGER && wait->integer >= c->conf->wait_replicas) {
+        METRIC_INC(c->stats.wait_ok);
+        redis_cmd_done(cmd, REDIS_CMD_OK, own, NULL);
+        return;
+    }
+    if (wait->type == REDIS_REPLY_INTEGER) {
+        METRIC_INC(c->stats.wait_short);
+        snprintf(why, sizeof(why), "WAIT: %lld of %d replicas acknowledged within %llu ms",
+                 wait->integer, c->conf->wait_replicas,
+                 (unsigned long long)c->conf->wait_timeout_ms);
+    } else {
+        METRIC_INC(c->stats.wait_error);
+        snprintf(why, sizeof(why), "WAIT failed: %.120s",
+                 wait->type == REDIS_REPLY_ERROR ? wait->str : "unexpected reply");
+    }
+    redis_cmd_done(cmd, REDIS_CMD_UNCONFIRMED, own, why);
+}
+
+/* rconn: one reply on the command connection, for the oldest command sent. 1 when the
+ * reply is kept (a command's own, until its WAIT's arrives). */
+static int redis_on_reply(redisReply *reply, void *arg)
+{
+    struct redis_client *c = arg;
+    struct redis_cmd *cmd = TAILQ_FIRST(&c->queue);
+    const redisReply *own, *wait = NULL;
+
+    if (!cmd) {
+        redis_drop(c, "a reply that no command asked for");
+        return 0;
+    }
+    if (cmd->wait_sent && !cmd->own) {
+        cmd->own = reply; /* WAIT's reply comes next */
+        return 1;
+    }
+    TAILQ_REMOVE(&c->queue, cmd, link);
+    redis_arm_deadline(c);
+    own = cmd->own ? cmd->own : reply;
+    if (cmd->own)
+        wait = reply;
+    if (own->type == REDIS_REPLY_ERROR && cmd->script >= 0 && !cmd->resent &&
+        strncmp(own->str, "NOSCRIPT", 8) == 0) {
+        if (redis_cmd_resend_eval(c, cmd))
+            return 0;
         redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
         redis_cmd_free(cmd);
-        return;
+        return 0;
     }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        log_warn("redis: %s failed: %s", redis_cmd_name(cmd), reply->str);
-        redis_cmd_done(cmd, REDIS_CMD_ERROR, NULL, reply->str);
-    } else {
-        redis_cmd_done(cmd, REDIS_CMD_OK, reply, NULL);
-    }
+    redis_cmd_replied(c, cmd, own, wait);
     redis_cmd_free(cmd);
+    return 0;
 }
 
 /* Send cmd now, or keep it until there is a connection. NULL (cmd freed) when neither. */
 static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd *cmd)
 {
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
-    METRIC_INC(c->stats.commands);
-    if (!c->ac) {
+    if (cmd->kind == RC_USER)
+        METRIC_INC(c->stats.commands);
+    if (!c->conn) {
         /* (re)connecting: keep it, with its deadline, until a connection is made */
         TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
         c->nwaiting++;
@@ -385,7 +567,7 @@ static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd 
             redis_arm_deadline(c);
         return cmd;
     }
-    if (redis_cmd_write(c->ac, cmd) != REDIS_OK) {
+    if (redis_cmd_write(c, cmd) < 0) {
         redis_cmd_free(cmd);
         return NULL;
     }
@@ -396,15 +578,15 @@ static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd 
 }
 
 /* Copy argv into one allocation with the command and send it. */
-static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc,
-                                    const char *const *argv, const size_t *lens, redis_reply_cb cb,
-                                    void *arg)
+static struct redis_cmd *redis_send(struct redis_client *c, enum redis_cmd_kind kind, int script,
+                                    int argc, const char *const *argv, const size_t *lens,
+                                    unsigned flags, redis_reply_cb cb, void *arg)
 {
     struct redis_cmd *cmd;
     size_t total = 0;
     char *p;
 
-    if (!c->ac && c->nwaiting >= REDIS_WAITING_MAX)
+    if (!c->conn && c->nwaiting >= REDIS_WAITING_MAX)
         return NULL;
     for (int i = 0; i < argc; i++)
         total += lens[i];
@@ -417,7 +599,9 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
     cmd->argvlen = (size_t *)(void *)((char *)(cmd + 1) + (size_t)argc * sizeof(char *));
     p = (char *)(cmd + 1) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
     cmd->c = c;
+    cmd->kind = kind;
     cmd->script = script;
+    cmd->flags = flags;
     cmd->cb = cb;
     cmd->arg = arg;
     cmd->argc = argc;
@@ -430,16 +614,26 @@ static struct redis_cmd *redis_send(struct redis_client *c, int script, int argc
     return redis_enqueue(c, cmd);
 }
 
+/* A command of the client's own, ahead of what waits (AUTH, SCRIPT LOAD, PING). */
+static void redis_send_internal(struct redis_client *c, enum redis_cmd_kind kind, int script,
+                                int argc, const char *const *argv, const size_t *lens)
+{
+    struct redis_cmd *cmd = redis_send(c, kind, script, argc, argv, lens, 0, NULL, NULL);
+
+    if (!cmd)
+        log_warn("redis: could not send %s", argv[0]);
+}
+
 /* A new connection: send what was queued while there was none, oldest first (after the
- * AUTH and SCRIPT LOADs already queued on it). */
+ * AUTH and SCRIPT LOADs already sent on it). */
 static void redis_send_waiting(struct redis_client *c)
 {
     struct redis_cmd *cmd;
 
-    while (c->ac && (cmd = TAILQ_FIRST(&c->waiting))) {
+    while (c->conn && (cmd = TAILQ_FIRST(&c->waiting))) {
         TAILQ_REMOVE(&c->waiting, cmd, link);
         c->nwaiting--;
-        if (redis_cmd_write(c->ac, cmd) != REDIS_OK) {
+        if (redis_cmd_write(c, cmd) < 0) {
             redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
             redis_cmd_free(cmd);
             continue;
@@ -452,8 +646,8 @@ static void redis_send_waiting(struct redis_client *c)
 #define REDIS_EVAL_MAX_ARGS 16
 
 struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key, int nargs,
-                             const char *const *args, const size_t *lens, redis_reply_cb cb,
-                             void *arg)
+                             const char *const *args, const size_t *lens, unsigned flags,
+                             redis_reply_cb cb, void *arg)
 {
     const char *argv[4 + REDIS_EVAL_MAX_ARGS];
     size_t argvlen[4 + REDIS_EVAL_MAX_ARGS];
@@ -472,19 +666,20 @@ struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key
         argv[4 + i] = args[i];
         argvlen[4 + i] = lens[i];
     }
-    return redis_send(c, script, 4 + nargs, argv, argvlen, cb, arg);
+    return redis_send(c, RC_USER, script, 4 + nargs, argv, argvlen, flags, cb, arg);
 }
 
 struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const char *cmd,
-                                       size_t len, redis_reply_cb cb, void *arg)
+                                       size_t len, unsigned flags, redis_reply_cb cb, void *arg)
 {
     struct redis_cmd *rc;
 
     if (script < 0 || (size_t)script >= c->nscripts ||
-        (!c->ac && c->nwaiting >= REDIS_WAITING_MAX) || !(rc = calloc(1, sizeof(*rc))))
+        (!c->conn && c->nwaiting >= REDIS_WAITING_MAX) || !(rc = calloc(1, sizeof(*rc))))
         return NULL;
     rc->c = c;
     rc->script = script;
+    rc->flags = flags;
     rc->cb = cb;
     rc->arg = arg;
     rc->fmt = cmd;
@@ -498,9 +693,9 @@ const char *redis_script_sha(const struct redis_client *c, int script)
 }
 
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
-                                const size_t *lens, redis_reply_cb cb, void *arg)
+                                const size_t *lens, unsigned flags, redis_reply_cb cb, void *arg)
 {
-    return redis_send(c, -1, argc, argv, lens, cb, arg);
+    return redis_send(c, RC_USER, -1, argc, argv, lens, flags, cb, arg);
 }
 
 void redis_cancel(struct redis_cmd *cmd)
@@ -515,7 +710,7 @@ void redis_cancel(struct redis_cmd *cmd)
         return; /* its bytes are its own: it is still sent (a release must be) */
     cmd->borrow_gone = 1;
     c = cmd->c;
-    /* borrowed bytes not yet handed to hiredis must not be read later: drop it */
+    /* borrowed bytes not yet written to a connection must not be read later: drop it */
     for (struct redis_cmd *w = TAILQ_FIRST(&c->waiting); w; w = TAILQ_NEXT(w, link)) {
         if (w == cmd) {
             TAILQ_REMOVE(&c->waiting, cmd, link);
@@ -534,6 +729,10 @@ void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
     out->errors = METRIC_GET(c->stats.errors);
     out->reconnects = METRIC_GET(c->stats.reconnects);
     out->queued = METRIC_GET(c->stats.queued);
+    out->wait_ok = METRIC_GET(c->stats.wait_ok);
+    out->wait_short = METRIC_GET(c->stats.wait_short);
+    out->wait_error = METRIC_GET(c->stats.wait_error);
+    out->pings = METRIC_GET(c->stats.pings);
 }
 
 int redis_ready(const struct redis_client *c)
@@ -541,229 +740,90 @@ int redis_ready(const struct redis_client *c)
     return METRIC_GET(c->ready);
 }
 
-/* ---- the hiredis event adapter ----
- *
- * hiredis's own libevent adapter re-adds a one-shot read event after every read and
- * toggles a write event around every write: four epoll_ctl calls per round trip. Ours
- * keeps a persistent read event, and writes what hiredis buffered from a deferred
- * callback at the end of the current loop pass (no syscall to schedule it, and every
- * command issued in that pass goes out in one write). Only a socket that would block
- * gets a real write event.
- */
-struct redis_ev {
-    redisAsyncContext *ac;
-    struct event *rev, *wev, *flush;
-    int flushing;
-};
-
-static void redis_ev_read(evutil_socket_t fd, short what, void *arg)
+const struct redis_conf *redis_client_conf(const struct redis_client *c)
 {
-    struct redis_ev *e = arg;
-    redisAsyncHandleRead(e->ac);
-}
-
-static void redis_ev_write(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_ev *e = arg;
-
-    e->flushing = 1;
-    redisAsyncHandleWrite(e->ac); /* may free e (connection lost): touch nothing after */
-}
-
-static void redis_ev_add_read(void *arg)
-{
-    struct redis_ev *e = arg;
-    event_add(e->rev, NULL);
-}
-
-static void redis_ev_del_read(void *arg)
-{
-    struct redis_ev *e = arg;
-    event_del(e->rev);
-}
-
-static void redis_ev_add_write(void *arg)
-{
-    struct redis_ev *e = arg;
-
-    if (e->flushing) /* still bytes left after a write: wait for writability */
-        event_add(e->wev, NULL);
-    else
-        event_active(e->flush, EV_WRITE, 0);
-}
-
-static void redis_ev_del_write(void *arg)
-{
-    struct redis_ev *e = arg;
-
-    e->flushing = 0;
-    event_del(e->wev);
-}
-
-static void redis_ev_cleanup(void *arg)
-{
-    struct redis_ev *e = arg;
-
-    event_free(e->rev);
-    event_free(e->wev);
-    event_free(e->flush);
-    free(e);
-}
-
-static int redis_ev_attach(redisAsyncContext *ac, struct event_base *base)
-{
-    struct redis_ev *e = calloc(1, sizeof(*e));
-    int fd = ac->c.fd;
-
-    if (!e)
-        return -1;
-    e->ac = ac;
-    e->rev = event_new(base, fd, EV_READ | EV_PERSIST, redis_ev_read, e);
-    e->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, redis_ev_write, e);
-    e->flush = event_new(base, -1, 0, redis_ev_write, e);
-    if (!e->rev || !e->wev || !e->flush)
-        goto err;
-    ac->ev.data = e;
-    ac->ev.addRead = redis_ev_add_read;
-    ac->ev.delRead = redis_ev_del_read;
-    ac->ev.addWrite = redis_ev_add_write;
-    ac->ev.delWrite = redis_ev_del_write;
-    ac->ev.cleanup = redis_ev_cleanup;
-    /* hiredis asks for writability to learn that a non-blocking connect finished */
-    e->flushing = 1;
-    event_add(e->rev, NULL);
-    event_add(e->wev, NULL);
-    return 0;
-err:
-    if (e->rev)
-        event_free(e->rev);
-    if (e->wev)
-        event_free(e->wev);
-    if (e->flush)
-        event_free(e->flush);
-    free(e);
-    return -1;
+    return c->conf;
 }
 
 /* ---- connection management ---- */
 
-static void redis_script_loaded_cb(redisAsyncContext *ac, void *r, void *privdata)
+/* AUTH [user] password, as argv; 0 when no password is configured. */
+static int redis_auth_argv(const struct redis_conf *conf, const char *argv[3], size_t lens[3])
 {
-    redisReply *reply = r;
-    struct redis_client *c = ac->data;
-    long idx = (long)(intptr_t)privdata;
+    int n = 0;
 
-    if (!reply || !c || c->freeing)
-        return;
-    if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, c->sha[idx]) != 0)
-        log_error("redis: SCRIPT LOAD %s failed: %s", c->scripts[idx].name,
-                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-    else if (ac == c->ac && ++c->scripts_loaded == c->nscripts)
-        METRIC_SET(c->ready, 1);
-}
-
-static void redis_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
-{
-    redisReply *reply = r;
-
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-        log_error("redis: AUTH failed: %s (check redis-password)", reply->str);
-}
-
-/* First thing on every new connection: AUTH, when a password is configured. */
-static void redis_auth(struct redis_client *c, redisAsyncContext *ac)
-{
-    const char *pw = c->conf->password;
-
-    if (pw && *pw)
-        redisAsyncCommand(ac, redis_auth_cb, NULL, "AUTH %b", pw, strlen(pw));
-}
-
-static void redis_connect_cb(const redisAsyncContext *ac, int status)
-{
-    struct redis_client *c = ac->data;
-
-    if (!c || ac != c->ac)
-        return;
-    if (status != REDIS_OK) {
-        redis_note_down(c, ac->errstr);
-        c->ac = NULL; /* hiredis frees it after this callback */
-        c->connected = 0;
-        if (!c->freeing)
-            redis_schedule(c->reconnect_ev, &c->backoff);
-        return;
+    if (!conf->password || !*conf->password)
+        return 0;
+    argv[n] = "AUTH";
+    lens[n++] = 4;
+    if (conf->user && *conf->user) {
+        argv[n] = conf->user;
+        lens[n] = strlen(conf->user);
+        n++;
     }
-    c->connected = 1;
+    argv[n] = conf->password;
+    lens[n] = strlen(conf->password);
+    return n + 1;
+}
+
+static void redis_on_connect(void *arg)
+{
+    struct redis_client *c = arg;
+
     c->backoff = 0;
     if (c->was_down)
         log_info("redis: connected to %s", c->addr);
     c->was_down = 0;
 }
 
-static void redis_disconnect_cb(const redisAsyncContext *ac, int status)
+static void redis_on_close(const char *errstr, void *arg)
 {
-    struct redis_client *c = ac->data;
+    struct redis_client *c = arg;
 
-    if (!c || ac != c->ac)
-        return; /* we dropped it ourselves */
-    log_warn("redis: connection lost: %s", status == REDIS_OK ? "closed" : ac->errstr);
-    c->ac = NULL;
-    c->connected = 0;
-    METRIC_SET(c->ready, 0);
-    c->was_down = 1;
-    if (!c->freeing)
-        redis_schedule(c->reconnect_ev, &c->backoff);
+    if (rconn_connected(c->conn)) {
+        log_warn("redis: connection to %s lost: %s", c->addr, errstr);
+        c->was_down = 1;
+    } else {
+        redis_note_down(c, errstr); /* once per outage, not per attempt */
+    }
+    redis_drop(c, NULL);
 }
+
+static const struct rconn_cbs redis_conn_cbs = {redis_on_connect, redis_on_reply, redis_on_close};
 
 /* Log an outage once, not at every reconnect attempt. */
 static void redis_note_down(struct redis_client *c, const char *why)
 {
     if (!c->was_down)
-        log_warn("redis: cannot connect to %s: %s; retrying in the background", c->addr, why);
+        log_warn("redis: cannot reach %s: %s; retrying in the background", c->addr, why);
     c->was_down = 1;
-}
-
-static redisAsyncContext *redis_open(struct redis_client *c)
-{
-    const struct conf_addr *a = &c->conf->addr;
-    redisAsyncContext *ac;
-
-    ac =
-        a->unix_path[0] ? redisAsyncConnectUnix(a->unix_path) : redisAsyncConnect(a->host, a->port);
-    if (!ac)
-        return NULL;
-    if (ac->err) {
-        redis_note_down(c, ac->errstr);
-        redisAsyncFree(ac);
-        return NULL;
-    }
-    ac->data = c;
-    if (redis_ev_attach(ac, c->base) < 0) {
-        redisAsyncFree(ac);
-        return NULL;
-    }
-    return ac;
 }
 
 static void redis_connect(struct redis_client *c)
 {
-    redisAsyncContext *ac = redis_open(c);
+    char err[256];
+    const char *argv[3];
+    size_t lens[3];
+    int n;
 
-    if (!ac) {
-        redis_note_down(c, "cannot create a connection");
+    c->conn = rconn_new(c->base, &c->conf->addr, &redis_conn_cbs, c, err, sizeof(err));
+    if (!c->conn) {
+        redis_note_down(c, err);
         redis_schedule(c->reconnect_ev, &c->backoff);
         return;
     }
-    c->ac = ac;
     c->scripts_loaded = 0;
     METRIC_SET(c->ready, 0);
-    redisAsyncSetConnectCallback(ac, redis_connect_cb);
-    redisAsyncSetDisconnectCallback(ac, redis_disconnect_cb);
-    redis_auth(c, ac);
-    /* Queued ahead of any EVALSHA on this connection, so the scripts are there first. */
-    for (size_t i = 0; i < c->nscripts; i++)
-        redisAsyncCommand(ac, redis_script_loaded_cb, (void *)(intptr_t)i, "SCRIPT LOAD %s",
-                          c->scripts[i].text);
+    if ((n = redis_auth_argv(c->conf, argv, lens)) > 0)
+        redis_send_internal(c, RC_AUTH, -1, n, argv, lens);
+    /* Ahead of any EVALSHA on this connection, so the scripts are there first. */
+    for (size_t i = 0; i < c->nscripts; i++) {
+        const char *load[] = {"SCRIPT", "LOAD", c->scripts[i].text};
+        size_t load_lens[] = {6, 4, strlen(c->scripts[i].text)};
+        redis_send_internal(c, RC_SCRIPT_LOAD, (int)i, 3, load, load_lens);
+    }
+    if (c->nscripts == 0)
+        METRIC_SET(c->ready, 1);
     redis_send_waiting(c);
 }
 
@@ -771,8 +831,22 @@ static void redis_reconnect_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_client *c = arg;
 
-    if (!c->ac)
+    if (!c->conn)
         redis_connect(c);
+}
+
+/* Every second: an idle connection gets a PING under the usual deadline, so a Redis
+ * that stopped answering (frozen, socket still open) is noticed without traffic. */
+static void redis_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *c = arg;
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+
+    if (!c->conn || !TAILQ_EMPTY(&c->queue))
+        return;
+    METRIC_INC(c->stats.pings);
+    redis_send_internal(c, RC_PING, -1, 1, argv, lens);
 }
 
 /* ---- pub/sub ---- */
@@ -796,18 +870,25 @@ static void redis_wake(struct redis_client *c, const char *channel)
     }
 }
 
-static void redis_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
+/* rconn: a reply or push on the pub/sub connection. */
+static int redis_sub_on_reply(redisReply *reply, void *arg)
 {
-    redisReply *reply = r;
-    struct redis_client *c = privdata;
+    struct redis_client *c = arg;
+    const char *kind;
 
-    if (!reply || c->freeing || ac != c->sub || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING ||
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_error("redis: pub/sub connection: %s", reply->str);
+        return 0;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
-        return;
-    if (strcmp(reply->element[0]->str, "message") == 0 ||
-        strcmp(reply->element[0]->str, "subscribe") == 0)
+        return 0; /* AUTH's +OK */
+    kind = reply->element[0]->str;
+    if (strcmp(kind, "message") == 0 || strcmp(kind, "subscribe") == 0 ||
+        strcmp(kind, "smessage") == 0 || strcmp(kind, "ssubscribe") == 0)
         redis_wake(c, reply->element[1]->str);
+    return 0;
 }
 
 static int redis_channel_watched(struct redis_client *c, const char *channel)
@@ -822,47 +903,61 @@ static int redis_channel_watched(struct redis_client *c, const char *channel)
     return 0;
 }
 
-static void redis_sub_connect_cb(const redisAsyncContext *ac, int status)
+static void redis_sub_on_connect(void *arg)
 {
-    struct redis_client *c = ac->data;
+    struct redis_client *c = arg;
 
-    if (!c || ac != c->sub)
-        return;
-    if (status != REDIS_OK) {
-        c->sub = NULL;
-        if (!c->freeing && !TAILQ_EMPTY(&c->watches))
-            redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
-        return;
-    }
-    c->sub_connected = 1;
     c->sub_backoff = 0;
 }
 
-static void redis_sub_disconnect_cb(const redisAsyncContext *ac, int status)
+static void redis_sub_on_close(const char *errstr, void *arg)
 {
-    struct redis_client *c = ac->data;
+    struct redis_client *c = arg;
 
-    if (!c || ac != c->sub)
-        return;
+    rconn_free(c->sub);
     c->sub = NULL;
-    c->sub_connected = 0;
     if (!c->freeing && !TAILQ_EMPTY(&c->watches))
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+}
+
+static const struct rconn_cbs redis_sub_cbs = {redis_sub_on_connect, redis_sub_on_reply,
+                                               redis_sub_on_close};
+
+/* SUBSCRIBE or UNSUBSCRIBE channel on the pub/sub connection. */
+static void redis_sub_send(struct redis_client *c, const char *verb, const char *channel)
+{
+    const char *argv[] = {verb, channel};
+    size_t lens[] = {strlen(verb), strlen(channel)}, len = redis_format(NULL, 2, argv, lens);
+    char stack[512], *buf = len <= sizeof(stack) ? stack : malloc(len);
+
+    if (!buf)
+        return;
+    redis_format(buf, 2, argv, lens);
+    rconn_write(c->sub, buf, len);
+    if (buf != stack)
+        free(buf);
 }
 
 static void redis_sub_connect(struct redis_client *c)
 {
     struct redis_watch *w;
-    redisAsyncContext *ac = redis_open(c);
+    char err[256];
+    const char *argv[3];
+    size_t lens[3], len;
+    int n;
 
-    if (!ac) {
+    c->sub = rconn_new(c->base, &c->conf->addr, &redis_sub_cbs, c, err, sizeof(err));
+    if (!c->sub) {
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    c->sub = ac;
-    redisAsyncSetConnectCallback(ac, redis_sub_connect_cb);
-    redisAsyncSetDisconnectCallback(ac, redis_sub_disconnect_cb);
-    redis_auth(c, ac);
+    if ((n = redis_auth_argv(c->conf, argv, lens)) > 0) {
+        char buf[1024];
+        if ((len = redis_format(NULL, n, argv, lens)) <= sizeof(buf)) {
+            redis_format(buf, n, argv, lens);
+            rconn_write(c->sub, buf, len);
+        }
+    }
     /* (re)subscribe every watched channel once */
     TAILQ_FOREACH(w, &c->watches, link)
     {
@@ -876,7 +971,7 @@ static void redis_sub_connect(struct redis_client *c)
                 first = 0;
         }
         if (first)
-            redisAsyncCommand(ac, redis_sub_cb, c, "SUBSCRIBE %b", w->channel, strlen(w->channel));
+            redis_sub_send(c, "SUBSCRIBE", w->channel);
     }
 }
 
@@ -908,7 +1003,7 @@ struct redis_watch *redis_watch(struct redis_client *c, const char *channel, red
         if (!evtimer_pending(c->sub_reconnect_ev, NULL))
             redis_sub_connect(c); /* subscribes every watched channel, this one included */
     } else if (!subscribed) {
-        redisAsyncCommand(c->sub, redis_sub_cb, c, "SUBSCRIBE %b", channel, strlen(channel));
+        redis_sub_send(c, "SUBSCRIBE", channel);
     }
     return w;
 }
@@ -922,8 +1017,7 @@ void redis_unwatch(struct redis_watch *w)
     c = w->c;
     TAILQ_REMOVE(&c->watches, w, link);
     if (c->sub && !c->freeing && !redis_channel_watched(c, w->channel))
-        redisAsyncCommand(c->sub, redis_sub_cb, c, "UNSUBSCRIBE %b", w->channel,
-                          strlen(w->channel));
+        redis_sub_send(c, "UNSUBSCRIBE", w->channel);
     free(w->channel);
     free(w);
 }
@@ -950,6 +1044,7 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
                                       const struct redis_script *scripts, size_t nscripts)
 {
     struct redis_client *c = calloc(1, sizeof(*c));
+    struct timeval ping = clock_tv(REDIS_PING_MS);
 
     if (!c)
         return NULL;
@@ -961,6 +1056,13 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     TAILQ_INIT(&c->waiting);
     TAILQ_INIT(&c->watches);
     conf_addr_str(&conf->addr, c->addr, sizeof(c->addr));
+    if (conf->wait_replicas > 0) {
+        char n[24], t[24];
+        const char *argv[] = {"WAIT", n, t};
+        size_t lens[] = {4, bytes_u64(n, (uint64_t)conf->wait_replicas),
+                         bytes_u64(t, conf->wait_timeout_ms)};
+        c->wait_cmd_len = redis_format(c->wait_cmd, 3, argv, lens);
+    }
     c->sha = calloc(nscripts ? nscripts : 1, sizeof(*c->sha));
     if (!c->sha)
         goto err;
@@ -970,8 +1072,10 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     c->reconnect_ev = evtimer_new(base, redis_reconnect_cb, c);
     c->sub_reconnect_ev = evtimer_new(base, redis_sub_reconnect_cb, c);
     c->deadline_ev = evtimer_new(base, redis_deadline_cb, c);
-    if (!c->reconnect_ev || !c->sub_reconnect_ev || !c->deadline_ev)
+    c->ping_ev = event_new(base, -1, EV_PERSIST, redis_ping_cb, c);
+    if (!c->reconnect_ev || !c->sub_reconnect_ev || !c->deadline_ev || !c->ping_ev)
         goto err;
+    event_add(c->ping_ev, &ping);
     redis_connect(c);
     return c;
 err:
@@ -987,22 +1091,21 @@ void redis_client_free(struct redis_client *c)
     if (!c)
         return;
     c->freeing = 1;
-    if (c->ac) {
-        redisAsyncContext *ac = c->ac;
-        c->ac = NULL;
-        redisAsyncFree(ac);
-    }
-    if (c->sub) {
-        redisAsyncContext *ac = c->sub;
-        c->sub = NULL;
-        redisAsyncFree(ac);
-    }
+    rconn_free(c->conn);
+    c->conn = NULL;
+    rconn_free(c->sub);
+    c->sub = NULL;
     while ((w = TAILQ_FIRST(&c->watches))) {
         TAILQ_REMOVE(&c->watches, w, link);
         free(w->channel);
         free(w);
     }
-    while ((cmd = TAILQ_FIRST(&c->waiting))) { /* never sent: their callbacks are not called */
+    /* sent or not, their callbacks are not called */
+    while ((cmd = TAILQ_FIRST(&c->queue))) {
+        TAILQ_REMOVE(&c->queue, cmd, link);
+        redis_cmd_free(cmd);
+    }
+    while ((cmd = TAILQ_FIRST(&c->waiting))) {
         TAILQ_REMOVE(&c->waiting, cmd, link);
         redis_cmd_free(cmd);
     }
@@ -1012,6 +1115,8 @@ void redis_client_free(struct redis_client *c)
         event_free(c->sub_reconnect_ev);
     if (c->deadline_ev)
         event_free(c->deadline_ev);
+    if (c->ping_ev)
+        event_free(c->ping_ev);
     free(c->sha);
     free(c);
 }

@@ -1,20 +1,30 @@
 /*
- * redis — a generic asynchronous Redis client for one worker's event loop, on hiredis.
- * It knows nothing of idempotency: the callers bring their scripts and read the replies.
+ * redis — a generic asynchronous Redis client for one worker's event loop. It knows
+ * nothing of idempotency: the callers bring their scripts and read the replies.
  *
- * Two connections: one for commands (pipelined), one for pub/sub (made only while
- * something is watched). The caller's Lua scripts are loaded with SCRIPT LOAD on every
- * (re)connect and run with EVALSHA, falling back to EVAL on NOSCRIPT. AUTH goes first on
- * every new connection when redis-password is set. Reconnects back off 50 ms → 1 s.
+ * Connections are our own (redis/rconn.h: socket, output buffer, hiredis's redisReader
+ * as the RESP parser); hiredis's async API is not used. Two connections: one for
+ * commands (pipelined), one for pub/sub (made only while something is watched). The
+ * caller's Lua scripts are loaded with SCRIPT LOAD on every (re)connect and run with
+ * EVALSHA, falling back to EVAL on NOSCRIPT (a promoted replica has no scripts: SCRIPT
+ * LOAD is not replicated). AUTH [redis-user] redis-password goes first on every new
+ * connection. Reconnects back off 50 ms -> 1 s.
  *
- * Deadlines: hiredis 0.14 has no async timeouts, so every command carries its own
- * deadline (redis-timeout), watched by one timer for the oldest pending command (they
- * are pipelined, so replies come in send order). When it fires, that command fails with
- * REDIS_CMD_TIMEOUT and the whole connection is dropped — every other pending command
- * then fails at once (REDIS_CMD_DOWN, or TIMEOUT if it was due too) — and a new one is
- * made with back-off. A command that timed out may still run in Redis when it resumes:
- * callers treat a failure after sending as "maybe applied". A context is never freed
- * inside its own callback.
+ * Deadlines: every command carries its own (redis-timeout), watched by one timer for
+ * the oldest pending command (they are pipelined, so replies come in send order). When
+ * it fires, that command fails with REDIS_CMD_TIMEOUT and the whole connection is
+ * dropped — every other pending command then fails at once (REDIS_CMD_DOWN, or TIMEOUT
+ * if it was due too) — and a new one is made with back-off. A command that timed out may
+ * still run in Redis when it resumes: callers treat a failure after sending as "maybe
+ * applied". An idle connection is PINGed every second under the same deadline, so a
+ * frozen Redis (process stopped, socket open) is seen within 1 s + redis-timeout and
+ * redis_ready() turns 0.
+ *
+ * WAIT (redis-wait REPLICAS TIMEOUT): a command issued with REDIS_F_WAIT is followed on
+ * the same connection by "WAIT REPLICAS TIMEOUT" (WAIT is refused inside scripts, and
+ * one WAIT covers every earlier write of the connection). Its callback runs once both
+ * replies are in: REDIS_CMD_OK when enough replicas acknowledged, REDIS_CMD_UNCONFIRMED
+ * (the command's reply is still given) when fewer did or WAIT failed.
  *
  * Queueing: a command issued while there is no connection (between a lost one and the
  * next attempt) waits in order, with its deadline, and is sent first on the next
@@ -40,23 +50,40 @@ struct redis_client;
 struct redis_cmd;
 struct redis_watch;
 
-/* The client's settings (directives redis, redis-password, redis-timeout). */
+enum redis_wait_policy {
+    REDIS_WAIT_FAIL = 0, /* a claim not confirmed is released and answered 503 */
+    REDIS_WAIT_DEGRADE,  /* it is forwarded anyway, and counted */
+};
+
+/* The client's settings (directives redis, redis-user, redis-password, redis-timeout,
+ * redis-wait, redis-wait-policy). */
 struct redis_conf {
-    struct conf_addr addr; /* redis [127.0.0.1:6379] or unix:/path */
-    char *password;        /* redis-password [none]; owned */
-    uint64_t timeout_ms;   /* redis-timeout [500ms]: deadline of every command */
+    struct conf_addr addr;    /* redis [127.0.0.1:6379] or unix:/path */
+    char *user;               /* redis-user [none: AUTH password only]; owned */
+    char *password;           /* redis-password [none]; owned */
+    uint64_t timeout_ms;      /* redis-timeout [500ms]: deadline of every command */
+    int wait_replicas;        /* redis-wait REPLICAS TIMEOUT [0: off] */
+    uint64_t wait_timeout_ms; /*   its TIMEOUT, below redis-timeout */
+    int wait_policy;          /* redis-wait-policy [fail] (enum redis_wait_policy) */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
+/* Cross-field checks (WAIT's timeout below redis-timeout). 0, or -1 with err set. */
+int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen);
 
 enum redis_status {
     REDIS_CMD_OK = 0,
-    REDIS_CMD_TIMEOUT, /* no answer within redis-timeout */
-    REDIS_CMD_DOWN,    /* connection lost before the answer */
-    REDIS_CMD_ERROR,   /* Redis answered with an error (e.g. OOM under noeviction) */
+    REDIS_CMD_TIMEOUT,     /* no answer within redis-timeout */
+    REDIS_CMD_DOWN,        /* connection lost before the answer */
+    REDIS_CMD_ERROR,       /* Redis answered with an error (e.g. OOM under noeviction) */
+    REDIS_CMD_UNCONFIRMED, /* REDIS_F_WAIT: the command ran (reply given) but fewer
+                              replicas than redis-wait asks acknowledged it in time */
 };
 
-/* st == REDIS_CMD_OK: reply is the (non-error) reply, valid only during the callback.
- * Otherwise reply is NULL and errstr says why. */
+#define REDIS_F_WAIT 0x1 /* follow the command with WAIT (when redis-wait is on) */
+
+/* st == REDIS_CMD_OK or UNCONFIRMED: reply is the (non-error) reply, valid only during the
+ * callback (UNCONFIRMED: errstr says what WAIT saw). Otherwise reply is NULL and errstr
+ * says why. */
 typedef void (*redis_reply_cb)(enum redis_status st, const struct redisReply *reply,
                                const char *errstr, void *arg);
 /* A watched channel got a message (or the subscription became active: check again). */
@@ -79,14 +106,14 @@ void redis_client_free(struct redis_client *c);
 
 /* EVALSHA script 1 key args... (the bytes are copied). */
 struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key, int nargs,
-                             const char *const *args, const size_t *lens, redis_reply_cb cb,
-                             void *arg);
+                             const char *const *args, const size_t *lens, unsigned flags,
+                             redis_reply_cb cb, void *arg);
 /* EVALSHA of script as the caller formatted it already, in Redis's wire format
  * ("*N\r\n$7\r\nEVALSHA\r\n$40\r\n<redis_script_sha>\r\n..."): no copy is made
  * beyond hiredis's own. cmd is borrowed: it must stay valid until the callback has run
  * or the command was cancelled (a cancelled one not yet handed to hiredis is dropped). */
 struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const char *cmd,
-                                       size_t len, redis_reply_cb cb, void *arg);
+                                       size_t len, unsigned flags, redis_reply_cb cb, void *arg);
 const char *redis_script_sha(const struct redis_client *c, int script);
 
 /* argv in Redis's wire format ("*N\r\n$len\r\narg\r\n"...) at dst; returns its length
@@ -100,7 +127,7 @@ char *redis_put_bulk(char *p, const void *bytes, size_t len);
 
 /* Any other command, argv copied. */
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
-                                const size_t *lens, redis_reply_cb cb, void *arg);
+                                const size_t *lens, unsigned flags, redis_reply_cb cb, void *arg);
 void redis_cancel(struct redis_cmd *cmd);
 
 /*
@@ -120,10 +147,16 @@ struct redis_stats {
     uint64_t errors;     /* failed otherwise: an error reply, or the connection lost */
     uint64_t reconnects; /* connections dropped for a deadline */
     uint64_t queued;     /* issued while there was no connection */
+    uint64_t wait_ok;    /* WAITs that saw enough replicas */
+    uint64_t wait_short; /* ... that saw fewer */
+    uint64_t wait_error; /* ... that Redis refused (e.g. not a primary) */
+    uint64_t pings;      /* health checks of an idle connection */
 };
 /* Both may be called from any thread (the admin thread reads them). */
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out);
 /* Connected, with every script loaded. */
 int redis_ready(const struct redis_client *c);
+/* The settings it runs with (borrowed from its creator). */
+const struct redis_conf *redis_client_conf(const struct redis_client *c);
 
 #endif

@@ -1,0 +1,293 @@
+#include "redis/rconn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "net/netio.h"
+
+#define RCONN_READ_CHUNK 16384
+
+struct rconn {
+    struct event_base *base;
+    const struct rconn_cbs *cbs;
+    void *arg;
+    int fd;
+    int connected;
+    int in_cb;  /* a callback is running: rconn_free only marks */
+    int dead;   /* rconn_free was called from a callback */
+    int closed; /* on_close was called: nothing more is delivered */
+    struct event *rev, *wev;
+    struct event *flush_ev; /* the end-of-pass write */
+    struct evbuffer *out;
+    redisReader *reader;
+};
+
+static void rconn_destroy(struct rconn *rc)
+{
+    if (rc->rev)
+        event_free(rc->rev);
+    if (rc->wev)
+        event_free(rc->wev);
+    if (rc->flush_ev)
+        event_free(rc->flush_ev);
+    if (rc->out)
+        evbuffer_free(rc->out);
+    if (rc->reader)
+        redisReaderFree(rc->reader);
+    if (rc->fd >= 0)
+        close(rc->fd);
+    free(rc);
+}
+
+/* Report the loss once; the owner frees rc (now, from the callback, or later). */
+static void rconn_fail(struct rconn *rc, const char *why)
+{
+    if (rc->closed)
+        return;
+    rc->closed = 1;
+    event_del(rc->rev);
+    event_del(rc->wev);
+    event_del(rc->flush_ev);
+    rc->in_cb++;
+    rc->cbs->on_close(why, rc->arg);
+    rc->in_cb--;
+}
+
+/* At the end of an event callback: free rc if a callback asked for it meanwhile. */
+static void rconn_gone(struct rconn *rc)
+{
+    if (rc->in_cb == 0 && rc->dead)
+        rconn_destroy(rc);
+}
+
+static void rconn_flush(struct rconn *rc)
+{
+    char why[128];
+
+    while (evbuffer_get_length(rc->out) > 0) {
+        int n = evbuffer_write(rc->out, rc->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        snprintf(why, sizeof(why), "write: %s", n < 0 ? strerror(errno) : "closed");
+        rconn_fail(rc, why);
+        return;
+    }
+    if (evbuffer_get_length(rc->out) > 0)
+        event_add(rc->wev, NULL);
+    else
+        event_del(rc->wev);
+}
+
+static void rconn_connected_now(struct rconn *rc)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    char why[128];
+
+    if (getsockopt(rc->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        snprintf(why, sizeof(why), "connect: %s", strerror(err));
+        rconn_fail(rc, why);
+        return;
+    }
+    rc->connected = 1;
+    event_add(rc->rev, NULL);
+    rc->in_cb++;
+    rc->cbs->on_connect(rc->arg);
+    rc->in_cb--;
+    if (rc->dead || rc->closed)
+        return;
+    rconn_flush(rc);
+}
+
+static void rconn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+
+    if (!rc->connected)
+        rconn_connected_now(rc);
+    else
+        rconn_flush(rc);
+    rconn_gone(rc);
+}
+
+static void rconn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+
+    if (rc->connected && !rc->closed)
+        rconn_flush(rc);
+    rconn_gone(rc);
+}
+
+static void rconn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    char buf[RCONN_READ_CHUNK], why[160];
+    ssize_t n;
+    void *reply;
+
+    n = read(rc->fd, buf, sizeof(buf));
+    if (n == 0) {
+        rconn_fail(rc, "closed by the server");
+        goto out;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        snprintf(why, sizeof(why), "read: %s", strerror(errno));
+        rconn_fail(rc, why);
+        goto out;
+    }
+    if (redisReaderFeed(rc->reader, buf, (size_t)n) != REDIS_OK) {
+        rconn_fail(rc, "protocol error");
+        goto out;
+    }
+    for (;;) {
+        reply = NULL;
+        if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+            snprintf(why, sizeof(why), "protocol error: %s", rc->reader->errstr);
+            rconn_fail(rc, why);
+            goto out;
+        }
+        if (!reply)
+            break;
+        rc->in_cb++;
+        if (!rc->cbs->on_reply(reply, rc->arg))
+            freeReplyObject(reply);
+        rc->in_cb--;
+        if (rc->dead || rc->closed)
+            break;
+    }
+out:
+    rconn_gone(rc);
+}
+
+static int rconn_socket(struct rconn *rc, int family, const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (family != AF_UNIX)
+        netio_nodelay(fd);
+    rc->fd = fd;
+    return 0;
+}
+
+static int rconn_open(struct rconn *rc, const struct conf_addr *a, char *errstr, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char port[8];
+    int rv;
+
+    if (a->unix_path[0]) {
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof(sun));
+        sun.sun_family = AF_UNIX;
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->unix_path);
+        if (rconn_socket(rc, AF_UNIX, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+            return 0;
+        snprintf(errstr, errlen, "connect unix:%s: %s", a->unix_path, strerror(errno));
+        return -1;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", (unsigned)a->port);
+    if ((rv = getaddrinfo(a->host, port, &hints, &res)) != 0) {
+        snprintf(errstr, errlen, "%s: %s", a->host, gai_strerror(rv));
+        return -1;
+    }
+    errno = EADDRNOTAVAIL;
+    for (ai = res; ai; ai = ai->ai_next)
+        if (rconn_socket(rc, ai->ai_family, ai->ai_addr, ai->ai_addrlen) == 0)
+            break;
+    freeaddrinfo(res);
+    if (!ai) {
+        snprintf(errstr, errlen, "connect %s:%u: %s", a->host, (unsigned)a->port, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+struct rconn *rconn_new(struct event_base *base, const struct conf_addr *addr,
+                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen)
+{
+    struct rconn *rc = calloc(1, sizeof(*rc));
+
+    if (!rc) {
+        snprintf(errstr, errlen, "out of memory");
+        return NULL;
+    }
+    rc->fd = -1;
+    rc->base = base;
+    rc->cbs = cbs;
+    rc->arg = arg;
+    if (!(rc->out = evbuffer_new()) || !(rc->reader = redisReaderCreate())) {
+        snprintf(errstr, errlen, "out of memory");
+        goto err;
+    }
+    if (rconn_open(rc, addr, errstr, errlen) < 0)
+        goto err;
+    rc->rev = event_new(base, rc->fd, EV_READ | EV_PERSIST, rconn_read_cb, rc);
+    rc->wev = event_new(base, rc->fd, EV_WRITE | EV_PERSIST, rconn_write_cb, rc);
+    rc->flush_ev = event_new(base, -1, 0, rconn_flush_cb, rc);
+    if (!rc->rev || !rc->wev || !rc->flush_ev) {
+        snprintf(errstr, errlen, "out of memory");
+        goto err;
+    }
+    event_add(rc->wev, NULL); /* writable: the non-blocking connect finished */
+    return rc;
+err:
+    rconn_destroy(rc);
+    return NULL;
+}
+
+int rconn_write(struct rconn *rc, const void *bytes, size_t len)
+{
+    if (rc->closed || rc->dead || evbuffer_add(rc->out, bytes, len) < 0)
+        return -1;
+    if (rc->connected && !event_pending(rc->wev, EV_WRITE, NULL))
+        event_active(rc->flush_ev, EV_WRITE, 0);
+    return 0;
+}
+
+void rconn_free(struct rconn *rc)
+{
+    if (!rc)
+        return;
+    if (rc->in_cb) {
+        rc->dead = 1;
+        event_del(rc->rev);
+        event_del(rc->wev);
+        event_del(rc->flush_ev);
+        return;
+    }
+    rconn_destroy(rc);
+}
+
+int rconn_connected(const struct rconn *rc)
+{
+    return rc && rc->connected;
+}

@@ -1,0 +1,54 @@
+/*
+ * rconn — one connection to one Redis node on a worker's event loop: our own socket
+ * (non-blocking connect, TCP_NODELAY), our own output buffer, and hiredis's redisReader
+ * as the RESP parser. It knows no command and keeps no queue: its owner writes bytes
+ * and is handed every reply, in arrival order, and matches them to what it sent (the
+ * command FIFO lives in redis.c). So push messages (message, smessage, sunsubscribe)
+ * are replies like any other, which hiredis 0.14's async API cannot do for sharded
+ * pub/sub; and the transport (TLS next) is ours to choose.
+ *
+ * Events, each from the event loop, never from inside an rconn call:
+ *   on_connect(arg)              the TCP connection is up (bytes written before are sent);
+ *   on_reply(reply, arg)         one reply; it returns 1 when it keeps the reply (then
+ *                                it frees it, freeReplyObject), 0 and rconn frees it;
+ *   on_close(errstr, arg)        the connection was lost or could not be made; once, and
+ *                                nothing after it. rconn_free never calls it.
+ * A callback may call rconn_free on its own connection: the object then dies when the
+ * callback returns (no other callback of it runs after).
+ *
+ * Writes are appended and go out together at the end of the current loop pass (every
+ * command issued in one pass leaves in one write), or when the socket is writable again.
+ */
+#ifndef IDEMPROXY_REDIS_RCONN_H
+#define IDEMPROXY_REDIS_RCONN_H
+
+#include <stddef.h>
+
+#include "core/conf.h"
+
+struct event_base;
+struct redisReply;
+struct rconn;
+
+struct rconn_cbs {
+    void (*on_connect)(void *arg);
+    int (*on_reply)(struct redisReply *reply, void *arg);
+    void (*on_close)(const char *errstr, void *arg);
+};
+
+/* Start connecting to addr (host:port or unix:path; a host name is looked up here, as
+ * hiredis did). NULL with errstr filled when the connection cannot even be started (the
+ * name does not resolve, no socket); cbs is borrowed and must outlive the rconn. */
+struct rconn *rconn_new(struct event_base *base, const struct conf_addr *addr,
+                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen);
+
+/* Append bytes to send (copied). 0, or -1 when out of memory or the connection is gone. */
+int rconn_write(struct rconn *rc, const void *bytes, size_t len);
+
+/* Close at once (unsent bytes are dropped) and free; safe inside rc's own callbacks. */
+void rconn_free(struct rconn *rc);
+
+/* on_connect ran (the connection may have closed since). */
+int rconn_connected(const struct rconn *rc);
+
+#endif
