@@ -84,15 +84,13 @@ static int redis_wait_set(const struct conf_directive *d, void *base, const char
         return 0;
     }
     if (argc != 2)
-        return conf_fail(err, errlen, "%s: redis-wait: expected REPLICAS TIMEOUT, or 0 (off)",
-                         where);
+        return conf_fail(err, errlen, "%s: expected REPLICAS TIMEOUT, or 0 (off)", where);
     n = strtol(argv[0], &end, 10);
     if (*end || end == argv[0] || n < 0 || n > 64)
-        return conf_fail(err, errlen, "%s: redis-wait: invalid replica count '%s' (0..64)", where,
-                         argv[0]);
+        return conf_fail(err, errlen, "%s: invalid replica count '%s' (0..64)", where, argv[0]);
     if (conf_parse_duration(argv[1], &ms) < 0 || ms < 1 || ms > 60000)
         return conf_fail(err, errlen,
-                         "%s: redis-wait: invalid timeout '%s' (a duration from 1ms to 60s, e.g. "
+                         "%s: invalid timeout '%s' (a duration from 1ms to 60s, e.g. "
                          "100ms)",
                          where, argv[1]);
     rc->wait_replicas = (int)n;
@@ -173,6 +171,7 @@ struct redis_client {
     /* command connection */
     struct rconn *conn;
     int was_down;
+    int auth_failed;       /* logged once until a connection is ready again */
     size_t scripts_loaded; /* on this connection */
     int ready;             /* connected with every script loaded (read by other threads) */
     unsigned backoff;
@@ -458,21 +457,42 @@ static int redis_cmd_resend_eval(struct redis_client *c, struct redis_cmd *cmd)
     return 1;
 }
 
+/* AUTH passed and every script is loaded: the connection serves (and back-off starts
+ * over only now, so a node that accepts connections and refuses AUTH is not hammered). */
+static void redis_became_ready(struct redis_client *c)
+{
+    METRIC_SET(c->ready, 1);
+    c->backoff = 0;
+    c->auth_failed = 0;
+    if (c->was_down)
+        log_info("redis: connected to %s", c->addr);
+    c->was_down = 0;
+}
+
 /* An internal command's reply. */
 static void redis_internal_reply(struct redis_client *c, struct redis_cmd *cmd,
                                  const redisReply *reply)
 {
     switch (cmd->kind) {
     case RC_AUTH:
-        if (reply->type == REDIS_REPLY_ERROR)
-            log_error("redis: AUTH failed: %s (check redis-user and redis-password)", reply->str);
+        if (reply->type != REDIS_REPLY_ERROR)
+            return;
+        /* Nothing may run unauthenticated (as the default user, where it is open):
+         * drop the connection and try again with back-off, logged once. */
+        if (!c->auth_failed)
+            log_error("redis: AUTH failed on %s%s%s: %s (check redis-user and redis-password); "
+                      "retrying in the background",
+                      c->addr, c->conf->user ? " as user " : "", c->conf->user ? c->conf->user : "",
+                      reply->str);
+        c->auth_failed = 1;
+        redis_drop(c, NULL);
         return;
     case RC_SCRIPT_LOAD:
         if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, c->sha[cmd->script]) != 0)
             log_error("redis: SCRIPT LOAD %s failed: %s", c->scripts[cmd->script].name,
                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         else if (++c->scripts_loaded == c->nscripts)
-            METRIC_SET(c->ready, 1);
+            redis_became_ready(c);
         return;
     case RC_PING:
     case RC_USER:
@@ -770,10 +790,7 @@ static void redis_on_connect(void *arg)
 {
     struct redis_client *c = arg;
 
-    c->backoff = 0;
-    if (c->was_down)
-        log_info("redis: connected to %s", c->addr);
-    c->was_down = 0;
+    log_debug("redis: TCP connection to %s up", c->addr);
 }
 
 static void redis_on_close(const char *errstr, void *arg)
@@ -823,7 +840,7 @@ static void redis_connect(struct redis_client *c)
         redis_send_internal(c, RC_SCRIPT_LOAD, (int)i, 3, load, load_lens);
     }
     if (c->nscripts == 0)
-        METRIC_SET(c->ready, 1);
+        redis_became_ready(c);
     redis_send_waiting(c);
 }
 

@@ -6,7 +6,7 @@
 //
 //   node stripe_errors.mjs --mode plain|stripe --a PORT --b PORT --dead PORT --run ID
 //
-// --a and --b: two replicas on one Redis and one upstream (upstream-timeout 3s); --dead:
+// --a and --b: two replicas on one Redis and one upstream (upstream-timeout 4s); --dead:
 // a replica whose Redis is unreachable. --mode plain: the replicas answer RFC 9457
 // problem+json (no error-template) and this checks the old behaviour, which is the bug:
 // stripe-node takes a 409, 422, 503 or a recorded 504 for a successful object (it knows
@@ -136,7 +136,7 @@ async function reused() {
         r.err instanceof Stripe.errors.StripeIdempotencyError, show(r));
 }
 
-// 504 outcome-unknown: the upstream takes 5 s, the proxy gives up after 3 s and records
+// 504 outcome-unknown: the upstream takes 5 s, the proxy gives up after 4 s and records
 // that the outcome is unknown; the retry on the other replica is answered from the record.
 async function outcomeUnknown() {
     const f = await post(args.a, '/slow/5000?s=unknown', { amount: 100 }, key('unknown'));

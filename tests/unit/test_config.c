@@ -775,6 +775,50 @@ Test(config, validate_needs_upstream)
     config_free(&c);
 }
 
+/* redis-wait: the parsed values, the bad forms with file:line, and the cross checks */
+Test(config, redis_wait_and_user)
+{
+    struct config c;
+
+    cr_assert_eq(load(&c, "redis-wait 1 100ms\nredis-wait-policy degrade"), 0, "%s", err);
+    cr_assert_eq(c.redis.wait_replicas, 1);
+    cr_assert_eq(c.redis.wait_timeout_ms, 100);
+    cr_assert_eq(c.redis.wait_policy, REDIS_WAIT_DEGRADE);
+    config_free(&c);
+    cr_assert_eq(load(&c, "redis-wait 1 100ms\nredis-wait 0"), 0, "%s", err);
+    cr_assert_eq(c.redis.wait_replicas, 0, "0 turns it off again");
+    cr_assert_eq(c.redis.wait_policy, REDIS_WAIT_FAIL, "fail by default");
+    config_free(&c);
+    cr_assert(strstr(load_err("redis-wait 1"), "t.conf:1: redis-wait: expected REPLICAS TIMEOUT"),
+              "%s", err);
+    cr_assert(strstr(load_err("\nredis-wait x 10ms"), "t.conf:2: redis-wait: invalid replica "
+                                                      "count 'x'"),
+              "%s", err);
+    cr_assert(strstr(load_err("redis-wait 65 10ms"), "invalid replica count '65'"), "%s", err);
+    cr_assert(strstr(load_err("redis-wait 1 soon"), "invalid timeout 'soon'"), "%s", err);
+    cr_assert(strstr(load_err("redis-wait-policy maybe"), "t.conf:1: redis-wait-policy"), "%s",
+              err);
+    /* WAIT holds the connection: its timeout must fit in the command's deadline */
+    cr_assert_eq(load(&c, "upstream a:1\nredis-wait 1 500ms"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "redis-wait: its timeout (500 ms) must be shorter than redis-timeout "
+                          "(500 ms)"),
+              "%s", err);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis-wait 1 500ms\nredis-timeout 2s"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
+    config_free(&c);
+    /* an ACL user without a password could only AUTH as nobody */
+    cr_assert_eq(load(&c, "upstream a:1\nredis-user app"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "redis-user: an ACL user needs redis-password"), "%s", err);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis-user app\nredis-password pw"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(c.redis.user, "app");
+    config_free(&c);
+}
+
 /* ---- command line ---- */
 
 Test(config, argv_flags_only)
