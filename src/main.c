@@ -297,6 +297,10 @@ out:
         worker_join(&workers[i]);
     if (rc == 0)
         log_info("stopped");
+    /* freeing the signal events restores the default action: a second SIGTERM (an
+     * orchestrator repeating itself) must not turn a clean exit into a kill */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

@@ -91,6 +91,20 @@ static void rconn_flush(struct rconn *rc)
         event_del(rc->wev);
 }
 
+/* The local and the peer address are the same (a TCP self-connection). */
+static int rconn_self_connected(int fd)
+{
+    struct sockaddr_storage a, b;
+    socklen_t alen = sizeof(a), blen = sizeof(b);
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0 ||
+        getpeername(fd, (struct sockaddr *)&b, &blen) < 0 || a.ss_family == AF_UNIX)
+        return 0;
+    return alen == blen && memcmp(&a, &b, alen) == 0;
+}
+
 static void rconn_connected_now(struct rconn *rc)
 {
     int err = 0;
@@ -102,6 +116,13 @@ static void rconn_connected_now(struct rconn *rc)
     if (err) {
         snprintf(why, sizeof(why), "connect: %s", strerror(err));
         rconn_fail(rc, why);
+        return;
+    }
+    if (rconn_self_connected(rc->fd)) {
+        /* nothing listened, and the kernel picked the target port as our source port:
+         * TCP simultaneous open joined the socket to itself; our commands would come
+         * back to us as "replies" */
+        rconn_fail(rc, "connect: connected to itself (nothing listens on that port)");
         return;
     }
     rc->connected = 1;

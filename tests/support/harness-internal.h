@@ -15,6 +15,7 @@
 
 /* How long a freshly started test-upstream or redis-server may take to listen. */
 #define H_UPSTREAM_WAIT_MS 5000
+#define H_REDIS_SERVING_MS 20000 /* a first command, after it listens */
 
 static inline long long now_ms(void)
 {

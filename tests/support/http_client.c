@@ -411,6 +411,14 @@ int harness_connect(uint16_t port)
             return -1;
         }
     }
+    /* Polling a port nothing listens on yet can join the socket to itself (the kernel
+     * picked that very port as the source port): that is not a server. */
+    struct sockaddr_in local;
+    socklen_t len = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &len) == 0 && local.sin_port == sa.sin_port) {
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 
