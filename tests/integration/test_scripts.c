@@ -4,12 +4,14 @@
  * and demo-bank's injected faults do what they say.
  */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -435,4 +437,113 @@ Test(scripts, demo_bank_fault_and_delay_headers)
     cr_assert(strstr(ledger, "\"h-reset\": 1"), "%s", ledger);
     free(ledger);
     cr_assert(harness_stop_clean(pid, "bank-headers", 5000));
+}
+
+/* The topology's directives file, and the PIDs "up" recorded, from dir. */
+static void topology_read(const char *dir, char **conf, char **pids)
+{
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s/idemproxy.conf", dir);
+    *conf = slurp(path);
+    snprintf(path, sizeof(path), "%s/pids", dir);
+    *pids = slurp(path);
+}
+
+/* Every PID in the list has exited (the nodes daemonize: not our children). */
+static int all_gone(const char *pids)
+{
+    const char *p = pids;
+    char *end;
+
+    while (*p) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 0 && kill((pid_t)pid, 0) == 0)
+            return 0;
+        p = end;
+        while (*p == '\n')
+            p++;
+    }
+    return 1;
+}
+
+static void topology_down(const char *kind, const char *dir)
+{
+    const char *args[] = {SOURCE_DIR "/scripts/redis-topology.sh", kind, "down", dir, NULL};
+    char *out;
+
+    cr_assert_eq(run_script("topology-down", &out, 30000, args), 0, "%s", out);
+    free(out);
+}
+
+/* "127.0.0.1:PORT" of the master a Sentinel monitors (INFO sentinel); full: it must see
+ * 2 replicas and 3 Sentinels. */
+static void sentinel_master(uint16_t port, char *out, size_t len, int full)
+{
+    char info[4096], *p;
+
+    cr_assert_gt(harness_redis(port, info, sizeof(info), "INFO sentinel"), 0);
+    p = strstr(info, "address=");
+    cr_assert_not_null(p, "%s", info);
+    cr_assert(!full || strstr(p, ",slaves=2,sentinels=3"), "%s", info);
+    p += 8;
+    snprintf(out, len, "%.*s", (int)strcspn(p, ",\r\n"), p);
+}
+
+/* scripts/redis-topology.sh sentinel: 1 + 2 + 3 Sentinels that agree on the primary, and a
+ * real failover moves it; down stops every process. */
+Test(scripts, redis_topology_sentinel_up_failover_down)
+{
+    char dir[512], *out, *conf, *pids, before[64] = "", after[64] = "";
+    const char *args[] = {SOURCE_DIR "/scripts/redis-topology.sh", "sentinel", "up", dir, NULL};
+    unsigned s1;
+
+    snprintf(dir, sizeof(dir), "%s/topo-sentinel", harness_tmpdir());
+    cr_assert_eq(run_script("topology-up", &out, 60000, args), 0, "%s", out);
+    free(out);
+    topology_read(dir, &conf, &pids);
+    cr_assert_eq(sscanf(strstr(conf, "redis-sentinel "), "redis-sentinel 127.0.0.1:%u", &s1), 1,
+                 "%s", conf);
+    cr_assert(strstr(conf, "redis-sentinel-master idemproxy"), "%s", conf);
+    sentinel_master((uint16_t)s1, before, sizeof(before), 1);
+    cr_assert(strstr(conf, before), "Sentinel names %s, not the primary 'up' started:\n%s", before,
+              conf);
+    cr_assert_geq(harness_redis((uint16_t)s1, NULL, 0, "SENTINEL failover idemproxy"), 0);
+    for (int i = 0; i < 100; i++) {
+        sentinel_master((uint16_t)s1, after, sizeof(after), 0);
+        if (strcmp(after, before) != 0)
+            break;
+        usleep(100 * 1000);
+    }
+    topology_down("sentinel", dir);
+    cr_assert_str_neq(after, before, "the failover did not move the primary");
+    cr_assert(all_gone(pids), "nodes outlived 'down':\n%s", pids);
+    free(conf);
+    free(pids);
+}
+
+/* scripts/redis-topology.sh cluster: 6 nodes, every slot covered (a write through any
+ * seed lands once redirected); down stops them all. */
+Test(scripts, redis_topology_cluster_up_down)
+{
+    char dir[512], *out, *conf, *pids, info[4096];
+    const char *args[] = {SOURCE_DIR "/scripts/redis-topology.sh", "cluster", "up", dir, NULL};
+    unsigned seed;
+
+    snprintf(dir, sizeof(dir), "%s/topo-cluster", harness_tmpdir());
+    cr_assert_eq(run_script("topology-up", &out, 60000, args), 0, "%s", out);
+    free(out);
+    topology_read(dir, &conf, &pids);
+    cr_assert_eq(sscanf(strstr(conf, "redis-cluster "), "redis-cluster 127.0.0.1:%u", &seed), 1,
+                 "%s", conf);
+    cr_assert_gt(harness_redis((uint16_t)seed, info, sizeof(info), "CLUSTER INFO"), 0);
+    cr_assert(strstr(info, "cluster_state:ok"), "%s", info);
+    cr_assert(strstr(info, "cluster_slots_assigned:16384"), "%s", info);
+    cr_assert(strstr(info, "cluster_known_nodes:6"), "%s", info);
+    topology_down("cluster", dir);
+    cr_assert(all_gone(pids), "nodes outlived 'down':\n%s", pids);
+    free(conf);
+    free(pids);
 }

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Start or stop a local Redis topology on loopback, from the one redis-server binary,
+# with short failure-detection times (1 s), for the demo, the storm and by hand.
+#
+# Usage: scripts/redis-topology.sh sentinel|cluster up|down [DIR]
+#   sentinel up   1 primary + 2 replicas + 3 Sentinels (master name "idemproxy", quorum 2,
+#                 down-after-milliseconds 1000)
+#   cluster up    3 primaries + 3 replicas (cluster-node-timeout 1000)
+#   down          stop every process that "up" started in DIR (by the PIDs it recorded)
+# DIR holds the nodes' data, logs and PIDs [/tmp/idemproxy-topology-KIND]. Every node
+# binds 127.0.0.1 on a free port. "up" prints the directives that reach it
+# (redis-sentinel/redis-sentinel-master, redis-cluster: issue 16's modes, which idemproxy
+# does not read yet) and writes them to DIR/idemproxy.conf; it fails (and stops what it
+# started) when the topology is not healthy within 20 s.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+[ $# -ge 2 ] || {
+    usage
+    die "expected KIND and ACTION"
+}
+KIND=$1 ACTION=$2
+DIR=${3:-/tmp/idemproxy-topology-$KIND}
+case $KIND in sentinel | cluster) ;; *)
+    usage
+    die "unknown topology '$KIND' (sentinel or cluster)"
+    ;;
+esac
+case $ACTION in up | down) ;; *)
+    usage
+    die "unknown action '$ACTION' (up or down)"
+    ;;
+esac
+command -v redis-server >/dev/null || need_packages redis-server
+command -v redis-cli >/dev/null || need_packages redis-tools
+
+# Stop what DIR/pids names: TERM, up to 5 s, then KILL. Only those PIDs.
+down() {
+    local p i
+    [ -f "$DIR/pids" ] || return 0
+    while read -r p; do kill "$p" 2>/dev/null || true; done <"$DIR/pids"
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        while read -r p; do kill -0 "$p" 2>/dev/null && alive=1; done <"$DIR/pids"
+        [ $alive -eq 0 ] && break
+        sleep 0.1
+    done
+    while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$DIR/pids"
+    rm -f "$DIR/pids"
+}
+
+if [ "$ACTION" = down ]; then
+    down
+    say "$KIND topology in $DIR stopped"
+    exit 0
+fi
+
+[ ! -f "$DIR/pids" ] || die "$DIR already holds a running topology (run: $0 $KIND down $DIR)"
+rm -rf "$DIR"
+mkdir -p "$DIR"
+trap 'down; die "the $KIND topology did not come up (logs in $DIR)"' ERR
+
+# node PORT [ARGS...]: one redis-server daemon, its PID recorded
+node() {
+    local port=$1
+    shift
+    mkdir -p "$DIR/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR/$port" --save '' --appendonly no \
+        --daemonize yes --pidfile "$DIR/$port/pid" --logfile "$DIR/$port/log" "$@"
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [ -s "$DIR/$port/pid" ] && break
+        sleep 0.05
+    done
+    if [ ! -s "$DIR/$port/pid" ]; then
+        say "redis-server on port $port did not start:"
+        tail -5 "$DIR/$port/log" >&2 || true
+        return 1
+    fi
+    cat "$DIR/$port/pid" >>"$DIR/pids"
+    wait_port "$port" 10
+}
+
+# until CMD... succeeds, at most 20 s
+until_ok() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+if [ "$KIND" = sentinel ]; then
+    primary=$(free_port)
+    node "$primary"
+    replicas=()
+    for i in 1 2; do
+        p=$(free_port)
+        node "$p" --replicaof 127.0.0.1 "$primary"
+        replicas+=("$p")
+    done
+    until_ok sh -c "redis-cli -p $primary info replication | grep -q '^connected_slaves:2'"
+    sentinels=()
+    for i in 1 2 3; do
+        p=$(free_port)
+        mkdir -p "$DIR/$p"
+        cat >"$DIR/$p/sentinel.conf" <<EOF
+port $p
+bind 127.0.0.1
+dir $DIR/$p
+sentinel monitor idemproxy 127.0.0.1 $primary 2
+sentinel down-after-milliseconds idemproxy 1000
+sentinel failover-timeout idemproxy 5000
+EOF
+        redis-server "$DIR/$p/sentinel.conf" --sentinel --daemonize yes \
+            --pidfile "$DIR/$p/pid" --logfile "$DIR/$p/log"
+        until_ok test -s "$DIR/$p/pid"
+        cat "$DIR/$p/pid" >>"$DIR/pids"
+        wait_port "$p" 10
+        sentinels+=("127.0.0.1:$p")
+    done
+    # every Sentinel knows the other two
+    for s in "${sentinels[@]}"; do
+        until_ok sh -c "redis-cli -p ${s#*:} sentinel master idemproxy | grep -A1 '^num-other-sentinels$' | grep -qx 2"
+    done
+    {
+        echo "# $KIND topology in $DIR: primary 127.0.0.1:$primary, replicas ${replicas[*]/#/127.0.0.1:}"
+        echo "redis-sentinel ${sentinels[*]}"
+        echo "redis-sentinel-master idemproxy"
+    } >"$DIR/idemproxy.conf"
+else
+    # a cluster node also listens on its port + 10000 (the cluster bus): both must exist
+    # and be free
+    cluster_port() {
+        local p j
+        for ((j = 0; j < 200; j++)); do
+            p=$(free_port)
+            if [ "$p" -le 55535 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then
+                echo "$p"
+                return 0
+            fi
+        done
+        die "no free port pair (PORT, PORT+10000) found"
+    }
+    seeds=()
+    for i in 1 2 3 4 5 6; do
+        p=$(cluster_port)
+        node "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 1000
+        seeds+=("127.0.0.1:$p")
+    done
+    redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$DIR/create.log" 2>&1
+    for s in "${seeds[@]}"; do
+        until_ok sh -c "redis-cli -p ${s#*:} cluster info | grep -q '^cluster_state:ok'"
+    done
+    {
+        echo "# $KIND topology in $DIR: 3 primaries + 3 replicas"
+        echo "redis-cluster ${seeds[*]}"
+    } >"$DIR/idemproxy.conf"
+fi
+trap - ERR
+cat "$DIR/idemproxy.conf"
+say "$KIND topology up; stop it with: $0 $KIND down $DIR"
