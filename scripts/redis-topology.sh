@@ -94,14 +94,15 @@ until_ok() {
 
 if [ "$KIND" = sentinel ]; then
     primary=$(free_port)
-    node "$primary"
+    node "$primary" --repl-diskless-sync-delay 0
     replicas=()
     for i in 1 2; do
         p=$(free_port)
         node "$p" --replicaof 127.0.0.1 "$primary"
         replicas+=("$p")
     done
-    until_ok sh -c "redis-cli -p $primary info replication | grep -q '^connected_slaves:2'"
+    # both replicas in sync (state=online), so WAIT can be answered from the start
+    until_ok sh -c "[ \$(redis-cli -p $primary info replication | grep -c 'state=online') = 2 ]"
     sentinels=()
     for i in 1 2 3; do
         p=$(free_port)

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "redis/rconn.h"
+#include "redis/sentinel.h"
 
 #define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
 #define REDIS_BACKOFF_MAX 1000
@@ -65,6 +66,28 @@ const struct conf_directive redis_conf_rows[] = {
      .choices = redis_wait_policy_choices,
      .arg = "fail|degrade",
      .help = "a claim WAIT did not confirm: 503, or forward it"},
+    {.name = "redis-sentinel",
+     .type = CONF_T_ADDR_LIST,
+     .flags = CONF_F_REPEATABLE,
+     .off = offsetof(struct redis_conf, sentinels),
+     .count_off = offsetof(struct redis_conf, nsentinels),
+     .arg = "HOST:PORT",
+     .help = "Redis Sentinel to ask for the primary; repeat for more"},
+    {.name = "redis-sentinel-master",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, sentinel_master),
+     .arg = "NAME",
+     .help = "the master name the Sentinels monitor"},
+    {.name = "redis-sentinel-user",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, sentinel_user),
+     .arg = "NAME",
+     .help = "ACL user on the Sentinels themselves"},
+    {.name = "redis-sentinel-password",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, sentinel_password),
+     .arg = "PASSWORD",
+     .help = "AUTH password on the Sentinels themselves"},
     CONF_END,
 };
 
@@ -106,6 +129,15 @@ int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen)
                          "(%llu ms): WAIT holds the connection until it answers",
                          (unsigned long long)conf->wait_timeout_ms,
                          (unsigned long long)conf->timeout_ms);
+    if (conf->nsentinels && !conf->sentinel_master)
+        return conf_fail(err, errlen,
+                         "redis-sentinel: needs redis-sentinel-master NAME (the master name the "
+                         "Sentinels monitor)");
+    if (conf->sentinel_master && !conf->nsentinels)
+        return conf_fail(err, errlen,
+                         "redis-sentinel-master: needs at least one redis-sentinel HOST:PORT");
+    if (conf->sentinel_user && !conf->sentinel_password)
+        return conf_fail(err, errlen, "redis-sentinel-user: needs redis-sentinel-password");
     if (conf->user && !conf->password)
         return conf_fail(err, errlen,
                          "redis-user: an ACL user needs redis-password (or "
@@ -119,6 +151,7 @@ enum redis_cmd_kind {
     RC_AUTH,        /* first on every connection, with a password */
     RC_SCRIPT_LOAD, /* script = which */
     RC_PING,        /* the idle check */
+    RC_ROLE,        /* Sentinel mode: is it still the primary? (first, and the idle check) */
 };
 
 struct redis_cmd {
@@ -168,6 +201,11 @@ struct redis_client {
     char addr[CONF_HOST_MAX + 16];
     char wait_cmd[64]; /* "WAIT n t" in the wire format, when redis-wait is on */
     size_t wait_cmd_len;
+    /* Sentinel mode: who to ask, and the primary they named (target_known) */
+    struct sentinel *sentinel;
+    struct conf_addr target;
+    int target_known;
+    int role_ok; /* the connection may take callers' commands (Sentinel: ROLE said master) */
     /* command connection */
     struct rconn *conn;
     int was_down;
@@ -192,6 +230,7 @@ struct redis_client {
 };
 
 static void redis_connect(struct redis_client *c);
+static void redis_send_waiting(struct redis_client *c);
 static void redis_sub_connect(struct redis_client *c);
 static void redis_cmd_free(struct redis_cmd *cmd);
 static void redis_note_down(struct redis_client *c, const char *why);
@@ -268,6 +307,8 @@ static void redis_drop(struct redis_client *c, const char *why)
     c->conn = NULL;
     METRIC_SET(c->ready, 0);
     c->was_down = 1;
+    c->role_ok = 0;
+    c->target_known = 0; /* Sentinel mode: ask again who the primary is */
     TAILQ_INIT(&failed);
     TAILQ_CONCAT(&failed, &c->queue, link);
     while ((cmd = TAILQ_FIRST(&failed))) {
@@ -494,6 +535,24 @@ static void redis_internal_reply(struct redis_client *c, struct redis_cmd *cmd,
         else if (++c->scripts_loaded == c->nscripts)
             redis_became_ready(c);
         return;
+    case RC_ROLE:
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+            reply->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(reply->element[0]->str, "master") == 0) {
+            if (!c->role_ok) {
+                c->role_ok = 1;
+                redis_send_waiting(c);
+            }
+            return;
+        }
+        log_warn("redis: %s is not the primary (ROLE: %s); asking the Sentinels again", c->addr,
+                 reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                         reply->element[0]->type == REDIS_REPLY_STRING
+                     ? reply->element[0]->str
+                 : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                    : "unexpected reply");
+        redis_drop(c, NULL);
+        return;
     case RC_PING:
     case RC_USER:
         return;
@@ -514,6 +573,10 @@ static void redis_cmd_replied(struct redis_client *c, struct redis_cmd *cmd, con
     if (own->type == REDIS_REPLY_ERROR) {
         log_warn("redis: %s failed: %s", redis_cmd_name(cmd), own->str);
         redis_cmd_done(cmd, REDIS_CMD_ERROR, NULL, own->str);
+        if (c->sentinel && strncmp(own->str, "READONLY", 8) == 0 && c->conn) {
+            log_warn("redis: %s became a replica; asking the Sentinels again", c->addr);
+            redis_drop(c, NULL);
+        }
         return;
     }
     if (!cmd->wait_sent) {
@@ -578,7 +641,7 @@ static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd 
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
     if (cmd->kind == RC_USER)
         METRIC_INC(c->stats.commands);
-    if (!c->conn) {
+    if (!c->conn || (cmd->kind == RC_USER && !c->role_ok)) {
         /* (re)connecting: keep it, with its deadline, until a connection is made */
         TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
         c->nwaiting++;
@@ -650,7 +713,7 @@ static void redis_send_waiting(struct redis_client *c)
 {
     struct redis_cmd *cmd;
 
-    while (c->conn && (cmd = TAILQ_FIRST(&c->waiting))) {
+    while (c->conn && c->role_ok && (cmd = TAILQ_FIRST(&c->waiting))) {
         TAILQ_REMOVE(&c->waiting, cmd, link);
         c->nwaiting--;
         if (redis_cmd_write(c, cmd) < 0) {
@@ -816,6 +879,36 @@ static void redis_note_down(struct redis_client *c, const char *why)
     c->was_down = 1;
 }
 
+/* The Sentinels answered (or none could): connect to the primary they named. */
+static void redis_sentinel_cb(const struct conf_addr *primary, const char *why, void *arg)
+{
+    struct redis_client *c = arg;
+    char was[sizeof(c->addr)];
+
+    if (c->conn)
+        return;
+    if (!primary) {
+        redis_note_down(c, why);
+        redis_schedule(c->reconnect_ev, &c->backoff);
+        return;
+    }
+    memcpy(was, c->addr, sizeof(was));
+    c->target = *primary;
+    c->target_known = 1;
+    conf_addr_str(&c->target, c->addr, sizeof(c->addr));
+    if (strcmp(was, c->addr) != 0) {
+        log_info("redis: the Sentinels name %s as the primary of '%s'", c->addr,
+                 c->conf->sentinel_master);
+        if (c->sub) { /* its subscriptions follow to the new primary */
+            rconn_free(c->sub);
+            c->sub = NULL;
+            if (!TAILQ_EMPTY(&c->watches))
+                redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+        }
+    }
+    redis_connect(c);
+}
+
 static void redis_connect(struct redis_client *c)
 {
     char err[256];
@@ -823,7 +916,14 @@ static void redis_connect(struct redis_client *c)
     size_t lens[3];
     int n;
 
-    c->conn = rconn_new(c->base, &c->conf->addr, &redis_conn_cbs, c, err, sizeof(err));
+    if (c->sentinel && !c->target_known) {
+        if (sentinel_query(c->sentinel, redis_sentinel_cb, c) < 0)
+            redis_schedule(c->reconnect_ev, &c->backoff);
+        return;
+    }
+    c->role_ok = !c->sentinel;
+    c->conn = rconn_new(c->base, c->sentinel ? &c->target : &c->conf->addr, &redis_conn_cbs, c, err,
+                        sizeof(err));
     if (!c->conn) {
         redis_note_down(c, err);
         redis_schedule(c->reconnect_ev, &c->backoff);
@@ -833,6 +933,11 @@ static void redis_connect(struct redis_client *c)
     METRIC_SET(c->ready, 0);
     if ((n = redis_auth_argv(c->conf, argv, lens)) > 0)
         redis_send_internal(c, RC_AUTH, -1, n, argv, lens);
+    if (c->sentinel) {
+        const char *role[] = {"ROLE"};
+        size_t role_len[] = {4};
+        redis_send_internal(c, RC_ROLE, -1, 1, role, role_len);
+    }
     /* Ahead of any EVALSHA on this connection, so the scripts are there first. */
     for (size_t i = 0; i < c->nscripts; i++) {
         const char *load[] = {"SCRIPT", "LOAD", c->scripts[i].text};
@@ -863,6 +968,11 @@ static void redis_ping_cb(evutil_socket_t fd, short what, void *arg)
     if (!c->conn || !TAILQ_EMPTY(&c->queue))
         return;
     METRIC_INC(c->stats.pings);
+    if (c->sentinel) {
+        const char *role[] = {"ROLE"};
+        redis_send_internal(c, RC_ROLE, -1, 1, role, lens);
+        return;
+    }
     redis_send_internal(c, RC_PING, -1, 1, argv, lens);
 }
 
@@ -963,7 +1073,12 @@ static void redis_sub_connect(struct redis_client *c)
     size_t lens[3], len;
     int n;
 
-    c->sub = rconn_new(c->base, &c->conf->addr, &redis_sub_cbs, c, err, sizeof(err));
+    if (c->sentinel && !c->target_known) { /* not yet known: after the command connection */
+        redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+        return;
+    }
+    c->sub = rconn_new(c->base, c->sentinel ? &c->target : &c->conf->addr, &redis_sub_cbs, c, err,
+                       sizeof(err));
     if (!c->sub) {
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
@@ -1057,6 +1172,41 @@ static int redis_sha1_hex(const char *text, char out[41])
     return 0;
 }
 
+/* The Sentinel querier, with its query ([AUTH] SENTINEL get-master-addr-by-name) built. */
+static int redis_sentinel_new(struct redis_client *c)
+{
+    const struct redis_conf *conf = c->conf;
+    const char *q[] = {"SENTINEL", "get-master-addr-by-name", conf->sentinel_master};
+    size_t qlens[] = {8, 23, strlen(conf->sentinel_master)}, len = 0;
+    const char *auth[3];
+    size_t alens[3];
+    int n = 0, rc = -1;
+    char *buf;
+
+    snprintf(c->addr, sizeof(c->addr), "(primary of '%s')", conf->sentinel_master);
+    if (conf->sentinel_password && *conf->sentinel_password) {
+        auth[n] = "AUTH";
+        alens[n++] = 4;
+        if (conf->sentinel_user && *conf->sentinel_user) {
+            auth[n] = conf->sentinel_user;
+            alens[n++] = strlen(conf->sentinel_user);
+        }
+        auth[n] = conf->sentinel_password;
+        alens[n++] = strlen(conf->sentinel_password);
+        len = redis_format(NULL, n, auth, alens);
+    }
+    if (!(buf = malloc(len + redis_format(NULL, 3, q, qlens))))
+        return -1;
+    if (n)
+        redis_format(buf, n, auth, alens);
+    len += redis_format(buf + len, 3, q, qlens);
+    c->sentinel =
+        sentinel_new(c->base, conf->sentinels, conf->nsentinels, buf, len, n > 0, conf->timeout_ms);
+    rc = c->sentinel ? 0 : -1;
+    free(buf);
+    return rc;
+}
+
 struct redis_client *redis_client_new(struct event_base *base, const struct redis_conf *conf,
                                       const struct redis_script *scripts, size_t nscripts)
 {
@@ -1073,6 +1223,8 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     TAILQ_INIT(&c->waiting);
     TAILQ_INIT(&c->watches);
     conf_addr_str(&conf->addr, c->addr, sizeof(c->addr));
+    if (conf->nsentinels && redis_sentinel_new(c) < 0)
+        goto err;
     if (conf->wait_replicas > 0) {
         char n[24], t[24];
         const char *argv[] = {"WAIT", n, t};
@@ -1126,6 +1278,7 @@ void redis_client_free(struct redis_client *c)
         TAILQ_REMOVE(&c->waiting, cmd, link);
         redis_cmd_free(cmd);
     }
+    sentinel_free(c->sentinel);
     if (c->reconnect_ev)
         event_free(c->reconnect_ev);
     if (c->sub_reconnect_ev)

@@ -20,6 +20,13 @@
  * frozen Redis (process stopped, socket open) is seen within 1 s + redis-timeout and
  * redis_ready() turns 0.
  *
+ * Sentinel (redis-sentinel + redis-sentinel-master): before each connection the primary
+ * is asked of the Sentinels (redis/sentinel.h), and the node it names must answer ROLE
+ * "master" before any caller's command is sent to it (they wait, with their deadlines).
+ * Every lost connection, missed deadline or READONLY reply asks the Sentinels again, and
+ * in this mode the idle check is ROLE rather than PING: a primary demoted under us (a
+ * failover) is left within a second.
+ *
  * WAIT (redis-wait REPLICAS TIMEOUT): a command issued with REDIS_F_WAIT is followed on
  * the same connection by "WAIT REPLICAS TIMEOUT" (WAIT is refused inside scripts, and
  * one WAIT covers every earlier write of the connection). Its callback runs once both
@@ -56,7 +63,7 @@ enum redis_wait_policy {
 };
 
 /* The client's settings (directives redis, redis-user, redis-password, redis-timeout,
- * redis-wait, redis-wait-policy). */
+ * redis-wait, redis-wait-policy, redis-sentinel, redis-sentinel-master/-user/-password). */
 struct redis_conf {
     struct conf_addr addr;    /* redis [127.0.0.1:6379] or unix:/path */
     char *user;               /* redis-user [none: AUTH password only]; owned */
@@ -65,6 +72,13 @@ struct redis_conf {
     int wait_replicas;        /* redis-wait REPLICAS TIMEOUT [0: off] */
     uint64_t wait_timeout_ms; /*   its TIMEOUT, below redis-timeout */
     int wait_policy;          /* redis-wait-policy [fail] (enum redis_wait_policy) */
+    /* Sentinel mode: the primary is whatever these Sentinels name for sentinel_master
+     * (checked with ROLE before anything is written to it); redis is then unused */
+    struct conf_addr *sentinels; /* redis-sentinel HOST:PORT... ; owned */
+    size_t nsentinels;
+    char *sentinel_master;   /* redis-sentinel-master NAME */
+    char *sentinel_user;     /* redis-sentinel-user / -password: AUTH to the Sentinels */
+    char *sentinel_password; /*   themselves (the primary takes redis-user/-password) */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
 /* Cross-field checks (WAIT's timeout below redis-timeout). 0, or -1 with err set. */

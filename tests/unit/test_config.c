@@ -819,6 +819,29 @@ Test(config, redis_wait_and_user)
     config_free(&c);
 }
 
+/* Sentinel mode: the list needs a master name, and the name a list */
+Test(config, redis_sentinel_needs_both_halves)
+{
+    struct config c;
+
+    cr_assert_eq(load(&c, "upstream a:1\nredis-sentinel s1:26379 s2:26379\n"
+                          "redis-sentinel s3:26379\nredis-sentinel-master m"),
+                 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(c.redis.nsentinels, 3);
+    cr_assert_eq(c.redis.sentinels[2].port, 26379);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis-sentinel s1:26379"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "redis-sentinel: needs redis-sentinel-master NAME"), "%s", err);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis-sentinel-master m"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "needs at least one redis-sentinel"), "%s", err);
+    config_free(&c);
+    cr_assert(strstr(load_err("\nredis-sentinel s1"), "t.conf:2: redis-sentinel"), "%s", err);
+}
+
 /* ---- command line ---- */
 
 Test(config, argv_flags_only)

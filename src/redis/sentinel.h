@@ -1,0 +1,38 @@
+/*
+ * sentinel — find the primary of a Sentinel-managed group, as the Sentinel client
+ * guidelines say: ask each Sentinel in turn "SENTINEL get-master-addr-by-name NAME"
+ * (AUTH [user] password first when redis-sentinel-password is set), each under its own
+ * deadline; a Sentinel that is unreachable, slow, refuses or knows no such master is
+ * skipped, and the one that answered is asked first next time. The address is only a
+ * candidate: the caller checks ROLE on the node itself before writing to it.
+ *
+ * One query at a time per object; the callback runs once per sentinel_query_start, from
+ * the event loop (never from inside start). The object belongs to its creator
+ * (redis.c's client); sentinel_free may be called from inside the callback.
+ */
+#ifndef IDEMPROXY_REDIS_SENTINEL_H
+#define IDEMPROXY_REDIS_SENTINEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+
+struct event_base;
+struct sentinel;
+
+/* primary: the address found (valid during the callback), or NULL with why saying what
+ * every Sentinel answered. */
+typedef void (*sentinel_cb)(const struct conf_addr *primary, const char *why, void *arg);
+
+/* sentinels: borrowed, must outlive s. query: what to send each one (copied), in Redis's
+ * wire format: "SENTINEL get-master-addr-by-name NAME", after "AUTH ..." when with_auth
+ * (its reply is checked first). Each Sentinel gets timeout_ms to answer. */
+struct sentinel *sentinel_new(struct event_base *base, const struct conf_addr *sentinels, size_t n,
+                              const char *query, size_t query_len, int with_auth,
+                              uint64_t timeout_ms);
+/* Ask (a query in progress is left to finish: its callback is the one). 0 or -1. */
+int sentinel_query(struct sentinel *s, sentinel_cb cb, void *arg);
+void sentinel_free(struct sentinel *s);
+
+#endif

@@ -1,0 +1,198 @@
+/*
+ * Sentinel mode (issue 16, part 3) against a real group started by
+ * scripts/redis-topology.sh (1 primary, 2 replicas, 3 Sentinels): the proxy finds the
+ * primary through the Sentinels, follows a real failover, and with redis-wait 1 a key
+ * recorded before it is replayed after it, never executed twice.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "stack_fixture.h"
+
+static char topo_dir[512];
+
+static int topology(const char *action, char **out)
+{
+    const char *argv[] = {
+        "/bin/bash", SOURCE_DIR "/scripts/redis-topology.sh", "sentinel", action, topo_dir, NULL};
+    char logname[32];
+    pid_t pid;
+    int st;
+
+    snprintf(logname, sizeof(logname), "topology-%s", action);
+    pid = harness_spawn(logname, (char *const *)argv);
+    cr_assert_gt(pid, 0);
+    st = harness_stop(pid, 0, 60000);
+    *out = harness_read_log(logname);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The nodes daemonize (they are not our children): always stop them. */
+static void teardown(void)
+{
+    char *out = NULL;
+
+    if (topo_dir[0])
+        topology("down", &out);
+    free(out);
+    stack_teardown();
+}
+
+TestSuite(sentinel, .fini = teardown, .timeout = 120);
+
+/* "127.0.0.1:PORT" of the master the Sentinel on port names (INFO sentinel). */
+static void named_master(uint16_t port, char *out, size_t len)
+{
+    char info[4096], *p;
+
+    cr_assert_gt(harness_redis(port, info, sizeof(info), "INFO sentinel"), 0);
+    cr_assert_not_null(p = strstr(info, "address="), "%s", info);
+    p += 8;
+    snprintf(out, len, "%.*s", (int)strcspn(p, ",\r\n"), p);
+}
+
+Test(sentinel, finds_the_primary_and_follows_a_failover)
+{
+    char *out, *conf, sentinels[256], before[64], after[64] = "", path[600];
+    const char *extra[16];
+    struct harness_keyed q = {.path = "/pay", .key = "st-1", .body = "{\"amount\":5}"};
+    struct harness_resp r;
+    unsigned s1;
+    uint16_t port;
+    pid_t pid;
+    double t0;
+    int n = 0, st = 0;
+    FILE *f;
+
+    snprintf(topo_dir, sizeof(topo_dir), "%s/topo", harness_tmpdir());
+    cr_assert_eq(topology("up", &out), 0, "%s", out);
+    free(out);
+    snprintf(path, sizeof(path), "%s/idemproxy.conf", topo_dir);
+    cr_assert_not_null(f = fopen(path, "r"));
+    conf = calloc(1, 4096);
+    cr_assert_gt(fread(conf, 1, 4095, f), 0);
+    fclose(f);
+    /* "redis-sentinel A B C" -> --redis-sentinel A --redis-sentinel B ... */
+    cr_assert_eq(sscanf(strstr(conf, "redis-sentinel "), "redis-sentinel %255[^\n]", sentinels), 1);
+    cr_assert_eq(sscanf(sentinels, "127.0.0.1:%u", &s1), 1);
+    free(conf);
+
+    stack_start(NULL, NULL);
+    for (char *save = NULL, *tok = strtok_r(sentinels, " ", &save); tok && n < 6;
+         tok = strtok_r(NULL, " ", &save)) {
+        extra[n++] = "--redis-sentinel";
+        extra[n++] = tok;
+    }
+    extra[n++] = "--redis-sentinel-master";
+    extra[n++] = "idemproxy";
+    extra[n++] = "--redis-wait";
+    extra[n++] = "1,200ms";
+    extra[n] = NULL;
+    pid = harness_stack_proxy(&stack, &port, "proxyC", extra);
+    cr_assert_gt(pid, 0);
+
+    stack_post(port, &q, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert(!harness_replayed(&r));
+    harness_resp_free(&r);
+    out = harness_read_log("proxyC");
+    named_master((uint16_t)s1, before, sizeof(before));
+    cr_assert(strstr(out, before), "the proxy did not use the primary %s:\n%s", before, out);
+    free(out);
+
+    cr_assert_geq(harness_redis((uint16_t)s1, NULL, 0, "SENTINEL failover idemproxy"), 0);
+    for (int i = 0; i < 150; i++) {
+        named_master((uint16_t)s1, after, sizeof(after));
+        if (strcmp(after, before) != 0)
+            break;
+        usleep(100 * 1000);
+    }
+    cr_assert_str_neq(after, before, "the failover did not happen");
+
+    /* keyed requests are served again on the new primary: only 503s meanwhile */
+    q.key = "st-2";
+    t0 = harness_now_s();
+    while (harness_now_s() - t0 < 15) {
+        stack_post(port, &q, &r);
+        st = r.status;
+        harness_resp_free(&r);
+        if (st == 200)
+            break;
+        cr_assert_eq(st, 503, "answered %d during the failover", st);
+        usleep(100 * 1000);
+    }
+    cr_assert_eq(st, 200, "not served again 15 s after the failover");
+    /* the record from before the failover is on the new primary (WAIT): replayed */
+    q.key = "st-1";
+    stack_post(port, &q, &r);
+    cr_assert(harness_replayed(&r), "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "st-1"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "st-2"), 1);
+    out = harness_read_log("proxyC");
+    cr_assert(strstr(out, after), "the proxy never named the new primary %s:\n%s", after, out);
+    free(out);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+}
+
+/* Bad input: Sentinels that cannot be reached, or that know no such master. Keyed
+ * requests get 503 + Retry-After (nothing forwarded), and the log says what each
+ * Sentinel answered. */
+static void refused_with(const char *const extra[], const char *key, const char *logged)
+{
+    struct harness_keyed q = {.path = "/pay", .key = key, .body = "{}"};
+    struct harness_resp r;
+    char buf[64], *log;
+    uint16_t port;
+    pid_t pid;
+
+    pid = harness_stack_proxy(&stack, &port, "proxyC", extra);
+    cr_assert_gt(pid, 0);
+    stack_post(port, &q, &r);
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    cr_assert_not_null(harness_header(&r, "Retry-After", 0, buf, sizeof(buf)));
+    harness_resp_free(&r);
+    log = harness_read_log("proxyC");
+    cr_assert(log && strstr(log, logged), "no '%s' in:\n%s", logged, log ? log : "");
+    free(log);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+    cr_assert_eq(harness_executions(stack.up_port, key), 0);
+}
+
+Test(sentinel, unreachable_sentinels_refuse_keyed_requests)
+{
+    char a[32], b[32];
+    const char *extra[] = {
+        "--redis-sentinel", a, "--redis-sentinel", b, "--redis-sentinel-master", "idemproxy", NULL};
+
+    snprintf(a, sizeof(a), "127.0.0.1:%u", harness_free_port());
+    snprintf(b, sizeof(b), "127.0.0.1:%u", harness_free_port());
+    stack_start(NULL, NULL);
+    refused_with(extra, "st-dead", "connect: Connection refused");
+}
+
+Test(sentinel, a_master_name_the_sentinels_do_not_know)
+{
+    char *out, *conf, s[64], path[600];
+    const char *extra[] = {"--redis-sentinel", s, "--redis-sentinel-master", "nosuch", NULL};
+    FILE *f;
+
+    snprintf(topo_dir, sizeof(topo_dir), "%s/topo", harness_tmpdir());
+    cr_assert_eq(topology("up", &out), 0, "%s", out);
+    free(out);
+    snprintf(path, sizeof(path), "%s/idemproxy.conf", topo_dir);
+    cr_assert_not_null(f = fopen(path, "r"));
+    conf = calloc(1, 4096);
+    cr_assert_gt(fread(conf, 1, 4095, f), 0);
+    fclose(f);
+    cr_assert_eq(sscanf(strstr(conf, "redis-sentinel "), "redis-sentinel %63s", s), 1);
+    free(conf);
+    stack_start(NULL, NULL);
+    refused_with(extra, "st-nosuch", "knows no master by that name");
+}
