@@ -8,9 +8,9 @@
 #   cluster up    3 primaries + 3 replicas (cluster-node-timeout 1000)
 #   down          stop every process that "up" started in DIR (by the PIDs it recorded)
 # DIR holds the nodes' data, logs and PIDs [/tmp/idemproxy-topology-KIND]. Every node
-# binds 127.0.0.1 on a free port. "up" prints the directives that reach it
-# (redis-sentinel/redis-sentinel-master, redis-cluster: issue 16's modes, which idemproxy
-# does not read yet) and writes them to DIR/idemproxy.conf; it fails (and stops what it
+# binds 127.0.0.1 on a free port. "up" prints the idemproxy directives that reach it
+# (redis-sentinel + redis-sentinel-master; for a cluster, redis-cluster: a mode idemproxy
+# does not have yet) and writes them to DIR/idemproxy.conf; it fails (and stops what it
 # started) when the topology is not healthy within 20 s.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
