@@ -830,22 +830,23 @@ const struct redis_conf *redis_client_conf(const struct redis_client *c)
 
 /* ---- connection management ---- */
 
-/* AUTH [user] password, as argv; 0 when no password is configured. */
-static int redis_auth_argv(const struct redis_conf *conf, const char *argv[3], size_t lens[3])
+/* AUTH [user] password, as argv; 0 when there is no password. */
+static int redis_auth_argv(const char *user, const char *password, const char *argv[3],
+                           size_t lens[3])
 {
     int n = 0;
 
-    if (!conf->password || !*conf->password)
+    if (!password || !*password)
         return 0;
     argv[n] = "AUTH";
     lens[n++] = 4;
-    if (conf->user && *conf->user) {
-        argv[n] = conf->user;
-        lens[n] = strlen(conf->user);
+    if (user && *user) {
+        argv[n] = user;
+        lens[n] = strlen(user);
         n++;
     }
-    argv[n] = conf->password;
-    lens[n] = strlen(conf->password);
+    argv[n] = password;
+    lens[n] = strlen(password);
     return n + 1;
 }
 
@@ -931,7 +932,7 @@ static void redis_connect(struct redis_client *c)
     }
     c->scripts_loaded = 0;
     METRIC_SET(c->ready, 0);
-    if ((n = redis_auth_argv(c->conf, argv, lens)) > 0)
+    if ((n = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0)
         redis_send_internal(c, RC_AUTH, -1, n, argv, lens);
     if (c->sentinel) {
         const char *role[] = {"ROLE"};
@@ -1083,7 +1084,7 @@ static void redis_sub_connect(struct redis_client *c)
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    if ((n = redis_auth_argv(c->conf, argv, lens)) > 0) {
+    if ((n = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0) {
         char buf[1024];
         if ((len = redis_format(NULL, n, argv, lens)) <= sizeof(buf)) {
             redis_format(buf, n, argv, lens);
@@ -1180,21 +1181,12 @@ static int redis_sentinel_new(struct redis_client *c)
     size_t qlens[] = {8, 23, strlen(conf->sentinel_master)}, len = 0;
     const char *auth[3];
     size_t alens[3];
-    int n = 0, rc = -1;
+    int n = redis_auth_argv(conf->sentinel_user, conf->sentinel_password, auth, alens), rc = -1;
     char *buf;
 
     snprintf(c->addr, sizeof(c->addr), "(primary of '%s')", conf->sentinel_master);
-    if (conf->sentinel_password && *conf->sentinel_password) {
-        auth[n] = "AUTH";
-        alens[n++] = 4;
-        if (conf->sentinel_user && *conf->sentinel_user) {
-            auth[n] = conf->sentinel_user;
-            alens[n++] = strlen(conf->sentinel_user);
-        }
-        auth[n] = conf->sentinel_password;
-        alens[n++] = strlen(conf->sentinel_password);
+    if (n)
         len = redis_format(NULL, n, auth, alens);
-    }
     if (!(buf = malloc(len + redis_format(NULL, 3, q, qlens))))
         return -1;
     if (n)
