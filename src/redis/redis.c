@@ -209,7 +209,7 @@ struct redis_client {
     /* command connection */
     struct rconn *conn;
     int was_down;
-    int auth_failed;       /* logged once until a connection is ready again */
+    int setup_failed; /* AUTH or SCRIPT LOAD refused: logged once until ready again */
     size_t scripts_loaded; /* on this connection */
     int ready;             /* connected with every script loaded (read by other threads) */
     unsigned backoff;
@@ -504,7 +504,7 @@ static void redis_became_ready(struct redis_client *c)
 {
     METRIC_SET(c->ready, 1);
     c->backoff = 0;
-    c->auth_failed = 0;
+    c->setup_failed = 0;
     if (c->was_down)
         log_info("redis: connected to %s", c->addr);
     c->was_down = 0;
@@ -520,20 +520,28 @@ static void redis_internal_reply(struct redis_client *c, struct redis_cmd *cmd,
             return;
         /* Nothing may run unauthenticated (as the default user, where it is open):
          * drop the connection and try again with back-off, logged once. */
-        if (!c->auth_failed)
+        if (!c->setup_failed)
             log_error("redis: AUTH failed on %s%s%s: %s (check redis-user and redis-password); "
                       "retrying in the background",
                       c->addr, c->conf->user ? " as user " : "", c->conf->user ? c->conf->user : "",
                       reply->str);
-        c->auth_failed = 1;
+        c->setup_failed = 1;
         redis_drop(c, NULL);
         return;
     case RC_SCRIPT_LOAD:
-        if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, c->sha[cmd->script]) != 0)
-            log_error("redis: SCRIPT LOAD %s failed: %s", c->scripts[cmd->script].name,
+        if (reply->type == REDIS_REPLY_STRING && strcmp(reply->str, c->sha[cmd->script]) == 0) {
+            if (++c->scripts_loaded == c->nscripts)
+                redis_became_ready(c);
+            return;
+        }
+        /* A connection without its scripts never becomes ready: make another (a Redis
+         * still loading its data answers LOADING for a while), logged once. */
+        if (!c->setup_failed)
+            log_error("redis: SCRIPT LOAD %s on %s failed: %s; retrying in the background",
+                      c->scripts[cmd->script].name, c->addr,
                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        else if (++c->scripts_loaded == c->nscripts)
-            redis_became_ready(c);
+        c->setup_failed = 1;
+        redis_drop(c, NULL);
         return;
     case RC_ROLE:
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&

@@ -280,3 +280,32 @@ Test(redis_conn, wait_without_replica_degrades)
     free(m);
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }
+
+/* A connection whose SCRIPT LOAD is refused (here the ACL forbids SCRIPT; in production
+ * a Redis still loading its data answers LOADING) is made again until it works: before,
+ * it stayed connected and not ready until something else broke it. */
+Test(redis_conn, refused_script_load_is_retried_until_ready)
+{
+    const char *extra[] = {"--redis-user", "idem", "--redis-password", "pw-1", NULL};
+    uint16_t port, admin;
+    pid_t pid;
+    double t0;
+    char *log;
+
+    stack_start(NULL, NULL);
+    cr_assert_geq(
+        harness_redis(stack.redis_port, NULL, 0, "ACL SETUSER idem on >pw-1 ~* &* +@all -script"),
+        0);
+    pid = proxy_with_admin("proxyC", &port, &admin, extra);
+    usleep(500 * 1000);
+    cr_assert_eq(readyz(admin), 503, "ready without its scripts");
+    cr_assert_geq(harness_redis(stack.redis_port, NULL, 0, "ACL SETUSER idem +script"), 0);
+    t0 = harness_now_s();
+    while (readyz(admin) != 200 && harness_now_s() - t0 < 5)
+        usleep(50 * 1000);
+    cr_assert_eq(readyz(admin), 200, "not ready once SCRIPT LOAD is allowed");
+    log = harness_read_log("proxyC");
+    cr_assert(log && strstr(log, "SCRIPT LOAD"), "%s", log ? log : "");
+    free(log);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+}
