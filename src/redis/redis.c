@@ -209,7 +209,7 @@ struct redis_client {
     /* command connection */
     struct rconn *conn;
     int was_down;
-    int setup_failed; /* AUTH or SCRIPT LOAD refused: logged once until ready again */
+    int setup_failed;      /* AUTH or SCRIPT LOAD refused: logged once until ready again */
     size_t scripts_loaded; /* on this connection */
     int ready;             /* connected with every script loaded (read by other threads) */
     unsigned backoff;
