@@ -979,7 +979,8 @@ static void redis_ping_cb(evutil_socket_t fd, short what, void *arg)
     METRIC_INC(c->stats.pings);
     if (c->sentinel) {
         const char *role[] = {"ROLE"};
-        redis_send_internal(c, RC_ROLE, -1, 1, role, lens);
+        size_t role_len[] = {4};
+        redis_send_internal(c, RC_ROLE, -1, 1, role, role_len);
         return;
     }
     redis_send_internal(c, RC_PING, -1, 1, argv, lens);

@@ -42,15 +42,23 @@ static uint16_t black_hole(void)
     return ntohs(a.sin_port);
 }
 
-/* proxyC on the stack with the short timings and, when redis is not NULL, that Redis. */
+static uint16_t admin_port;
+
+/* proxyC on the stack with the short timings, an admin endpoint (admin_port) and, when
+ * redis is not NULL, that Redis. */
 static pid_t proxy(uint16_t *port, const char *redis)
 {
-    const char *args[12];
+    const char *args[16];
+    char admin[32];
     int n = 0;
     pid_t pid;
 
+    admin_port = harness_free_port();
+    snprintf(admin, sizeof(admin), "127.0.0.1:%u", admin_port);
     for (int i = 0; timings[i]; i++)
         args[n++] = timings[i];
+    args[n++] = "--admin-listen";
+    args[n++] = admin;
     if (redis) {
         args[n++] = "--redis";
         args[n++] = redis;
@@ -58,7 +66,28 @@ static pid_t proxy(uint16_t *port, const char *redis)
     args[n] = NULL;
     pid = harness_stack_proxy(&stack, port, "proxyC", args);
     cr_assert_gt(pid, 0);
+    cr_assert_eq(harness_wait_port(admin_port, 5000), 0, "no admin endpoint");
     return pid;
+}
+
+/* Until proxyC holds n keyed requests (the in-flight gauge), at most 5 s: a condition,
+ * not a sleep, so a loaded machine cannot send SIGTERM before they arrived. */
+static void wait_in_flight(int n)
+{
+    char raw[] = "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    double t0 = harness_now_s();
+    struct harness_resp r;
+    double v = -1;
+
+    while (harness_now_s() - t0 < 5) {
+        cr_assert_eq(harness_request(admin_port, raw, strlen(raw), &r, 5000), 0);
+        v = harness_metric(r.body, "idemproxy_keyed_requests_in_flight");
+        harness_resp_free(&r);
+        if (v >= n)
+            return;
+        usleep(5 * 1000);
+    }
+    cr_assert_fail("only %.0f of %d keyed requests arrived", v, n);
 }
 
 /* pid was sent SIGTERM: wait (no second signal) and check that it exited 0 within
@@ -111,7 +140,7 @@ static void claims_then_sigterm(const char *redis, int freeze)
         fds[i] = harness_keyed_send(port, &q);
         cr_assert_geq(fds[i], 0);
     }
-    usleep(100 * 1000); /* claiming */
+    wait_in_flight(4); /* claiming */
     if (freeze == 2) {
         cr_assert_geq(harness_stop(stack.redis_pid, SIGKILL, 5000), 0);
         stack.redis_pid = 0;
@@ -170,7 +199,10 @@ Test(shutdown, redis_frozen_while_recording)
     pid = proxy(&port, NULL);
     fd = harness_keyed_send(port, &q);
     cr_assert_geq(fd, 0);
-    usleep(300 * 1000); /* claimed, at the upstream */
+    /* claimed, at the upstream (it counts a key when the request arrives) */
+    for (int i = 0; i < 500 && harness_executions(stack.up_port, "sd-rec") < 1; i++)
+        usleep(10 * 1000);
+    cr_assert_eq(harness_executions(stack.up_port, "sd-rec"), 1, "never reached the upstream");
     cr_assert_eq(kill(stack.redis_pid, SIGSTOP), 0);
     t0 = harness_now_s();
     kill(pid, SIGTERM);
@@ -194,7 +226,8 @@ Test(shutdown, a_frozen_replica_still_drains_on_sigterm)
     stack_start(NULL, NULL);
     fd = harness_keyed_send(stack.a_port, &q);
     cr_assert_geq(fd, 0);
-    usleep(100 * 1000);
+    for (int i = 0; i < 500 && harness_executions(stack.up_port, "sd-frozen") < 1; i++)
+        usleep(10 * 1000); /* at the upstream */
     cr_assert_eq(kill(stack.a_pid, SIGSTOP), 0);
     t0 = harness_now_s();
     cr_assert(harness_stop_clean(stack.a_pid, "proxyA", 10000), "a frozen replica did not drain");
