@@ -77,6 +77,52 @@ static void admin_json(struct frontend_req *r, int status, const char *json)
         evbuffer_free(b);
 }
 
+#define ADMIN_MAX_NODES 64
+
+/* The distinct Redis nodes the workers' commands go to (Sentinel mode: the primary each
+ * was told of), with how many workers use each. Returns how many. */
+static size_t admin_nodes(const struct admin *a, char nodes[][CONF_HOST_MAX + 16],
+                          unsigned *workers)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < a->nsrc; i++) {
+        char one[CONF_HOST_MAX + 16];
+        size_t k;
+        redis_node(a->src[i].redis, one, sizeof(one));
+        for (k = 0; k < n && strcmp(nodes[k], one) != 0; k++)
+            ;
+        if (k == n && n < ADMIN_MAX_NODES) {
+            memcpy(nodes[n], one, sizeof(one));
+            workers[n++] = 0;
+        }
+        if (k < n)
+            workers[k]++;
+    }
+    return n;
+}
+
+/* ["host:port", ...] (node names are host:port or "(primary of 'NAME')": no escaping
+ * beyond quotes and backslashes is needed, and those are escaped). */
+static void admin_nodes_json(const struct admin *a, struct evbuffer *b)
+{
+    char nodes[ADMIN_MAX_NODES][CONF_HOST_MAX + 16];
+    unsigned workers[ADMIN_MAX_NODES];
+    size_t n = admin_nodes(a, nodes, workers);
+
+    evbuffer_add(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        evbuffer_add_printf(b, "%s\"", i ? "," : "");
+        for (const char *p = nodes[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                evbuffer_add(b, "\\", 1);
+            evbuffer_add(b, p, 1);
+        }
+        evbuffer_add(b, "\"", 1);
+    }
+    evbuffer_add(b, "]", 1);
+}
+
 static void admin_readyz(struct admin *a, struct frontend_req *r)
 {
     struct evbuffer *b = evbuffer_new();
@@ -96,9 +142,13 @@ static void admin_readyz(struct admin *a, struct frontend_req *r)
         return;
     }
     if (!draining && !redis_down && upstream_up) {
-        evbuffer_add_printf(b, "{\"status\":\"ready\"}\n");
+        evbuffer_add_printf(b, "{\"status\":\"ready\",\"redis\":");
+        admin_nodes_json(a, b);
+        evbuffer_add_printf(b, "}\n");
     } else {
-        evbuffer_add_printf(b, "{\"status\":\"not ready\",\"reasons\":[");
+        evbuffer_add_printf(b, "{\"status\":\"not ready\",\"redis\":");
+        admin_nodes_json(a, b);
+        evbuffer_add_printf(b, ",\"reasons\":[");
         if (draining)
             evbuffer_add_printf(b, "%s\"draining\"", n++ ? "," : "");
         if (redis_down)
@@ -252,6 +302,19 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
             metrics_header(b, one[i].name, one[i].type, one[i].help);
             metrics_value(b, one[i].name, NULL, one[i].v);
+        }
+    }
+    {
+        char nodes[ADMIN_MAX_NODES][CONF_HOST_MAX + 16];
+        unsigned workers[ADMIN_MAX_NODES];
+        size_t n = admin_nodes(a, nodes, workers);
+        metrics_header(b, "idemproxy_redis_node_workers", "gauge",
+                       "Workers whose Redis commands go to this node (with Sentinel: the "
+                       "primary they were told of).");
+        for (size_t i = 0; i < n; i++) {
+            evbuffer_add_printf(b, "idemproxy_redis_node_workers{node=\"");
+            admin_label(b, nodes[i]);
+            evbuffer_add_printf(b, "\"} %u\n", workers[i]);
         }
     }
     metrics_header(b, "idemproxy_redis_wait_total", "counter",

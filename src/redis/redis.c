@@ -1,5 +1,6 @@
 #include "redis/redis.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,9 +198,10 @@ struct redis_client {
     const struct redis_conf *conf;
     const struct redis_script *scripts;
     size_t nscripts;
-    char (*sha)[41]; /* SHA1 hex of each script */
-    char addr[CONF_HOST_MAX + 16];
-    char wait_cmd[64]; /* "WAIT n t" in the wire format, when redis-wait is on */
+    char (*sha)[41];               /* SHA1 hex of each script */
+    char addr[CONF_HOST_MAX + 16]; /* the node; written by its worker under addr_lock */
+    pthread_mutex_t addr_lock;     /* ... which the admin thread takes to read it */
+    char wait_cmd[64];             /* "WAIT n t" in the wire format, when redis-wait is on */
     size_t wait_cmd_len;
     /* Sentinel mode: who to ask, and the primary they named (target_known) */
     struct sentinel *sentinel;
@@ -831,6 +833,15 @@ int redis_ready(const struct redis_client *c)
     return METRIC_GET(c->ready);
 }
 
+void redis_node(const struct redis_client *c, char *buf, size_t len)
+{
+    struct redis_client *m = (struct redis_client *)c; /* the lock, not the state */
+
+    pthread_mutex_lock(&m->addr_lock);
+    snprintf(buf, len, "%s", c->addr);
+    pthread_mutex_unlock(&m->addr_lock);
+}
+
 const struct redis_conf *redis_client_conf(const struct redis_client *c)
 {
     return c->conf;
@@ -904,7 +915,9 @@ static void redis_sentinel_cb(const struct conf_addr *primary, const char *why, 
     memcpy(was, c->addr, sizeof(was));
     c->target = *primary;
     c->target_known = 1;
+    pthread_mutex_lock(&c->addr_lock);
     conf_addr_str(&c->target, c->addr, sizeof(c->addr));
+    pthread_mutex_unlock(&c->addr_lock);
     if (strcmp(was, c->addr) != 0) {
         log_info("redis: the Sentinels name %s as the primary of '%s'", c->addr,
                  c->conf->sentinel_master);
@@ -1223,6 +1236,7 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     TAILQ_INIT(&c->queue);
     TAILQ_INIT(&c->waiting);
     TAILQ_INIT(&c->watches);
+    pthread_mutex_init(&c->addr_lock, NULL);
     conf_addr_str(&conf->addr, c->addr, sizeof(c->addr));
     if (conf->nsentinels && redis_sentinel_new(c) < 0)
         goto err;
@@ -1289,5 +1303,6 @@ void redis_client_free(struct redis_client *c)
     if (c->ping_ev)
         event_free(c->ping_ev);
     free(c->sha);
+    pthread_mutex_destroy(&c->addr_lock);
     free(c);
 }

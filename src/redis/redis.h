@@ -170,6 +170,9 @@ struct redis_stats {
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out);
 /* Connected, with every script loaded. */
 int redis_ready(const struct redis_client *c);
+/* The node its commands go to, "host:port" (Sentinel mode: the primary they named, or
+ * "(primary of 'NAME')" before they named one), into buf. Any thread. */
+void redis_node(const struct redis_client *c, char *buf, size_t len);
 /* The settings it runs with (borrowed from its creator). */
 const struct redis_conf *redis_client_conf(const struct redis_client *c);
 

@@ -117,6 +117,12 @@ Test(admin, metrics_pass_promtool_and_move_with_requests)
     promtool_check(after);
     cr_assert_eq(harness_metric(after, "idemproxy_requests_total{outcome=\"executed\"}"), 1, "%s",
                  after);
+    {
+        char series[96];
+        snprintf(series, sizeof(series), "idemproxy_redis_node_workers{node=\"%s\"}",
+                 stack.redis_arg);
+        cr_assert_eq(harness_metric(after, series), 2, "%s", after); /* both workers */
+    }
     cr_assert_eq(harness_metric(after, "idemproxy_requests_total{outcome=\"replayed\"}"), 1, "%s",
                  after);
     cr_assert_eq(harness_metric(after, "idemproxy_requests_total{outcome=\"keyless\"}"), 1, "%s",
@@ -190,8 +196,21 @@ Test(admin, health_and_readiness_follow_redis_and_the_drain)
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(r.body, "{\"status\":\"ok\"}\n");
     harness_resp_free(&r);
-    get(admin_port, "/readyz", &r);
+    /* ready once every worker's Redis connection has its scripts (a condition: under
+     * ASan the admin listener can be up before the workers are connected) */
+    for (int i = 0; i < 100; i++) {
+        get(admin_port, "/readyz", &r);
+        if (r.status == 200)
+            break;
+        harness_resp_free(&r);
+        usleep(50 * 1000);
+    }
     cr_assert_eq(r.status, 200, "%s", r.body);
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "\"redis\":[\"%s\"]", stack.redis_arg);
+        cr_assert(strstr(r.body, want), "readiness does not name the node: %s", r.body);
+    }
     harness_resp_free(&r);
     /* Redis gone: not ready (the proxy keeps serving keyless traffic) */
     cr_assert_geq(harness_stop(stack.redis_pid, SIGKILL, 5000), 0);
@@ -201,7 +220,8 @@ Test(admin, health_and_readiness_follow_redis_and_the_drain)
     cr_assert(strstr(r.body, "redis not ready"), "%s", r.body);
     harness_resp_free(&r);
     cr_assert_gt(harness_restart_redis(stack.redis_port, "redis"), 0);
-    for (int i = 0; i < 30; i++) {
+    /* the reconnect back-off is at most 1 s; 10 s bounds a loaded machine */
+    for (int i = 0; i < 100; i++) {
         get(admin_port, "/readyz", &r);
         st = r.status;
         harness_resp_free(&r);

@@ -80,6 +80,8 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
 {
     char *out, sentinels[256], before[64], after[64] = "";
     const char *extra[16];
+    char admin_arg[32], raw[128], want[96];
+    uint16_t admin;
     struct harness_keyed q = {.path = "/pay", .key = "st-1", .body = "{\"amount\":5}"};
     struct harness_resp r;
     unsigned s1;
@@ -101,6 +103,10 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
     extra[n++] = "idemproxy";
     extra[n++] = "--redis-wait";
     extra[n++] = "1,200ms";
+    admin = harness_free_port();
+    snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin);
+    extra[n++] = "--admin-listen";
+    extra[n++] = admin_arg;
     extra[n] = NULL;
     pid = harness_stack_proxy(&stack, &port, "proxyC", extra);
     cr_assert_gt(pid, 0);
@@ -146,6 +152,17 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
     out = harness_read_log("proxyC");
     cr_assert(strstr(out, after), "the proxy never named the new primary %s:\n%s", after, out);
     free(out);
+    /* the readiness and the metrics say which node is the primary now */
+    snprintf(raw, sizeof(raw), "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
+    snprintf(want, sizeof(want), "\"redis\":[\"%s\"]", after);
+    cr_assert(strstr(r.body, want), "%s", r.body);
+    harness_resp_free(&r);
+    snprintf(raw, sizeof(raw), "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
+    snprintf(want, sizeof(want), "idemproxy_redis_node_workers{node=\"%s\"}", after);
+    cr_assert_eq(harness_metric(r.body, want), 2, "%s", r.body);
+    harness_resp_free(&r);
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }
 
