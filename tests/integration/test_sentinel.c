@@ -80,7 +80,7 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
 {
     char *out, sentinels[256], before[64], after[64] = "";
     const char *extra[16];
-    char admin_arg[32], raw[128], want[96];
+    char admin_arg[32], raw[128], want[160];
     uint16_t admin;
     struct harness_keyed q = {.path = "/pay", .key = "st-1", .body = "{\"amount\":5}"};
     struct harness_resp r;
