@@ -249,6 +249,23 @@ static void sweep_group(pid_t pid)
     }
 }
 
+/* pid is in the stopped state ('T' in /proc/PID/stat: SIGSTOP, not a tracer's 't'). */
+static int proc_stopped(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+    return p && p[1] == ' ' && p[2] == 'T';
+}
+
 int harness_stop(pid_t pid, int sig, int timeout_ms)
 {
     long long deadline = now_ms() + timeout_ms;
@@ -259,8 +276,10 @@ int harness_stop(pid_t pid, int sig, int timeout_ms)
         return -1;
     kill(pid, sig);
     /* a process a test froze (SIGSTOP) and left frozen when an assertion ended it early
-     * would sit on the signal until the deadline: let it handle it */
-    if (sig != 0 && sig != SIGKILL && sig != SIGSTOP)
+     * would sit on the signal until the deadline: let it handle it. Only one that is
+     * stopped: a SIGCONT that lands while an exiting ASan process has LeakSanitizer
+     * suspending its threads (ptrace) can leave it hanging there. */
+    if (sig != 0 && sig != SIGKILL && sig != SIGSTOP && proc_stopped(pid))
         kill(pid, SIGCONT);
     for (;;) {
         pid_t r = waitpid(pid, &status, WNOHANG);
