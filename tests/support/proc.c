@@ -275,13 +275,14 @@ int harness_stop(pid_t pid, int sig, int timeout_ms)
     if (pid <= 0)
         return -1;
     kill(pid, sig);
-    /* a process a test froze (SIGSTOP) and left frozen when an assertion ended it early
-     * would sit on the signal until the deadline: let it handle it. Only one that is
-     * stopped: a SIGCONT that lands while an exiting ASan process has LeakSanitizer
-     * suspending its threads (ptrace) can leave it hanging there. */
-    if (sig != 0 && sig != SIGKILL && sig != SIGSTOP && proc_stopped(pid))
-        kill(pid, SIGCONT);
     for (;;) {
+        /* a process a test froze (SIGSTOP) and left frozen when an assertion ended it
+         * early would sit on the signal until the deadline: let it handle it. Checked
+         * while waiting (a SIGSTOP just sent may not have taken effect yet), and only
+         * when it is stopped: a SIGCONT that lands while an exiting ASan process has
+         * LeakSanitizer suspending its threads (ptrace) can leave it hanging there. */
+        if (sig != 0 && sig != SIGKILL && sig != SIGSTOP && proc_stopped(pid))
+            kill(pid, SIGCONT);
         pid_t r = waitpid(pid, &status, WNOHANG);
 
         if (r == pid) {
