@@ -59,7 +59,10 @@ fi
 [ ! -f "$DIR/pids" ] || die "$DIR already holds a running topology (run: $0 $KIND down $DIR)"
 rm -rf "$DIR"
 mkdir -p "$DIR"
-trap 'down; die "the $KIND topology did not come up (logs in $DIR)"' ERR
+# On any failure (set -e also fires inside functions, where an ERR trap would not without
+# errtrace) stop what was started: the nodes daemonize, nothing else would reap them.
+UP_OK=0
+trap '[ $UP_OK -eq 1 ] || { down; say "error: the $KIND topology did not come up (logs in $DIR)"; }' EXIT
 
 # node PORT [ARGS...]: one redis-server daemon, its PID recorded
 node() {
@@ -162,6 +165,6 @@ else
         echo "redis-cluster ${seeds[*]}"
     } >"$DIR/idemproxy.conf"
 fi
-trap - ERR
+UP_OK=1
 cat "$DIR/idemproxy.conf"
 say "$KIND topology up; stop it with: $0 $KIND down $DIR"
