@@ -155,21 +155,35 @@ static void rconn_flush_cb(evutil_socket_t fd, short what, void *arg)
     rconn_gone(rc);
 }
 
+static void rconn_read(struct rconn *rc);
+
 static void rconn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct rconn *rc = arg;
+    rconn_read(arg);
+}
+
+void rconn_read_ready(struct rconn *rc)
+{
+    if (rc && rc->connected && !rc->closed && !rc->dead)
+        rconn_read(rc);
+}
+
+/* One read: deliver every whole reply it completes. Frees rc at the end if a callback
+ * asked for it (unless an outer callback of rc is still running). */
+static void rconn_read(struct rconn *rc)
+{
     char buf[RCONN_READ_CHUNK], why[160];
     ssize_t n;
     void *reply;
 
     n = read(rc->fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
     if (n == 0) {
         rconn_fail(rc, "closed by the server");
         goto out;
     }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
         snprintf(why, sizeof(why), "read: %s", strerror(errno));
         rconn_fail(rc, why);
         goto out;

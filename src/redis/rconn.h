@@ -48,6 +48,12 @@ int rconn_write(struct rconn *rc, const void *bytes, size_t len);
 /* Close at once (unsent bytes are dropped) and free; safe inside rc's own callbacks. */
 void rconn_free(struct rconn *rc);
 
+/* Read what has already arrived and deliver its replies now (non-blocking), for an owner
+ * about to give up on one: the loop may run a deadline timer before the read event of
+ * a reply that is already in the socket. rc may be freed inside (as in any callback:
+ * the owner learns it from its own on_close / rconn_free). */
+void rconn_read_ready(struct rconn *rc);
+
 /* on_connect ran (the connection may have closed since). */
 int rconn_connected(const struct rconn *rc);
 

@@ -341,6 +341,10 @@ static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
                        "no Redis connection within redis-timeout (not sent)");
         redis_cmd_free(cmd);
     }
+    /* the loop may run this timer before the read event of a reply already in the
+     * socket: take what has arrived before giving up on it */
+    if (c->conn && (cmd = TAILQ_FIRST(&c->queue)) && cmd->deadline <= now)
+        rconn_read_ready(c->conn);
     cmd = TAILQ_FIRST(&c->queue);
     if (!cmd || cmd->deadline > now) {
         redis_arm_deadline(c);
