@@ -15,7 +15,24 @@
 
 #include "harness.h"
 
-TestSuite(scripts, .fini = harness_cleanup, .timeout = 600);
+/* A topology a test started ("kind", dir): its nodes daemonize, so harness_cleanup's
+ * process groups do not cover them; the suite's .fini stops it even after a failed
+ * assertion. */
+static const char *topo_kind;
+static char topo_dir[512];
+
+static void scripts_fini(void)
+{
+    if (topo_kind) {
+        char cmd[700];
+        snprintf(cmd, sizeof(cmd), "bash %s/scripts/redis-topology.sh %s down %s >/dev/null 2>&1",
+                 SOURCE_DIR, topo_kind, topo_dir);
+        (void)!system(cmd);
+    }
+    harness_cleanup();
+}
+
+TestSuite(scripts, .fini = scripts_fini, .timeout = 600);
 
 /* Run "bash SCRIPT args..." with output in <tmpdir>/<logname>.log; returns the exit code. */
 static int run_script(const char *logname, char **out, int timeout_ms, const char *const args[])
@@ -501,6 +518,8 @@ Test(scripts, redis_topology_sentinel_up_failover_down)
     unsigned s1;
 
     snprintf(dir, sizeof(dir), "%s/topo-sentinel", harness_tmpdir());
+    topo_kind = "sentinel";
+    snprintf(topo_dir, sizeof(topo_dir), "%s", dir);
     cr_assert_eq(run_script("topology-up", &out, 60000, args), 0, "%s", out);
     free(out);
     topology_read(dir, &conf, &pids);
@@ -533,6 +552,8 @@ Test(scripts, redis_topology_cluster_up_down)
     unsigned seed;
 
     snprintf(dir, sizeof(dir), "%s/topo-cluster", harness_tmpdir());
+    topo_kind = "cluster";
+    snprintf(topo_dir, sizeof(topo_dir), "%s", dir);
     cr_assert_eq(run_script("topology-up", &out, 60000, args), 0, "%s", out);
     free(out);
     topology_read(dir, &conf, &pids);
