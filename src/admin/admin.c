@@ -81,23 +81,25 @@ static void admin_json(struct frontend_req *r, int status, const char *json)
 
 /* The distinct Redis nodes the workers' commands go to (Sentinel mode: the primary each
  * was told of), with how many workers use each. Returns how many. */
-static size_t admin_nodes(const struct admin *a, char nodes[][CONF_HOST_MAX + 16],
+static size_t admin_nodes(const struct admin *a, char nodes[][REDIS_NODE_NAME_MAX],
                           unsigned *workers)
 {
     size_t n = 0;
 
     for (size_t i = 0; i < a->nsrc; i++) {
-        char one[CONF_HOST_MAX + 16];
-        size_t k;
-        redis_node(a->src[i].redis, one, sizeof(one));
-        for (k = 0; k < n && strcmp(nodes[k], one) != 0; k++)
-            ;
-        if (k == n && n < ADMIN_MAX_NODES) {
-            memcpy(nodes[n], one, sizeof(one));
-            workers[n++] = 0;
+        char mine[REDIS_MAX_NODES][REDIS_NODE_NAME_MAX];
+        size_t m = redis_nodes(a->src[i].redis, mine, REDIS_MAX_NODES);
+        for (size_t j = 0; j < m; j++) {
+            size_t k;
+            for (k = 0; k < n && strcmp(nodes[k], mine[j]) != 0; k++)
+                ;
+            if (k == n && n < ADMIN_MAX_NODES) {
+                memcpy(nodes[n], mine[j], sizeof(mine[j]));
+                workers[n++] = 0;
+            }
+            if (k < n)
+                workers[k]++;
         }
-        if (k < n)
-            workers[k]++;
     }
     return n;
 }
@@ -106,7 +108,7 @@ static size_t admin_nodes(const struct admin *a, char nodes[][CONF_HOST_MAX + 16
  * beyond quotes and backslashes is needed, and those are escaped). */
 static void admin_nodes_json(const struct admin *a, struct evbuffer *b)
 {
-    char nodes[ADMIN_MAX_NODES][CONF_HOST_MAX + 16];
+    char nodes[ADMIN_MAX_NODES][REDIS_NODE_NAME_MAX];
     unsigned workers[ADMIN_MAX_NODES];
     size_t n = admin_nodes(a, nodes, workers);
 
@@ -305,7 +307,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         }
     }
     {
-        char nodes[ADMIN_MAX_NODES][CONF_HOST_MAX + 16];
+        char nodes[ADMIN_MAX_NODES][REDIS_NODE_NAME_MAX];
         unsigned workers[ADMIN_MAX_NODES];
         size_t n = admin_nodes(a, nodes, workers);
         metrics_header(b, "idemproxy_redis_node_workers", "gauge",

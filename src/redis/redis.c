@@ -15,13 +15,20 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "redis/cluster.h"
 #include "redis/rconn.h"
 #include "redis/sentinel.h"
 
-#define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
-#define REDIS_BACKOFF_MAX 1000
-#define REDIS_WAITING_MAX 65536 /* commands queued while there is no connection */
-#define REDIS_PING_MS     1000  /* an idle connection is checked this often */
+#define REDIS_BACKOFF_MIN     50 /* ms before reconnecting, doubling */
+#define REDIS_BACKOFF_MAX     1000
+#define REDIS_WAITING_MAX     65536 /* commands queued while there is no connection */
+#define REDIS_PING_MS         1000  /* an idle connection is checked this often */
+#define REDIS_RETRY_MIN_MS    20    /* TRYAGAIN, CLUSTERDOWN...: wait this long, doubling */
+#define REDIS_RETRY_MAX_MS    200
+#define REDIS_REFRESH_MIN_MS  200 /* between two reads of the slot map */
+#define REDIS_REFRESH_DOWN_MS 250 /* ... while a primary of it cannot be reached */
+
+_Static_assert(REDIS_RETRY_REASONS == CLUSTER_RETRY_COUNT, "one counter per retry reason");
 
 static int redis_wait_set(const struct conf_directive *d, void *base, const char *where, int argc,
                           const char **argv, char *err, size_t errlen);
@@ -67,6 +74,29 @@ const struct conf_directive redis_conf_rows[] = {
      .choices = redis_wait_policy_choices,
      .arg = "fail|degrade",
      .help = "a claim WAIT did not confirm: 503, or forward it"},
+    {.name = "redis-cluster",
+     .type = CONF_T_ADDR_LIST,
+     .flags = CONF_F_REPEATABLE,
+     .off = offsetof(struct redis_conf, cluster),
+     .count_off = offsetof(struct redis_conf, ncluster),
+     .arg = "HOST:PORT",
+     .help = "Redis Cluster seed node (slot map); repeat for more"},
+    {.name = "redis-max-redirects",
+     .type = CONF_T_INT,
+     .min = 0,
+     .max = 16,
+     .def = "5",
+     .off = offsetof(struct redis_conf, max_redirects),
+     .arg = "N",
+     .help = "MOVED / ASK redirects followed per command (Cluster)"},
+    {.name = "redis-refresh",
+     .type = CONF_T_DURATION,
+     .min = 0,
+     .max = CONF_MS_DAY,
+     .def = "30s",
+     .off = offsetof(struct redis_conf, refresh_ms),
+     .arg = "DURATION",
+     .help = "re-read slot map / re-ask Sentinels (0: on errors only)"},
     {.name = "redis-sentinel",
      .type = CONF_T_ADDR_LIST,
      .flags = CONF_F_REPEATABLE,
@@ -124,6 +154,18 @@ static int redis_wait_set(const struct conf_directive *d, void *base, const char
 
 int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen)
 {
+    char a[CONF_HOST_MAX + 16];
+
+    if (conf->ncluster && (conf->nsentinels || conf->sentinel_master))
+        return conf_fail(err, errlen,
+                         "redis-cluster: cannot be used with redis-sentinel (one mode: a "
+                         "cluster's own failover, or Sentinels)");
+    /* redis has a default: only a value other than it is known to be given */
+    if ((conf->ncluster || conf->nsentinels) &&
+        strcmp(conf_addr_str(&conf->addr, a, sizeof(a)), "127.0.0.1:6379") != 0)
+        return conf_fail(err, errlen, "redis %s: not used with %s (give the node%s there instead)",
+                         a, conf->ncluster ? "redis-cluster" : "redis-sentinel",
+                         conf->ncluster ? "s as seeds" : "'s Sentinels");
     if (conf->wait_replicas > 0 && conf->wait_timeout_ms >= conf->timeout_ms)
         return conf_fail(err, errlen,
                          "redis-wait: its timeout (%llu ms) must be shorter than redis-timeout "
@@ -153,19 +195,37 @@ enum redis_cmd_kind {
     RC_SCRIPT_LOAD, /* script = which */
     RC_PING,        /* the idle check */
     RC_ROLE,        /* Sentinel mode: is it still the primary? (first, and the idle check) */
+    RC_SLOTS,       /* Cluster mode: CLUSTER SLOTS, for the slot map (has a callback) */
+};
+
+/* Where a command is: each state is one list (see struct redis_node / redis_client). */
+enum redis_cmd_state {
+    RS_NONE = 0, /* in no list: being handled */
+    RS_UNROUTED, /* c->unrouted: no node for it yet, or a retry after a delay */
+    RS_WAITING,  /* node->waiting: for the node's connection */
+    RS_SENT,     /* node->queue: written, its reply awaited */
 };
 
 struct redis_cmd {
     struct redis_client *c;
+    struct redis_node *node; /* RS_WAITING / RS_SENT: which */
     enum redis_cmd_kind kind;
+    enum redis_cmd_state state;
     int script; /* index into c->scripts, or -1 for a plain command */
     unsigned flags;
     redis_reply_cb cb;
     void *arg;
     uint64_t deadline; /* monotonic ms */
+    uint64_t retry_at; /* RS_UNROUTED: route it again then */
+    int in_deadlines;  /* on c->deadlines */
     int timed_out;     /* its deadline passed: the connection was reset for it */
     int resent;        /* already fell back from EVALSHA to EVAL */
     int wait_sent;     /* a WAIT follows it on the connection */
+    int slot;          /* cluster: the slot of its key, -1 when it has none */
+    int redirects;     /* MOVED / ASK followed */
+    int retries;       /* TRYAGAIN, CLUSTERDOWN... waited out */
+    int asking;        /* ASK: send ASKING right before it */
+    int asking_sent;   /* ... and that reply comes first */
     redisReply *own;   /* its own reply, kept until the WAIT's arrives (owned) */
     /* kept for the EVAL fallback: argv[0..1] are replaced by EVAL + script text */
     int argc;
@@ -177,9 +237,8 @@ struct redis_cmd {
     size_t fmtlen;
     char *fmt_owned;
     int borrow_gone; /* cancelled: the borrowed bytes may be freed, never send them again */
-    /* c->queue (sent, awaiting replies) or c->waiting (not sent yet); each list is in
-     * deadline order, so the oldest of its first two is the next deadline */
-    TAILQ_ENTRY(redis_cmd) link;
+    TAILQ_ENTRY(redis_cmd) link;  /* the list of its state */
+    TAILQ_ENTRY(redis_cmd) dlink; /* c->deadlines */
 };
 TAILQ_HEAD(redis_cmd_list, redis_cmd);
 
@@ -193,34 +252,71 @@ struct redis_watch {
 };
 TAILQ_HEAD(redis_watch_list, redis_watch);
 
+/* One Redis node and our command connection to it (one node in single and Sentinel
+ * mode, whose address Sentinel mode changes; every primary of the map, and the seeds,
+ * in Cluster mode). Owned by its client, freed with it. */
+struct redis_node {
+    struct redis_client *c;
+    struct conf_addr addr;
+    char name[REDIS_NODE_NAME_MAX]; /* "host:port", for logs */
+    struct rconn *conn;
+    int was_down;
+    int setup_failed;      /* AUTH or SCRIPT LOAD refused: logged once until ready again */
+    size_t scripts_loaded; /* on this connection */
+    int ready;             /* connected with every script loaded */
+    int role_ok; /* the connection may take callers' commands (Sentinel: ROLE said master) */
+    int seed;    /* cluster: given by redis-cluster */
+    int in_map;  /* cluster: serves slots in the current map */
+    unsigned backoff;
+    struct event *reconnect_ev;
+    struct redis_cmd_list queue;   /* sent on conn, in send order */
+    struct redis_cmd_list waiting; /* for a connection (or ROLE master), in order */
+};
+
+#define REDIS_NO_NODE 0xffffu
+
 struct redis_client {
     struct event_base *base;
     const struct redis_conf *conf;
     const struct redis_script *scripts;
     size_t nscripts;
-    char (*sha)[41];               /* SHA1 hex of each script */
-    char addr[CONF_HOST_MAX + 16]; /* the node; written by its worker under addr_lock */
-    pthread_mutex_t addr_lock;     /* ... which the admin thread takes to read it */
-    char wait_cmd[64];             /* "WAIT n t" in the wire format, when redis-wait is on */
+    char (*sha)[41];   /* SHA1 hex of each script */
+    char wait_cmd[64]; /* "WAIT n t" in the wire format, when redis-wait is on */
     size_t wait_cmd_len;
+    /* the nodes' names as the admin thread reads them (redis_nodes), under pub_lock */
+    pthread_mutex_t pub_lock;
+    char (*pub)[REDIS_NODE_NAME_MAX];
+    size_t npub;
     /* Sentinel mode: who to ask, and the primary they named (target_known) */
     struct sentinel *sentinel;
     struct conf_addr target;
     int target_known;
-    int role_ok; /* the connection may take callers' commands (Sentinel: ROLE said master) */
-    /* command connection */
-    struct rconn *conn;
-    int was_down;
-    int setup_failed;      /* AUTH or SCRIPT LOAD refused: logged once until ready again */
-    size_t scripts_loaded; /* on this connection */
-    int ready;             /* connected with every script loaded (read by other threads) */
-    unsigned backoff;
-    struct event *reconnect_ev;
+    /* the nodes: nodes[0] alone outside Cluster mode */
+    struct redis_node **nodes;
+    size_t nnodes;
+    /* Cluster mode: slot -> index in nodes (REDIS_NO_NODE: not served) */
+    int cluster;
+    uint16_t *slots;
+    int map_ok;        /* a map was read */
+    int map_full;      /* ... and every slot is served */
+    uint64_t map_at;   /* monotonic ms it was last read (read by other threads) */
+    int refreshing;    /* a CLUSTER SLOTS is out */
+    int refresh_again; /* ... and something asked for another meanwhile */
+    uint64_t last_refresh;
+    unsigned refresh_backoff;
+    size_t refresh_from; /* which node to ask next after a failed refresh */
+    int map_failed;      /* a refresh failed: logged once until one succeeds */
+    struct event *refresh_ev;
+    struct event *periodic_ev; /* redis-refresh */
+    struct redis_cmd_list unrouted;
+    struct event *route_ev;
+    /* every pending command, soonest deadline first; one timer for the first */
+    struct redis_cmd_list deadlines;
     struct event *deadline_ev;
     struct event *ping_ev;
-    struct redis_cmd_list queue;   /* sent on conn, in send order */
-    struct redis_cmd_list waiting; /* issued while there was no connection, in order */
-    size_t nwaiting;
+    size_t nwaiting;      /* unrouted + waiting on every node */
+    int ready;            /* read by other threads */
+    int moved_standalone; /* "a cluster node": logged once */
     /* pub/sub connection */
     struct rconn *sub;
     unsigned sub_backoff;
@@ -231,11 +327,14 @@ struct redis_client {
     struct redis_stats stats;
 };
 
-static void redis_connect(struct redis_client *c);
-static void redis_send_waiting(struct redis_client *c);
+static void redis_node_connect(struct redis_node *n);
+static void redis_send_waiting(struct redis_node *n);
 static void redis_sub_connect(struct redis_client *c);
 static void redis_cmd_free(struct redis_cmd *cmd);
-static void redis_note_down(struct redis_client *c, const char *why);
+static void redis_note_down(struct redis_node *n, const char *why);
+static void redis_refresh_soon(struct redis_client *c);
+static int redis_route(struct redis_client *c, struct redis_cmd *cmd);
+static void redis_update_ready(struct redis_client *c);
 
 static void redis_schedule(struct event *ev, unsigned *backoff)
 {
@@ -248,21 +347,18 @@ static void redis_schedule(struct event *ev, unsigned *backoff)
     evtimer_add(ev, &tv);
 }
 
-/* The command whose deadline comes first: the head of one of the two lists. */
-static struct redis_cmd *redis_next_deadline(struct redis_client *c)
+static void redis_timer_in(struct event *ev, uint64_t ms)
 {
-    struct redis_cmd *a = TAILQ_FIRST(&c->queue), *b = TAILQ_FIRST(&c->waiting);
+    struct timeval tv = clock_tv(ms);
 
-    if (!a || !b)
-        return a ? a : b;
-    return a->deadline <= b->deadline ? a : b;
+    evtimer_add(ev, &tv);
 }
 
-/* Arm the single deadline timer for the oldest pending command. */
+/* ---- deadlines: one list of every pending command, one timer ---- */
+
 static void redis_arm_deadline(struct redis_client *c)
 {
-    struct redis_cmd *cmd = redis_next_deadline(c);
-    struct timeval tv;
+    struct redis_cmd *cmd = TAILQ_FIRST(&c->deadlines);
     uint64_t now;
 
     if (!cmd) {
@@ -270,96 +366,166 @@ static void redis_arm_deadline(struct redis_client *c)
         return;
     }
     now = clock_mono_ms();
-    tv = clock_tv(cmd->deadline > now ? cmd->deadline - now : 0);
-    evtimer_add(c->deadline_ev, &tv);
+    redis_timer_in(c->deadline_ev, cmd->deadline > now ? cmd->deadline - now : 0);
 }
 
-/* Report to the command's owner (once). Internal commands have no owner. */
+/* Commands mostly come in deadline order: walk back from the tail. */
+static void redis_deadline_add(struct redis_client *c, struct redis_cmd *cmd)
+{
+    struct redis_cmd *prev = TAILQ_LAST(&c->deadlines, redis_cmd_list);
+
+    while (prev && prev->deadline > cmd->deadline)
+        prev = TAILQ_PREV(prev, redis_cmd_list, dlink);
+    if (prev)
+        TAILQ_INSERT_AFTER(&c->deadlines, prev, cmd, dlink);
+    else
+        TAILQ_INSERT_HEAD(&c->deadlines, cmd, dlink);
+    cmd->in_deadlines = 1;
+    if (TAILQ_FIRST(&c->deadlines) == cmd)
+        redis_arm_deadline(c);
+}
+
+static void redis_deadline_remove(struct redis_client *c, struct redis_cmd *cmd)
+{
+    if (!cmd->in_deadlines)
+        return;
+    TAILQ_REMOVE(&c->deadlines, cmd, dlink);
+    cmd->in_deadlines = 0;
+}
+
+/* Take cmd out of the list of its state (not out of c->deadlines). */
+static void redis_cmd_unlink(struct redis_cmd *cmd)
+{
+    struct redis_client *c = cmd->c;
+
+    switch (cmd->state) {
+    case RS_UNROUTED:
+        TAILQ_REMOVE(&c->unrouted, cmd, link);
+        c->nwaiting--;
+        break;
+    case RS_WAITING:
+        TAILQ_REMOVE(&cmd->node->waiting, cmd, link);
+        c->nwaiting--;
+        break;
+    case RS_SENT:
+        TAILQ_REMOVE(&cmd->node->queue, cmd, link);
+        break;
+    case RS_NONE:
+        break;
+    }
+    cmd->state = RS_NONE;
+}
+
+/* Report to the command's owner (once). Internal commands have no owner, except the
+ * slot map's CLUSTER SLOTS. */
 static void redis_cmd_done(struct redis_cmd *cmd, enum redis_status st, const redisReply *reply,
                            const char *why)
 {
     redis_reply_cb cb = cmd->cb;
 
-    if (cmd->kind != RC_USER)
+    if (cmd->kind != RC_USER && cmd->kind != RC_SLOTS)
         return;
-    if (st == REDIS_CMD_ERROR || st == REDIS_CMD_DOWN)
+    if (cmd->kind == RC_USER && (st == REDIS_CMD_ERROR || st == REDIS_CMD_DOWN))
         METRIC_INC(cmd->c->stats.errors);
     cmd->cb = NULL;
     if (cb)
         cb(st, reply, why, cmd->arg);
 }
 
-/* Drop the command connection: every command sent on it fails (TIMEOUT if it was due,
- * else DOWN), then reconnect with back-off. Commands issued from those callbacks wait
- * for the next connection. why: logged (we drop it: a deadline), or NULL (it was lost
- * and the caller said so). Never called from inside an rconn call on c->conn other than
- * its callbacks. */
-static void redis_drop(struct redis_client *c, const char *why)
+/* Report and free a command that is in no list any more. */
+static void redis_cmd_finish(struct redis_cmd *cmd, enum redis_status st, const redisReply *reply,
+                             const char *why)
 {
+    redis_cmd_done(cmd, st, reply, why);
+    redis_cmd_free(cmd);
+}
+
+/* Drop n's connection: every command sent on it fails (TIMEOUT if it was due, else
+ * DOWN), then reconnect with back-off when the node is still wanted. Commands issued from
+ * those callbacks wait for the next connection. why: logged (we drop it: a deadline), or
+ * NULL (it was lost and the caller said so). */
+static void redis_drop(struct redis_node *n, const char *why)
+{
+    struct redis_client *c = n->c;
     struct redis_cmd_list failed;
     struct redis_cmd *cmd;
 
-    if (!c->conn)
+    if (!n->conn)
         return;
     if (why) {
-        log_warn("redis: %s; reconnecting", why);
+        log_warn("redis: %s: %s; reconnecting", n->name, why);
         METRIC_INC(c->stats.reconnects);
     }
-    rconn_free(c->conn);
-    c->conn = NULL;
-    METRIC_SET(c->ready, 0);
-    c->was_down = 1;
-    c->role_ok = 0;
+    rconn_free(n->conn);
+    n->conn = NULL;
+    n->ready = 0;
+    n->was_down = 1;
+    n->role_ok = 0;
     c->target_known = 0; /* Sentinel mode: ask again who the primary is */
     TAILQ_INIT(&failed);
-    TAILQ_CONCAT(&failed, &c->queue, link);
+    TAILQ_CONCAT(&failed, &n->queue, link);
     while ((cmd = TAILQ_FIRST(&failed))) {
         TAILQ_REMOVE(&failed, cmd, link);
-        redis_cmd_done(cmd, cmd->timed_out ? REDIS_CMD_TIMEOUT : REDIS_CMD_DOWN, NULL,
-                       cmd->timed_out ? "redis did not answer in time" : "redis connection lost");
-        redis_cmd_free(cmd);
+        cmd->state = RS_NONE;
+        redis_deadline_remove(c, cmd);
+        redis_cmd_finish(cmd, cmd->timed_out ? REDIS_CMD_TIMEOUT : REDIS_CMD_DOWN, NULL,
+                         cmd->timed_out ? "redis did not answer in time" : "redis connection lost");
     }
     redis_arm_deadline(c);
-    if (!c->freeing && !evtimer_pending(c->reconnect_ev, NULL))
-        redis_schedule(c->reconnect_ev, &c->backoff);
+    redis_update_ready(c);
+    if (c->freeing)
+        return;
+    if (c->cluster)
+        redis_refresh_soon(c); /* a failover, perhaps: who serves its slots now? */
+    if (!evtimer_pending(n->reconnect_ev, NULL) &&
+        (!c->cluster || n->in_map || !TAILQ_EMPTY(&n->waiting) || (n->seed && !c->map_ok)))
+        redis_schedule(n->reconnect_ev, &n->backoff);
 }
 
 static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_client *c = arg;
-    struct redis_cmd *cmd;
+    struct redis_cmd *cmd, *s;
     uint64_t now = clock_mono_ms();
+    int read_tried = 0;
     char why[96];
 
-    /* Queued commands whose deadline passed were never sent: they fail alone (the
-     * caller knows nothing reached Redis). */
-    while ((cmd = TAILQ_FIRST(&c->waiting)) && cmd->deadline <= now) {
-        TAILQ_REMOVE(&c->waiting, cmd, link);
-        c->nwaiting--;
+    while ((cmd = TAILQ_FIRST(&c->deadlines)) && cmd->deadline <= now) {
+        struct redis_node *n = cmd->node;
+        if (cmd->state != RS_SENT) {
+            /* never sent: it fails alone (the caller knows nothing reached Redis) */
+            int unrouted = cmd->state == RS_UNROUTED;
+            redis_cmd_unlink(cmd);
+            redis_deadline_remove(c, cmd);
+            METRIC_INC(c->stats.timeouts);
+            redis_cmd_finish(cmd, REDIS_CMD_TIMEOUT, NULL,
+                             unrouted && c->cluster
+                                 ? "no cluster node took it within redis-timeout (not sent)"
+                                 : "no Redis connection within redis-timeout (not sent)");
+            continue;
+        }
+        if (!read_tried) {
+            /* the loop may run this timer before the read event of a reply already in
+             * a socket: take what has arrived before giving up on anything, then look
+             * again (what was due may have been answered, or its connection gone) */
+            read_tried = 1;
+            for (size_t i = 0; i < c->nnodes; i++)
+                if (c->nodes[i]->conn)
+                    rconn_read_ready(c->nodes[i]->conn);
+            continue;
+        }
+        /* Every command due on that connection times out; the others fail with it. */
+        TAILQ_FOREACH(s, &n->queue, link)
+        {
+            if (s->deadline <= now)
+                s->timed_out = 1;
+        }
         METRIC_INC(c->stats.timeouts);
-        redis_cmd_done(cmd, REDIS_CMD_TIMEOUT, NULL,
-                       "no Redis connection within redis-timeout (not sent)");
-        redis_cmd_free(cmd);
+        snprintf(why, sizeof(why), "no answer within redis-timeout (%llu ms)",
+                 (unsigned long long)c->conf->timeout_ms);
+        redis_drop(n, why);
     }
-    /* the loop may run this timer before the read event of a reply already in the
-     * socket: take what has arrived before giving up on it */
-    if (c->conn && (cmd = TAILQ_FIRST(&c->queue)) && cmd->deadline <= now)
-        rconn_read_ready(c->conn);
-    cmd = TAILQ_FIRST(&c->queue);
-    if (!cmd || cmd->deadline > now) {
-        redis_arm_deadline(c);
-        return;
-    }
-    /* Every command that is due times out; the others fail with the connection. */
-    TAILQ_FOREACH(cmd, &c->queue, link)
-    {
-        if (cmd->deadline <= now)
-            cmd->timed_out = 1;
-    }
-    METRIC_INC(c->stats.timeouts);
-    snprintf(why, sizeof(why), "no answer within redis-timeout (%llu ms)",
-             (unsigned long long)c->conf->timeout_ms);
-    redis_drop(c, why);
+    redis_arm_deadline(c);
 }
 
 static const char *redis_cmd_name(const struct redis_cmd *cmd)
@@ -405,29 +571,37 @@ size_t redis_format(char *dst, int argc, const char *const *argv, const size_t *
     return (size_t)(p - dst);
 }
 
-/* Put cmd on the connection (followed by WAIT when it asks and redis-wait is on). An argv
- * command is put in the wire format here: hiredis's own formatting (sdscatfmt) cost
- * several thousand instructions a command. 0 or -1. */
-static int redis_cmd_write(struct redis_client *c, struct redis_cmd *cmd)
+/* Put cmd on n's connection (after ASKING for an ASK redirect; followed by WAIT when it
+ * asks and redis-wait is on). An argv command is put in the wire format here: hiredis's
+ * own formatting (sdscatfmt) cost several thousand instructions a command. 0 or -1. */
+static int redis_cmd_write(struct redis_node *n, struct redis_cmd *cmd)
 {
+    static const char asking[] = "*1\r\n$6\r\nASKING\r\n";
+    struct redis_client *c = n->c;
     char stack[512], *buf = stack;
     size_t len;
-    int rc;
+    int rc = 0;
 
+    cmd->asking_sent = 0;
+    if (cmd->asking) {
+        if (rconn_write(n->conn, asking, sizeof(asking) - 1) < 0)
+            return -1;
+        cmd->asking_sent = 1;
+    }
     if (cmd->fmt) {
-        rc = rconn_write(c->conn, cmd->fmt, cmd->fmtlen);
+        rc = rconn_write(n->conn, cmd->fmt, cmd->fmtlen);
     } else {
         len = redis_format(NULL, cmd->argc, cmd->argv, cmd->argvlen);
         if (len > sizeof(stack) && !(buf = malloc(len)))
             return -1;
         redis_format(buf, cmd->argc, cmd->argv, cmd->argvlen);
-        rc = rconn_write(c->conn, buf, len);
+        rc = rconn_write(n->conn, buf, len);
         if (buf != stack)
             free(buf);
     }
     cmd->wait_sent = 0;
     if (rc == 0 && (cmd->flags & REDIS_F_WAIT) && c->wait_cmd_len) {
-        rc = rconn_write(c->conn, c->wait_cmd, c->wait_cmd_len);
+        rc = rconn_write(n->conn, c->wait_cmd, c->wait_cmd_len);
         cmd->wait_sent = rc == 0;
     }
     return rc;
@@ -435,10 +609,113 @@ static int redis_cmd_write(struct redis_client *c, struct redis_cmd *cmd)
 
 static void redis_cmd_free(struct redis_cmd *cmd)
 {
+    redis_deadline_remove(cmd->c, cmd);
     if (cmd->own)
         freeReplyObject(cmd->own);
     free(cmd->fmt_owned);
     free(cmd);
+}
+
+/* Give cmd to node n: written at once when its connection takes it, else kept until it
+ * does (and the node is connected if it is not yet). 0, or -1 when the write failed (cmd
+ * is then in no list). */
+static int redis_node_put(struct redis_node *n, struct redis_cmd *cmd)
+{
+    struct redis_client *c = n->c;
+
+    cmd->node = n;
+    if (!n->conn || (cmd->kind == RC_USER && !n->role_ok)) {
+        TAILQ_INSERT_TAIL(&n->waiting, cmd, link);
+        cmd->state = RS_WAITING;
+        c->nwaiting++;
+        if (!n->conn && !evtimer_pending(n->reconnect_ev, NULL) && !c->freeing)
+            redis_timer_in(n->reconnect_ev, 0); /* from the loop, not inside the caller */
+        return 0;
+    }
+    if (redis_cmd_write(n, cmd) < 0)
+        return -1;
+    TAILQ_INSERT_TAIL(&n->queue, cmd, link);
+    cmd->state = RS_SENT;
+    return 0;
+}
+
+/* Keep cmd until retry_at (0: the next loop pass), then route it again. */
+static void redis_unrouted_put(struct redis_client *c, struct redis_cmd *cmd, uint64_t retry_at)
+{
+    struct timeval tv;
+    uint64_t now = clock_mono_ms();
+
+    cmd->retry_at = retry_at;
+    cmd->node = NULL;
+    TAILQ_INSERT_TAIL(&c->unrouted, cmd, link);
+    cmd->state = RS_UNROUTED;
+    c->nwaiting++;
+    if (!evtimer_pending(c->route_ev, &tv) || retry_at <= now)
+        redis_timer_in(c->route_ev, retry_at > now ? retry_at - now : 0);
+}
+
+static void redis_route_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *c = arg;
+    struct redis_cmd_list due;
+    struct redis_cmd *cmd, *next;
+    uint64_t now = clock_mono_ms(), soonest = UINT64_MAX;
+
+    TAILQ_INIT(&due);
+    for (cmd = TAILQ_FIRST(&c->unrouted); cmd; cmd = next) {
+        next = TAILQ_NEXT(cmd, link);
+        if (cmd->retry_at <= now) {
+            redis_cmd_unlink(cmd);
+            TAILQ_INSERT_TAIL(&due, cmd, link);
+        } else if (cmd->retry_at < soonest) {
+            soonest = cmd->retry_at;
+        }
+    }
+    if (soonest != UINT64_MAX)
+        redis_timer_in(c->route_ev, soonest - now);
+    while ((cmd = TAILQ_FIRST(&due))) {
+        TAILQ_REMOVE(&due, cmd, link);
+        if (redis_route(c, cmd) < 0)
+            redis_cmd_finish(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
+    }
+}
+
+/* Cluster: a node to send a keyless command (or CLUSTER SLOTS) to: one that is ready,
+ * else the next of the map's (or the seeds') in turn. */
+static struct redis_node *redis_any_node(struct redis_client *c, size_t from)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct redis_node *n = c->nodes[(from + i) % c->nnodes];
+        if (n->ready && (n->in_map || !c->map_ok))
+            return n;
+    }
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct redis_node *n = c->nodes[(from + i) % c->nnodes];
+        if (n->in_map || (!c->map_ok && n->seed))
+            return n;
+    }
+    return c->nnodes ? c->nodes[from % c->nnodes] : NULL;
+}
+
+/* Send cmd where it belongs: the one node, or in Cluster mode the owner of its slot. */
+static int redis_route(struct redis_client *c, struct redis_cmd *cmd)
+{
+    unsigned idx;
+
+    if (!c->cluster)
+        return redis_node_put(c->nodes[0], cmd);
+    if (cmd->slot < 0) {
+        struct redis_node *n = redis_any_node(c, 0);
+        return redis_node_put(n, cmd);
+    }
+    idx = c->slots[cmd->slot];
+    if (idx == REDIS_NO_NODE) {
+        /* no map yet, or the slot is not served: wait for the next map */
+        redis_unrouted_put(c, cmd, UINT64_MAX);
+        redis_refresh_soon(c);
+        return 0;
+    }
+    return redis_node_put(c->nodes[idx], cmd);
 }
 
 /*
@@ -476,10 +753,23 @@ static int redis_cmd_to_eval(struct redis_cmd *cmd, const char *script)
     return 0;
 }
 
-/* The caller's Lua script cache was flushed (or this node never had it: a promoted
- * replica): send the script itself, with a new deadline. 1 when resent. */
-static int redis_cmd_resend_eval(struct redis_client *c, struct redis_cmd *cmd)
+/* Forget the replies of a command about to be sent again. */
+static void redis_cmd_rearm(struct redis_cmd *cmd)
 {
+    if (cmd->own) {
+        freeReplyObject(cmd->own);
+        cmd->own = NULL;
+    }
+    cmd->wait_sent = 0;
+    cmd->asking_sent = 0;
+    cmd->timed_out = 0;
+}
+
+/* The caller's Lua script cache was flushed (or this node never had it: a promoted
+ * replica): send the script itself to the same node, with a new deadline. 1 when resent. */
+static int redis_cmd_resend_eval(struct redis_node *n, struct redis_cmd *cmd)
+{
+    struct redis_client *c = n->c;
     int ok;
 
     cmd->resent = 1;
@@ -492,115 +782,201 @@ static int redis_cmd_resend_eval(struct redis_client *c, struct redis_cmd *cmd)
         cmd->argvlen[1] = strlen(c->scripts[cmd->script].text);
         ok = 1;
     }
-    if (cmd->own) {
-        freeReplyObject(cmd->own);
-        cmd->own = NULL;
-    }
+    redis_cmd_rearm(cmd);
+    redis_deadline_remove(c, cmd);
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
-    if (!ok || redis_cmd_write(c, cmd) < 0)
-        return 0;
-    TAILQ_INSERT_TAIL(&c->queue, cmd, link);
-    redis_arm_deadline(c);
-    return 1;
+    redis_deadline_add(c, cmd);
+    return ok && redis_node_put(n, cmd) == 0;
 }
 
 /* AUTH passed and every script is loaded: the connection serves (and back-off starts
  * over only now, so a node that accepts connections and refuses AUTH is not hammered). */
-static void redis_became_ready(struct redis_client *c)
+static void redis_became_ready(struct redis_node *n)
 {
-    METRIC_SET(c->ready, 1);
-    c->backoff = 0;
-    c->setup_failed = 0;
-    if (c->was_down)
-        log_info("redis: connected to %s", c->addr);
-    c->was_down = 0;
+    n->ready = 1;
+    n->backoff = 0;
+    n->setup_failed = 0;
+    if (n->was_down)
+        log_info("redis: connected to %s", n->name);
+    n->was_down = 0;
+    redis_update_ready(n->c);
 }
 
 /* An internal command's reply. */
-static void redis_internal_reply(struct redis_client *c, struct redis_cmd *cmd,
+static void redis_internal_reply(struct redis_node *n, struct redis_cmd *cmd,
                                  const redisReply *reply)
 {
+    struct redis_client *c = n->c;
+
     switch (cmd->kind) {
     case RC_AUTH:
         if (reply->type != REDIS_REPLY_ERROR)
             return;
         /* Nothing may run unauthenticated (as the default user, where it is open):
          * drop the connection and try again with back-off, logged once. */
-        if (!c->setup_failed)
+        if (!n->setup_failed)
             log_error("redis: AUTH failed on %s%s%s: %s (check redis-user and redis-password); "
                       "retrying in the background",
-                      c->addr, c->conf->user ? " as user " : "", c->conf->user ? c->conf->user : "",
+                      n->name, c->conf->user ? " as user " : "", c->conf->user ? c->conf->user : "",
                       reply->str);
-        c->setup_failed = 1;
-        redis_drop(c, NULL);
+        n->setup_failed = 1;
+        redis_drop(n, NULL);
         return;
     case RC_SCRIPT_LOAD:
         if (reply->type == REDIS_REPLY_STRING && strcmp(reply->str, c->sha[cmd->script]) == 0) {
-            if (++c->scripts_loaded == c->nscripts)
-                redis_became_ready(c);
+            if (++n->scripts_loaded == c->nscripts)
+                redis_became_ready(n);
             return;
         }
         /* A connection without its scripts never becomes ready: make another (a Redis
          * still loading its data answers LOADING for a while), logged once. */
-        if (!c->setup_failed)
+        if (!n->setup_failed)
             log_error("redis: SCRIPT LOAD %s on %s failed: %s; retrying in the background",
-                      c->scripts[cmd->script].name, c->addr,
+                      c->scripts[cmd->script].name, n->name,
                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        c->setup_failed = 1;
-        redis_drop(c, NULL);
+        n->setup_failed = 1;
+        redis_drop(n, NULL);
         return;
     case RC_ROLE:
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
             reply->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(reply->element[0]->str, "master") == 0) {
-            if (!c->role_ok) {
-                c->role_ok = 1;
-                redis_send_waiting(c);
+            if (!n->role_ok) {
+                n->role_ok = 1;
+                redis_send_waiting(n);
             }
             return;
         }
-        log_warn("redis: %s is not the primary (ROLE: %s); asking the Sentinels again", c->addr,
+        log_warn("redis: %s is not the primary (ROLE: %s); asking the Sentinels again", n->name,
                  reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
                          reply->element[0]->type == REDIS_REPLY_STRING
                      ? reply->element[0]->str
                  : reply->type == REDIS_REPLY_ERROR ? reply->str
                                                     : "unexpected reply");
-        redis_drop(c, NULL);
+        redis_drop(n, NULL);
         return;
     case RC_PING:
     case RC_USER:
+    case RC_SLOTS:
         return;
     }
 }
 
-/* A command's replies are in (its own, then WAIT's when one followed it): tell its owner
- * what they mean. */
-static void redis_cmd_replied(struct redis_client *c, struct redis_cmd *cmd, const redisReply *own,
-                              const redisReply *wait)
-{
-    char why[160];
+/* The index of the node at addr, made (and connected later) when new; REDIS_NO_NODE
+ * when there are too many. */
+static unsigned redis_node_index(struct redis_client *c, const struct conf_addr *addr);
 
-    if (cmd->kind != RC_USER) {
-        redis_internal_reply(c, cmd, own);
-        return;
+/* Cluster: MOVED / ASK. 1 when cmd went on to the node named (it is kept), 0 when not
+ * a redirect, -1 when it may not follow it (why set). */
+static int redis_cmd_redirect(struct redis_node *n, struct redis_cmd *cmd, const char *err,
+                              char *why, size_t whylen)
+{
+    struct redis_client *c = n->c;
+    struct conf_addr to;
+    unsigned slot, idx;
+    enum cluster_redirect kind = cluster_parse_redirect(err, &n->addr, &slot, &to);
+
+    if (kind == CLUSTER_NO_REDIRECT)
+        return 0;
+    if (!c->cluster) {
+        if (!c->moved_standalone)
+            log_error("redis: %s is a Redis Cluster node (%s): give it to redis-cluster, not "
+                      "redis",
+                      n->name, err);
+        c->moved_standalone = 1;
+        return 0;
     }
-    if (own->type == REDIS_REPLY_ERROR) {
-        log_warn("redis: %s failed: %s", redis_cmd_name(cmd), own->str);
+    if (cmd->redirects >= c->conf->max_redirects) {
+        snprintf(why, whylen, "%.80s: more than redis-max-redirects (%d) redirects", err,
+                 c->conf->max_redirects);
+        return -1;
+    }
+    if ((idx = redis_node_index(c, &to)) == REDIS_NO_NODE) {
+        snprintf(why, whylen, "%.80s: too many cluster nodes", err);
+        return -1;
+    }
+    cmd->redirects++;
+    if (kind == CLUSTER_MOVED) {
+        METRIC_INC(c->stats.moved);
+        c->slots[slot] = (uint16_t)idx; /* at once; the whole map follows */
+        c->nodes[idx]->in_map = 1;
+        redis_refresh_soon(c);
+    } else {
+        METRIC_INC(c->stats.ask);
+    }
+    cmd->asking = kind == CLUSTER_ASK;
+    redis_cmd_rearm(cmd);
+    if (redis_node_put(c->nodes[idx], cmd) < 0) {
+        snprintf(why, whylen, "redis connection lost");
+        return -1;
+    }
+    return 1;
+}
+
+/* An error that says the command did not run and may in a moment (TRYAGAIN, CLUSTERDOWN,
+ * LOADING, MASTERDOWN, READONLY): wait a little and route it again, within its deadline.
+ * 1 when kept. */
+static int redis_cmd_retry(struct redis_node *n, struct redis_cmd *cmd, const char *err)
+{
+    struct redis_client *c = n->c;
+    enum cluster_retry r = cluster_retry_reason(err);
+    uint64_t now = clock_mono_ms(), delay;
+
+    if (r == CLUSTER_RETRY_READONLY && c->sentinel && n->conn) {
+        log_warn("redis: %s became a replica; asking the Sentinels again", n->name);
+        redis_drop(n, NULL);
+    }
+    if (r == CLUSTER_RETRY_NONE || (r == CLUSTER_RETRY_READONLY && !c->cluster && !c->sentinel))
+        return 0;
+    delay = (uint64_t)REDIS_RETRY_MIN_MS << (cmd->retries < 4 ? cmd->retries : 4);
+    if (delay > REDIS_RETRY_MAX_MS)
+        delay = REDIS_RETRY_MAX_MS;
+    if (now + delay >= cmd->deadline)
+        return 0;
+    cmd->retries++;
+    METRIC_INC(c->stats.retries[r]);
+    if (c->cluster && r != CLUSTER_RETRY_LOADING && r != CLUSTER_RETRY_TRYAGAIN)
+        redis_refresh_soon(c);
+    redis_cmd_rearm(cmd);
+    redis_unrouted_put(c, cmd, now + delay);
+    return 1;
+}
+
+/* A command's replies are in (its own, then WAIT's when one followed it): tell its owner
+ * what they mean. 1 when it was sent again (it is kept), 0 when done (free it). */
+static int redis_cmd_replied(struct redis_node *n, struct redis_cmd *cmd, const redisReply *own,
+                             const redisReply *wait)
+{
+    struct redis_client *c = n->c;
+    char why[160];
+    int rc;
+
+    if (cmd->kind != RC_USER && cmd->kind != RC_SLOTS) {
+        redis_internal_reply(n, cmd, own);
+        return 0;
+    }
+    if (own->type == REDIS_REPLY_ERROR && cmd->kind == RC_USER && !cmd->borrow_gone) {
+        if ((rc = redis_cmd_redirect(n, cmd, own->str, why, sizeof(why))) > 0)
+            return 1;
+        if (rc == 0 && redis_cmd_retry(n, cmd, own->str))
+            return 1;
+        log_warn("redis: %s failed on %s: %s", redis_cmd_name(cmd), n->name,
+                 rc < 0 ? why : own->str);
+        redis_cmd_done(cmd, REDIS_CMD_ERROR, NULL, rc < 0 ? why : own->str);
+        return 0;
+    }
+    if (own->type == REDIS_REPLY_ERROR) { /* CLUSTER SLOTS refused, or a cancelled one */
         redis_cmd_done(cmd, REDIS_CMD_ERROR, NULL, own->str);
-        if (c->sentinel && strncmp(own->str, "READONLY", 8) == 0 && c->conn) {
-            log_warn("redis: %s became a replica; asking the Sentinels again", c->addr);
-            redis_drop(c, NULL);
-        }
-        return;
+        return 0;
     }
     if (!cmd->wait_sent) {
         redis_cmd_done(cmd, REDIS_CMD_OK, own, NULL);
-        return;
+        return 0;
     }
     if (wait->type == REDIS_REPLY_INTEGER && wait->integer >= c->conf->wait_replicas) {
         METRIC_INC(c->stats.wait_ok);
         redis_cmd_done(cmd, REDIS_CMD_OK, own, NULL);
-        return;
+        return 0;
     }
     if (wait->type == REDIS_REPLY_INTEGER) {
         METRIC_INC(c->stats.wait_short);
@@ -613,77 +989,86 @@ static void redis_cmd_replied(struct redis_client *c, struct redis_cmd *cmd, con
                  wait->type == REDIS_REPLY_ERROR ? wait->str : "unexpected reply");
     }
     redis_cmd_done(cmd, REDIS_CMD_UNCONFIRMED, own, why);
+    return 0;
 }
 
-/* rconn: one reply on the command connection, for the oldest command sent. 1 when the
- * reply is kept (a command's own, until its WAIT's arrives). */
+/* rconn: one reply on a node's command connection, for the oldest command sent. 1 when
+ * the reply is kept (a command's own, until its WAIT's arrives). */
 static int redis_on_reply(redisReply *reply, void *arg)
 {
-    struct redis_client *c = arg;
-    struct redis_cmd *cmd = TAILQ_FIRST(&c->queue);
+    struct redis_node *n = arg;
+    struct redis_cmd *cmd = TAILQ_FIRST(&n->queue);
     const redisReply *own, *wait = NULL;
 
     if (!cmd) {
-        redis_drop(c, "a reply that no command asked for");
+        redis_drop(n, "a reply that no command asked for");
+        return 0;
+    }
+    if (cmd->asking_sent) { /* ASKING's +OK (an error there: the command says more) */
+        cmd->asking_sent = 0;
         return 0;
     }
     if (cmd->wait_sent && !cmd->own) {
         cmd->own = reply; /* WAIT's reply comes next */
         return 1;
     }
-    TAILQ_REMOVE(&c->queue, cmd, link);
-    redis_arm_deadline(c);
+    redis_cmd_unlink(cmd);
     own = cmd->own ? cmd->own : reply;
     if (cmd->own)
         wait = reply;
     if (own->type == REDIS_REPLY_ERROR && cmd->script >= 0 && !cmd->resent &&
         strncmp(own->str, "NOSCRIPT", 8) == 0) {
-        if (redis_cmd_resend_eval(c, cmd))
-            return 0;
-        redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
-        redis_cmd_free(cmd);
+        if (!redis_cmd_resend_eval(n, cmd))
+            redis_cmd_finish(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
+        redis_arm_deadline(n->c);
         return 0;
     }
-    redis_cmd_replied(c, cmd, own, wait);
-    redis_cmd_free(cmd);
+    if (!redis_cmd_replied(n, cmd, own, wait))
+        redis_cmd_free(cmd);
+    redis_arm_deadline(n->c);
     return 0;
 }
 
-/* Send cmd now, or keep it until there is a connection. NULL (cmd freed) when neither. */
+/* Send cmd where it goes, or keep it until it can be. NULL (cmd freed) when neither. */
 static struct redis_cmd *redis_enqueue(struct redis_client *c, struct redis_cmd *cmd)
 {
     cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
     if (cmd->kind == RC_USER)
         METRIC_INC(c->stats.commands);
-    if (!c->conn || (cmd->kind == RC_USER && !c->role_ok)) {
-        /* (re)connecting: keep it, with its deadline, until a connection is made */
-        TAILQ_INSERT_TAIL(&c->waiting, cmd, link);
-        c->nwaiting++;
-        METRIC_INC(c->stats.queued);
-        if (redis_next_deadline(c) == cmd)
-            redis_arm_deadline(c);
-        return cmd;
-    }
-    if (redis_cmd_write(c, cmd) < 0) {
+    redis_deadline_add(c, cmd);
+    if (redis_route(c, cmd) < 0) {
         redis_cmd_free(cmd);
         return NULL;
     }
-    TAILQ_INSERT_TAIL(&c->queue, cmd, link);
-    if (redis_next_deadline(c) == cmd)
-        redis_arm_deadline(c);
+    if (cmd->state != RS_SENT && cmd->kind == RC_USER)
+        METRIC_INC(c->stats.queued);
     return cmd;
 }
 
-/* Copy argv into one allocation with the command and send it. */
-static struct redis_cmd *redis_send(struct redis_client *c, enum redis_cmd_kind kind, int script,
-                                    int argc, const char *const *argv, const size_t *lens,
-                                    unsigned flags, redis_reply_cb cb, void *arg)
+/* The slot an argv command routes by (-1: none), in Cluster mode. */
+static int redis_argv_slot(const struct redis_client *c, int argc, const char *const *argv,
+                           const size_t *lens)
+{
+    const char *key;
+    size_t len;
+
+    if (!c->cluster || !cluster_command_key(argc, argv, lens, &key, &len))
+        return -1;
+    return (int)cluster_key_slot(key, len);
+}
+
+/* Copy argv into one allocation with the command. node: an internal command for that
+ * node (NULL: routed). */
+static struct redis_cmd *redis_send(struct redis_client *c, struct redis_node *node,
+                                    enum redis_cmd_kind kind, int script, int argc,
+                                    const char *const *argv, const size_t *lens, unsigned flags,
+                                    redis_reply_cb cb, void *arg)
 {
     struct redis_cmd *cmd;
     size_t total = 0;
     char *p;
 
-    if (!c->conn && c->nwaiting >= REDIS_WAITING_MAX)
+    if (c->nwaiting >= REDIS_WAITING_MAX)
         return NULL;
     for (int i = 0; i < argc; i++)
         total += lens[i];
@@ -702,42 +1087,45 @@ static struct redis_cmd *redis_send(struct redis_client *c, enum redis_cmd_kind 
     cmd->cb = cb;
     cmd->arg = arg;
     cmd->argc = argc;
+    cmd->slot = redis_argv_slot(c, argc, argv, lens);
     for (int i = 0; i < argc; i++) {
         memcpy(p, argv[i], lens[i]);
         cmd->argv[i] = p;
         cmd->argvlen[i] = lens[i];
         p += lens[i] + 1; /* calloc left the NUL */
     }
-    return redis_enqueue(c, cmd);
+    if (!node)
+        return redis_enqueue(c, cmd);
+    cmd->deadline = clock_mono_ms() + c->conf->timeout_ms;
+    redis_deadline_add(c, cmd);
+    if (redis_node_put(node, cmd) < 0) {
+        redis_cmd_free(cmd);
+        return NULL;
+    }
+    return cmd;
 }
 
-/* A command of the client's own, ahead of what waits (AUTH, SCRIPT LOAD, PING). */
-static void redis_send_internal(struct redis_client *c, enum redis_cmd_kind kind, int script,
+/* A command of the client's own to node n, ahead of what waits (AUTH, SCRIPT LOAD...). */
+static void redis_send_internal(struct redis_node *n, enum redis_cmd_kind kind, int script,
                                 int argc, const char *const *argv, const size_t *lens)
 {
-    struct redis_cmd *cmd = redis_send(c, kind, script, argc, argv, lens, 0, NULL, NULL);
+    struct redis_cmd *cmd = redis_send(n->c, n, kind, script, argc, argv, lens, 0, NULL, NULL);
 
     if (!cmd)
-        log_warn("redis: could not send %s", argv[0]);
+        log_warn("redis: could not send %s to %s", argv[0], n->name);
 }
 
-/* A new connection: send what was queued while there was none, oldest first (after the
- * AUTH and SCRIPT LOADs already sent on it). */
-static void redis_send_waiting(struct redis_client *c)
+/* A new connection (or ROLE said master): send what waited for it, oldest first (after
+ * the AUTH and SCRIPT LOADs already sent on it). */
+static void redis_send_waiting(struct redis_node *n)
 {
     struct redis_cmd *cmd;
 
-    while (c->conn && c->role_ok && (cmd = TAILQ_FIRST(&c->waiting))) {
-        TAILQ_REMOVE(&c->waiting, cmd, link);
-        c->nwaiting--;
-        if (redis_cmd_write(c, cmd) < 0) {
-            redis_cmd_done(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
-            redis_cmd_free(cmd);
-            continue;
-        }
-        TAILQ_INSERT_TAIL(&c->queue, cmd, link);
+    while (n->conn && n->role_ok && (cmd = TAILQ_FIRST(&n->waiting))) {
+        redis_cmd_unlink(cmd);
+        if (redis_node_put(n, cmd) < 0)
+            redis_cmd_finish(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
     }
-    redis_arm_deadline(c);
 }
 
 #define REDIS_EVAL_MAX_ARGS 16
@@ -763,16 +1151,18 @@ struct redis_cmd *redis_eval(struct redis_client *c, int script, const char *key
         argv[4 + i] = args[i];
         argvlen[4 + i] = lens[i];
     }
-    return redis_send(c, RC_USER, script, 4 + nargs, argv, argvlen, flags, cb, arg);
+    return redis_send(c, NULL, RC_USER, script, 4 + nargs, argv, argvlen, flags, cb, arg);
 }
 
 struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const char *cmd,
                                        size_t len, unsigned flags, redis_reply_cb cb, void *arg)
 {
     struct redis_cmd *rc;
+    const char *key;
+    size_t klen;
 
-    if (script < 0 || (size_t)script >= c->nscripts ||
-        (!c->conn && c->nwaiting >= REDIS_WAITING_MAX) || !(rc = calloc(1, sizeof(*rc))))
+    if (script < 0 || (size_t)script >= c->nscripts || c->nwaiting >= REDIS_WAITING_MAX ||
+        !(rc = calloc(1, sizeof(*rc))))
         return NULL;
     rc->c = c;
     rc->script = script;
@@ -781,6 +1171,9 @@ struct redis_cmd *redis_eval_formatted(struct redis_client *c, int script, const
     rc->arg = arg;
     rc->fmt = cmd;
     rc->fmtlen = len;
+    rc->slot = c->cluster && cluster_wire_key(cmd, len, &key, &klen)
+                   ? (int)cluster_key_slot(key, klen)
+                   : -1;
     return redis_enqueue(c, rc);
 }
 
@@ -792,7 +1185,7 @@ const char *redis_script_sha(const struct redis_client *c, int script)
 struct redis_cmd *redis_command(struct redis_client *c, int argc, const char *const *argv,
                                 const size_t *lens, unsigned flags, redis_reply_cb cb, void *arg)
 {
-    return redis_send(c, RC_USER, -1, argc, argv, lens, flags, cb, arg);
+    return redis_send(c, NULL, RC_USER, -1, argc, argv, lens, flags, cb, arg);
 }
 
 void redis_cancel(struct redis_cmd *cmd)
@@ -801,26 +1194,24 @@ void redis_cancel(struct redis_cmd *cmd)
 
     if (!cmd)
         return;
+    c = cmd->c;
     cmd->cb = NULL;
     cmd->arg = NULL;
     if (!cmd->fmt || cmd->fmt_owned)
         return; /* its bytes are its own: it is still sent (a release must be) */
     cmd->borrow_gone = 1;
-    c = cmd->c;
     /* borrowed bytes not yet written to a connection must not be read later: drop it */
-    for (struct redis_cmd *w = TAILQ_FIRST(&c->waiting); w; w = TAILQ_NEXT(w, link)) {
-        if (w == cmd) {
-            TAILQ_REMOVE(&c->waiting, cmd, link);
-            c->nwaiting--;
-            redis_cmd_free(cmd);
-            redis_arm_deadline(c);
-            return;
-        }
+    if (cmd->state == RS_WAITING || cmd->state == RS_UNROUTED) {
+        redis_cmd_unlink(cmd);
+        redis_cmd_free(cmd);
+        redis_arm_deadline(c);
     }
 }
 
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
 {
+    uint64_t at = METRIC_GET(c->map_at);
+
     out->commands = METRIC_GET(c->stats.commands);
     out->timeouts = METRIC_GET(c->stats.timeouts);
     out->errors = METRIC_GET(c->stats.errors);
@@ -830,6 +1221,13 @@ void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
     out->wait_short = METRIC_GET(c->stats.wait_short);
     out->wait_error = METRIC_GET(c->stats.wait_error);
     out->pings = METRIC_GET(c->stats.pings);
+    out->moved = METRIC_GET(c->stats.moved);
+    out->ask = METRIC_GET(c->stats.ask);
+    for (int i = 0; i < CLUSTER_RETRY_COUNT; i++)
+        out->retries[i] = METRIC_GET(c->stats.retries[i]);
+    out->refreshes = METRIC_GET(c->stats.refreshes);
+    out->cluster = c->cluster;
+    out->map_age_ms = !c->cluster ? 0 : at ? clock_mono_ms() - at : UINT64_MAX;
 }
 
 int redis_ready(const struct redis_client *c)
@@ -837,18 +1235,57 @@ int redis_ready(const struct redis_client *c)
     return METRIC_GET(c->ready);
 }
 
-void redis_node(const struct redis_client *c, char *buf, size_t len)
+size_t redis_nodes(const struct redis_client *c, char (*out)[REDIS_NODE_NAME_MAX], size_t max)
 {
     struct redis_client *m = (struct redis_client *)c; /* the lock, not the state */
+    size_t n;
 
-    pthread_mutex_lock(&m->addr_lock);
-    snprintf(buf, len, "%s", c->addr);
-    pthread_mutex_unlock(&m->addr_lock);
+    pthread_mutex_lock(&m->pub_lock);
+    n = c->npub < max ? c->npub : max;
+    memcpy(out, c->pub, n * sizeof(*out));
+    pthread_mutex_unlock(&m->pub_lock);
+    return n;
 }
 
 const struct redis_conf *redis_client_conf(const struct redis_client *c)
 {
     return c->conf;
+}
+
+/* Tell the admin thread which nodes the commands go to: the one node (Sentinel: the
+ * primary named, or "(primary of 'NAME')"), or the primaries of the slot map (the seeds
+ * before one is read). */
+static void redis_publish_nodes(struct redis_client *c)
+{
+    size_t k = 0;
+
+    pthread_mutex_lock(&c->pub_lock);
+    if (c->sentinel && !c->target_known && !c->nodes[0]->conn)
+        snprintf(c->pub[k++], REDIS_NODE_NAME_MAX, "(primary of '%s')", c->conf->sentinel_master);
+    else
+        for (size_t i = 0; i < c->nnodes && k < REDIS_MAX_NODES; i++)
+            if (!c->cluster || (c->map_ok ? c->nodes[i]->in_map : c->nodes[i]->seed))
+                memcpy(c->pub[k++], c->nodes[i]->name, REDIS_NODE_NAME_MAX);
+    c->npub = k;
+    pthread_mutex_unlock(&c->pub_lock);
+}
+
+/* Ready: the one node connected with its scripts; in Cluster mode a map serving every
+ * slot and each of its primaries so. */
+static void redis_update_ready(struct redis_client *c)
+{
+    int ready = 1;
+
+    if (!c->cluster) {
+        ready = c->nodes[0]->ready;
+    } else if (!c->map_ok || !c->map_full) {
+        ready = 0;
+    } else {
+        for (size_t i = 0; i < c->nnodes; i++)
+            if (c->nodes[i]->in_map && !c->nodes[i]->ready)
+                ready = 0;
+    }
+    METRIC_SET(c->ready, ready);
 }
 
 /* ---- connection management ---- */
@@ -875,55 +1312,68 @@ static int redis_auth_argv(const char *user, const char *password, const char *a
 
 static void redis_on_connect(void *arg)
 {
-    struct redis_client *c = arg;
+    struct redis_node *n = arg;
 
-    log_debug("redis: TCP connection to %s up", c->addr);
+    log_debug("redis: TCP connection to %s up", n->name);
 }
 
 static void redis_on_close(const char *errstr, void *arg)
 {
-    struct redis_client *c = arg;
+    struct redis_node *n = arg;
 
-    if (rconn_connected(c->conn)) {
-        log_warn("redis: connection to %s lost: %s", c->addr, errstr);
-        c->was_down = 1;
+    if (rconn_connected(n->conn)) {
+        log_warn("redis: connection to %s lost: %s", n->name, errstr);
+        n->was_down = 1;
     } else {
-        redis_note_down(c, errstr); /* once per outage, not per attempt */
+        redis_note_down(n, errstr); /* once per outage, not per attempt */
     }
-    redis_drop(c, NULL);
+    redis_drop(n, NULL);
 }
 
 static const struct rconn_cbs redis_conn_cbs = {redis_on_connect, redis_on_reply, redis_on_close};
 
 /* Log an outage once, not at every reconnect attempt. */
-static void redis_note_down(struct redis_client *c, const char *why)
+static void redis_note_down(struct redis_node *n, const char *why)
 {
-    if (!c->was_down)
-        log_warn("redis: cannot reach %s: %s; retrying in the background", c->addr, why);
-    c->was_down = 1;
+    if (!n->was_down)
+        log_warn("redis: cannot reach %s: %s; retrying in the background", n->name, why);
+    n->was_down = 1;
 }
 
-/* The Sentinels answered (or none could): connect to the primary they named. */
+static void redis_node_set_addr(struct redis_node *n, const struct conf_addr *addr)
+{
+    n->addr = *addr;
+    conf_addr_str(addr, n->name, sizeof(n->name));
+}
+
+/* The Sentinels answered (or none could): connect to the primary they named; with a
+ * connection up already (a redis-refresh check), leave it if they name another. */
 static void redis_sentinel_cb(const struct conf_addr *primary, const char *why, void *arg)
 {
     struct redis_client *c = arg;
-    char was[sizeof(c->addr)];
+    struct redis_node *n = c->nodes[0];
+    char was[sizeof(n->name)], now[sizeof(n->name)];
 
-    if (c->conn)
-        return;
-    if (!primary) {
-        redis_note_down(c, why);
-        redis_schedule(c->reconnect_ev, &c->backoff);
+    if (n->conn) {
+        if (primary && strcmp(conf_addr_str(primary, now, sizeof(now)), n->name) != 0) {
+            log_warn("redis: the Sentinels name %s as the primary of '%s' now; leaving %s", now,
+                     c->conf->sentinel_master, n->name);
+            redis_drop(n, NULL);
+        }
         return;
     }
-    memcpy(was, c->addr, sizeof(was));
+    if (!primary) {
+        redis_note_down(n, why);
+        redis_schedule(n->reconnect_ev, &n->backoff);
+        return;
+    }
+    memcpy(was, n->name, sizeof(was));
     c->target = *primary;
     c->target_known = 1;
-    pthread_mutex_lock(&c->addr_lock);
-    conf_addr_str(&c->target, c->addr, sizeof(c->addr));
-    pthread_mutex_unlock(&c->addr_lock);
-    if (strcmp(was, c->addr) != 0) {
-        log_info("redis: the Sentinels name %s as the primary of '%s'", c->addr,
+    redis_node_set_addr(n, primary);
+    redis_publish_nodes(c);
+    if (strcmp(was, n->name) != 0) {
+        log_info("redis: the Sentinels name %s as the primary of '%s'", n->name,
                  c->conf->sentinel_master);
         if (c->sub) { /* its subscriptions follow to the new primary */
             rconn_free(c->sub);
@@ -932,55 +1382,56 @@ static void redis_sentinel_cb(const struct conf_addr *primary, const char *why, 
                 redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         }
     }
-    redis_connect(c);
+    redis_node_connect(n);
 }
 
-static void redis_connect(struct redis_client *c)
+static void redis_node_connect(struct redis_node *n)
 {
+    struct redis_client *c = n->c;
     char err[256];
     const char *argv[3];
     size_t lens[3];
-    int n;
+    int k;
 
+    if (n->conn || c->freeing)
+        return;
     if (c->sentinel && !c->target_known) {
         if (sentinel_query(c->sentinel, redis_sentinel_cb, c) < 0)
-            redis_schedule(c->reconnect_ev, &c->backoff);
+            redis_schedule(n->reconnect_ev, &n->backoff);
         return;
     }
-    c->role_ok = !c->sentinel;
-    c->conn = rconn_new(c->base, c->sentinel ? &c->target : &c->conf->addr, &redis_conn_cbs, c, err,
-                        sizeof(err));
-    if (!c->conn) {
-        redis_note_down(c, err);
-        redis_schedule(c->reconnect_ev, &c->backoff);
+    n->role_ok = !c->sentinel;
+    n->conn = rconn_new(c->base, &n->addr, &redis_conn_cbs, n, err, sizeof(err));
+    if (!n->conn) {
+        redis_note_down(n, err);
+        redis_schedule(n->reconnect_ev, &n->backoff);
         return;
     }
-    c->scripts_loaded = 0;
-    METRIC_SET(c->ready, 0);
-    if ((n = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0)
-        redis_send_internal(c, RC_AUTH, -1, n, argv, lens);
+    n->scripts_loaded = 0;
+    n->ready = 0;
+    if ((k = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0)
+        redis_send_internal(n, RC_AUTH, -1, k, argv, lens);
     if (c->sentinel) {
         const char *role[] = {"ROLE"};
         size_t role_len[] = {4};
-        redis_send_internal(c, RC_ROLE, -1, 1, role, role_len);
+        redis_send_internal(n, RC_ROLE, -1, 1, role, role_len);
     }
     /* Ahead of any EVALSHA on this connection, so the scripts are there first. */
     for (size_t i = 0; i < c->nscripts; i++) {
         const char *load[] = {"SCRIPT", "LOAD", c->scripts[i].text};
         size_t load_lens[] = {6, 4, strlen(c->scripts[i].text)};
-        redis_send_internal(c, RC_SCRIPT_LOAD, (int)i, 3, load, load_lens);
+        redis_send_internal(n, RC_SCRIPT_LOAD, (int)i, 3, load, load_lens);
     }
     if (c->nscripts == 0)
-        redis_became_ready(c);
-    redis_send_waiting(c);
+        redis_became_ready(n);
+    redis_send_waiting(n);
 }
 
 static void redis_reconnect_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct redis_client *c = arg;
+    struct redis_node *n = arg;
 
-    if (!c->conn)
-        redis_connect(c);
+    redis_node_connect(n);
 }
 
 /* Every second: an idle connection gets a PING under the usual deadline, so a Redis
@@ -988,19 +1439,216 @@ static void redis_reconnect_cb(evutil_socket_t fd, short what, void *arg)
 static void redis_ping_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_client *c = arg;
-    const char *argv[] = {"PING"};
+    const char *ping[] = {"PING"}, *role[] = {"ROLE"};
     size_t lens[] = {4};
 
-    if (!c->conn || !TAILQ_EMPTY(&c->queue))
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct redis_node *n = c->nodes[i];
+        if (!n->conn || !TAILQ_EMPTY(&n->queue))
+            continue;
+        METRIC_INC(c->stats.pings);
+        /* Sentinel mode: is it still the primary? */
+        redis_send_internal(n, c->sentinel ? RC_ROLE : RC_PING, -1, 1, c->sentinel ? role : ping,
+                            lens);
+    }
+}
+
+/* ---- Cluster mode: the slot map ---- */
+
+static unsigned redis_node_index(struct redis_client *c, const struct conf_addr *addr)
+{
+    struct redis_node *n, **grown;
+
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i]->addr.port == addr->port && strcmp(c->nodes[i]->addr.host, addr->host) == 0)
+            return (unsigned)i;
+    if (c->nnodes >= REDIS_MAX_NODES || !(n = calloc(1, sizeof(*n))))
+        return REDIS_NO_NODE;
+    if (!(grown = realloc(c->nodes, (c->nnodes + 1) * sizeof(*grown))) ||
+        !(n->reconnect_ev = evtimer_new(c->base, redis_reconnect_cb, n))) {
+        if (grown)
+            c->nodes = grown;
+        free(n);
+        return REDIS_NO_NODE;
+    }
+    c->nodes = grown;
+    n->c = c;
+    redis_node_set_addr(n, addr);
+    TAILQ_INIT(&n->queue);
+    TAILQ_INIT(&n->waiting);
+    c->nodes[c->nnodes] = n;
+    return (unsigned)c->nnodes++;
+}
+
+/* A new map: every node's waiting commands whose slot moved go to their new owner. */
+static void redis_reroute(struct redis_client *c)
+{
+    struct redis_cmd *cmd, *next;
+
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct redis_node *n = c->nodes[i];
+        for (cmd = TAILQ_FIRST(&n->waiting); cmd; cmd = next) {
+            next = TAILQ_NEXT(cmd, link);
+            if (cmd->kind != RC_USER || (cmd->slot >= 0 ? c->slots[cmd->slot] == i : n->in_map))
+                continue;
+            redis_cmd_unlink(cmd);
+            redis_unrouted_put(c, cmd, 0);
+        }
+    }
+    for (cmd = TAILQ_FIRST(&c->unrouted); cmd; cmd = TAILQ_NEXT(cmd, link))
+        if (cmd->retry_at == UINT64_MAX)
+            cmd->retry_at = 0;
+    if (!TAILQ_EMPTY(&c->unrouted))
+        redis_timer_in(c->route_ev, 0);
+}
+
+/* Take the map a CLUSTER SLOTS reply gives. */
+static void redis_map_apply(struct redis_client *c, const struct cluster_range *r, size_t nr)
+{
+    size_t served = 0, primaries = 0;
+    int changed = !c->map_ok;
+
+    for (size_t i = 0; i < c->nnodes; i++)
+        c->nodes[i]->in_map = 0;
+    {
+        uint16_t *next = malloc(CLUSTER_NSLOTS * sizeof(*next));
+        if (!next)
+            return;
+        for (size_t i = 0; i < CLUSTER_NSLOTS; i++)
+            next[i] = REDIS_NO_NODE;
+        for (size_t k = 0; k < nr; k++) {
+            unsigned idx = redis_node_index(c, &r[k].primary);
+            if (idx == REDIS_NO_NODE)
+                continue;
+            c->nodes[idx]->in_map = 1;
+            for (unsigned s = r[k].from; s <= r[k].to; s++)
+                next[s] = (uint16_t)idx;
+        }
+        for (size_t i = 0; i < CLUSTER_NSLOTS; i++) {
+            served += next[i] != REDIS_NO_NODE;
+            changed |= next[i] != c->slots[i];
+        }
+        memcpy(c->slots, next, CLUSTER_NSLOTS * sizeof(*next));
+        free(next);
+    }
+    for (size_t i = 0; i < c->nnodes; i++)
+        primaries += c->nodes[i]->in_map;
+    c->map_ok = 1;
+    c->map_full = served == CLUSTER_NSLOTS;
+    METRIC_SET(c->map_at, clock_mono_ms());
+    if (changed) {
+        if (c->map_full)
+            log_info("redis: cluster slot map: %zu primaries serve all %d slots", primaries,
+                     CLUSTER_NSLOTS);
+        else
+            log_warn("redis: cluster slot map: %zu of %d slots are served (by %zu primaries); "
+                     "commands for the others wait for the map to change",
+                     served, CLUSTER_NSLOTS, primaries);
+    }
+    redis_publish_nodes(c);
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i]->in_map && !c->nodes[i]->conn &&
+            !evtimer_pending(c->nodes[i]->reconnect_ev, NULL))
+            redis_timer_in(c->nodes[i]->reconnect_ev, 0);
+    redis_reroute(c);
+    redis_update_ready(c);
+}
+
+static void redis_refresh_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Read the map again soon: at once, or 200 ms after the last read (redirects and
+ * errors come in bursts: one read serves them all). */
+static void redis_refresh_soon(struct redis_client *c)
+{
+    uint64_t now = clock_mono_ms(), at = c->last_refresh + REDIS_REFRESH_MIN_MS;
+
+    if (!c->cluster || c->freeing)
         return;
-    METRIC_INC(c->stats.pings);
-    if (c->sentinel) {
-        const char *role[] = {"ROLE"};
-        size_t role_len[] = {4};
-        redis_send_internal(c, RC_ROLE, -1, 1, role, role_len);
+    if (c->refreshing) {
+        c->refresh_again = 1;
         return;
     }
-    redis_send_internal(c, RC_PING, -1, 1, argv, lens);
+    if (!evtimer_pending(c->refresh_ev, NULL))
+        redis_timer_in(c->refresh_ev, at > now ? at - now : 0);
+}
+
+static void redis_slots_cb(enum redis_status st, const struct redisReply *reply, const char *errstr,
+                           void *arg)
+{
+    struct redis_client *c = arg;
+    struct cluster_range *r = NULL;
+    struct redis_node *asked = c->nodes[c->refresh_from % c->nnodes];
+    char err[640];
+    size_t nr = 0;
+    int down = 0;
+
+    c->refreshing = 0;
+    if (st == REDIS_CMD_OK &&
+        cluster_parse_slots(reply, &asked->addr, &r, &nr, err, sizeof(err)) == 0) {
+        if (nr == 0)
+            snprintf(err, sizeof(err), "%s serves no slots (is the cluster set up?)", asked->name);
+        else {
+            if (c->map_failed)
+                log_info("redis: cluster slot map read from %s", asked->name);
+            c->map_failed = 0;
+            c->refresh_backoff = 0;
+            redis_map_apply(c, r, nr);
+        }
+        free(r);
+    } else if (st != REDIS_CMD_OK) {
+        snprintf(err, sizeof(err), "CLUSTER SLOTS on %s: %s", asked->name, errstr);
+    }
+    if (st != REDIS_CMD_OK || nr == 0) {
+        if (!c->map_failed)
+            log_warn("redis: cannot read the cluster slot map: %s; asking another node", err);
+        c->map_failed = 1;
+        c->refresh_from++;
+        if (!c->freeing)
+            redis_schedule(c->refresh_ev, &c->refresh_backoff);
+        return;
+    }
+    /* a primary of the map that cannot be reached: its replica may be taking over, so
+     * look again until the map changes or it is back */
+    for (size_t i = 0; i < c->nnodes; i++)
+        down |= c->nodes[i]->in_map && !c->nodes[i]->ready;
+    if (c->refresh_again || down) {
+        c->refresh_again = 0;
+        if (!c->freeing && !evtimer_pending(c->refresh_ev, NULL))
+            redis_timer_in(c->refresh_ev, down ? REDIS_REFRESH_DOWN_MS : REDIS_REFRESH_MIN_MS);
+    }
+}
+
+static void redis_refresh_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *c = arg;
+    const char *argv[] = {"CLUSTER", "SLOTS"};
+    size_t lens[] = {7, 5};
+    struct redis_node *n;
+
+    if (c->refreshing || c->freeing)
+        return;
+    n = redis_any_node(c, c->refresh_from);
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i] == n)
+            c->refresh_from = i;
+    c->refreshing = 1;
+    c->last_refresh = clock_mono_ms();
+    METRIC_INC(c->stats.refreshes);
+    if (!redis_send(c, n, RC_SLOTS, -1, 2, argv, lens, 0, redis_slots_cb, c)) {
+        c->refreshing = 0;
+        redis_schedule(c->refresh_ev, &c->refresh_backoff);
+    }
+}
+
+/* redis-refresh: read the map again (Cluster), ask the Sentinels again (Sentinel). */
+static void redis_periodic_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *c = arg;
+
+    if (c->cluster)
+        redis_refresh_soon(c);
+    else if (c->sentinel && c->nodes[0]->conn && c->nodes[0]->role_ok)
+        sentinel_query(c->sentinel, redis_sentinel_cb, c);
 }
 
 /* ---- pub/sub ---- */
@@ -1092,6 +1740,15 @@ static void redis_sub_send(struct redis_client *c, const char *verb, const char 
         free(buf);
 }
 
+/* Where the pub/sub connection goes: the one node; in Cluster mode any node (a PUBLISH
+ * reaches every node of the cluster), one that is ready if there is one. */
+static const struct conf_addr *redis_sub_addr(struct redis_client *c)
+{
+    if (c->cluster)
+        return &redis_any_node(c, 0)->addr;
+    return &c->nodes[0]->addr;
+}
+
 static void redis_sub_connect(struct redis_client *c)
 {
     struct redis_watch *w;
@@ -1104,8 +1761,7 @@ static void redis_sub_connect(struct redis_client *c)
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    c->sub = rconn_new(c->base, c->sentinel ? &c->target : &c->conf->addr, &redis_sub_cbs, c, err,
-                       sizeof(err));
+    c->sub = rconn_new(c->base, redis_sub_addr(c), &redis_sub_cbs, c, err, sizeof(err));
     if (!c->sub) {
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
@@ -1210,7 +1866,8 @@ static int redis_sentinel_new(struct redis_client *c)
     int n = redis_auth_argv(conf->sentinel_user, conf->sentinel_password, auth, alens), rc = -1;
     char *buf;
 
-    snprintf(c->addr, sizeof(c->addr), "(primary of '%s')", conf->sentinel_master);
+    snprintf(c->nodes[0]->name, sizeof(c->nodes[0]->name), "(primary of '%s')",
+             conf->sentinel_master);
     if (n)
         len = redis_format(NULL, n, auth, alens);
     if (!(buf = malloc(len + redis_format(NULL, 3, q, qlens))))
@@ -1225,11 +1882,32 @@ static int redis_sentinel_new(struct redis_client *c)
     return rc;
 }
 
+/* The nodes to start from: the one (single, Sentinel), or the seeds (Cluster). */
+static int redis_nodes_new(struct redis_client *c)
+{
+    const struct redis_conf *conf = c->conf;
+
+    if (!conf->ncluster)
+        return redis_node_index(c, &conf->addr) == REDIS_NO_NODE ? -1 : 0;
+    c->cluster = 1;
+    if (!(c->slots = malloc(CLUSTER_NSLOTS * sizeof(*c->slots))))
+        return -1;
+    for (size_t i = 0; i < CLUSTER_NSLOTS; i++)
+        c->slots[i] = REDIS_NO_NODE;
+    for (size_t i = 0; i < conf->ncluster; i++) {
+        unsigned idx = redis_node_index(c, &conf->cluster[i]);
+        if (idx == REDIS_NO_NODE)
+            return -1;
+        c->nodes[idx]->seed = 1;
+    }
+    return 0;
+}
+
 struct redis_client *redis_client_new(struct event_base *base, const struct redis_conf *conf,
                                       const struct redis_script *scripts, size_t nscripts)
 {
     struct redis_client *c = calloc(1, sizeof(*c));
-    struct timeval ping = clock_tv(REDIS_PING_MS);
+    struct timeval ping = clock_tv(REDIS_PING_MS), refresh;
 
     if (!c)
         return NULL;
@@ -1237,13 +1915,15 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     c->conf = conf;
     c->scripts = scripts;
     c->nscripts = nscripts;
-    TAILQ_INIT(&c->queue);
-    TAILQ_INIT(&c->waiting);
+    TAILQ_INIT(&c->unrouted);
+    TAILQ_INIT(&c->deadlines);
     TAILQ_INIT(&c->watches);
-    pthread_mutex_init(&c->addr_lock, NULL);
-    conf_addr_str(&conf->addr, c->addr, sizeof(c->addr));
+    pthread_mutex_init(&c->pub_lock, NULL);
+    if (!(c->pub = calloc(REDIS_MAX_NODES, sizeof(*c->pub))) || redis_nodes_new(c) < 0)
+        goto err;
     if (conf->nsentinels && redis_sentinel_new(c) < 0)
         goto err;
+    redis_publish_nodes(c);
     if (conf->wait_replicas > 0) {
         char n[24], t[24];
         const char *argv[] = {"WAIT", n, t};
@@ -1257,30 +1937,51 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     for (size_t i = 0; i < nscripts; i++)
         if (redis_sha1_hex(scripts[i].text, c->sha[i]) < 0)
             goto err;
-    c->reconnect_ev = evtimer_new(base, redis_reconnect_cb, c);
     c->sub_reconnect_ev = evtimer_new(base, redis_sub_reconnect_cb, c);
     c->deadline_ev = evtimer_new(base, redis_deadline_cb, c);
     c->ping_ev = event_new(base, -1, EV_PERSIST, redis_ping_cb, c);
-    if (!c->reconnect_ev || !c->sub_reconnect_ev || !c->deadline_ev || !c->ping_ev)
+    c->route_ev = evtimer_new(base, redis_route_cb, c);
+    c->refresh_ev = evtimer_new(base, redis_refresh_cb, c);
+    c->periodic_ev = event_new(base, -1, EV_PERSIST, redis_periodic_cb, c);
+    if (!c->sub_reconnect_ev || !c->deadline_ev || !c->ping_ev || !c->route_ev || !c->refresh_ev ||
+        !c->periodic_ev)
         goto err;
     event_add(c->ping_ev, &ping);
-    redis_connect(c);
+    if (conf->refresh_ms && (c->cluster || c->sentinel)) {
+        refresh = clock_tv(conf->refresh_ms);
+        event_add(c->periodic_ev, &refresh);
+    }
+    for (size_t i = 0; i < c->nnodes; i++)
+        redis_node_connect(c->nodes[i]);
+    if (c->cluster)
+        redis_refresh_soon(c);
     return c;
 err:
     redis_client_free(c);
     return NULL;
 }
 
+static void redis_cmd_list_free(struct redis_cmd_list *l)
+{
+    struct redis_cmd *cmd;
+
+    while ((cmd = TAILQ_FIRST(l))) {
+        TAILQ_REMOVE(l, cmd, link);
+        redis_cmd_free(cmd);
+    }
+}
+
 void redis_client_free(struct redis_client *c)
 {
     struct redis_watch *w;
-    struct redis_cmd *cmd;
 
     if (!c)
         return;
     c->freeing = 1;
-    rconn_free(c->conn);
-    c->conn = NULL;
+    for (size_t i = 0; i < c->nnodes; i++) {
+        rconn_free(c->nodes[i]->conn);
+        c->nodes[i]->conn = NULL;
+    }
     rconn_free(c->sub);
     c->sub = NULL;
     while ((w = TAILQ_FIRST(&c->watches))) {
@@ -1289,24 +1990,32 @@ void redis_client_free(struct redis_client *c)
         free(w);
     }
     /* sent or not, their callbacks are not called */
-    while ((cmd = TAILQ_FIRST(&c->queue))) {
-        TAILQ_REMOVE(&c->queue, cmd, link);
-        redis_cmd_free(cmd);
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct redis_node *n = c->nodes[i];
+        redis_cmd_list_free(&n->queue);
+        redis_cmd_list_free(&n->waiting);
+        if (n->reconnect_ev)
+            event_free(n->reconnect_ev);
+        free(n);
     }
-    while ((cmd = TAILQ_FIRST(&c->waiting))) {
-        TAILQ_REMOVE(&c->waiting, cmd, link);
-        redis_cmd_free(cmd);
-    }
+    redis_cmd_list_free(&c->unrouted);
+    free(c->nodes);
+    free(c->slots);
     sentinel_free(c->sentinel);
-    if (c->reconnect_ev)
-        event_free(c->reconnect_ev);
     if (c->sub_reconnect_ev)
         event_free(c->sub_reconnect_ev);
     if (c->deadline_ev)
         event_free(c->deadline_ev);
     if (c->ping_ev)
         event_free(c->ping_ev);
+    if (c->route_ev)
+        event_free(c->route_ev);
+    if (c->refresh_ev)
+        event_free(c->refresh_ev);
+    if (c->periodic_ev)
+        event_free(c->periodic_ev);
     free(c->sha);
-    pthread_mutex_destroy(&c->addr_lock);
+    free(c->pub);
+    pthread_mutex_destroy(&c->pub_lock);
     free(c);
 }

@@ -27,6 +27,20 @@
  * in this mode the idle check is ROLE rather than PING: a primary demoted under us (a
  * failover) is left within a second.
  *
+ * Cluster (redis-cluster SEED...): the slot map is read with CLUSTER SLOTS from a seed
+ * (then from any node of it), every primary in it gets a connection of its own, and each
+ * command goes to the primary of its key's slot (redis/cluster.h: CRC16, hash tags;
+ * keyless commands to any ready node). MOVED updates the map at once and sends the command
+ * on; ASK sends it once to the node named, after ASKING; at most redis-max-redirects per
+ * command. TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN and READONLY (not executed) are
+ * waited out (20 ms doubling to 200 ms) within the command's deadline — in every mode,
+ * where they can occur. The map is read again after MOVED, a lost connection or
+ * CLUSTERDOWN (at most every 200 ms), every 250 ms while a primary of it cannot be
+ * reached (its replica may be taking over), and every redis-refresh. A command whose slot
+ * no node serves waits for the next map, within its deadline. Ready: a map serving every
+ * slot, and each of its primaries connected with its scripts. Pub/sub is classic: one
+ * connection to any node (a cluster broadcasts PUBLISH to every node).
+ *
  * WAIT (redis-wait REPLICAS TIMEOUT): a command issued with REDIS_F_WAIT is followed on
  * the same connection by "WAIT REPLICAS TIMEOUT" (WAIT is refused inside scripts, and
  * one WAIT covers every earlier write of the connection). Its callback runs once both
@@ -51,6 +65,10 @@
 
 #include "core/conf.h"
 
+#define REDIS_NODE_NAME_MAX (CONF_HOST_MAX + 16)
+#define REDIS_MAX_NODES     64 /* nodes one client knows (a cluster's primaries and seeds) */
+#define REDIS_RETRY_REASONS 6  /* enum cluster_retry's count */
+
 struct event_base;
 struct redisReply;
 struct redis_client;
@@ -63,7 +81,8 @@ enum redis_wait_policy {
 };
 
 /* The client's settings (directives redis, redis-user, redis-password, redis-timeout,
- * redis-wait, redis-wait-policy, redis-sentinel, redis-sentinel-master/-user/-password). */
+ * redis-wait, redis-wait-policy, redis-sentinel, redis-sentinel-master/-user/-password,
+ * redis-cluster, redis-max-redirects, redis-refresh). */
 struct redis_conf {
     struct conf_addr addr;    /* redis [127.0.0.1:6379] or unix:/path */
     char *user;               /* redis-user [none: AUTH password only]; owned */
@@ -79,9 +98,15 @@ struct redis_conf {
     char *sentinel_master;   /* redis-sentinel-master NAME */
     char *sentinel_user;     /* redis-sentinel-user / -password: AUTH to the Sentinels */
     char *sentinel_password; /*   themselves (the primary takes redis-user/-password) */
+    /* Cluster mode: the slot map is read from these seeds; redis is then unused */
+    struct conf_addr *cluster; /* redis-cluster HOST:PORT... ; owned */
+    size_t ncluster;
+    int max_redirects;   /* redis-max-redirects [5]: MOVED/ASK followed per command */
+    uint64_t refresh_ms; /* redis-refresh [30s]: slot map / Sentinel re-check (0: off) */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
-/* Cross-field checks (WAIT's timeout below redis-timeout). 0, or -1 with err set. */
+/* Cross-field checks (WAIT's timeout below redis-timeout, one of redis / redis-sentinel /
+ * redis-cluster). 0, or -1 with err set. */
 int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen);
 
 enum redis_status {
@@ -165,14 +190,23 @@ struct redis_stats {
     uint64_t wait_short; /* ... that saw fewer */
     uint64_t wait_error; /* ... that Redis refused (e.g. not a primary) */
     uint64_t pings;      /* health checks of an idle connection */
+    /* Cluster mode (all 0 otherwise, but retries: LOADING, READONLY... in every mode) */
+    uint64_t moved;                        /* MOVED redirects followed */
+    uint64_t ask;                          /* ASK redirects followed */
+    uint64_t retries[REDIS_RETRY_REASONS]; /* by enum cluster_retry (index 0 unused) */
+    uint64_t refreshes;                    /* CLUSTER SLOTS sent */
+    int cluster;                           /* the client runs in Cluster mode */
+    uint64_t map_age_ms;                   /* since the map was read (UINT64_MAX: never) */
 };
 /* Both may be called from any thread (the admin thread reads them). */
 void redis_get_stats(const struct redis_client *c, struct redis_stats *out);
 /* Connected, with every script loaded. */
 int redis_ready(const struct redis_client *c);
-/* The node its commands go to, "host:port" (Sentinel mode: the primary they named, or
- * "(primary of 'NAME')" before they named one), into buf. Any thread. */
-void redis_node(const struct redis_client *c, char *buf, size_t len);
+/* The nodes its commands go to, "host:port" each, into out (at most max; returns how
+ * many): the one node (Sentinel mode: the primary they named, or "(primary of 'NAME')"
+ * before they named one), or the primaries of the slot map (the seeds before it is
+ * read). Any thread. */
+size_t redis_nodes(const struct redis_client *c, char (*out)[REDIS_NODE_NAME_MAX], size_t max);
 /* The settings it runs with (borrowed from its creator). */
 const struct redis_conf *redis_client_conf(const struct redis_client *c);
 

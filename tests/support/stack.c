@@ -48,12 +48,18 @@ pid_t harness_stack_proxy(const struct harness_stack *s, uint16_t *port, const c
                           const char *const extra[])
 {
     const char *args[H_STACK_MAX_ARGS];
-    int n = 0;
+    int n = 0, other_mode = 0;
 
+    /* a proxy given Sentinels or cluster seeds takes no redis (the config refuses both) */
+    for (int i = 0; extra && extra[i]; i++)
+        other_mode |=
+            strcmp(extra[i], "--redis-sentinel") == 0 || strcmp(extra[i], "--redis-cluster") == 0;
     args[n++] = "--upstream";
     args[n++] = s->up_arg;
-    args[n++] = "--redis";
-    args[n++] = s->redis_arg;
+    if (!other_mode) {
+        args[n++] = "--redis";
+        args[n++] = s->redis_arg;
+    }
     for (int i = 0; extra && extra[i]; i++) {
         if (n == H_STACK_MAX_ARGS - 1) {
             fprintf(stderr, "harness: %s: more than %d arguments\n", logname, H_STACK_MAX_ARGS - 5);
