@@ -2,20 +2,22 @@
 # Start or stop a local Redis topology on loopback, from the one redis-server binary,
 # with short failure-detection times (1 s), for the demo, the storm and by hand.
 #
-# Usage: scripts/redis-topology.sh sentinel|cluster up|down [DIR]
+# Usage: scripts/redis-topology.sh sentinel|cluster up|down|restart [DIR] [PORT]
 #   sentinel up   1 primary + 2 replicas + 3 Sentinels (master name "idemproxy", quorum 2,
 #                 down-after-milliseconds 1000)
 #   cluster up    3 primaries + 3 replicas (cluster-node-timeout 1000)
 #   down          stop every process that "up" started in DIR (by the PIDs it recorded)
+#   restart PORT  start the node on PORT again as "up" started it (after a crash: a
+#                 cluster node rejoins from its nodes.conf, as a replica if it was failed over)
 # DIR holds the nodes' data, logs and PIDs [/tmp/idemproxy-topology-KIND]. Every node
 # binds 127.0.0.1 on a free port. "up" prints the idemproxy directives that reach it
-# (redis-sentinel + redis-sentinel-master; for a cluster, redis-cluster: a mode idemproxy
-# does not have yet) and writes them to DIR/idemproxy.conf; it fails (and stops what it
+# (redis-sentinel + redis-sentinel-master, or redis-cluster with every node as a seed) and
+# writes them to DIR/idemproxy.conf; it fails (and stops what it
 # started) when the topology is not healthy within 20 s.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 [ $# -ge 2 ] || {
     usage
     die "expected KIND and ACTION"
@@ -27,18 +29,29 @@ case $KIND in sentinel | cluster) ;; *)
     die "unknown topology '$KIND' (sentinel or cluster)"
     ;;
 esac
-case $ACTION in up | down) ;; *)
+case $ACTION in up | down | restart) ;; *)
     usage
-    die "unknown action '$ACTION' (up or down)"
+    die "unknown action '$ACTION' (up, down or restart)"
     ;;
 esac
 command -v redis-server >/dev/null || need_packages redis-server
 command -v redis-cli >/dev/null || need_packages redis-tools
 
-# Stop what DIR/pids names: TERM, up to 5 s, then KILL. Only those PIDs.
+# Stop what DIR/pids names: TERM, up to 5 s, then KILL. Only those PIDs, and only while
+# they are still a redis-server (a node killed by hand left its PID behind, and the number
+# may belong to another process by now).
 down() {
     local p i
     [ -f "$DIR/pids" ] || return 0
+    local mine=()
+    while read -r p; do
+        grep -q redis-server "/proc/$p/cmdline" 2>/dev/null && mine+=("$p")
+    done <"$DIR/pids"
+    printf '%s\n' "${mine[@]}" >"$DIR/pids"
+    [ ${#mine[@]} -gt 0 ] || {
+        rm -f "$DIR/pids"
+        return 0
+    }
     while read -r p; do kill "$p" 2>/dev/null || true; done <"$DIR/pids"
     for ((i = 0; i < 50; i++)); do
         local alive=0
@@ -56,19 +69,12 @@ if [ "$ACTION" = down ]; then
     exit 0
 fi
 
-[ ! -f "$DIR/pids" ] || die "$DIR already holds a running topology (run: $0 $KIND down $DIR)"
-rm -rf "$DIR"
-mkdir -p "$DIR"
-# On any failure (set -e also fires inside functions, where an ERR trap would not without
-# errtrace) stop what was started: the nodes daemonize, nothing else would reap them.
-UP_OK=0
-trap '[ $UP_OK -eq 1 ] || { down; say "error: the $KIND topology did not come up (logs in $DIR)"; }' EXIT
-
 # node PORT [ARGS...]: one redis-server daemon, its PID recorded
 node() {
     local port=$1
     shift
     mkdir -p "$DIR/$port"
+    if [ $# -gt 0 ]; then printf '%s\n' "$@"; fi >"$DIR/$port/args" # for "restart"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR/$port" --save '' --appendonly no \
         --daemonize yes --pidfile "$DIR/$port/pid" --logfile "$DIR/$port/log" "$@"
     local i
@@ -84,6 +90,30 @@ node() {
     cat "$DIR/$port/pid" >>"$DIR/pids"
     wait_port "$port" 10
 }
+
+if [ "$ACTION" = restart ]; then
+    PORT=${4:-}
+    [ -n "$PORT" ] && [ -f "$DIR/$PORT/args" ] || die "no node on port '${PORT}' in $DIR"
+    old=$(cat "$DIR/$PORT/pid" 2>/dev/null || true)
+    if [ -n "$old" ] && grep -q redis-server "/proc/$old/cmdline" 2>/dev/null; then
+        die "the node on port $PORT still runs (pid $old)"
+    fi
+    grep -vx "${old:-none}" "$DIR/pids" >"$DIR/pids.new" || true
+    mv "$DIR/pids.new" "$DIR/pids"
+    rm -f "$DIR/$PORT/pid"
+    mapfile -t args <"$DIR/$PORT/args"
+    node "$PORT" "${args[@]}"
+    say "node 127.0.0.1:$PORT started again"
+    exit 0
+fi
+
+[ ! -f "$DIR/pids" ] || die "$DIR already holds a running topology (run: $0 $KIND down $DIR)"
+rm -rf "$DIR"
+mkdir -p "$DIR"
+# On any failure (set -e also fires inside functions, where an ERR trap would not without
+# errtrace) stop what was started: the nodes daemonize, nothing else would reap them.
+UP_OK=0
+trap '[ $UP_OK -eq 1 ] || { down; say "error: the $KIND topology did not come up (logs in $DIR)"; }' EXIT
 
 # until CMD... succeeds, at most 20 s
 until_ok() {
@@ -152,13 +182,18 @@ else
     for i in 1 2 3 4 5 6; do
         p=$(cluster_port)
         node "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-            --cluster-node-timeout 1000
+            --cluster-node-timeout 1000 --repl-diskless-sync-delay 0
         seeds+=("127.0.0.1:$p")
     done
     redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes \
         >"$DIR/create.log" 2>&1
     for s in "${seeds[@]}"; do
         until_ok sh -c "redis-cli -p ${s#*:} cluster info | grep -q '^cluster_state:ok'"
+    done
+    # every primary's replica in sync (state=online), so WAIT can be answered from the start
+    for s in "${seeds[@]}"; do
+        until_ok sh -c "redis-cli -p ${s#*:} info replication | grep -q '^role:slave' ||
+            redis-cli -p ${s#*:} info replication | grep -q 'state=online'"
     done
     {
         echo "# $KIND topology in $DIR: 3 primaries + 3 replicas"

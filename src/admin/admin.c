@@ -26,6 +26,7 @@
 #include "idem/jsoncanon.h"
 #include "idem/record.h"
 #include "idem/store.h"
+#include "redis/cluster.h"
 
 const struct conf_directive admin_conf_rows[] = {
     {.name = "admin-listen",
@@ -229,6 +230,14 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         rs.wait_short += r1.wait_short;
         rs.wait_error += r1.wait_error;
         rs.pings += r1.pings;
+        rs.moved += r1.moved;
+        rs.ask += r1.ask;
+        for (int k = 0; k < REDIS_RETRY_REASONS; k++)
+            rs.retries[k] += r1.retries[k];
+        rs.refreshes += r1.refreshes;
+        rs.cluster |= r1.cluster;
+        if (r1.cluster && (i == 0 || r1.map_age_ms > rs.map_age_ms))
+            rs.map_age_ms = r1.map_age_ms; /* the oldest map of any worker */
         redis_ready_n += (uint64_t)redis_ready(a->src[i].redis);
         upstream_pool_counters(admin_pool(&a->src[i]), &u1);
         us.connects += u1.connects;
@@ -318,6 +327,32 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             admin_label(b, nodes[i]);
             evbuffer_add_printf(b, "\"} %u\n", workers[i]);
         }
+    }
+    metrics_header(b, "idemproxy_redis_redirects_total", "counter",
+                   "Redis Cluster redirects followed, by kind: moved (the slot map changed), "
+                   "ask (a slot being migrated).");
+    metrics_value(b, "idemproxy_redis_redirects_total", "kind=\"moved\"", rs.moved);
+    metrics_value(b, "idemproxy_redis_redirects_total", "kind=\"ask\"", rs.ask);
+    metrics_header(b, "idemproxy_redis_retries_total", "counter",
+                   "Redis commands sent again after an error that says they did not run, by "
+                   "reason.");
+    for (int k = 1; k < REDIS_RETRY_REASONS; k++) {
+        char label[48];
+        snprintf(label, sizeof(label), "reason=\"%s\"", cluster_retry_name(k));
+        metrics_value(b, "idemproxy_redis_retries_total", label, rs.retries[k]);
+    }
+    if (rs.cluster) {
+        metrics_header(b, "idemproxy_redis_topology_refreshes_total", "counter",
+                       "Redis Cluster slot map reads (CLUSTER SLOTS).");
+        metrics_value(b, "idemproxy_redis_topology_refreshes_total", NULL, rs.refreshes);
+        metrics_header(b, "idemproxy_redis_slot_map_age_seconds", "gauge",
+                       "Age of the oldest Redis Cluster slot map a worker routes by (+Inf: "
+                       "none read yet).");
+        if (rs.map_age_ms == UINT64_MAX)
+            evbuffer_add_printf(b, "idemproxy_redis_slot_map_age_seconds +Inf\n");
+        else
+            evbuffer_add_printf(b, "idemproxy_redis_slot_map_age_seconds %.3f\n",
+                                (double)rs.map_age_ms / 1000.0);
     }
     metrics_header(b, "idemproxy_redis_wait_total", "counter",
                    "WAITs after claims, renewals and records, by result: ok (enough replicas), "

@@ -19,18 +19,7 @@ static char topo_dir[512];
 
 static int topology(const char *action, char **out)
 {
-    const char *argv[] = {
-        "/bin/bash", SOURCE_DIR "/scripts/redis-topology.sh", "sentinel", action, topo_dir, NULL};
-    char logname[32];
-    pid_t pid;
-    int st;
-
-    snprintf(logname, sizeof(logname), "topology-%s", action);
-    pid = harness_spawn(logname, (char *const *)argv);
-    cr_assert_gt(pid, 0);
-    st = harness_stop(pid, 0, 60000);
-    *out = harness_read_log(logname);
-    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return harness_topology("sentinel", action, topo_dir, NULL, out);
 }
 
 /* The nodes daemonize (they are not our children): always stop them. */

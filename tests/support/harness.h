@@ -40,6 +40,16 @@ int harness_wait_port(uint16_t port, int timeout_ms);
  * process was SIGKILLed and reaped). */
 int harness_stop(pid_t pid, int sig, int timeout_ms);
 
+/* Has pid (tracked) exited? 1 with *status (as from waitpid) and pid reaped, 0 when it
+ * still runs, -1 when it is not ours. Never blocks. */
+int harness_exited(pid_t pid, int *status);
+
+/* scripts/redis-topology.sh KIND ACTION DIR [ARG] (sentinel|cluster, up|down|restart PORT;
+ * arg NULL: none), waited for (60 s): its exit code (-1: killed), with its output into
+ * *out (malloc'd; caller frees). */
+int harness_topology(const char *kind, const char *action, const char *dir, const char *arg,
+                     char **out);
+
 /* SIGTERM pid and wait up to timeout_ms: 1 if it exited with status 0 (a clean drain,
  * and under ASan no leak), else 0 after printing its log to stderr. pid <= 0: 1. */
 int harness_stop_clean(pid_t pid, const char *logname, int timeout_ms);

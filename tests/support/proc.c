@@ -308,6 +308,38 @@ int harness_stop(pid_t pid, int sig, int timeout_ms)
     return -1;
 }
 
+int harness_exited(pid_t pid, int *status)
+{
+    pid_t r;
+
+    if (pid <= 0 || !h_is_tracked(pid))
+        return -1;
+    while ((r = waitpid(pid, status, WNOHANG)) < 0 && errno == EINTR)
+        ;
+    if (r == 0)
+        return 0;
+    untrack(pid);
+    if (r == pid)
+        sweep_group(pid);
+    return r == pid ? 1 : -1;
+}
+
+int harness_topology(const char *kind, const char *action, const char *dir, const char *arg,
+                     char **out)
+{
+    const char *argv[] = {
+        "/bin/bash", SOURCE_DIR "/scripts/redis-topology.sh", kind, action, dir, arg, NULL};
+    char logname[64];
+    pid_t pid;
+    int st;
+
+    snprintf(logname, sizeof(logname), "topology-%s-%s", kind, action);
+    pid = harness_spawn(logname, (char *const *)argv);
+    st = pid > 0 ? harness_stop(pid, 0, 60000) : -1;
+    *out = harness_read_log(logname);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 void harness_cleanup(void)
 {
     h_state();

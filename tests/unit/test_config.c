@@ -842,6 +842,35 @@ Test(config, redis_sentinel_needs_both_halves)
     cr_assert(strstr(load_err("\nredis-sentinel s1"), "t.conf:2: redis-sentinel"), "%s", err);
 }
 
+/* Cluster mode: seeds accumulate; one mode at a time */
+Test(config, redis_cluster_is_one_mode)
+{
+    struct config c;
+
+    cr_assert_eq(load(&c, "upstream a:1\nredis-cluster n1:7000 n2:7001\nredis-cluster n3:7002\n"
+                          "redis-max-redirects 3\nredis-refresh 10s"),
+                 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(c.redis.ncluster, 3);
+    cr_assert_eq(c.redis.cluster[2].port, 7002);
+    cr_assert_eq(c.redis.max_redirects, 3);
+    cr_assert_eq(c.redis.refresh_ms, 10000);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis-cluster n1:7000\nredis-sentinel s1:26379\n"
+                          "redis-sentinel-master m"),
+                 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "redis-cluster: cannot be used with redis-sentinel"), "%s", err);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis 10.0.0.1:6379\nredis-cluster n1:7000"), 0, "%s",
+                 err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "redis 10.0.0.1:6379: not used with redis-cluster"), "%s", err);
+    config_free(&c);
+    cr_assert(strstr(load_err("\nredis-max-redirects 17"), "t.conf:2: redis-max-redirects"), "%s",
+              err);
+}
+
 /* ---- command line ---- */
 
 Test(config, argv_flags_only)
