@@ -235,6 +235,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         for (int k = 0; k < REDIS_RETRY_REASONS; k++)
             rs.retries[k] += r1.retries[k];
         rs.refreshes += r1.refreshes;
+        rs.switches += r1.switches;
         rs.cluster |= r1.cluster;
         if (r1.cluster && (i == 0 || r1.map_age_ms > rs.map_age_ms))
             rs.map_age_ms = r1.map_age_ms; /* the oldest map of any worker */
@@ -294,6 +295,9 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             {"idemproxy_redis_pings_total", "counter",
              "PINGs of an idle Redis connection (a frozen Redis fails them: /readyz 503).",
              rs.pings},
+            {"idemproxy_redis_master_switches_total", "counter",
+             "Sentinel +switch-master announcements heard for our master (per worker).",
+             rs.switches},
             {"idemproxy_claims_unconfirmed_total", "counter",
              "Claims forwarded though WAIT did not confirm them (redis-wait-policy degrade).",
              is.claims_unconfirmed},

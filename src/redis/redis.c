@@ -1226,6 +1226,7 @@ void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
     for (int i = 0; i < CLUSTER_RETRY_COUNT; i++)
         out->retries[i] = METRIC_GET(c->stats.retries[i]);
     out->refreshes = METRIC_GET(c->stats.refreshes);
+    out->switches = METRIC_GET(c->stats.switches);
     out->cluster = c->cluster;
     out->map_age_ms = !c->cluster ? 0 : at ? clock_mono_ms() - at : UINT64_MAX;
 }
@@ -1855,6 +1856,24 @@ static int redis_sha1_hex(const char *text, char out[41])
     return 0;
 }
 
+/* A Sentinel announced +switch-master for our master: leave a primary that is no longer
+ * it at once (the usual procedure then asks the Sentinels and checks ROLE). */
+static void redis_switch_cb(const struct conf_addr *primary, const char *from, void *arg)
+{
+    struct redis_client *c = arg;
+    struct redis_node *n = c->nodes[0];
+    char to[REDIS_NODE_NAME_MAX];
+
+    conf_addr_str(primary, to, sizeof(to));
+    METRIC_INC(c->stats.switches);
+    log_info("redis: Sentinel %s announces +switch-master: '%s' is at %s now", from,
+             c->conf->sentinel_master, to);
+    if (n->conn && strcmp(n->name, to) != 0) {
+        n->backoff = 0;
+        redis_drop(n, NULL);
+    }
+}
+
 /* The Sentinel querier, with its query ([AUTH] SENTINEL get-master-addr-by-name) built. */
 static int redis_sentinel_new(struct redis_client *c)
 {
@@ -1875,9 +1894,10 @@ static int redis_sentinel_new(struct redis_client *c)
     if (n)
         redis_format(buf, n, auth, alens);
     len += redis_format(buf + len, 3, q, qlens);
-    c->sentinel =
-        sentinel_new(c->base, conf->sentinels, conf->nsentinels, buf, len, n > 0, conf->timeout_ms);
-    rc = c->sentinel ? 0 : -1;
+    c->sentinel = sentinel_new(c->base, conf->sentinels, conf->nsentinels, buf, len,
+                               n ? redis_format(NULL, n, auth, alens) : 0, conf->sentinel_master,
+                               conf->timeout_ms);
+    rc = c->sentinel && sentinel_watch(c->sentinel, redis_switch_cb, c) == 0 ? 0 : -1;
     free(buf);
     return rc;
 }

@@ -25,7 +25,8 @@
  * "master" before any caller's command is sent to it (they wait, with their deadlines).
  * Every lost connection, missed deadline or READONLY reply asks the Sentinels again, and
  * in this mode the idle check is ROLE rather than PING: a primary demoted under us (a
- * failover) is left within a second.
+ * failover) is left within a second. One Sentinel's +switch-master is also subscribed
+ * to (the next one's when it is lost): an announcement leaves the old primary at once.
  *
  * Cluster (redis-cluster SEED...): the slot map is read with CLUSTER SLOTS from a seed
  * (then from any node of it), every primary in it gets a connection of its own, and each
@@ -195,6 +196,7 @@ struct redis_stats {
     uint64_t ask;                          /* ASK redirects followed */
     uint64_t retries[REDIS_RETRY_REASONS]; /* by enum cluster_retry (index 0 unused) */
     uint64_t refreshes;                    /* CLUSTER SLOTS sent */
+    uint64_t switches;                     /* Sentinel: +switch-master announcements heard */
     int cluster;                           /* the client runs in Cluster mode */
     uint64_t map_age_ms;                   /* since the map was read (UINT64_MAX: never) */
 };

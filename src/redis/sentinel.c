@@ -17,8 +17,17 @@ struct sentinel {
     size_t n;
     char *query; /* [AUTH ...] SENTINEL get-master-addr-by-name NAME, in the wire format */
     size_t query_len;
-    int with_auth;
+    size_t auth_len; /* the AUTH at its start (0: none) */
+    char *master;
     uint64_t timeout_ms;
+    /* the +switch-master subscription (sentinel_watch) */
+    struct rconn *sub;
+    struct event *sub_timer; /* reconnect */
+    size_t sub_cur;
+    unsigned sub_backoff;
+    int sub_auth_pending;
+    sentinel_switch_cb switch_cb;
+    void *switch_arg;
     struct rconn *conn;  /* to addrs[cur], while asking it */
     struct event *timer; /* its deadline; also defers "start" to the loop */
     size_t first, cur, tried;
@@ -31,6 +40,19 @@ struct sentinel {
 };
 
 static void sentinel_next(struct sentinel *s);
+
+static void sentinel_destroy(struct sentinel *s)
+{
+    if (s->sub)
+        rconn_free(s->sub);
+    if (s->sub_timer)
+        event_free(s->sub_timer);
+    if (s->timer)
+        event_free(s->timer);
+    free(s->query);
+    free(s->master);
+    free(s);
+}
 
 static void sentinel_note(struct sentinel *s, const char *what)
 {
@@ -59,11 +81,8 @@ static void sentinel_finish(struct sentinel *s, const struct conf_addr *primary)
     s->in_cb++;
     cb(primary, primary ? NULL : s->why, s->arg);
     s->in_cb--;
-    if (s->dead && !s->in_cb) {
-        event_free(s->timer);
-        free(s->query);
-        free(s);
-    }
+    if (s->dead && !s->in_cb)
+        sentinel_destroy(s);
 }
 
 static int sentinel_on_reply(struct redisReply *reply, void *arg)
@@ -137,7 +156,7 @@ static void sentinel_next(struct sentinel *s)
             break;
         sentinel_note(s, err);
     }
-    s->auth_pending = s->with_auth;
+    s->auth_pending = s->auth_len > 0;
     rconn_write(s->conn, s->query, s->query_len);
     evtimer_add(s->timer, &tv);
 }
@@ -154,8 +173,8 @@ static void sentinel_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct sentinel *sentinel_new(struct event_base *base, const struct conf_addr *sentinels, size_t n,
-                              const char *query, size_t query_len, int with_auth,
-                              uint64_t timeout_ms)
+                              const char *query, size_t query_len, size_t auth_len,
+                              const char *master, uint64_t timeout_ms)
 {
     struct sentinel *s = calloc(1, sizeof(*s));
 
@@ -164,12 +183,12 @@ struct sentinel *sentinel_new(struct event_base *base, const struct conf_addr *s
     s->base = base;
     s->addrs = sentinels;
     s->n = n;
-    s->with_auth = with_auth;
+    s->auth_len = auth_len;
     s->timeout_ms = timeout_ms;
     s->query_len = query_len;
-    if (!(s->query = malloc(query_len)) || !(s->timer = evtimer_new(base, sentinel_timer_cb, s))) {
-        free(s->query);
-        free(s);
+    if (!(s->query = malloc(query_len)) || !(s->master = strdup(master)) ||
+        !(s->timer = evtimer_new(base, sentinel_timer_cb, s))) {
+        sentinel_destroy(s);
         return NULL;
     }
     memcpy(s->query, query, query_len);
@@ -198,11 +217,120 @@ void sentinel_free(struct sentinel *s)
     if (!s)
         return;
     sentinel_close(s);
+    if (s->sub)
+        rconn_free(s->sub);
+    s->sub = NULL;
     if (s->in_cb) {
         s->dead = 1;
         return;
     }
-    event_free(s->timer);
-    free(s->query);
-    free(s);
+    sentinel_destroy(s);
+}
+
+/* ---- +switch-master ---- */
+
+static void sentinel_sub_connect(struct sentinel *s);
+
+static void sentinel_sub_lost(struct sentinel *s)
+{
+    struct timeval tv;
+
+    if (s->sub)
+        rconn_free(s->sub);
+    s->sub = NULL;
+    s->sub_cur++; /* the next Sentinel */
+    s->sub_backoff = s->sub_backoff ? s->sub_backoff * 2 : 100;
+    if (s->sub_backoff > 2000)
+        s->sub_backoff = 2000;
+    tv = clock_tv(s->sub_backoff);
+    evtimer_add(s->sub_timer, &tv);
+}
+
+/* "NAME old-ip old-port new-ip new-port" */
+static void sentinel_switch(struct sentinel *s, const char *msg)
+{
+    char name[256], oldip[CONF_HOST_MAX], newip[CONF_HOST_MAX], from[CONF_HOST_MAX + 16];
+    unsigned oldport, newport;
+    struct conf_addr primary;
+
+    if (sscanf(msg, "%255s %255s %u %255s %u", name, oldip, &oldport, newip, &newport) != 5 ||
+        strcmp(name, s->master) != 0 || newport == 0 || newport > 65535)
+        return;
+    memset(&primary, 0, sizeof(primary));
+    snprintf(primary.host, sizeof(primary.host), "%s", newip);
+    primary.port = (uint16_t)newport;
+    conf_addr_str(&s->addrs[s->sub_cur % s->n], from, sizeof(from));
+    s->in_cb++;
+    s->switch_cb(&primary, from, s->switch_arg);
+    s->in_cb--;
+    if (s->dead && !s->in_cb)
+        sentinel_destroy(s);
+}
+
+static int sentinel_sub_on_reply(struct redisReply *reply, void *arg)
+{
+    struct sentinel *s = arg;
+    char one[CONF_HOST_MAX + 16];
+
+    if (s->sub_auth_pending) {
+        s->sub_auth_pending = 0;
+        if (reply->type == REDIS_REPLY_ERROR) {
+            log_warn("redis: Sentinel %s refused AUTH for +switch-master: %s",
+                     conf_addr_str(&s->addrs[s->sub_cur % s->n], one, sizeof(one)), reply->str);
+            sentinel_sub_lost(s);
+        }
+        return 0;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[2]->type == REDIS_REPLY_STRING) {
+        if (strcmp(reply->element[0]->str, "subscribe") == 0)
+            s->sub_backoff = 0;
+        else if (strcmp(reply->element[0]->str, "message") == 0)
+            sentinel_switch(s, reply->element[2]->str);
+    }
+    return 0;
+}
+
+static void sentinel_sub_on_close(const char *errstr, void *arg)
+{
+    sentinel_sub_lost(arg);
+}
+
+static const struct rconn_cbs sentinel_sub_cbs = {sentinel_on_connect, sentinel_sub_on_reply,
+                                                  sentinel_sub_on_close};
+
+static void sentinel_sub_connect(struct sentinel *s)
+{
+    static const char subscribe[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n";
+    char err[256];
+
+    s->sub =
+        rconn_new(s->base, &s->addrs[s->sub_cur % s->n], &sentinel_sub_cbs, s, err, sizeof(err));
+    if (!s->sub) {
+        sentinel_sub_lost(s);
+        return;
+    }
+    s->sub_auth_pending = s->auth_len > 0;
+    if ((s->auth_len && rconn_write(s->sub, s->query, s->auth_len) < 0) ||
+        rconn_write(s->sub, subscribe, sizeof(subscribe) - 1) < 0)
+        sentinel_sub_lost(s);
+}
+
+static void sentinel_sub_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sentinel *s = arg;
+
+    if (!s->sub)
+        sentinel_sub_connect(s);
+}
+
+int sentinel_watch(struct sentinel *s, sentinel_switch_cb cb, void *arg)
+{
+    if (s->n == 0 || !(s->sub_timer = evtimer_new(s->base, sentinel_sub_timer_cb, s)))
+        return -1;
+    s->switch_cb = cb;
+    s->switch_arg = arg;
+    sentinel_sub_connect(s);
+    return 0;
 }

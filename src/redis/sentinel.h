@@ -26,13 +26,22 @@ struct sentinel;
 typedef void (*sentinel_cb)(const struct conf_addr *primary, const char *why, void *arg);
 
 /* sentinels: borrowed, must outlive s. query: what to send each one (copied), in Redis's
- * wire format: "SENTINEL get-master-addr-by-name NAME", after "AUTH ..." when with_auth
- * (its reply is checked first). Each Sentinel gets timeout_ms to answer. */
+ * wire format: "SENTINEL get-master-addr-by-name NAME", after "AUTH ..." when auth_len
+ * (the AUTH command's length at its start: its reply is checked first). Each Sentinel
+ * gets timeout_ms to answer. master: the name (copied), for sentinel_watch. */
 struct sentinel *sentinel_new(struct event_base *base, const struct conf_addr *sentinels, size_t n,
-                              const char *query, size_t query_len, int with_auth,
-                              uint64_t timeout_ms);
+                              const char *query, size_t query_len, size_t auth_len,
+                              const char *master, uint64_t timeout_ms);
 /* Ask (a query in progress is left to finish: its callback is the one). 0 or -1. */
 int sentinel_query(struct sentinel *s, sentinel_cb cb, void *arg);
+
+/* The master moved: a Sentinel announced "+switch-master NAME old-ip old-port new-ip
+ * new-port" for our name. primary: the new address (valid during the callback); from:
+ * the Sentinel that said so. Only a hint (the caller asks again and checks ROLE). */
+typedef void (*sentinel_switch_cb)(const struct conf_addr *primary, const char *from, void *arg);
+/* Keep a subscription to +switch-master on one Sentinel (the next one when it is lost,
+ * with back-off) and call cb for each announcement about our master. 0 or -1. */
+int sentinel_watch(struct sentinel *s, sentinel_switch_cb cb, void *arg);
 void sentinel_free(struct sentinel *s);
 
 #endif

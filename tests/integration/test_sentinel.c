@@ -140,6 +140,8 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
     cr_assert_eq(harness_executions(stack.up_port, "st-2"), 1);
     out = harness_read_log("proxyC");
     cr_assert(strstr(out, after), "the proxy never named the new primary %s:\n%s", after, out);
+    snprintf(want, sizeof(want), "announces +switch-master: 'idemproxy' is at %s now", after);
+    cr_assert(strstr(out, want), "the +switch-master announcement was not heard:\n%s", out);
     free(out);
     /* the readiness and the metrics say which node is the primary now */
     snprintf(raw, sizeof(raw), "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
@@ -151,6 +153,7 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
     cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
     snprintf(want, sizeof(want), "idemproxy_redis_node_workers{node=\"%s\"}", after);
     cr_assert_eq(harness_metric(r.body, want), 2, "%s", r.body);
+    cr_assert_geq(harness_metric(r.body, "idemproxy_redis_master_switches_total"), 2, "%s", r.body);
     harness_resp_free(&r);
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }
