@@ -183,3 +183,15 @@ $4
 }
 CONF
 }
+
+# topology_flags DIR: the idemproxy flags that reach the topology redis-topology.sh
+# started in DIR (its idemproxy.conf: one --redis-sentinel / --redis-cluster per node),
+# into the array TOPO_FLAGS.
+topology_flags() {
+    TOPO_FLAGS=()
+    local name rest a
+    while read -r name rest; do
+        case $name in '' | \#*) continue ;; esac
+        for a in $rest; do TOPO_FLAGS+=("--$name" "$a"); done
+    done <"$1/idemproxy.conf"
+}

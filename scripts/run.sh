@@ -6,22 +6,29 @@
 #                                          replicas on 127.0.0.1:8080 and :8081
 #   scripts/run.sh --upstream HOST:PORT    idemproxy on 127.0.0.1:8080 in front of your
 #                  [--upstream ...]        service (repeat for more replicas)
+#   scripts/run.sh --redis-sentinel        the demo on a local Sentinel group (1 primary,
+#                                          2 replicas, 3 Sentinels) with redis-wait 1
+#   scripts/run.sh --redis-cluster         the demo on a local Redis Cluster (3+3),
+#                                          redis-wait 1
 #   options: --port N (first proxy port, default 8080)  -- IDEMPROXY_FLAGS...
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
 PORT=8080
+TOPOLOGY=""
 UPSTREAMS=()
 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
     --upstream) [ $# -ge 2 ] || die "--upstream needs HOST:PORT"; UPSTREAMS+=("$2"); shift 2 ;;
     --port) [ $# -ge 2 ] || die "--port needs a number"; PORT=$2; shift 2 ;;
+    --redis-sentinel) TOPOLOGY=sentinel; shift ;;
+    --redis-cluster) TOPOLOGY=cluster; shift ;;
     -h | --help) usage 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) say "unknown argument: $1"; usage 1 ;;
@@ -35,6 +42,7 @@ RUN="$ROOT/run"
 mkdir -p "$RUN/redis"
 cleanup() {
     stop_started
+    [ -z "$TOPOLOGY" ] || "$ROOT/scripts/redis-topology.sh" "$TOPOLOGY" down "$RUN/topology" >&2
     say "stopped."
 }
 trap cleanup INT TERM EXIT
@@ -47,11 +55,26 @@ start() { # start NAME PORT CMD...: background, log to run/NAME.log, wait for PO
     wait_port "$port" 10 || die "$name did not start; see ${RUN#$ROOT/}/$name.log"
 }
 
-REDIS_PORT=$(free_port)
-redis-server "$ROOT/conf/redis.conf" --port "$REDIS_PORT" --dir "$RUN/redis" \
-    >"$RUN/redis.log" 2>&1 &
-PIDS+=($!)
-wait_port "$REDIS_PORT" 10 || die "redis-server did not start; see run/redis.log"
+if [ -z "$TOPOLOGY" ]; then
+    REDIS_PORT=$(free_port)
+    redis-server "$ROOT/conf/redis.conf" --port "$REDIS_PORT" --dir "$RUN/redis" \
+        >"$RUN/redis.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$REDIS_PORT" 10 || die "redis-server did not start; see run/redis.log"
+    REDIS_ARGS=("${REDIS_ARGS[@]}")
+    REDIS_SAY="redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)"
+else
+    # a stale one from a run that was killed: stop it first (only its recorded PIDs)
+    "$ROOT/scripts/redis-topology.sh" "$TOPOLOGY" down "$RUN/topology" >/dev/null 2>&1 || true
+    "$ROOT/scripts/redis-topology.sh" "$TOPOLOGY" up "$RUN/topology" >"$RUN/topology.log" 2>&1 ||
+        die "the $TOPOLOGY topology did not come up; see run/topology.log"
+    topology_flags "$RUN/topology"
+    REDIS_ARGS=("${TOPO_FLAGS[@]}" --redis-wait 1,200ms)
+    REDIS_SAY="redis          $TOPOLOGY: $(sed -n 1p "$RUN/topology/idemproxy.conf" | sed 's/^# //')
+                 redis-wait 1: every claim and record is on a replica before it counts
+                 (scripts/redis-topology.sh $TOPOLOGY restart run/topology PORT brings back
+                 a node you killed)"
+fi
 
 DEMO=0
 if [ ${#UPSTREAMS[@]} -eq 0 ]; then
@@ -66,7 +89,7 @@ if [ ${#UPSTREAMS[@]} -eq 0 ]; then
     done
 fi
 
-ARGS=(--redis "127.0.0.1:$REDIS_PORT")
+ARGS=("${REDIS_ARGS[@]}")
 for u in "${UPSTREAMS[@]}"; do ARGS+=(--upstream "$u"); done
 ADMIN=$(free_port)
 start idemproxy "$PORT" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT" "${ARGS[@]}" \
@@ -84,7 +107,7 @@ if [ $DEMO -eq 1 ]; then
     B="http://127.0.0.1:$PORT2"
     cat >&2 <<INFO
 
-  redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)
+  $REDIS_SAY
   demo-bank ×3   ${UPSTREAMS[*]}   (answers after 300-500 ms; executing twice double-charges)
   idemproxy ×2   $A  and  $B
   admin          http://127.0.0.1:$ADMIN/metrics  /healthz  /readyz  (and :$ADMIN2 for the second)
@@ -106,7 +129,7 @@ INFO
 else
     cat >&2 <<INFO
 
-  redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)
+  $REDIS_SAY
   idemproxy      $A   → ${UPSTREAMS[*]}
   admin          http://127.0.0.1:$ADMIN/metrics  /healthz  /readyz
 

@@ -145,6 +145,37 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
     return frontend_conf_load(&cfg->frontend, err, errlen);
 }
 
+static int config_lease_warning(const struct config *cfg, const char *where, uint64_t lease,
+                                FILE *out)
+{
+    uint64_t fo = cfg->redis.failover_ms;
+
+    if (!fo || lease >= 3 * fo)
+        return 0;
+    fprintf(out,
+            "idemproxy: warning: %s lease %llu ms is shorter than 3 x redis-failover-time "
+            "(%llu ms): a claim renewed every lease/3 can expire during such a failover and "
+            "its key execute again; use lease %llus or more\n",
+            where, (unsigned long long)lease, (unsigned long long)fo,
+            (unsigned long long)((3 * fo + 999) / 1000));
+    return 1;
+}
+
+int config_warnings(const struct config *cfg, FILE *out)
+{
+    char where[300];
+    int n = config_lease_warning(cfg, "the", cfg->idem.lease_ms, out);
+
+    for (size_t i = 0; i < cfg->idem.nroutes; i++) {
+        const struct idem_route *r = &cfg->idem.routes[i];
+        if (r->off)
+            continue;
+        snprintf(where, sizeof(where), "route %.256s:", r->prefix);
+        n += config_lease_warning(cfg, where, r->pol.lease_ms, out);
+    }
+    return n;
+}
+
 void config_print_help(FILE *out)
 {
     fputs("usage: idemproxy [-t] [CONFIG_FILE] [--directive VALUE ...]\n"

@@ -75,4 +75,10 @@ void config_free(struct config *cfg);
 /* Usage and the directive table (name, argument, default, help) for --help. */
 void config_print_help(FILE *out);
 
+/* Settings that load but are likely wrong, one line each to out ("warning: ..."): a lease
+ * (the base one or a route's) shorter than 3 x redis-failover-time, when that is set — a
+ * claim renewed every lease/3 can run out while Redis fails over, and its key execute
+ * again. Returns how many. */
+int config_warnings(const struct config *cfg, FILE *out);
+
 #endif

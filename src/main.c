@@ -357,6 +357,7 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
+    config_warnings(&cfg, stderr);
     if (cli.test_only) {
         fprintf(stderr, "idemproxy: configuration %s is ok\n", cfg.file ? cfg.file : "(flags)");
         rc = 0;

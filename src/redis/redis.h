@@ -83,7 +83,7 @@ enum redis_wait_policy {
 
 /* The client's settings (directives redis, redis-user, redis-password, redis-timeout,
  * redis-wait, redis-wait-policy, redis-sentinel, redis-sentinel-master/-user/-password,
- * redis-cluster, redis-max-redirects, redis-refresh). */
+ * redis-cluster, redis-max-redirects, redis-refresh, redis-failover-time). */
 struct redis_conf {
     struct conf_addr addr;    /* redis [127.0.0.1:6379] or unix:/path */
     char *user;               /* redis-user [none: AUTH password only]; owned */
@@ -102,8 +102,9 @@ struct redis_conf {
     /* Cluster mode: the slot map is read from these seeds; redis is then unused */
     struct conf_addr *cluster; /* redis-cluster HOST:PORT... ; owned */
     size_t ncluster;
-    int max_redirects;   /* redis-max-redirects [5]: MOVED/ASK followed per command */
-    uint64_t refresh_ms; /* redis-refresh [30s]: slot map / Sentinel re-check (0: off) */
+    int max_redirects;    /* redis-max-redirects [5]: MOVED/ASK followed per command */
+    uint64_t refresh_ms;  /* redis-refresh [30s]: slot map / Sentinel re-check (0: off) */
+    uint64_t failover_ms; /* redis-failover-time [0: not said]: only checked against lease */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
 /* Cross-field checks (WAIT's timeout below redis-timeout, one of redis / redis-sentinel /

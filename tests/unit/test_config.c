@@ -871,6 +871,32 @@ Test(config, redis_cluster_is_one_mode)
               err);
 }
 
+/* redis-failover-time: a lease (base or route) under 3 x it is warned about, not refused */
+Test(config, lease_shorter_than_three_failovers_is_warned_about)
+{
+    struct config c;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out;
+
+    cr_assert_eq(load(&c, "upstream a:1\nredis-failover-time 5s\nroute /slow lease 20s\n"
+                          "route /fast lease 2s\nroute /off off"),
+                 0, "%s", err);
+    policy_finalize(&c.idem);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_not_null(out = open_memstream(&buf, &len));
+    cr_assert_eq(config_warnings(&c, out), 2);
+    fclose(out);
+    cr_assert(strstr(buf, "the lease 10000 ms is shorter than 3 x redis-failover-time"), "%s", buf);
+    cr_assert(strstr(buf, "route /fast: lease 2000 ms"), "%s", buf);
+    cr_assert_null(strstr(buf, "/slow"), "%s", buf);
+    free(buf);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nlease 2s"), 0, "%s", err);
+    cr_assert_eq(config_warnings(&c, stderr), 0); /* not said: nothing to check against */
+    config_free(&c);
+}
+
 /* ---- command line ---- */
 
 Test(config, argv_flags_only)
