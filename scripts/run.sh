@@ -7,7 +7,7 @@
 #   scripts/run.sh --upstream HOST:PORT    idemproxy on 127.0.0.1:8080 in front of your
 #                  [--upstream ...]        service (repeat for more replicas)
 #   scripts/run.sh --redis-sentinel        the demo on a local Sentinel group (1 primary,
-#                                          2 replicas, 3 Sentinels) with redis-wait 1
+#                                          2 replicas, 3 Sentinels) with redis-wait 2
 #   scripts/run.sh --redis-cluster         the demo on a local Redis Cluster (3+3),
 #                                          redis-wait 1
 #   options: --port N (first proxy port, default 8080)  -- IDEMPROXY_FLAGS...
@@ -69,9 +69,12 @@ else
     "$ROOT/scripts/redis-topology.sh" "$TOPOLOGY" up "$RUN/topology" >"$RUN/topology.log" 2>&1 ||
         die "the $TOPOLOGY topology did not come up; see run/topology.log"
     topology_flags "$RUN/topology"
-    REDIS_ARGS=("${TOPO_FLAGS[@]}" --redis-wait 1,200ms)
+    # WAIT for every replica that can be promoted: 2 in the Sentinel group, 1 per shard
+    WAIT=1,200ms
+    [ "$TOPOLOGY" = cluster ] || WAIT=2,200ms
+    REDIS_ARGS=("${TOPO_FLAGS[@]}" --redis-wait "$WAIT")
     REDIS_SAY="redis          $TOPOLOGY: $(sed -n 1p "$RUN/topology/idemproxy.conf" | sed 's/^# //')
-                 redis-wait 1: every claim and record is on a replica before it counts
+                 redis-wait $WAIT: every claim and record is on every replica before it counts
                  (scripts/redis-topology.sh $TOPOLOGY restart run/topology PORT brings back
                  a node you killed)"
 fi

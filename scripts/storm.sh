@@ -26,8 +26,8 @@
 #                     (SIGSTOP it, SIGCONT 6 s later: the stale primary), manual (SENTINEL
 #                     FAILOVER / CLUSTER FAILOVER), migrate (cluster: reshard all its slots
 #                     to another primary, live)
-#   --redis-wait W    the proxies' redis-wait [1,200ms with a topology; 0 = off, to see
-#                     what happens without it]
+#   --redis-wait W    the proxies' redis-wait [every replica: 2,200ms for sentinel,
+#                     1,200ms for cluster; 0 = off, or fewer, to see what happens then]
 #   --rate/--duration open-loop storm (default with --failover: 400/s for 10 s), so the
 #                     failover lands in the middle of it
 #   Prints retrystorm's verdict (duplicates, answers by status) and how long after the
@@ -65,7 +65,9 @@ case $FAILOVER in none | crash | freeze | manual) ;; migrate)
 esac
 [ "$FAILOVER" = none ] || [ "$TOPOLOGY" != single ] || die "--failover needs --topology"
 [ "$TOPOLOGY" = single ] || [ $PAUSE -eq 0 ] || die "--pause-redis is for the single redis"
-[ "$TOPOLOGY" = single ] || WAIT=${WAIT:-1,200ms}
+# WAIT for every replica that can be promoted: 2 in the Sentinel group, 1 per shard
+[ "$TOPOLOGY" != sentinel ] || WAIT=${WAIT:-2,200ms}
+[ "$TOPOLOGY" != cluster ] || WAIT=${WAIT:-1,200ms}
 if [ "$FAILOVER" != none ]; then
     RATE=${RATE:-400} DURATION=${DURATION:-10s}
 fi

@@ -810,6 +810,30 @@ static void redis_became_ready(struct redis_node *n)
     redis_update_ready(n->c);
 }
 
+/* ROLE of a primary: ["master", offset, [[ip, port, offset], ...]]. A WAIT for fewer
+ * replicas than it has does not protect a claim from a failover to one that did not
+ * confirm it (Sentinel may promote any of them, and a manual SENTINEL FAILOVER lets the
+ * old primary take writes, confirmed by the others, until it is demoted): say so, once
+ * per process. */
+static void redis_check_replicas(struct redis_node *n, const redisReply *role)
+{
+    static int warned;
+    struct redis_client *c = n->c;
+    size_t replicas;
+
+    if (c->conf->wait_replicas <= 0 || role->elements < 3 ||
+        role->element[2]->type != REDIS_REPLY_ARRAY)
+        return;
+    replicas = role->element[2]->elements;
+    if (replicas <= (size_t)c->conf->wait_replicas ||
+        __atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+        return;
+    log_warn("redis: %s has %zu replicas but redis-wait asks %d to confirm: a failover to a "
+             "replica that did not confirm a claim loses it, and its key can execute again; "
+             "set redis-wait to %zu (every replica that can be promoted)",
+             n->name, replicas, c->conf->wait_replicas, replicas);
+}
+
 /* An internal command's reply. */
 static void redis_internal_reply(struct redis_node *n, struct redis_cmd *cmd,
                                  const redisReply *reply)
@@ -846,9 +870,17 @@ static void redis_internal_reply(struct redis_node *n, struct redis_cmd *cmd,
         redis_drop(n, NULL);
         return;
     case RC_ROLE:
+        if (!c->sentinel) { /* only asked for the replica count */
+            if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                reply->element[0]->type == REDIS_REPLY_STRING &&
+                strcmp(reply->element[0]->str, "master") == 0)
+                redis_check_replicas(n, reply);
+            return;
+        }
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
             reply->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(reply->element[0]->str, "master") == 0) {
+            redis_check_replicas(n, reply);
             if (!n->role_ok) {
                 n->role_ok = 1;
                 redis_send_waiting(n);
@@ -1420,7 +1452,8 @@ static void redis_node_connect(struct redis_node *n)
     n->ready = 0;
     if ((k = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0)
         redis_send_internal(n, RC_AUTH, -1, k, argv, lens);
-    if (c->sentinel) {
+    if (c->sentinel || c->conf->wait_replicas > 0) {
+        /* Sentinel: is it the primary? With redis-wait: how many replicas has it? */
         const char *role[] = {"ROLE"};
         size_t role_len[] = {4};
         redis_send_internal(n, RC_ROLE, -1, 1, role, role_len);

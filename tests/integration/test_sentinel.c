@@ -140,6 +140,8 @@ Test(sentinel, finds_the_primary_and_follows_a_failover)
     cr_assert_eq(harness_executions(stack.up_port, "st-2"), 1);
     out = harness_read_log("proxyC");
     cr_assert(strstr(out, after), "the proxy never named the new primary %s:\n%s", after, out);
+    /* redis-wait 1 with two replicas: told that a failover can lose a confirmed claim */
+    cr_assert(strstr(out, "has 2 replicas but redis-wait asks 1 to confirm"), "%s", out);
     snprintf(want, sizeof(want), "announces +switch-master: 'idemproxy' is at %s now", after);
     cr_assert(strstr(out, want), "the +switch-master announcement was not heard:\n%s", out);
     free(out);
