@@ -10,8 +10,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <hiredis/hiredis.h>
 
 #include "net/netio.h"
@@ -31,10 +34,23 @@ struct rconn {
     struct event *flush_ev; /* the end-of-pass write */
     struct evbuffer *out;
     redisReader *reader;
+    /* a host name being looked up (evdns): the connect starts from resolved_ev */
+    struct evdns_getaddrinfo_request *dns_req;
+    struct event *resolved_ev;
+    struct evutil_addrinfo *res; /* its answer, until resolved_ev runs */
+    int dns_err;
+    char host[CONF_HOST_MAX];
+    uint16_t port;
 };
 
 static void rconn_destroy(struct rconn *rc)
 {
+    if (rc->dns_req) /* its callback sees EVUTIL_EAI_CANCEL and touches nothing */
+        evdns_getaddrinfo_cancel(rc->dns_req);
+    if (rc->res)
+        evutil_freeaddrinfo(rc->res);
+    if (rc->resolved_ev)
+        event_free(rc->resolved_ev);
     if (rc->rev)
         event_free(rc->rev);
     if (rc->wev)
@@ -56,8 +72,10 @@ static void rconn_fail(struct rconn *rc, const char *why)
     if (rc->closed)
         return;
     rc->closed = 1;
-    event_del(rc->rev);
-    event_del(rc->wev);
+    if (rc->rev)
+        event_del(rc->rev);
+    if (rc->wev)
+        event_del(rc->wev);
     event_del(rc->flush_ev);
     rc->in_cb++;
     rc->cbs->on_close(why, rc->arg);
@@ -230,9 +248,76 @@ static int rconn_socket(struct rconn *rc, int family, const struct sockaddr *sa,
     return 0;
 }
 
-static int rconn_open(struct rconn *rc, const struct conf_addr *a, char *errstr, size_t errlen)
+/* Connect to the first address of res that takes a socket. 0, or -1 with errno set. */
+static int rconn_connect_any(struct rconn *rc, const struct evutil_addrinfo *res)
 {
-    struct addrinfo hints, *res = NULL, *ai;
+    errno = EADDRNOTAVAIL;
+    for (const struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (rconn_socket(rc, ai->ai_family, ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0)
+            return 0;
+    return -1;
+}
+
+/* The socket is connecting: watch it. 0, or -1 (out of memory). */
+static int rconn_watch(struct rconn *rc)
+{
+    rc->rev = event_new(rc->base, rc->fd, EV_READ | EV_PERSIST, rconn_read_cb, rc);
+    rc->wev = event_new(rc->base, rc->fd, EV_WRITE | EV_PERSIST, rconn_write_cb, rc);
+    if (!rc->rev || !rc->wev)
+        return -1;
+    event_add(rc->wev, NULL); /* writable: the non-blocking connect finished */
+    return 0;
+}
+
+/* evdns answered (maybe inside evdns_getaddrinfo itself): go on from the loop. */
+static void rconn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct rconn *rc = arg;
+
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* rc is being freed */
+    rc->dns_req = NULL;
+    rc->dns_err = result;
+    rc->res = res;
+    event_active(rc->resolved_ev, EV_TIMEOUT, 0);
+}
+
+static void rconn_resolved_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    char why[CONF_HOST_MAX + 128];
+
+    if (rc->closed || rc->dead)
+        return;
+    if (rc->dns_err) {
+        snprintf(why, sizeof(why), "%s: %s", rc->host, evutil_gai_strerror(rc->dns_err));
+        rconn_fail(rc, why);
+    } else if (rconn_connect_any(rc, rc->res) < 0) {
+        snprintf(why, sizeof(why), "connect %s:%u: %s", rc->host, (unsigned)rc->port,
+                 strerror(errno));
+        rconn_fail(rc, why);
+    } else if (rconn_watch(rc) < 0) {
+        rconn_fail(rc, "out of memory");
+    }
+    if (rc->res) {
+        evutil_freeaddrinfo(rc->res);
+        rc->res = NULL;
+    }
+    rconn_gone(rc);
+}
+
+/* An IPv4 or IPv6 literal (no lookup needed). */
+static int rconn_numeric(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static int rconn_open(struct rconn *rc, struct evdns_base *dns, const struct conf_addr *a,
+                      char *errstr, size_t errlen)
+{
+    struct evutil_addrinfo hints, *res = NULL;
     char port[8];
     int rv;
 
@@ -242,7 +327,7 @@ static int rconn_open(struct rconn *rc, const struct conf_addr *a, char *errstr,
         sun.sun_family = AF_UNIX;
         snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->unix_path);
         if (rconn_socket(rc, AF_UNIX, (struct sockaddr *)&sun, sizeof(sun)) == 0)
-            return 0;
+            return rconn_watch(rc);
         snprintf(errstr, errlen, "connect unix:%s: %s", a->unix_path, strerror(errno));
         return -1;
     }
@@ -250,24 +335,35 @@ static int rconn_open(struct rconn *rc, const struct conf_addr *a, char *errstr,
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     snprintf(port, sizeof(port), "%u", (unsigned)a->port);
-    if ((rv = getaddrinfo(a->host, port, &hints, &res)) != 0) {
-        snprintf(errstr, errlen, "%s: %s", a->host, gai_strerror(rv));
+    snprintf(rc->host, sizeof(rc->host), "%s", a->host);
+    rc->port = a->port;
+    if (dns && !rconn_numeric(a->host)) {
+        /* a name: looked up by evdns (resolv.conf, hosts file), never blocking the loop */
+        if (!(rc->resolved_ev = event_new(rc->base, -1, 0, rconn_resolved_cb, rc))) {
+            snprintf(errstr, errlen, "out of memory");
+            return -1;
+        }
+        hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+        rc->dns_req = evdns_getaddrinfo(dns, a->host, port, &hints, rconn_dns_cb, rc);
+        return 0; /* rconn_dns_cb may have run already: resolved_ev goes on */
+    }
+    hints.ai_flags = EVUTIL_AI_NUMERICHOST * (dns != NULL);
+    if ((rv = evutil_getaddrinfo(a->host, port, &hints, &res)) != 0) {
+        snprintf(errstr, errlen, "%s: %s", a->host, evutil_gai_strerror(rv));
         return -1;
     }
-    errno = EADDRNOTAVAIL;
-    for (ai = res; ai; ai = ai->ai_next)
-        if (rconn_socket(rc, ai->ai_family, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
-    freeaddrinfo(res);
-    if (!ai) {
+    rv = rconn_connect_any(rc, res);
+    evutil_freeaddrinfo(res);
+    if (rv < 0) {
         snprintf(errstr, errlen, "connect %s:%u: %s", a->host, (unsigned)a->port, strerror(errno));
         return -1;
     }
-    return 0;
+    return rconn_watch(rc);
 }
 
-struct rconn *rconn_new(struct event_base *base, const struct conf_addr *addr,
-                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen)
+struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
+                        const struct conf_addr *addr, const struct rconn_cbs *cbs, void *arg,
+                        char *errstr, size_t errlen)
 {
     struct rconn *rc = calloc(1, sizeof(*rc));
 
@@ -279,20 +375,13 @@ struct rconn *rconn_new(struct event_base *base, const struct conf_addr *addr,
     rc->base = base;
     rc->cbs = cbs;
     rc->arg = arg;
-    if (!(rc->out = evbuffer_new()) || !(rc->reader = redisReaderCreate())) {
+    if (!(rc->out = evbuffer_new()) || !(rc->reader = redisReaderCreate()) ||
+        !(rc->flush_ev = event_new(base, -1, 0, rconn_flush_cb, rc))) {
         snprintf(errstr, errlen, "out of memory");
         goto err;
     }
-    if (rconn_open(rc, addr, errstr, errlen) < 0)
+    if (rconn_open(rc, dns, addr, errstr, errlen) < 0)
         goto err;
-    rc->rev = event_new(base, rc->fd, EV_READ | EV_PERSIST, rconn_read_cb, rc);
-    rc->wev = event_new(base, rc->fd, EV_WRITE | EV_PERSIST, rconn_write_cb, rc);
-    rc->flush_ev = event_new(base, -1, 0, rconn_flush_cb, rc);
-    if (!rc->rev || !rc->wev || !rc->flush_ev) {
-        snprintf(errstr, errlen, "out of memory");
-        goto err;
-    }
-    event_add(rc->wev, NULL); /* writable: the non-blocking connect finished */
     return rc;
 err:
     rconn_destroy(rc);
@@ -314,8 +403,10 @@ void rconn_free(struct rconn *rc)
         return;
     if (rc->in_cb) {
         rc->dead = 1;
-        event_del(rc->rev);
-        event_del(rc->wev);
+        if (rc->rev)
+            event_del(rc->rev);
+        if (rc->wev)
+            event_del(rc->wev);
         event_del(rc->flush_ev);
         return;
     }

@@ -27,6 +27,7 @@
 #include "core/conf.h"
 
 struct event_base;
+struct evdns_base;
 struct redisReply;
 struct rconn;
 
@@ -36,11 +37,14 @@ struct rconn_cbs {
     void (*on_close)(const char *errstr, void *arg);
 };
 
-/* Start connecting to addr (host:port or unix:path; a host name is looked up here, as
- * hiredis did). NULL with errstr filled when the connection cannot even be started (the
- * name does not resolve, no socket); cbs is borrowed and must outlive the rconn. */
-struct rconn *rconn_new(struct event_base *base, const struct conf_addr *addr,
-                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen);
+/* Start connecting to addr (host:port or unix:path). A host name is looked up with dns
+ * (evdns: resolv.conf and the hosts file) without blocking the loop; a lookup that fails
+ * ends in on_close, like a refused connect. dns NULL: the name is looked up here, blocking
+ * (getaddrinfo). NULL with errstr filled when the connection cannot even be started; cbs
+ * is borrowed and must outlive the rconn. Bytes written before it is up wait for it. */
+struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
+                        const struct conf_addr *addr, const struct rconn_cbs *cbs, void *arg,
+                        char *errstr, size_t errlen);
 
 /* Append bytes to send (copied). 0, or -1 when out of memory or the connection is gone. */
 int rconn_write(struct rconn *rc, const void *bytes, size_t len);

@@ -6,7 +6,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
@@ -285,6 +287,9 @@ struct redis_node {
 
 struct redis_client {
     struct event_base *base;
+    struct evdns_base *dns;              /* node names are looked up with it (resolv.conf, hosts) */
+    struct stat resolv_seen, hosts_seen; /* ... as they were when it read them */
+    int dns_loaded;
     const struct redis_conf *conf;
     const struct redis_script *scripts;
     size_t nscripts;
@@ -343,6 +348,7 @@ static void redis_note_down(struct redis_node *n, const char *why);
 static void redis_refresh_soon(struct redis_client *c);
 static int redis_route(struct redis_client *c, struct redis_cmd *cmd);
 static void redis_update_ready(struct redis_client *c);
+static void redis_dns_refresh(struct redis_client *c);
 
 static void redis_schedule(struct event *ev, unsigned *backoff)
 {
@@ -1436,13 +1442,14 @@ static void redis_node_connect(struct redis_node *n)
 
     if (n->conn || c->freeing)
         return;
+    redis_dns_refresh(c);
     if (c->sentinel && !c->target_known) {
         if (sentinel_query(c->sentinel, redis_sentinel_cb, c) < 0)
             redis_schedule(n->reconnect_ev, &n->backoff);
         return;
     }
     n->role_ok = !c->sentinel;
-    n->conn = rconn_new(c->base, &n->addr, &redis_conn_cbs, n, err, sizeof(err));
+    n->conn = rconn_new(c->base, c->dns, &n->addr, &redis_conn_cbs, n, err, sizeof(err));
     if (!n->conn) {
         redis_note_down(n, err);
         redis_schedule(n->reconnect_ev, &n->backoff);
@@ -1803,7 +1810,7 @@ static void redis_sub_connect(struct redis_client *c)
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    c->sub = rconn_new(c->base, redis_sub_addr(c), &redis_sub_cbs, c, err, sizeof(err));
+    c->sub = rconn_new(c->base, c->dns, redis_sub_addr(c), &redis_sub_cbs, c, err, sizeof(err));
     if (!c->sub) {
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
@@ -1935,12 +1942,53 @@ static int redis_sentinel_new(struct redis_client *c)
     if (n)
         redis_format(buf, n, auth, alens);
     len += redis_format(buf + len, 3, q, qlens);
-    c->sentinel = sentinel_new(c->base, conf->sentinels, conf->nsentinels, buf, len,
+    c->sentinel = sentinel_new(c->base, c->dns, conf->sentinels, conf->nsentinels, buf, len,
                                n ? redis_format(NULL, n, auth, alens) : 0, conf->sentinel_master,
                                conf->timeout_ms);
     rc = c->sentinel && sentinel_watch(c->sentinel, redis_switch_cb, c) == 0 ? 0 : -1;
     free(buf);
     return rc;
+}
+
+/* Has path changed since *seen (which is updated)? A file that is missing counts as one
+ * state of its own. */
+static int redis_file_changed(const char *path, struct stat *seen)
+{
+    struct stat now;
+
+    if (stat(path, &now) < 0)
+        memset(&now, 0, sizeof(now));
+    if (now.st_ino == seen->st_ino && now.st_size == seen->st_size &&
+        now.st_mtim.tv_sec == seen->st_mtim.tv_sec && now.st_mtim.tv_nsec == seen->st_mtim.tv_nsec)
+        return 0;
+    *seen = now;
+    return 1;
+}
+
+/* The resolver follows the system's settings as getaddrinfo does, without blocking:
+ * /etc/resolv.conf (nameservers, search, ndots, timeout, attempts) and /etc/hosts, each
+ * read again when it changed (checked before every connection, which is when a name is
+ * looked up). Without a usable resolv.conf, 127.0.0.1 is asked, as glibc does. */
+static void redis_dns_refresh(struct redis_client *c)
+{
+    int resolv = redis_file_changed("/etc/resolv.conf", &c->resolv_seen) || !c->dns_loaded;
+    int hosts = redis_file_changed("/etc/hosts", &c->hosts_seen);
+
+    c->dns_loaded = 1;
+    if (resolv) {
+        evdns_base_clear_nameservers_and_suspend(c->dns);
+        evdns_base_search_clear(c->dns);
+        evdns_base_clear_host_addresses(c->dns);
+        if (evdns_base_resolv_conf_parse(c->dns, DNS_OPTIONS_ALL, "/etc/resolv.conf") != 0) {
+            evdns_base_load_hosts(c->dns, "/etc/hosts");
+            if (evdns_base_count_nameservers(c->dns) == 0)
+                evdns_base_nameserver_ip_add(c->dns, "127.0.0.1");
+        }
+        evdns_base_resume(c->dns);
+    } else if (hosts) {
+        evdns_base_clear_host_addresses(c->dns);
+        evdns_base_load_hosts(c->dns, "/etc/hosts");
+    }
 }
 
 /* The nodes to start from: the one (single, Sentinel), or the seeds (Cluster). */
@@ -1980,8 +2028,10 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
     TAILQ_INIT(&c->deadlines);
     TAILQ_INIT(&c->watches);
     pthread_mutex_init(&c->pub_lock, NULL);
-    if (!(c->pub = calloc(REDIS_MAX_NODES, sizeof(*c->pub))) || redis_nodes_new(c) < 0)
+    if (!(c->pub = calloc(REDIS_MAX_NODES, sizeof(*c->pub))) || redis_nodes_new(c) < 0 ||
+        !(c->dns = evdns_base_new(base, 0)))
         goto err;
+    redis_dns_refresh(c);
     if (conf->nsentinels && redis_sentinel_new(c) < 0)
         goto err;
     redis_publish_nodes(c);
@@ -2063,6 +2113,8 @@ void redis_client_free(struct redis_client *c)
     free(c->nodes);
     free(c->slots);
     sentinel_free(c->sentinel);
+    if (c->dns)
+        evdns_base_free(c->dns, 0); /* every lookup was cancelled with its connection */
     if (c->sub_reconnect_ev)
         event_free(c->sub_reconnect_ev);
     if (c->deadline_ev)

@@ -13,6 +13,7 @@
 
 struct sentinel {
     struct event_base *base;
+    struct evdns_base *dns;        /* borrowed from the owner */
     const struct conf_addr *addrs; /* borrowed from the configuration */
     size_t n;
     char *query; /* [AUTH ...] SENTINEL get-master-addr-by-name NAME, in the wire format */
@@ -151,7 +152,7 @@ static void sentinel_next(struct sentinel *s)
             return;
         }
         s->cur = (s->first + s->tried++) % s->n;
-        s->conn = rconn_new(s->base, &s->addrs[s->cur], &sentinel_cbs, s, err, sizeof(err));
+        s->conn = rconn_new(s->base, s->dns, &s->addrs[s->cur], &sentinel_cbs, s, err, sizeof(err));
         if (s->conn)
             break;
         sentinel_note(s, err);
@@ -172,15 +173,17 @@ static void sentinel_timer_cb(evutil_socket_t fd, short what, void *arg)
     sentinel_next(s);
 }
 
-struct sentinel *sentinel_new(struct event_base *base, const struct conf_addr *sentinels, size_t n,
-                              const char *query, size_t query_len, size_t auth_len,
-                              const char *master, uint64_t timeout_ms)
+struct sentinel *sentinel_new(struct event_base *base, struct evdns_base *dns,
+                              const struct conf_addr *sentinels, size_t n, const char *query,
+                              size_t query_len, size_t auth_len, const char *master,
+                              uint64_t timeout_ms)
 {
     struct sentinel *s = calloc(1, sizeof(*s));
 
     if (!s)
         return NULL;
     s->base = base;
+    s->dns = dns;
     s->addrs = sentinels;
     s->n = n;
     s->auth_len = auth_len;
@@ -305,8 +308,8 @@ static void sentinel_sub_connect(struct sentinel *s)
     static const char subscribe[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n";
     char err[256];
 
-    s->sub =
-        rconn_new(s->base, &s->addrs[s->sub_cur % s->n], &sentinel_sub_cbs, s, err, sizeof(err));
+    s->sub = rconn_new(s->base, s->dns, &s->addrs[s->sub_cur % s->n], &sentinel_sub_cbs, s, err,
+                       sizeof(err));
     if (!s->sub) {
         sentinel_sub_lost(s);
         return;

@@ -19,6 +19,7 @@
 #include "core/conf.h"
 
 struct event_base;
+struct evdns_base;
 struct sentinel;
 
 /* primary: the address found (valid during the callback), or NULL with why saying what
@@ -28,10 +29,12 @@ typedef void (*sentinel_cb)(const struct conf_addr *primary, const char *why, vo
 /* sentinels: borrowed, must outlive s. query: what to send each one (copied), in Redis's
  * wire format: "SENTINEL get-master-addr-by-name NAME", after "AUTH ..." when auth_len
  * (the AUTH command's length at its start: its reply is checked first). Each Sentinel
- * gets timeout_ms to answer. master: the name (copied), for sentinel_watch. */
-struct sentinel *sentinel_new(struct event_base *base, const struct conf_addr *sentinels, size_t n,
-                              const char *query, size_t query_len, size_t auth_len,
-                              const char *master, uint64_t timeout_ms);
+ * gets timeout_ms to answer. master: the name (copied), for sentinel_watch. dns: names
+ * are looked up with it (borrowed; must outlive s). */
+struct sentinel *sentinel_new(struct event_base *base, struct evdns_base *dns,
+                              const struct conf_addr *sentinels, size_t n, const char *query,
+                              size_t query_len, size_t auth_len, const char *master,
+                              uint64_t timeout_ms);
 /* Ask (a query in progress is left to finish: its callback is the one). 0 or -1. */
 int sentinel_query(struct sentinel *s, sentinel_cb cb, void *arg);
 

@@ -315,3 +315,139 @@ Test(resolve, a_reload_with_a_name_that_does_not_resolve_keeps_the_running_confi
     cr_assert_str_eq(who, "upstream", "the running upstream was dropped");
     stop();
 }
+
+/*
+ * Issue 18, part 3: a Redis name is looked up without blocking the worker. The proxy's
+ * resolv.conf names a DNS server of the test's own that holds every question: while the
+ * lookup of Redis's name waits, the one worker still answers a keyless request at once
+ * (nothing to look up), and keyed requests get 503; once the server answers, keyed
+ * requests are served. A name the server says does not exist is a clear log line.
+ */
+static pid_t start_with_dns(struct harness_dns *dns, const char *redis_name)
+{
+    char resolv[512], listen[32], redis[96];
+    const char *script = "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf "
+                         "&& shift 2 && exec \"$@\"";
+    FILE *f;
+    pid_t pid;
+
+    if (!can_unshare())
+        cr_skip_test("needs root and unshare -m (a mount namespace for resolv.conf)");
+    stack_start(NULL, NULL);
+    snprintf(hosts, sizeof(hosts), "%s/hosts", harness_tmpdir());
+    write_hosts("127.0.0.1 localhost\n");
+    snprintf(resolv, sizeof(resolv), "%s/resolv.conf", harness_tmpdir());
+    cr_assert_not_null(f = fopen(resolv, "w"));
+    fprintf(f, "nameserver 127.0.0.1:%u\noptions timeout:30 attempts:1\n", harness_dns_port(dns));
+    fclose(f);
+    proxy_port = harness_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", proxy_port);
+    snprintf(redis, sizeof(redis), "%s:%u", redis_name, stack.redis_port);
+    {
+        char *argv[] = {UNSHARE,   "-m",        "sh",   "-c",          (char *)script,
+                        "sh",      hosts,       resolv, IDEMPROXY_BIN, "--listen",
+                        listen,    "--workers", "1",    "--upstream",  stack.up_arg,
+                        "--redis", redis,       NULL};
+        pid = harness_spawn("proxyN", argv);
+    }
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(harness_wait_port(proxy_port, 5000), 0, "the proxy did not listen");
+    return pid;
+}
+
+Test(resolve, a_slow_dns_server_delays_no_request_that_needs_no_lookup)
+{
+    static const char get[] = "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    struct harness_keyed k = {
+        .method = "POST", .path = "/status/201", .key = "dns-1", .body = "{}"};
+    struct harness_dns *dns = harness_dns_start(1);
+    struct harness_resp r;
+    unsigned held = 0;
+    double t0;
+
+    cr_assert_not_null(dns);
+    proxy_pid = start_with_dns(dns, "redis.slow.idemproxy.test");
+    /* the lookup of Redis's name is out, unanswered */
+    for (t0 = harness_now_s(); harness_dns_queries(dns, &held), held == 0;) {
+        cr_assert_lt(harness_now_s() - t0, 5.0, "Redis's name was never looked up");
+        usleep(10 * 1000);
+    }
+    /* the only worker is not waiting for it: a keyless request is answered */
+    cr_assert_eq(harness_request(proxy_port, get, strlen(get), &r, 2000), 0,
+                 "a keyless request waited for the DNS server");
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    stack_post(proxy_port, &k, &r);
+    cr_assert_eq(r.status, 503, "no Redis yet: %d", r.status);
+    harness_resp_free(&r);
+    harness_dns_queries(dns, &held);
+    cr_assert_gt(held, 0, "the lookup was answered: the test proves nothing");
+    /* the server answers: Redis is reached, keyed requests are served */
+    harness_dns_hold(dns, 0);
+    for (t0 = harness_now_s();; usleep(100 * 1000)) {
+        stack_post(proxy_port, &k, &r);
+        if (r.status == 201)
+            break;
+        cr_assert_eq(r.status, 503);
+        harness_resp_free(&r);
+        cr_assert_lt(harness_now_s() - t0, 10.0, "Redis was not reached after the answer");
+    }
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "dns-1"), 1);
+    stop();
+    harness_dns_stop(dns);
+}
+
+Test(resolve, a_redis_name_that_does_not_exist_is_logged)
+{
+    struct harness_keyed k = {
+        .method = "POST", .path = "/status/201", .key = "dns-2", .body = "{}"};
+    struct harness_dns *dns = harness_dns_start(0);
+    struct harness_resp r;
+    char *log = NULL;
+    double t0;
+
+    cr_assert_not_null(dns);
+    proxy_pid = start_with_dns(dns, "nx.idemproxy.test");
+    stack_post(proxy_port, &k, &r);
+    cr_assert_eq(r.status, 503);
+    harness_resp_free(&r);
+    for (t0 = harness_now_s();
+         !(log = harness_read_log("proxyN")) || !strstr(log, "cannot reach nx.idemproxy.test:");
+         usleep(20 * 1000)) {
+        free(log);
+        log = NULL;
+        cr_assert_lt(harness_now_s() - t0, 5.0, "no log line for the failed lookup");
+    }
+    cr_assert(strstr(log, "nodename nor servname") || strstr(log, "not known") ||
+                  strstr(log, "does not exist") || strstr(log, "Name or service"),
+              "%s", log);
+    free(log);
+    cr_assert_eq(harness_executions(stack.up_port, "dns-2"), 0);
+    stop();
+    harness_dns_stop(dns);
+}
+
+/* The hosts file answers before any DNS server (the server here holds every question). */
+Test(resolve, the_hosts_file_needs_no_dns_server)
+{
+    struct harness_keyed k = {
+        .method = "POST", .path = "/status/201", .key = "dns-3", .body = "{}"};
+    struct harness_dns *dns = harness_dns_start(1);
+    struct harness_resp r;
+    double t0;
+
+    cr_assert_not_null(dns);
+    proxy_pid = start_with_dns(dns, "localhost");
+    for (t0 = harness_now_s();; usleep(100 * 1000)) {
+        stack_post(proxy_port, &k, &r);
+        if (r.status == 201)
+            break;
+        harness_resp_free(&r);
+        cr_assert_lt(harness_now_s() - t0, 5.0, "localhost (hosts file) not reached");
+    }
+    harness_resp_free(&r);
+    cr_assert_eq(harness_dns_queries(dns, NULL), 0, "the DNS server was asked for localhost");
+    stop();
+    harness_dns_stop(dns);
+}

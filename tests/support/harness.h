@@ -67,6 +67,20 @@ pid_t harness_start_upstream(uint16_t *port, const char *logname);
  * args (e.g. "--upstream", "127.0.0.1:1234", NULL). Returns pid, *port filled. */
 pid_t harness_start_proxy(uint16_t *port, const char *logname, const char *const extra[]);
 
+/* ---- a DNS server (dns.c) ---- */
+
+/* UDP on 127.0.0.1 (harness_dns_port), in a thread of its own: every A question is
+ * answered 127.0.0.1 (names whose first label is "nx": NXDOMAIN; other types: no data).
+ * hold: questions are kept unanswered until harness_dns_hold(d, 0) answers them (a slow
+ * server). NULL on failure. */
+struct harness_dns;
+struct harness_dns *harness_dns_start(int hold);
+uint16_t harness_dns_port(const struct harness_dns *d);
+void harness_dns_hold(struct harness_dns *d, int hold);
+/* Questions received so far; *held (may be NULL): how many wait unanswered now. */
+unsigned harness_dns_queries(struct harness_dns *d, unsigned *held);
+void harness_dns_stop(struct harness_dns *d); /* d NULL: nothing */
+
 /* ---- Redis (redis.c) ---- */
 
 /* redis-server with conf/redis.conf on a free port, data in <tmpdir>/<logname>.data;
