@@ -131,7 +131,8 @@ if [ "$KIND" = sentinel ]; then
     replicas=()
     for i in 1 2; do
         p=$(free_port)
-        node "$p" --replicaof 127.0.0.1 "$primary"
+        # (a replica promoted later serves the others' full syncs: no diskless delay)
+        node "$p" --replicaof 127.0.0.1 "$primary" --repl-diskless-sync-delay 0
         replicas+=("$p")
     done
     # both replicas in sync (state=online), so WAIT can be answered from the start

@@ -21,8 +21,8 @@
 #
 #   --topology T      run on a local Sentinel group (1+2, 3 Sentinels) or Cluster (3+3)
 #                     from scripts/redis-topology.sh instead of one redis-server
-#   --failover F      2 s into the storm: crash (SIGKILL the primary; a cluster node is
-#                     started again 6 s later, as the new primary's replica), freeze
+#   --failover F      2 s into the storm: crash (SIGKILL the primary; it is started
+#                     again 6 s later and becomes the new primary's replica), freeze
 #                     (SIGSTOP it, SIGCONT 6 s later: the stale primary), manual (SENTINEL
 #                     FAILOVER / CLUSTER FAILOVER), migrate (cluster: reshard all its slots
 #                     to another primary, live)
@@ -166,10 +166,8 @@ inject() {
     case $FAILOVER in
     crash)
         kill -9 "$pid"
-        if [ "$TOPOLOGY" = cluster ]; then
-            sleep 6
-            "$ROOT/scripts/redis-topology.sh" cluster restart "$RUN/topo" "$port" >/dev/null
-        fi ;;
+        sleep 6 # failed over by then; it comes back (and is made a replica) as after a reboot
+        "$ROOT/scripts/redis-topology.sh" "$TOPOLOGY" restart "$RUN/topo" "$port" >/dev/null ;;
     freeze)
         kill -STOP "$pid"
         sleep 6

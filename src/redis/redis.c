@@ -176,10 +176,11 @@ int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen)
         return conf_fail(err, errlen, "redis %s: not used with %s (give the node%s there instead)",
                          a, conf->ncluster ? "redis-cluster" : "redis-sentinel",
                          conf->ncluster ? "s as seeds" : "'s Sentinels");
-    if (conf->wait_replicas > 0 && conf->wait_timeout_ms >= conf->timeout_ms)
+    if (conf->wait_replicas > 0 && 2 * conf->wait_timeout_ms >= conf->timeout_ms)
         return conf_fail(err, errlen,
-                         "redis-wait: its timeout (%llu ms) must be shorter than redis-timeout "
-                         "(%llu ms): WAIT holds the connection until it answers",
+                         "redis-wait: its timeout (%llu ms) must be under half of redis-timeout "
+                         "(%llu ms): WAIT holds the connection until it answers, and a "
+                         "command may wait for the WAIT before its own",
                          (unsigned long long)conf->wait_timeout_ms,
                          (unsigned long long)conf->timeout_ms);
     if (conf->nsentinels && !conf->sentinel_master)
@@ -206,14 +207,16 @@ enum redis_cmd_kind {
     RC_PING,        /* the idle check */
     RC_ROLE,        /* Sentinel mode: is it still the primary? (first, and the idle check) */
     RC_SLOTS,       /* Cluster mode: CLUSTER SLOTS, for the slot map (has a callback) */
+    RC_WAIT,        /* WAIT: confirms every command of node->confirming */
 };
 
 /* Where a command is: each state is one list (see struct redis_node / redis_client). */
 enum redis_cmd_state {
-    RS_NONE = 0, /* in no list: being handled */
-    RS_UNROUTED, /* c->unrouted: no node for it yet, or a retry after a delay */
-    RS_WAITING,  /* node->waiting: for the node's connection */
-    RS_SENT,     /* node->queue: written, its reply awaited */
+    RS_NONE = 0,   /* in no list: being handled */
+    RS_UNROUTED,   /* c->unrouted: no node for it yet, or a retry after a delay */
+    RS_WAITING,    /* node->waiting: for the node's connection */
+    RS_SENT,       /* node->queue: written, its reply awaited */
+    RS_CONFIRMING, /* node->confirming: its reply is in (own), a WAIT's is awaited */
 };
 
 struct redis_cmd {
@@ -230,13 +233,13 @@ struct redis_cmd {
     int in_deadlines;  /* on c->deadlines */
     int timed_out;     /* its deadline passed: the connection was reset for it */
     int resent;        /* already fell back from EVALSHA to EVAL */
-    int wait_sent;     /* a WAIT follows it on the connection */
+    int needs_wait;    /* REDIS_F_WAIT with redis-wait on: a WAIT must confirm it */
     int slot;          /* cluster: the slot of its key, -1 when it has none */
     int redirects;     /* MOVED / ASK followed */
     int retries;       /* TRYAGAIN, CLUSTERDOWN... waited out */
     int asking;        /* ASK: send ASKING right before it */
     int asking_sent;   /* ... and that reply comes first */
-    redisReply *own;   /* its own reply, kept until the WAIT's arrives (owned) */
+    redisReply *own;   /* its own reply, kept until a WAIT's arrives (owned) */
     /* kept for the EVAL fallback: argv[0..1] are replaced by EVAL + script text */
     int argc;
     const char **argv;
@@ -281,6 +284,12 @@ struct redis_node {
     struct event *reconnect_ev;
     struct redis_cmd_list queue;   /* sent on conn, in send order */
     struct redis_cmd_list waiting; /* for a connection (or ROLE master), in order */
+    /* WAIT, one at a time: it blocks the connection for up to its timeout, so one per
+     * command would queue them up (N x the timeout) when replicas are short. A WAIT
+     * confirms every write sent before it, so each covers what was sent meanwhile. */
+    struct redis_cmd_list confirming; /* replied, for the next WAIT's reply to confirm */
+    int wait_out;                     /* a WAIT is sent, its reply awaited */
+    int wait_more;                    /* commands sent since need another one */
 };
 
 #define REDIS_NO_NODE 0xffffu
@@ -345,6 +354,7 @@ static void redis_send_waiting(struct redis_node *n);
 static void redis_sub_connect(struct redis_client *c);
 static void redis_cmd_free(struct redis_cmd *cmd);
 static void redis_note_down(struct redis_node *n, const char *why);
+static void redis_send_wait(struct redis_node *n);
 static void redis_refresh_soon(struct redis_client *c);
 static int redis_route(struct redis_client *c, struct redis_cmd *cmd);
 static void redis_update_ready(struct redis_client *c);
@@ -424,6 +434,9 @@ static void redis_cmd_unlink(struct redis_cmd *cmd)
     case RS_SENT:
         TAILQ_REMOVE(&cmd->node->queue, cmd, link);
         break;
+    case RS_CONFIRMING:
+        TAILQ_REMOVE(&cmd->node->confirming, cmd, link);
+        break;
     case RS_NONE:
         break;
     }
@@ -475,7 +488,19 @@ static void redis_drop(struct redis_node *n, const char *why)
     n->ready = 0;
     n->was_down = 1;
     n->role_ok = 0;
+    n->wait_out = n->wait_more = 0;
     c->target_known = 0; /* Sentinel mode: ask again who the primary is */
+    /* those that ran but were never confirmed: their reply, as not confirmed */
+    TAILQ_INIT(&failed);
+    TAILQ_CONCAT(&failed, &n->confirming, link);
+    while ((cmd = TAILQ_FIRST(&failed))) {
+        TAILQ_REMOVE(&failed, cmd, link);
+        cmd->state = RS_NONE;
+        redis_deadline_remove(c, cmd);
+        METRIC_INC(c->stats.wait_error);
+        redis_cmd_finish(cmd, REDIS_CMD_UNCONFIRMED, cmd->own,
+                         "WAIT: the connection was lost before replicas confirmed it");
+    }
     TAILQ_INIT(&failed);
     TAILQ_CONCAT(&failed, &n->queue, link);
     while ((cmd = TAILQ_FIRST(&failed))) {
@@ -506,7 +531,7 @@ static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
     while ((cmd = TAILQ_FIRST(&c->deadlines)) && cmd->deadline <= now) {
         struct redis_node *n = cmd->node;
-        if (cmd->state != RS_SENT) {
+        if (cmd->state != RS_SENT && cmd->state != RS_CONFIRMING) {
             /* never sent: it fails alone (the caller knows nothing reached Redis) */
             int unrouted = cmd->state == RS_UNROUTED;
             redis_cmd_unlink(cmd);
@@ -613,11 +638,7 @@ static int redis_cmd_write(struct redis_node *n, struct redis_cmd *cmd)
         if (buf != stack)
             free(buf);
     }
-    cmd->wait_sent = 0;
-    if (rc == 0 && (cmd->flags & REDIS_F_WAIT) && c->wait_cmd_len) {
-        rc = rconn_write(n->conn, c->wait_cmd, c->wait_cmd_len);
-        cmd->wait_sent = rc == 0;
-    }
+    cmd->needs_wait = (cmd->flags & REDIS_F_WAIT) && c->wait_cmd_len;
     return rc;
 }
 
@@ -628,6 +649,74 @@ static void redis_cmd_free(struct redis_cmd *cmd)
         freeReplyObject(cmd->own);
     free(cmd->fmt_owned);
     free(cmd);
+}
+
+/* A WAIT on n's connection, confirming every write sent on it so far. */
+static void redis_send_wait(struct redis_node *n)
+{
+    struct redis_client *c = n->c;
+    struct redis_cmd *w = calloc(1, sizeof(*w));
+
+    if (!w) {
+        n->wait_more = 1; /* the next reply tries again */
+        return;
+    }
+    w->c = c;
+    w->kind = RC_WAIT;
+    w->script = -1;
+    w->fmt = c->wait_cmd; /* the client's own, for as long as it lives */
+    w->fmtlen = c->wait_cmd_len;
+    w->deadline = clock_mono_ms() + c->conf->timeout_ms;
+    redis_deadline_add(c, w);
+    w->node = n;
+    if (rconn_write(n->conn, w->fmt, w->fmtlen) < 0) {
+        redis_cmd_free(w);
+        n->wait_more = 1;
+        return;
+    }
+    TAILQ_INSERT_TAIL(&n->queue, w, link);
+    w->state = RS_SENT;
+    n->wait_out = 1;
+    n->wait_more = 0;
+}
+
+/* A WAIT's reply: every command that replied before it is confirmed, or not. */
+static void redis_wait_replied(struct redis_node *n, const redisReply *wait)
+{
+    struct redis_client *c = n->c;
+    struct redis_cmd_list done;
+    struct redis_cmd *cmd;
+    enum redis_status st = REDIS_CMD_OK;
+    char why[160] = "";
+
+    n->wait_out = 0;
+    if (n->wait_more) /* first: callbacks below may issue more, which then wait for it */
+        redis_send_wait(n);
+    if (wait->type == REDIS_REPLY_INTEGER && wait->integer >= c->conf->wait_replicas) {
+        st = REDIS_CMD_OK;
+    } else if (wait->type == REDIS_REPLY_INTEGER) {
+        st = REDIS_CMD_UNCONFIRMED;
+        snprintf(why, sizeof(why), "WAIT: %lld of %d replicas acknowledged within %llu ms",
+                 wait->integer, c->conf->wait_replicas,
+                 (unsigned long long)c->conf->wait_timeout_ms);
+    } else {
+        st = REDIS_CMD_UNCONFIRMED;
+        snprintf(why, sizeof(why), "WAIT failed: %.120s",
+                 wait->type == REDIS_REPLY_ERROR ? wait->str : "unexpected reply");
+    }
+    TAILQ_INIT(&done);
+    TAILQ_CONCAT(&done, &n->confirming, link);
+    while ((cmd = TAILQ_FIRST(&done))) {
+        TAILQ_REMOVE(&done, cmd, link);
+        cmd->state = RS_NONE;
+        if (st == REDIS_CMD_OK)
+            METRIC_INC(c->stats.wait_ok);
+        else if (wait->type == REDIS_REPLY_INTEGER)
+            METRIC_INC(c->stats.wait_short);
+        else
+            METRIC_INC(c->stats.wait_error);
+        redis_cmd_finish(cmd, st, cmd->own, st == REDIS_CMD_OK ? NULL : why);
+    }
 }
 
 /* Give cmd to node n: written at once when its connection takes it, else kept until it
@@ -650,6 +739,12 @@ static int redis_node_put(struct redis_node *n, struct redis_cmd *cmd)
         return -1;
     TAILQ_INSERT_TAIL(&n->queue, cmd, link);
     cmd->state = RS_SENT;
+    if (cmd->needs_wait) {
+        if (n->wait_out)
+            n->wait_more = 1; /* the WAIT after the one out will cover it */
+        else
+            redis_send_wait(n);
+    }
     return 0;
 }
 
@@ -774,7 +869,7 @@ static void redis_cmd_rearm(struct redis_cmd *cmd)
         freeReplyObject(cmd->own);
         cmd->own = NULL;
     }
-    cmd->wait_sent = 0;
+    cmd->needs_wait = 0;
     cmd->asking_sent = 0;
     cmd->timed_out = 0;
 }
@@ -904,6 +999,7 @@ static void redis_internal_reply(struct redis_node *n, struct redis_cmd *cmd,
     case RC_PING:
     case RC_USER:
     case RC_SLOTS:
+    case RC_WAIT:
         return;
     }
 }
@@ -988,10 +1084,9 @@ static int redis_cmd_retry(struct redis_node *n, struct redis_cmd *cmd, const ch
     return 1;
 }
 
-/* A command's replies are in (its own, then WAIT's when one followed it): tell its owner
- * what they mean. 1 when it was sent again (it is kept), 0 when done (free it). */
-static int redis_cmd_replied(struct redis_node *n, struct redis_cmd *cmd, const redisReply *own,
-                             const redisReply *wait)
+/* A command's reply is in: tell its owner what it means, or keep it for the next WAIT to
+ * confirm. 1 when it was sent again or is kept (it is not done), 0 when done (free it). */
+static int redis_cmd_replied(struct redis_node *n, struct redis_cmd *cmd, redisReply *own)
 {
     struct redis_client *c = n->c;
     char why[160];
@@ -1015,36 +1110,27 @@ static int redis_cmd_replied(struct redis_node *n, struct redis_cmd *cmd, const 
         redis_cmd_done(cmd, REDIS_CMD_ERROR, NULL, own->str);
         return 0;
     }
-    if (!cmd->wait_sent) {
+    if (!cmd->needs_wait) {
         redis_cmd_done(cmd, REDIS_CMD_OK, own, NULL);
         return 0;
     }
-    if (wait->type == REDIS_REPLY_INTEGER && wait->integer >= c->conf->wait_replicas) {
-        METRIC_INC(c->stats.wait_ok);
-        redis_cmd_done(cmd, REDIS_CMD_OK, own, NULL);
-        return 0;
-    }
-    if (wait->type == REDIS_REPLY_INTEGER) {
-        METRIC_INC(c->stats.wait_short);
-        snprintf(why, sizeof(why), "WAIT: %lld of %d replicas acknowledged within %llu ms",
-                 wait->integer, c->conf->wait_replicas,
-                 (unsigned long long)c->conf->wait_timeout_ms);
-    } else {
-        METRIC_INC(c->stats.wait_error);
-        snprintf(why, sizeof(why), "WAIT failed: %.120s",
-                 wait->type == REDIS_REPLY_ERROR ? wait->str : "unexpected reply");
-    }
-    redis_cmd_done(cmd, REDIS_CMD_UNCONFIRMED, own, why);
-    return 0;
+    /* It ran: a WAIT's reply says whether replicas have it. Its deadline was for its
+     * reply; the WAIT that covers it has a deadline of its own (WAIT may take its timeout
+     * and then some: Redis checks blocked clients' timeouts at its own tick). */
+    cmd->own = own;
+    TAILQ_INSERT_TAIL(&n->confirming, cmd, link);
+    cmd->state = RS_CONFIRMING;
+    redis_deadline_remove(c, cmd);
+    return 1;
 }
 
 /* rconn: one reply on a node's command connection, for the oldest command sent. 1 when
- * the reply is kept (a command's own, until its WAIT's arrives). */
+ * the reply is kept (a command's own, until a WAIT confirms it). */
 static int redis_on_reply(redisReply *reply, void *arg)
 {
     struct redis_node *n = arg;
     struct redis_cmd *cmd = TAILQ_FIRST(&n->queue);
-    const redisReply *own, *wait = NULL;
+    int kept = 0;
 
     if (!cmd) {
         redis_drop(n, "a reply that no command asked for");
@@ -1054,25 +1140,21 @@ static int redis_on_reply(redisReply *reply, void *arg)
         cmd->asking_sent = 0;
         return 0;
     }
-    if (cmd->wait_sent && !cmd->own) {
-        cmd->own = reply; /* WAIT's reply comes next */
-        return 1;
-    }
     redis_cmd_unlink(cmd);
-    own = cmd->own ? cmd->own : reply;
-    if (cmd->own)
-        wait = reply;
-    if (own->type == REDIS_REPLY_ERROR && cmd->script >= 0 && !cmd->resent &&
-        strncmp(own->str, "NOSCRIPT", 8) == 0) {
+    if (cmd->kind == RC_WAIT) {
+        redis_cmd_free(cmd);
+        redis_wait_replied(n, reply);
+    } else if (reply->type == REDIS_REPLY_ERROR && cmd->script >= 0 && !cmd->resent &&
+               strncmp(reply->str, "NOSCRIPT", 8) == 0) {
         if (!redis_cmd_resend_eval(n, cmd))
             redis_cmd_finish(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
-        redis_arm_deadline(n->c);
-        return 0;
-    }
-    if (!redis_cmd_replied(n, cmd, own, wait))
+    } else if (redis_cmd_replied(n, cmd, reply)) {
+        kept = cmd->state == RS_CONFIRMING; /* its reply waits with it */
+    } else {
         redis_cmd_free(cmd);
+    }
     redis_arm_deadline(n->c);
-    return 0;
+    return kept;
 }
 
 /* Send cmd where it goes, or keep it until it can be. NULL (cmd freed) when neither. */
@@ -1525,6 +1607,7 @@ static unsigned redis_node_index(struct redis_client *c, const struct conf_addr 
     redis_node_set_addr(n, addr);
     TAILQ_INIT(&n->queue);
     TAILQ_INIT(&n->waiting);
+    TAILQ_INIT(&n->confirming);
     c->nodes[c->nnodes] = n;
     return (unsigned)c->nnodes++;
 }
@@ -2105,6 +2188,7 @@ void redis_client_free(struct redis_client *c)
         struct redis_node *n = c->nodes[i];
         redis_cmd_list_free(&n->queue);
         redis_cmd_list_free(&n->waiting);
+        redis_cmd_list_free(&n->confirming);
         if (n->reconnect_ev)
             event_free(n->reconnect_ev);
         free(n);

@@ -281,6 +281,42 @@ Test(redis_conn, wait_without_replica_degrades)
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }
 
+/* WAIT blocks its connection for its whole timeout when replicas are short: WAITs sent
+ * one per command would queue up (8 claims x 200 ms, past redis-timeout), the connection
+ * would be dropped and every command on it lost — as a storm across a Sentinel crash
+ * showed (records lost until the lease ran out, then executed again). One WAIT at a time
+ * covers every command sent before it: 8 concurrent claims are all answered. */
+Test(redis_conn, short_waits_do_not_time_out_the_connection)
+{
+    const char *extra[] = {
+        "--redis-wait", "1,200ms", "--redis-wait-policy", "degrade", "--workers", "1", NULL};
+    struct harness_keyed q = {.path = "/pay", .body = "{}"};
+    struct harness_resp r;
+    uint16_t port, admin;
+    char keys[8][16], *log;
+    int fds[8];
+    pid_t pid;
+
+    stack_start(NULL, NULL);
+    pid = proxy_with_admin("proxyC", &port, &admin, extra);
+    for (int i = 0; i < 8; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "ws-%d", i);
+        q.key = keys[i];
+        cr_assert_geq(fds[i] = harness_keyed_send(port, &q), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(harness_read_response(fds[i], &r, 0, 10000), 0);
+        cr_assert_eq(r.status, 200, "%s: %d %s", keys[i], r.status, r.body);
+        harness_resp_free(&r);
+        close(fds[i]);
+        cr_assert_eq(harness_executions(stack.up_port, keys[i]), 1);
+    }
+    log = harness_read_log("proxyC");
+    cr_assert_null(strstr(log, "no answer within redis-timeout"), "%s", log);
+    free(log);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+}
+
 /* A connection whose SCRIPT LOAD is refused (here the ACL forbids SCRIPT; in production
  * a Redis still loading its data answers LOADING) is made again until it works: before,
  * it stayed connected and not ready until something else broke it. */

@@ -798,12 +798,16 @@ Test(config, redis_wait_and_user)
     cr_assert(strstr(load_err("redis-wait 1 soon"), "invalid timeout 'soon'"), "%s", err);
     cr_assert(strstr(load_err("redis-wait-policy maybe"), "t.conf:1: redis-wait-policy"), "%s",
               err);
-    /* WAIT holds the connection: its timeout must fit in the command's deadline */
-    cr_assert_eq(load(&c, "upstream a:1\nredis-wait 1 500ms"), 0, "%s", err);
+    /* WAIT holds the connection: a command may wait for the WAIT out, then its own; both
+     * must fit in its deadline */
+    cr_assert_eq(load(&c, "upstream a:1\nredis-wait 1 250ms"), 0, "%s", err);
     cr_assert_eq(config_validate(&c, err, sizeof(err)), -1);
-    cr_assert(strstr(err, "redis-wait: its timeout (500 ms) must be shorter than redis-timeout "
+    cr_assert(strstr(err, "redis-wait: its timeout (250 ms) must be under half of redis-timeout "
                           "(500 ms)"),
               "%s", err);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream a:1\nredis-wait 1 249ms"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
     config_free(&c);
     cr_assert_eq(load(&c, "upstream a:1\nredis-wait 1 500ms\nredis-timeout 2s"), 0, "%s", err);
     cr_assert_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
