@@ -39,14 +39,17 @@ struct main_gen {
 struct main_workers {
     struct worker *w;
     int n;
-    /* for SIGHUP: the command line to read again, and every generation applied so far
-     * (requests that started under one keep using it: all are kept until exit) */
+    /* for SIGHUP: the command line to read again, and the generations some worker may
+     * still use (requests that started under one keep using it), oldest first; one is
+     * freed once every worker's oldest in use is later (main_collect_cb) */
     int argc;
     char **argv;
     struct main_gen **gens;
     size_t ngens;
     const struct main_gen *current; /* the one in force (main's own view) */
     struct event *resolve_ev;       /* upstream-resolve-interval */
+    struct event *collect_ev;       /* every second */
+    uint64_t last_id;
 };
 
 /* Keep a new generation: cfg (owned from now on), or when NULL the configuration cur
@@ -72,6 +75,7 @@ static struct main_gen *main_gen_add(struct main_workers *mw, const struct confi
     g->targets = *targets;
     g->wg.cfg = cfg ? cfg : cur;
     g->wg.targets = &g->targets;
+    g->wg.id = ++mw->last_id;
     mw->gens[mw->ngens++] = g;
     return g;
 }
@@ -117,6 +121,50 @@ static void main_resolve_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     main_gen_apply(mw, g);
+}
+
+static void main_gen_free(struct main_gen *g)
+{
+    if (g->cfg) {
+        config_free(g->cfg);
+        free(g->cfg);
+    }
+    upstream_targets_free(&g->targets);
+    free(g);
+}
+
+/* Every second: free the generations no worker uses any more. A configuration that a
+ * later generation borrows (new addresses, same settings) goes to that one first. */
+static void main_collect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_workers *mw = arg;
+    uint64_t oldest = UINT64_MAX;
+    size_t k = 0;
+
+    for (int i = 0; i < mw->n; i++) {
+        uint64_t o = worker_oldest_gen(&mw->w[i]);
+        if (o < oldest)
+            oldest = o;
+    }
+    if (mw->n == 0)
+        return;
+    for (size_t i = 0; i < mw->ngens; i++) {
+        struct main_gen *g = mw->gens[i];
+        if (g->wg.id >= oldest || g == mw->current) {
+            mw->gens[k++] = g;
+            continue;
+        }
+        for (size_t j = i + 1; g->cfg && j < mw->ngens; j++) {
+            struct main_gen *h = mw->gens[j];
+            if (h->wg.cfg == g->cfg && (h->wg.id >= oldest || h == mw->current)) {
+                h->cfg = g->cfg; /* h owns it now */
+                g->cfg = NULL;
+            }
+        }
+        log_debug("configuration generation %llu freed", (unsigned long long)g->wg.id);
+        main_gen_free(g);
+    }
+    mw->ngens = k;
 }
 
 /* Say which settings a reload cannot change (they keep their running values). */
@@ -186,7 +234,7 @@ static int main_run(const struct config *cfg, int argc, char **argv)
     struct event_base *base = NULL;
     struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL, *sighup = NULL;
     struct admin *admin = NULL;
-    struct main_workers mw = {NULL, 0, argc, argv, NULL, 0, NULL, NULL};
+    struct main_workers mw = {.argc = argc, .argv = argv};
     struct upstream_targets targets;
     const struct main_gen *first = NULL;
     char err[512];
@@ -210,7 +258,8 @@ static int main_run(const struct config *cfg, int argc, char **argv)
         goto out;
 
     mw.resolve_ev = evtimer_new(base, main_resolve_cb, &mw);
-    if (!mw.resolve_ev)
+    mw.collect_ev = event_new(base, -1, EV_PERSIST, main_collect_cb, &mw);
+    if (!mw.resolve_ev || !mw.collect_ev)
         goto out;
     /* the upstream names, resolved here (and again on upstream-resolve-interval) */
     if (upstream_resolve(&cfg->upstream, &targets, err, sizeof(err)) < 0) {
@@ -246,6 +295,10 @@ static int main_run(const struct config *cfg, int argc, char **argv)
         goto out;
     mw.w = workers;
     mw.n = nstarted;
+    {
+        struct timeval second = clock_tv(1000);
+        event_add(mw.collect_ev, &second);
+    }
     if (cfg->upstream.resolve_interval_ms) {
         struct timeval tv = clock_tv(cfg->upstream.resolve_interval_ms);
         evtimer_add(mw.resolve_ev, &tv);
@@ -311,14 +364,10 @@ out:
         event_free(sighup);
     if (mw.resolve_ev)
         event_free(mw.resolve_ev);
-    for (size_t i = 0; i < mw.ngens; i++) {
-        if (mw.gens[i]->cfg) {
-            config_free(mw.gens[i]->cfg);
-            free(mw.gens[i]->cfg);
-        }
-        upstream_targets_free(&mw.gens[i]->targets);
-        free(mw.gens[i]);
-    }
+    if (mw.collect_ev)
+        event_free(mw.collect_ev);
+    for (size_t i = 0; i < mw.ngens; i++)
+        main_gen_free(mw.gens[i]);
     free(mw.gens);
     if (base)
         event_base_free(base);

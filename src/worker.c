@@ -174,20 +174,58 @@ static void worker_apply(struct worker *w, const struct worker_gen *gen)
     const struct config *cfg = gen->cfg;
     char host[CONF_HOST_MAX + 16];
     struct upstream_pool *pool = upstream_pool_new(w->base, &cfg->upstream, gen->targets);
-    struct upstream_pool **r = pool ? realloc(w->retired, (w->nretired + 1) * sizeof(*r)) : NULL;
+    struct worker_use *u = pool ? realloc(w->uses, (w->nuses + 1) * sizeof(*u)) : NULL;
 
-    if (!r) {
+    if (!u) {
         log_error("reload: cannot apply the new upstreams; keeping the running configuration");
         upstream_pool_free(pool);
         return;
     }
-    w->retired = r;
-    w->retired[w->nretired++] = w->pool;
+    w->uses = u;
+    w->uses[w->nuses - 1].retired_ms = clock_mono_ms();
+    w->uses[w->nuses++] =
+        (struct worker_use){.gen = gen, .from_seq = frontend_next_seq(w->fe), .pool = pool};
     upstream_pool_retire(w->pool, pool);
     __atomic_store_n(&w->pool, pool, __ATOMIC_RELEASE); /* the admin thread reads it */
     frontend_set_upstreams(w->fe, pool, worker_default_host(cfg, host, sizeof(host)));
     idem_handler_set_policy(w->idem, &cfg->idem);
     w->gen = gen;
+}
+
+/* Drop the generations no request uses any more: everything that started before the
+ * next one was applied has finished (records still being retried count). Their pools go
+ * too, a second after they were retired at the earliest: the admin thread reads the pool
+ * in force without a lock and may have just taken the one a reload replaced. */
+static void worker_collect(struct worker *w)
+{
+    uint64_t oldest = frontend_oldest_seq(w->fe), orphans = idem_handler_oldest_seq(w->idem);
+    uint64_t now = clock_mono_ms();
+    size_t k = 0;
+
+    if (orphans < oldest)
+        oldest = orphans;
+    while (k + 1 < w->nuses && w->uses[k + 1].from_seq <= oldest &&
+           now - w->uses[k].retired_ms >= 1000) {
+        upstream_pool_free(w->uses[k].pool);
+        log_debug("configuration generation %llu no longer used",
+                  (unsigned long long)w->uses[k].gen->id);
+        k++;
+    }
+    if (k) {
+        memmove(w->uses, w->uses + k, (w->nuses - k) * sizeof(*w->uses));
+        w->nuses -= k;
+    }
+    __atomic_store_n(&w->oldest_gen, w->uses[0].gen->id, __ATOMIC_RELEASE);
+}
+
+static void worker_collect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_collect(arg);
+}
+
+uint64_t worker_oldest_gen(const struct worker *w)
+{
+    return __atomic_load_n(&w->oldest_gen, __ATOMIC_ACQUIRE);
 }
 
 /* Orders from the main thread, one byte each: 'r' reopen the access log, 'h' reload,
@@ -251,8 +289,13 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
         goto err;
     w->drain_ev = evtimer_new(w->base, worker_drain_timeout_cb, w);
     w->accept_ev = evtimer_new(w->base, worker_accept_resume_cb, w);
-    if (!w->drain_ev || !w->accept_ev)
+    w->collect_ev = event_new(w->base, -1, EV_PERSIST, worker_collect_cb, w);
+    if (!w->drain_ev || !w->accept_ev || !w->collect_ev)
         goto err;
+    {
+        struct timeval second = clock_tv(1000);
+        event_add(w->collect_ev, &second);
+    }
     /* the layers, bottom up; the keyed handler is the one registered handler */
     w->pool = upstream_pool_new(w->base, &cfg->upstream, gen->targets);
     w->redis =
@@ -265,6 +308,11 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
     if (!w->idem)
         goto err;
     frontend_add_handler(w->fe, w->idem);
+    if (!(w->uses = calloc(1, sizeof(*w->uses))))
+        goto err;
+    w->uses[0] = (struct worker_use){.gen = gen, .from_seq = 0, .pool = w->pool};
+    w->nuses = 1;
+    w->oldest_gen = gen->id;
     return 0;
 err:
     log_error("worker %d: initialisation failed", id);
@@ -353,11 +401,11 @@ void worker_join(struct worker *w)
     w->redis = NULL;
     upstream_pool_free(w->pool);
     w->pool = NULL;
-    for (size_t i = 0; i < w->nretired; i++)
-        upstream_pool_free(w->retired[i]);
-    free(w->retired);
-    w->retired = NULL;
-    w->nretired = 0;
+    for (size_t i = 0; i + 1 < w->nuses; i++) /* the last one's is w->pool */
+        upstream_pool_free(w->uses[i].pool);
+    free(w->uses);
+    w->uses = NULL;
+    w->nuses = 0;
     if (w->listener)
         evconnlistener_free(w->listener);
     w->listener = NULL;
@@ -371,6 +419,9 @@ void worker_join(struct worker *w)
     if (w->accept_ev)
         event_free(w->accept_ev);
     w->accept_ev = NULL;
+    if (w->collect_ev)
+        event_free(w->collect_ev);
+    w->collect_ev = NULL;
     w->stop_ev = w->drain_ev = NULL;
     for (int i = 0; i < 2; i++) {
         if (w->stop_pipe[i] >= 0)

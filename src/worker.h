@@ -23,11 +23,21 @@ struct upstream_pool;
 struct upstream_targets;
 
 /* What a worker runs with: a configuration and the replicas its upstream names resolved
- * to. Made by the main thread (at start, on SIGHUP, when the addresses change) and kept
- * until exit: requests that started under one keep using its policy. */
+ * to. Made by the main thread (at start, on SIGHUP, when the addresses change); requests
+ * that started under one keep using its policy, so it is freed only once every worker's
+ * oldest generation in use (worker_oldest_gen) is a later one. */
 struct worker_gen {
     const struct config *cfg;
     const struct upstream_targets *targets;
+    uint64_t id; /* increasing, from 1 */
+};
+
+/* A generation a worker applied, from which request on, and the pool it made for it. */
+struct worker_use {
+    const struct worker_gen *gen;
+    uint64_t from_seq;          /* frontend_next_seq when it was applied */
+    struct upstream_pool *pool; /* retired once a later one is applied */
+    uint64_t retired_ms;        /* ... then (monotonic) */
 };
 
 struct worker {
@@ -50,8 +60,13 @@ struct worker {
     int draining;                      /* 1: draining; 2: past drain-timeout, waiting for records */
     const struct worker_gen *gen;      /* the one in force: its config and replicas */
     const struct worker_gen *next_gen; /* one waiting to be applied (set by main) */
-    struct upstream_pool **retired;    /* pools replaced by reloads, freed at join */
-    size_t nretired;
+    /* the generations some request (or record still being retried) may use, oldest
+     * first, the last one in force; older ones are dropped (their pools freed) once every
+     * request that started under them is done */
+    struct worker_use *uses;
+    size_t nuses;
+    uint64_t oldest_gen;      /* uses[0].gen->id, for the main thread */
+    struct event *collect_ev; /* every second */
 };
 
 /*
@@ -72,9 +87,13 @@ int worker_start(struct worker *w);
 void worker_stop(struct worker *w);
 
 /* Ask the worker to apply gen's replicas, routes and policy to new requests (thread-safe,
- * async; SIGHUP, or new addresses). gen must outlive the worker (requests that started
- * under the old one keep using it, so the caller keeps every generation until exit). */
+ * async; SIGHUP, or new addresses). gen must live until worker_oldest_gen of every worker
+ * is past its id (requests that started under it keep using it). */
 void worker_reload(struct worker *w, const struct worker_gen *gen);
+
+/* The id of the oldest generation w may still use (any thread): every generation with a
+ * lower id is no longer used by w. */
+uint64_t worker_oldest_gen(const struct worker *w);
 
 /* Ask the worker to reopen its access log (thread-safe, async; SIGUSR1). */
 void worker_reopen_logs(struct worker *w);

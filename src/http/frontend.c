@@ -138,6 +138,7 @@ struct frontend {
     struct accesslog *alog;      /* NULL: access-log off */
     struct frontend_stats stats; /* written here, read by the admin thread */
     uint64_t rid_seed, rid_counter;
+    uint64_t next_seq;     /* frontend_req.seq of the next request */
     struct evbuffer *wire; /* an upstream request being put together (always left empty) */
     /* finished requests kept for the next ones, with their body buffer (drained) */
     struct fe_req_list spare;
@@ -763,6 +764,7 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     }
     r->fe = c->fe;
     r->conn = c;
+    r->seq = c->fe->next_seq++;
     r->started_us = clock_mono_us();
     r->started_unix_ms = clock_unix_ms();
     bytes_strlcpy(r->client_ip, c->ip, sizeof(r->client_ip));
@@ -995,6 +997,18 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
         return NULL;
     }
     return fe;
+}
+
+uint64_t frontend_next_seq(const struct frontend *fe)
+{
+    return fe->next_seq;
+}
+
+uint64_t frontend_oldest_seq(const struct frontend *fe)
+{
+    const struct frontend_req *r = TAILQ_FIRST(&fe->reqs); /* in the order they started */
+
+    return r ? r->seq : fe->next_seq;
 }
 
 void frontend_set_upstreams(struct frontend *fe, struct upstream_pool *pool,

@@ -99,6 +99,7 @@ struct frontend_req {
     int chunked_out; /* ... re-chunked to the client */
     int paused;      /* ... and the upstream paused for a slow client */
     struct frontend_cleanup *cleanups;
+    uint64_t seq;                   /* numbered as requests start (frontend_oldest_seq) */
     TAILQ_ENTRY(frontend_req) link; /* fe->reqs */
 };
 
@@ -121,6 +122,13 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
 
 /* A reload: new requests go to pool (borrowed), HTTP/1.0 ones without Host get
  * default_host; requests already sent stay with the pool they went to. */
+/* Requests are numbered as they start: the number the next one gets, and the lowest of
+ * those not finished yet (the next one's when none is) — for an owner that must know
+ * when everything that started before some moment has finished (a reload's old
+ * configuration). */
+uint64_t frontend_next_seq(const struct frontend *fe);
+uint64_t frontend_oldest_seq(const struct frontend *fe);
+
 void frontend_set_upstreams(struct frontend *fe, struct upstream_pool *pool,
                             const char *default_host);
 

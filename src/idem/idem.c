@@ -94,6 +94,7 @@ struct idem_ctx {
      * claim, or of the last renewal that succeeded, plus lease */
     uint64_t claim_sent, renew_sent, lease_until;
     uint64_t redis_sent_us; /* the claim or record in flight: when it was sent */
+    uint64_t seq;           /* its request's frontend_req.seq (kept when an orphan) */
     /* the answer being recorded */
     int status;
     struct http1_head head;
@@ -1009,6 +1010,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
         evbuffer_free(canon);
     ctx->rkey = (char *)(ctx + 1);
     ctx->r = r;
+    ctx->seq = r->seq;
     ctx->h = h;
     METRIC_INC(h->stats.in_flight);
     ctx->pol = pol;
@@ -1074,6 +1076,20 @@ size_t idem_handler_pending(const struct frontend_handler *self, void (*on_idle)
         h->idle_arg = arg;
     }
     return h->norphans;
+}
+
+uint64_t idem_handler_oldest_seq(const struct frontend_handler *self)
+{
+    const struct idem_handler *h = (const struct idem_handler *)self;
+    const struct idem_ctx *ctx;
+    uint64_t oldest = UINT64_MAX;
+
+    TAILQ_FOREACH(ctx, &h->orphans, link) /* few: records still being retried */
+    {
+        if (ctx->seq < oldest)
+            oldest = ctx->seq;
+    }
+    return oldest;
 }
 
 void idem_handler_stats(const struct frontend_handler *self, struct idem_stats *out)

@@ -54,6 +54,10 @@ void idem_handler_free(struct frontend_handler *h);
  * that started under it). */
 void idem_handler_set_policy(struct frontend_handler *h, const struct idem_policy *pol);
 
+/* The lowest frontend_req.seq among the records still being retried after their request
+ * ended (they keep using the policy they started under), UINT64_MAX when there are none. */
+uint64_t idem_handler_oldest_seq(const struct frontend_handler *h);
+
 /* Records still being retried after their request ended (streamed answers). on_idle
  * (when not NULL) is remembered and called each time the last of them resolves. */
 size_t idem_handler_pending(const struct frontend_handler *h, void (*on_idle)(void *arg),

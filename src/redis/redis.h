@@ -42,11 +42,15 @@
  * slot, and each of its primaries connected with its scripts. Pub/sub is classic: one
  * connection to any node (a cluster broadcasts PUBLISH to every node).
  *
- * WAIT (redis-wait REPLICAS TIMEOUT): a command issued with REDIS_F_WAIT is followed on
- * the same connection by "WAIT REPLICAS TIMEOUT" (WAIT is refused inside scripts, and
- * one WAIT covers every earlier write of the connection). Its callback runs once both
- * replies are in: REDIS_CMD_OK when enough replicas acknowledged, REDIS_CMD_UNCONFIRMED
- * (the command's reply is still given) when fewer did or WAIT failed.
+ * WAIT (redis-wait REPLICAS TIMEOUT): a command issued with REDIS_F_WAIT is confirmed by
+ * a "WAIT REPLICAS TIMEOUT" on the same connection (WAIT is refused inside scripts, and
+ * one WAIT covers every earlier write of the connection). One WAIT is out at a time per
+ * connection (it blocks the connection for up to its timeout when replicas are short):
+ * commands sent meanwhile are covered by the next, sent when it returns — a group
+ * commit. The callback runs once the covering WAIT's reply is in: REDIS_CMD_OK when
+ * enough replicas acknowledged, REDIS_CMD_UNCONFIRMED (the command's reply is still
+ * given) when fewer did, WAIT failed or the connection was lost first. The command's
+ * deadline covers its own reply; the WAIT has its own.
  *
  * Queueing: a command issued while there is no connection (between a lost one and the
  * next attempt) waits in order, with its deadline, and is sent first on the next
@@ -90,7 +94,7 @@ struct redis_conf {
     char *password;           /* redis-password [none]; owned */
     uint64_t timeout_ms;      /* redis-timeout [500ms]: deadline of every command */
     int wait_replicas;        /* redis-wait REPLICAS TIMEOUT [0: off] */
-    uint64_t wait_timeout_ms; /*   its TIMEOUT, below redis-timeout */
+    uint64_t wait_timeout_ms; /*   its TIMEOUT, under half of redis-timeout */
     int wait_policy;          /* redis-wait-policy [fail] (enum redis_wait_policy) */
     /* Sentinel mode: the primary is whatever these Sentinels name for sentinel_master
      * (checked with ROLE before anything is written to it); redis is then unused */
@@ -107,7 +111,7 @@ struct redis_conf {
     uint64_t failover_ms; /* redis-failover-time [0: not said]: only checked against lease */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
-/* Cross-field checks (WAIT's timeout below redis-timeout, one of redis / redis-sentinel /
+/* Cross-field checks (WAIT's timeout under half of redis-timeout, one of redis / redis-sentinel /
  * redis-cluster). 0, or -1 with err set. */
 int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen);
 

@@ -31,7 +31,7 @@ static void write_conf(const char *extra_lines, uint16_t upstream)
 
 /* The stack's replica A again, reading its upstream, Redis and policy from a file only
  * (flags would override the file on every reload). */
-static void start(void)
+static void start_with(const char *lines)
 {
     const char *extra[] = {conf_path, NULL};
 
@@ -40,10 +40,15 @@ static void start(void)
     stack_start(NULL, NULL);
     cr_assert_gt(harness_start_upstream(&up2_port, "two"), 0);
     cr_assert(harness_stop_clean(stack.a_pid, "proxyA", 10000));
-    write_conf("", stack.up_port);
+    write_conf(lines, stack.up_port);
     stack.a_pid = harness_start_proxy(&stack.a_port, "proxyR", extra);
     cr_assert_gt(stack.a_pid, 0);
     cr_assert_eq(harness_wait_port(admin_port, 5000), 0, "the admin endpoint did not listen");
+}
+
+static void start(void)
+{
+    start_with("");
 }
 
 /* Upstream connections opened so far, from /metrics. */
@@ -172,4 +177,100 @@ Test(reload, an_invalid_file_keeps_the_running_configuration)
     snprintf(want, sizeof(want), "reload failed: %s:4: unknown directive 'lisen'", conf_path);
     cr_assert(log && strstr(log, want), "want '%s' in:\n%s", want, log);
     free(log);
+}
+
+/* Issue 18, part 4: a generation is freed once the last request that started under it is
+ * done — not before (a slow request holds it), and not at exit only. */
+Test(reload, an_old_generation_is_freed_when_its_last_request_is_done)
+{
+    static const char slow[] = "GET /slow/1500 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    struct harness_resp r;
+    char *log = NULL;
+    double t0;
+    int fd;
+
+    start_with("log-level debug\n");
+    fd = harness_connect(stack.a_port);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(harness_send(fd, slow, strlen(slow)), 0); /* under generation 1 */
+    usleep(200 * 1000);
+    write_conf("log-level debug\n", up2_port);
+    cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
+    for (t0 = harness_now_s(); !(log = harness_read_log("proxyR")) || !strstr(log, "reloaded");
+         usleep(20 * 1000)) {
+        free(log);
+        cr_assert_lt(harness_now_s() - t0, 5.0, "no reload");
+    }
+    free(log);
+    usleep(1100 * 1000); /* a collection pass ran: the slow request still holds it */
+    log = harness_read_log("proxyR");
+    cr_assert_null(strstr(log, "configuration generation 1 freed"), "freed under a request");
+    free(log);
+    cr_assert_eq(harness_read_response(fd, &r, 0, 5000), 0);
+    cr_assert_eq(r.status, 200);
+    harness_resp_free(&r);
+    close(fd);
+    for (t0 = harness_now_s();
+         !(log = harness_read_log("proxyR")) || !strstr(log, "configuration generation 1 freed");
+         usleep(50 * 1000)) {
+        free(log);
+        cr_assert_lt(harness_now_s() - t0, 5.0, "generation 1 was never freed");
+    }
+    free(log);
+    cr_assert(harness_stop_clean(stack.a_pid, "proxyR", 10000));
+    stack.a_pid = 0;
+}
+
+/* 1,000 reloads under traffic leave the memory bounded: each generation (a whole
+ * configuration — here with 300 routes — and its pools) is freed once its requests are
+ * done. Kept until exit (the code before), the 800 after the first 200 held tens of MB
+ * more (measured: +59 MB unpaced). */
+Test(reload, a_thousand_reloads_under_traffic_leave_rss_flat)
+{
+    struct load l = {0};
+    pthread_t t;
+    long rss_early = 0, rss_late = 0;
+    char *routes = malloc(300 * 64), *log, *p;
+    size_t len = 0;
+    int freed = 0;
+
+    cr_assert_not_null(routes);
+    len += (size_t)sprintf(routes, "log-level debug\n");
+    for (int i = 0; i < 300; i++)
+        len += (size_t)sprintf(routes + len, "route /r%03d/some/longer/prefix lease 20s\n", i);
+
+#ifdef IDEMPROXY_SANITIZED
+    cr_skip_test("the sanitizers keep freed memory in quarantine: RSS means nothing here");
+#endif
+    start_with(routes);
+    l.port = stack.a_port;
+    cr_assert_eq(pthread_create(&t, NULL, load_main, &l), 0);
+    /* in bursts of 100, each followed by the collection passes (every second): glibc
+     * keeps freed pages (M_TRIM_THRESHOLD), so RSS shows each burst's peak */
+    for (int i = 0; i < 1000; i++) {
+        write_conf(routes, i % 2 ? up2_port : stack.up_port);
+        cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
+        usleep(3 * 1000);
+        if (i % 100 == 99)
+            usleep(1300 * 1000);
+        if (i == 199)
+            rss_early = harness_rss_kb(stack.a_pid);
+    }
+    rss_late = harness_rss_kb(stack.a_pid);
+    l.stop = 1;
+    pthread_join(t, NULL);
+    free(routes);
+    cr_assert_eq(l.bad, 0, "%d of %d requests failed during the reloads", l.bad, l.sent);
+    cr_assert_gt(l.sent, 0);
+    log = harness_read_log("proxyR");
+    for (p = log; (p = strstr(p, "configuration generation ")) && (p = strstr(p, " freed")); p++)
+        freed++;
+    free(log);
+    cr_log_info("RSS after 200 reloads %ld kB, after 1000 %ld kB; %d generations freed", rss_early,
+                rss_late, freed);
+    cr_assert_gt(freed, 0, "no generation was freed");
+    cr_assert_lt(rss_late - rss_early, 8192, "RSS grew %ld kB over 800 reloads",
+                 rss_late - rss_early);
+    cr_assert(harness_stop_clean(stack.a_pid, "proxyR", 10000));
+    stack.a_pid = 0;
 }

@@ -164,8 +164,7 @@ Test(scripts, storm_across_a_cluster_failover_holds)
     snprintf(report, sizeof(report), "%s/failover.html", harness_tmpdir());
     snprintf(json, sizeof(json), "%s/failover.json", harness_tmpdir());
     cr_assert_eq(run_script("storm-failover", &out, 300000, args), 0, "storm failed:\n%s", out);
-    cr_assert(strstr(out, "failover: manual of the primary"), "%s", out);
-    cr_assert(strstr(out, "failover probes:"), "%s", out);
+    cr_assert(strstr(out, "failover: manual") && strstr(out, "failover probes:"), "%s", out);
     j = slurp(json);
     cr_assert(strstr(j, "\"pass\": true"), "%s", j);
     cr_assert(strstr(j, "\"keys_duplicated\": 0"), "%s", j);

@@ -40,6 +40,9 @@ int harness_wait_port(uint16_t port, int timeout_ms);
  * process was SIGKILLed and reaped). */
 int harness_stop(pid_t pid, int sig, int timeout_ms);
 
+/* Resident memory of pid now (VmRSS), in kB; -1 when it cannot be read. */
+long harness_rss_kb(pid_t pid);
+
 /* Has pid (tracked) exited? 1 with *status (as from waitpid) and pid reaped, 0 when it
  * still runs, -1 when it is not ours. Never blocks. */
 int harness_exited(pid_t pid, int *status);

@@ -308,6 +308,22 @@ int harness_stop(pid_t pid, int sig, int timeout_ms)
     return -1;
 }
 
+long harness_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    long kb = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
 int harness_exited(pid_t pid, int *status)
 {
     pid_t r;
