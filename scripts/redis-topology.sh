@@ -181,9 +181,16 @@ else
     }
     seeds=()
     for i in 1 2 3 4 5 6; do
-        p=$(cluster_port)
-        node "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-            --cluster-node-timeout 1000 --repl-diskless-sync-delay 0
+        # a port (or its bus port) may be taken between the check and the bind by another
+        # topology starting beside this one: try another
+        for attempt in 1 2 3 4 5; do
+            p=$(cluster_port)
+            if node "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+                --cluster-node-timeout 1000 --repl-diskless-sync-delay 0; then
+                break
+            fi
+            [ "$attempt" -lt 5 ] || die "no cluster node could start"
+        done
         seeds+=("127.0.0.1:$p")
     done
     redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes \
