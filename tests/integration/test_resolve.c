@@ -355,6 +355,23 @@ static pid_t start_with_dns(struct harness_dns *dns, const char *redis_name)
     return pid;
 }
 
+/* Keyed requests (503 while Redis is not reached) until one is answered 201. */
+static void served_within(const struct harness_keyed *k, double secs)
+{
+    struct harness_resp r;
+    double t0 = harness_now_s();
+
+    for (;; usleep(100 * 1000)) {
+        stack_post(proxy_port, k, &r);
+        if (r.status == 201)
+            break;
+        cr_assert_eq(r.status, 503, "%d %s", r.status, r.body);
+        harness_resp_free(&r);
+        cr_assert_lt(harness_now_s() - t0, secs, "Redis not reached within %.0f s", secs);
+    }
+    harness_resp_free(&r);
+}
+
 Test(resolve, a_slow_dns_server_delays_no_request_that_needs_no_lookup)
 {
     static const char get[] = "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
@@ -384,15 +401,7 @@ Test(resolve, a_slow_dns_server_delays_no_request_that_needs_no_lookup)
     cr_assert_gt(held, 0, "the lookup was answered: the test proves nothing");
     /* the server answers: Redis is reached, keyed requests are served */
     harness_dns_hold(dns, 0);
-    for (t0 = harness_now_s();; usleep(100 * 1000)) {
-        stack_post(proxy_port, &k, &r);
-        if (r.status == 201)
-            break;
-        cr_assert_eq(r.status, 503);
-        harness_resp_free(&r);
-        cr_assert_lt(harness_now_s() - t0, 10.0, "Redis was not reached after the answer");
-    }
-    harness_resp_free(&r);
+    served_within(&k, 10.0);
     cr_assert_eq(harness_executions(stack.up_port, "dns-1"), 1);
     stop();
     harness_dns_stop(dns);
@@ -434,19 +443,10 @@ Test(resolve, the_hosts_file_needs_no_dns_server)
     struct harness_keyed k = {
         .method = "POST", .path = "/status/201", .key = "dns-3", .body = "{}"};
     struct harness_dns *dns = harness_dns_start(1);
-    struct harness_resp r;
-    double t0;
 
     cr_assert_not_null(dns);
     proxy_pid = start_with_dns(dns, "localhost");
-    for (t0 = harness_now_s();; usleep(100 * 1000)) {
-        stack_post(proxy_port, &k, &r);
-        if (r.status == 201)
-            break;
-        harness_resp_free(&r);
-        cr_assert_lt(harness_now_s() - t0, 5.0, "localhost (hosts file) not reached");
-    }
-    harness_resp_free(&r);
+    served_within(&k, 5.0);
     cr_assert_eq(harness_dns_queries(dns, NULL), 0, "the DNS server was asked for localhost");
     stop();
     harness_dns_stop(dns);
