@@ -298,8 +298,9 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
     }
     /* the layers, bottom up; the keyed handler is the one registered handler */
     w->pool = upstream_pool_new(w->base, &cfg->upstream, gen->targets);
-    w->redis =
-        w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts, store_nscripts) : NULL;
+    w->redis = w->pool ? redis_client_new(w->base, &cfg->redis, store_scripts_for(&cfg->redis),
+                                          store_nscripts)
+                       : NULL;
     w->store = w->redis ? store_new(w->redis, id == 1) : NULL;
     w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool,
                                     worker_default_host(cfg, host, sizeof(host)), id)

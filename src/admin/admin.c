@@ -805,7 +805,7 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
         !(a->stop_ev = event_new(a->base, a->stop_pipe[0], EV_READ, admin_stop_cb, a)) ||
         event_add(a->stop_ev, NULL) < 0 ||
         !(a->fe = frontend_new(a->base, &a->fconf, NULL, "", 0)) ||
-        !(a->redis = redis_client_new(a->base, redis, store_scripts, store_nscripts)))
+        !(a->redis = redis_client_new(a->base, redis, store_scripts_for(redis), store_nscripts)))
         goto err;
     frontend_add_handler(a->fe, &a->super);
     if ((fd = admin_socket(&conf->listen, &bound)) < 0)

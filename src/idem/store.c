@@ -13,46 +13,56 @@
 enum { SCRIPT_RECORD, SCRIPT_RELEASE, SCRIPT_RENEW, SCRIPT_INSPECT, SCRIPT_PURGE, SCRIPT_COUNT };
 
 /* Values: "P" fp(64) token(32) | "D" fp(64) record. Each touches only KEYS[1];
- * completion is published on the channel named KEYS[1]. The claim is not among them: it
+ * completion is published on the channel named KEYS[1] (PUBLISH, or SPUBLISH for
+ * redis-pubsub sharded: the channel is in the key's slot). The claim is not among them: it
  * is one native SET (store_claim). */
-const struct redis_script store_scripts[SCRIPT_COUNT] = {
-    /* RECORD token retention_ms record fp → 1 stored | 2 already done for this request
-     * (an earlier attempt of ours landed, or a later owner's) | 0 refused (not ours) */
-    {"record",
-     "local v = redis.call('GET', KEYS[1])\n"
-     "if not v then return 0 end\n"
-     "if string.sub(v, 1, 1) == 'D' and string.sub(v, 2, 65) == ARGV[4] then return 2 end\n"
-     "if string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66) ~= ARGV[1] then return 0 end\n"
-     "redis.call('SET', KEYS[1], 'D' .. string.sub(v, 2, 65) .. ARGV[3], 'PX', ARGV[2])\n"
-     "redis.call('PUBLISH', KEYS[1], 'done')\n"
-     "return 1\n"},
-    /* RELEASE token → 1 deleted | 0 not ours */
-    {"release", "local v = redis.call('GET', KEYS[1])\n"
-                "if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66) == ARGV[1] then\n"
-                "  redis.call('DEL', KEYS[1])\n"
-                "  redis.call('PUBLISH', KEYS[1], 'released')\n"
-                "  return 1\n"
-                "end\n"
-                "return 0\n"},
-    /* RENEW token lease_ms → 1 extended | 0 not ours */
-    {"renew", "local v = redis.call('GET', KEYS[1])\n"
-              "if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66) == ARGV[1] then\n"
-              "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-              "end\n"
-              "return 0\n"},
-    /* INSPECT → {0} absent | {1, value, pttl} (for the admin endpoint) */
-    {"inspect", "local v = redis.call('GET', KEYS[1])\n"
-                "if not v then return {0} end\n"
-                "return {1, v, redis.call('PTTL', KEYS[1])}\n"},
-    /* PURGE force → 0 absent | 2 pending and not forced | 1 deleted (waiters woken) */
-    {"purge", "local v = redis.call('GET', KEYS[1])\n"
-              "if not v then return 0 end\n"
-              "if string.sub(v, 1, 1) == 'P' and ARGV[1] ~= '1' then return 2 end\n"
-              "redis.call('DEL', KEYS[1])\n"
-              "redis.call('PUBLISH', KEYS[1], 'released')\n"
-              "return 1\n"},
-};
+#define STORE_SCRIPTS(PUB)                                                                           \
+    {                                                                                                \
+        /* RECORD token retention_ms record fp → 1 stored | 2 already done for this request        \
+         * (an earlier attempt of ours landed, or a later owner's) | 0 refused (not ours) */         \
+        {"record",                                                                                   \
+         "local v = redis.call('GET', KEYS[1])\n"                                                    \
+         "if not v then return 0 end\n"                                                              \
+         "if string.sub(v, 1, 1) == 'D' and string.sub(v, 2, 65) == ARGV[4] then return 2 end\n"     \
+         "if string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66) ~= ARGV[1] then return 0 end\n"         \
+         "redis.call('SET', KEYS[1], 'D' .. string.sub(v, 2, 65) .. ARGV[3], 'PX', ARGV[2])\n"       \
+         "redis.call('" PUB "', KEYS[1], 'done')\n"                                                  \
+         "return 1\n"}, /* RELEASE token → 1 deleted | 0 not ours */                               \
+            {"release",                                                                              \
+             "local v = redis.call('GET', KEYS[1])\n"                                                \
+             "if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66) == ARGV[1] then\n"           \
+             "  redis.call('DEL', KEYS[1])\n"                                                        \
+             "  redis.call('" PUB "', KEYS[1], 'released')\n"                                        \
+             "  return 1\n"                                                                          \
+             "end\n"                                                                                 \
+             "return 0\n"}, /* RENEW token lease_ms → 1 extended | 0 not ours */                   \
+            {"renew",                                                                                \
+             "local v = redis.call('GET', KEYS[1])\n"                                                \
+             "if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66) == ARGV[1] then\n"           \
+             "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"                                    \
+             "end\n"                                                                                 \
+             "return 0\n"}, /* INSPECT → {0} absent | {1, value, pttl} (for the admin endpoint) */ \
+            {"inspect",                                                                              \
+             "local v = redis.call('GET', KEYS[1])\n"                                                \
+             "if not v then return {0} end\n"                                                        \
+             "return {1, v, redis.call('PTTL', KEYS[1])}\n"}, /* PURGE force → 0 absent | 2        \
+                                                                 pending and not forced | 1          \
+                                                                 deleted (waiters woken) */          \
+            {"purge", "local v = redis.call('GET', KEYS[1])\n"                                       \
+                      "if not v then return 0 end\n"                                                 \
+                      "if string.sub(v, 1, 1) == 'P' and ARGV[1] ~= '1' then return 2 end\n"         \
+                      "redis.call('DEL', KEYS[1])\n"                                                 \
+                      "redis.call('" PUB "', KEYS[1], 'released')\n"                                 \
+                      "return 1\n"},                                                                 \
+    }
+const struct redis_script store_scripts[SCRIPT_COUNT] = STORE_SCRIPTS("PUBLISH");
+const struct redis_script store_scripts_sharded[SCRIPT_COUNT] = STORE_SCRIPTS("SPUBLISH");
 const size_t store_nscripts = SCRIPT_COUNT;
+
+const struct redis_script *store_scripts_for(const struct redis_conf *conf)
+{
+    return conf->pubsub == REDIS_PUBSUB_SHARDED ? store_scripts_sharded : store_scripts;
+}
 
 struct store {
     struct redis_client *rc;

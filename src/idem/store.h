@@ -51,7 +51,10 @@ struct redis_client *store_client(struct store *s);
 
 /* The scripts, for redis_client_new (the client loads them on every connection). */
 extern const struct redis_script store_scripts[];
+extern const struct redis_script store_scripts_sharded[]; /* SPUBLISH: redis-pubsub sharded */
 extern const size_t store_nscripts;
+/* The scripts for conf's redis-pubsub. */
+const struct redis_script *store_scripts_for(const struct redis_conf *conf);
 
 #define STORE_TOKEN_LEN 32 /* claim tokens are at most this many bytes */
 

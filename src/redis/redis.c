@@ -38,6 +38,9 @@ static int redis_wait_set(const struct conf_directive *d, void *base, const char
 static const struct conf_choice redis_wait_policy_choices[] = {
     {"fail", REDIS_WAIT_FAIL}, {"degrade", REDIS_WAIT_DEGRADE}, {NULL, 0}};
 
+static const struct conf_choice redis_pubsub_choices[] = {
+    {"classic", REDIS_PUBSUB_CLASSIC}, {"sharded", REDIS_PUBSUB_SHARDED}, {NULL, 0}};
+
 const struct conf_directive redis_conf_rows[] = {
     {.name = "redis",
      .type = CONF_T_ADDR,
@@ -107,6 +110,13 @@ const struct conf_directive redis_conf_rows[] = {
      .off = offsetof(struct redis_conf, failover_ms),
      .arg = "DURATION",
      .help = "longest failover to survive (a lease under 3x: warning)"},
+    {.name = "redis-pubsub",
+     .type = CONF_T_ENUM,
+     .def = "classic",
+     .off = offsetof(struct redis_conf, pubsub),
+     .choices = redis_pubsub_choices,
+     .arg = "classic|sharded",
+     .help = "wake-ups: SUBSCRIBE one node, or SSUBSCRIBE per slot"},
     {.name = "redis-sentinel",
      .type = CONF_T_ADDR_LIST,
      .flags = CONF_F_REPEATABLE,
@@ -133,6 +143,7 @@ const struct conf_directive redis_conf_rows[] = {
 };
 
 _Static_assert(sizeof(enum redis_wait_policy) == sizeof(int), "enum must be int-sized");
+_Static_assert(sizeof(enum redis_pubsub) == sizeof(int), "enum must be int-sized");
 
 static int redis_wait_set(const struct conf_directive *d, void *base, const char *where, int argc,
                           const char **argv, char *err, size_t errlen)
@@ -261,6 +272,7 @@ struct redis_watch {
     redis_wake_cb cb;
     void *arg;
     unsigned gen;
+    struct redis_node *node; /* sharded: the node it is subscribed at (NULL: none yet) */
     TAILQ_ENTRY(redis_watch) link;
 };
 TAILQ_HEAD(redis_watch_list, redis_watch);
@@ -290,6 +302,10 @@ struct redis_node {
     struct redis_cmd_list confirming; /* replied, for the next WAIT's reply to confirm */
     int wait_out;                     /* a WAIT is sent, its reply awaited */
     int wait_more;                    /* commands sent since need another one */
+    /* redis-pubsub sharded: SSUBSCRIBE for the channels in its slots */
+    struct rconn *sub;
+    unsigned sub_backoff;
+    struct event *sub_reconnect_ev;
 };
 
 #define REDIS_NO_NODE 0xffffu
@@ -355,6 +371,8 @@ static void redis_sub_connect(struct redis_client *c);
 static void redis_cmd_free(struct redis_cmd *cmd);
 static void redis_note_down(struct redis_node *n, const char *why);
 static void redis_send_wait(struct redis_node *n);
+static void redis_shard_reattach(struct redis_client *c);
+static void redis_nsub_reconnect_cb(evutil_socket_t fd, short what, void *arg);
 static void redis_refresh_soon(struct redis_client *c);
 static int redis_route(struct redis_client *c, struct redis_cmd *cmd);
 static void redis_update_ready(struct redis_client *c);
@@ -1510,6 +1528,11 @@ static void redis_sentinel_cb(const struct conf_addr *primary, const char *why, 
             if (!TAILQ_EMPTY(&c->watches))
                 redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         }
+        if (n->sub) { /* (sharded) */
+            rconn_free(n->sub);
+            n->sub = NULL;
+            redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
+        }
     }
     redis_node_connect(n);
 }
@@ -1596,9 +1619,14 @@ static unsigned redis_node_index(struct redis_client *c, const struct conf_addr 
     if (c->nnodes >= REDIS_MAX_NODES || !(n = calloc(1, sizeof(*n))))
         return REDIS_NO_NODE;
     if (!(grown = realloc(c->nodes, (c->nnodes + 1) * sizeof(*grown))) ||
-        !(n->reconnect_ev = evtimer_new(c->base, redis_reconnect_cb, n))) {
+        !(n->reconnect_ev = evtimer_new(c->base, redis_reconnect_cb, n)) ||
+        !(n->sub_reconnect_ev = evtimer_new(c->base, redis_nsub_reconnect_cb, n))) {
         if (grown)
             c->nodes = grown;
+        if (n->reconnect_ev)
+            event_free(n->reconnect_ev);
+        if (n->sub_reconnect_ev)
+            event_free(n->sub_reconnect_ev);
         free(n);
         return REDIS_NO_NODE;
     }
@@ -1684,6 +1712,8 @@ static void redis_map_apply(struct redis_client *c, const struct cluster_range *
             redis_timer_in(c->nodes[i]->reconnect_ev, 0);
     redis_reroute(c);
     redis_update_ready(c);
+    if (c->conf->pubsub == REDIS_PUBSUB_SHARDED)
+        redis_shard_reattach(c);
 }
 
 static void redis_refresh_cb(evutil_socket_t fd, short what, void *arg);
@@ -1930,6 +1960,200 @@ static void redis_sub_reconnect_cb(evutil_socket_t fd, short what, void *arg)
         redis_sub_connect(c);
 }
 
+/* ---- sharded pub/sub: SSUBSCRIBE at the node of the channel's slot ---- */
+
+/* The node serving channel's slot (the one node outside Cluster mode); NULL: none yet. */
+static struct redis_node *redis_shard_node(struct redis_client *c, const char *channel)
+{
+    unsigned idx;
+
+    if (!c->cluster)
+        return c->nodes[0];
+    idx = c->slots[cluster_key_slot(channel, strlen(channel))];
+    return idx == REDIS_NO_NODE ? NULL : c->nodes[idx];
+}
+
+/* Another watch than except of channel at n. */
+static int redis_shard_watched(struct redis_client *c, struct redis_node *n, const char *channel,
+                               const struct redis_watch *except)
+{
+    struct redis_watch *w;
+
+    TAILQ_FOREACH(w, &c->watches, link)
+    {
+        if (w != except && w->node == n && strcmp(w->channel, channel) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void redis_nsub_send(struct redis_node *n, const char *verb, const char *channel)
+{
+    const char *argv[] = {verb, channel};
+    size_t lens[] = {strlen(verb), strlen(channel)}, len = redis_format(NULL, 2, argv, lens);
+    char stack[512], *buf = len <= sizeof(stack) ? stack : malloc(len);
+
+    if (!buf)
+        return;
+    redis_format(buf, 2, argv, lens);
+    rconn_write(n->sub, buf, len);
+    if (buf != stack)
+        free(buf);
+}
+
+static void redis_nsub_on_connect(void *arg)
+{
+    struct redis_node *n = arg;
+
+    n->sub_backoff = 0;
+}
+
+/* A reply or push on a node's sharded pub/sub connection. */
+static int redis_nsub_on_reply(redisReply *reply, void *arg)
+{
+    struct redis_node *n = arg;
+    struct redis_client *c = n->c;
+    struct redis_watch *w;
+    const char *kind, *channel;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_error("redis: sharded pub/sub connection to %s: %s", n->name, reply->str);
+        return 0;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return 0; /* AUTH's +OK */
+    kind = reply->element[0]->str;
+    channel = reply->element[1]->str;
+    if (strcmp(kind, "smessage") == 0 || strcmp(kind, "ssubscribe") == 0) {
+        redis_wake(c, channel);
+    } else if (strcmp(kind, "sunsubscribe") == 0 && redis_shard_watched(c, n, channel, NULL)) {
+        /* not asked for: its slot moved (or the node was demoted). Its watchers look
+         * again now; they are subscribed where the next map says. */
+        TAILQ_FOREACH(w, &c->watches, link)
+        {
+            if (w->node == n && strcmp(w->channel, channel) == 0)
+                w->node = NULL;
+        }
+        redis_refresh_soon(c);
+        redis_wake(c, channel);
+        if (!c->cluster)
+            redis_shard_reattach(c);
+    }
+    return 0;
+}
+
+static void redis_nsub_on_close(const char *errstr, void *arg)
+{
+    struct redis_node *n = arg;
+    struct redis_client *c = n->c;
+    struct redis_watch *w;
+
+    rconn_free(n->sub);
+    n->sub = NULL;
+    if (c->freeing)
+        return;
+    TAILQ_FOREACH(w, &c->watches, link)
+    {
+        if (w->node == n) {
+            redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
+            return;
+        }
+    }
+}
+
+static const struct rconn_cbs redis_nsub_cbs = {redis_nsub_on_connect, redis_nsub_on_reply,
+                                                redis_nsub_on_close};
+
+/* Connect n's sharded pub/sub connection and subscribe every channel watched at n. */
+static void redis_nsub_connect(struct redis_node *n)
+{
+    struct redis_client *c = n->c;
+    struct redis_watch *w;
+    const char *argv[3];
+    size_t lens[3], len;
+    char err[256];
+    int k;
+
+    if (n->sub || c->freeing)
+        return;
+    TAILQ_FOREACH(w, &c->watches, link)
+    {
+        if (w->node == n)
+            break;
+    }
+    if (!w)
+        return; /* its watches moved to another node meanwhile */
+    if (!(n->sub = rconn_new(c->base, c->dns, &n->addr, &redis_nsub_cbs, n, err, sizeof(err)))) {
+        redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
+        return;
+    }
+    if ((k = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0) {
+        char buf[1024];
+        if ((len = redis_format(NULL, k, argv, lens)) <= sizeof(buf)) {
+            redis_format(buf, k, argv, lens);
+            rconn_write(n->sub, buf, len);
+        }
+    }
+    TAILQ_FOREACH(w, &c->watches, link)
+    {
+        struct redis_watch *v;
+        int first = w->node == n;
+        for (v = TAILQ_FIRST(&c->watches); first && v != w; v = TAILQ_NEXT(v, link))
+            if (v->node == n && strcmp(v->channel, w->channel) == 0)
+                first = 0;
+        if (first)
+            redis_nsub_send(n, "SSUBSCRIBE", w->channel);
+    }
+}
+
+static void redis_nsub_reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redis_nsub_connect(arg);
+}
+
+/* Subscribe w where its channel's slot is served (nothing when no node serves it yet:
+ * the caller's timers look again, and the next map attaches it). */
+static void redis_shard_attach(struct redis_watch *w)
+{
+    struct redis_client *c = w->c;
+    struct redis_node *n = redis_shard_node(c, w->channel);
+
+    w->node = n;
+    if (!n)
+        return;
+    if (n->sub) {
+        if (!redis_shard_watched(c, n, w->channel, w))
+            redis_nsub_send(n, "SSUBSCRIBE", w->channel);
+    } else if (!evtimer_pending(n->sub_reconnect_ev, NULL)) {
+        redis_nsub_connect(n); /* subscribes w too */
+    }
+}
+
+static void redis_shard_detach(struct redis_watch *w)
+{
+    struct redis_node *n = w->node;
+
+    if (n && n->sub && !w->c->freeing && !redis_shard_watched(w->c, n, w->channel, w))
+        redis_nsub_send(n, "SUNSUBSCRIBE", w->channel);
+    w->node = NULL;
+}
+
+/* A new map (or an unasked sunsubscribe): every watch goes where its slot is now. */
+static void redis_shard_reattach(struct redis_client *c)
+{
+    struct redis_watch *w;
+
+    TAILQ_FOREACH(w, &c->watches, link)
+    {
+        if (w->node != redis_shard_node(c, w->channel) || !w->node) {
+            redis_shard_detach(w);
+            redis_shard_attach(w);
+        }
+    }
+}
+
 struct redis_watch *redis_watch(struct redis_client *c, const char *channel, redis_wake_cb cb,
                                 void *arg)
 {
@@ -1944,6 +2168,11 @@ struct redis_watch *redis_watch(struct redis_client *c, const char *channel, red
     w->cb = cb;
     w->arg = arg;
     w->gen = c->wake_gen;
+    if (c->conf->pubsub == REDIS_PUBSUB_SHARDED) {
+        TAILQ_INSERT_TAIL(&c->watches, w, link);
+        redis_shard_attach(w);
+        return w;
+    }
     subscribed = redis_channel_watched(c, channel);
     TAILQ_INSERT_TAIL(&c->watches, w, link);
     if (!c->sub) {
@@ -1962,8 +2191,11 @@ void redis_unwatch(struct redis_watch *w)
     if (!w)
         return;
     c = w->c;
+    if (c->conf->pubsub == REDIS_PUBSUB_SHARDED)
+        redis_shard_detach(w);
     TAILQ_REMOVE(&c->watches, w, link);
-    if (c->sub && !c->freeing && !redis_channel_watched(c, w->channel))
+    if (c->conf->pubsub != REDIS_PUBSUB_SHARDED && c->sub && !c->freeing &&
+        !redis_channel_watched(c, w->channel))
         redis_sub_send(c, "UNSUBSCRIBE", w->channel);
     free(w->channel);
     free(w);
@@ -2175,6 +2407,8 @@ void redis_client_free(struct redis_client *c)
     for (size_t i = 0; i < c->nnodes; i++) {
         rconn_free(c->nodes[i]->conn);
         c->nodes[i]->conn = NULL;
+        rconn_free(c->nodes[i]->sub);
+        c->nodes[i]->sub = NULL;
     }
     rconn_free(c->sub);
     c->sub = NULL;

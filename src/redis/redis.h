@@ -39,8 +39,11 @@
  * CLUSTERDOWN (at most every 200 ms), every 250 ms while a primary of it cannot be
  * reached (its replica may be taking over), and every redis-refresh. A command whose slot
  * no node serves waits for the next map, within its deadline. Ready: a map serving every
- * slot, and each of its primaries connected with its scripts. Pub/sub is classic: one
- * connection to any node (a cluster broadcasts PUBLISH to every node).
+ * slot, and each of its primaries connected with its scripts. Pub/sub (redis-pubsub):
+ * classic is one connection to any node (a cluster broadcasts PUBLISH to every node);
+ * sharded is SSUBSCRIBE on a connection to the node that serves the channel's slot (the
+ * callers' scripts SPUBLISH there), moved when the map moves the slot or the node
+ * pushes an unasked sunsubscribe (its watchers are woken to look again).
  *
  * WAIT (redis-wait REPLICAS TIMEOUT): a command issued with REDIS_F_WAIT is confirmed by
  * a "WAIT REPLICAS TIMEOUT" on the same connection (WAIT is refused inside scripts, and
@@ -80,6 +83,11 @@ struct redis_client;
 struct redis_cmd;
 struct redis_watch;
 
+enum redis_pubsub {
+    REDIS_PUBSUB_CLASSIC = 0, /* SUBSCRIBE on one node (a cluster broadcasts PUBLISH) */
+    REDIS_PUBSUB_SHARDED,     /* SSUBSCRIBE on the node serving the channel's slot */
+};
+
 enum redis_wait_policy {
     REDIS_WAIT_FAIL = 0, /* a claim not confirmed is released and answered 503 */
     REDIS_WAIT_DEGRADE,  /* it is forwarded anyway, and counted */
@@ -109,6 +117,7 @@ struct redis_conf {
     int max_redirects;    /* redis-max-redirects [5]: MOVED/ASK followed per command */
     uint64_t refresh_ms;  /* redis-refresh [30s]: slot map / Sentinel re-check (0: off) */
     uint64_t failover_ms; /* redis-failover-time [0: not said]: only checked against lease */
+    int pubsub;           /* redis-pubsub [classic] (enum redis_pubsub) */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
 /* Cross-field checks (WAIT's timeout under half of redis-timeout, one of redis / redis-sentinel /

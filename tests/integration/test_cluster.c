@@ -372,6 +372,45 @@ Test(cluster, a_killed_primary_fails_over_without_a_second_execution)
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }
 
+/* redis-pubsub sharded: a duplicate that waits for the first (in-flight wait) is woken by
+ * the SPUBLISH of the record, delivered by SSUBSCRIBE at the node of the key's slot. The
+ * waiter has no other way to learn it before its wait-timeout (the lease, 30 s, is
+ * longer): without the wake-up it would end in 409. */
+Test(cluster, a_waiting_duplicate_is_woken_by_a_sharded_message)
+{
+    const char *more[] = {
+        "--redis-pubsub", "sharded", "--in-flight", "wait", "--wait-timeout", "5s",
+        "--lease",        "30s",     NULL};
+    struct harness_keyed q = {.path = "/slow/1000", .body = "{}"};
+    struct harness_resp r1, r2;
+    uint16_t port, admin;
+    char key[32];
+    int fd1, fd2;
+    pid_t pid;
+
+    cluster_up();
+    stack_start(NULL, NULL);
+    cr_assert_gt(pid = cluster_proxy(&port, &admin, more), 0);
+    for (int i = 0; i < 3; i++) { /* keys on different shards, most likely */
+        snprintf(key, sizeof(key), "shard-wake-%d", i);
+        q.key = key;
+        cr_assert_geq(fd1 = harness_keyed_send(port, &q), 0);
+        usleep(200 * 1000);
+        cr_assert_geq(fd2 = harness_keyed_send(port, &q), 0);
+        cr_assert_eq(harness_read_response(fd1, &r1, 0, 10000), 0);
+        cr_assert_eq(harness_read_response(fd2, &r2, 0, 10000), 0);
+        cr_assert_eq(r1.status, 200, "%s: %d %s", key, r1.status, r1.body);
+        cr_assert_eq(r2.status, 200, "the waiter was not woken: %d %s", r2.status, r2.body);
+        cr_assert(harness_replayed(&r2));
+        harness_resp_free(&r1);
+        harness_resp_free(&r2);
+        close(fd1);
+        close(fd2);
+        cr_assert_eq(harness_executions(stack.up_port, key), 1);
+    }
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+}
+
 /* Bad input: seeds nobody listens on. Keyed requests get 503 + Retry-After, nothing is
  * forwarded, /readyz says 503, and the log says why. */
 Test(cluster, unreachable_seeds_refuse_keyed_requests)
