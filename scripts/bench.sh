@@ -9,8 +9,9 @@
 # same upstreams, as many workers/threads as idemproxy), then measures, alternating them
 # within each round:
 #   1 keyless GET                      idemproxy vs nginx vs HAProxy (wrk -t2, and -t1)
-#   2 keyed POST, a fresh key each     idemproxy, ratio to nginx keyless; and with
-#                                      redis-wait 1 (a replica confirms), ratio to without
+#   2 keyed POST, a fresh key each     idemproxy, ratio to nginx keyless; and on a
+#                                      second Redis with a replica, without and with
+#                                      redis-wait 1 (ratio: with WAIT to without)
 #   3 keyed POST replays               idemproxy, ratio to nginx keyless (wrk -t2, and -t1)
 #   4 concurrent duplicates (409 path) idemproxy, ratio to nginx keyless
 # plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
@@ -143,23 +144,35 @@ bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "unix:$W/redi
 PX_PID=${PIDS[-1]}
 wait_port "$PX" 10 || die "idemproxy did not start: $(cat "$W/idemproxy.log")"
 
-# A replica of that Redis and an idemproxy that WAITs for it after every claim and record
-# (redis-wait 1): what confirming each key on a replica costs.
-REPLICA=$(free_port)
-mkdir -p "$W/replica"
+# A second Redis with a replica, and two idemproxys on it: one that WAITs for the replica
+# after every claim and record (redis-wait 1), one that does not — what confirming each
+# key costs, apart from what replicating it costs (the first Redis has no replica, so
+# the other rows compare with earlier runs).
+REDIS2=$(free_port) REPLICA=$(free_port)
+mkdir -p "$W/redis2" "$W/replica"
+bg redis2 redis-server "$ROOT/conf/redis.conf" --port "$REDIS2" --dir "$W/redis2" \
+    --unixsocket "$W/redis2/redis.sock" --unixsocketperm 700 --repl-diskless-sync-delay 0
+REDIS2_PID=${PIDS[-1]}
+wait_port "$REDIS2" 10 || die "the second redis did not start"
 bg replica redis-server "$ROOT/conf/redis.conf" --port "$REPLICA" --dir "$W/replica" \
-    --replicaof 127.0.0.1 "$REDIS"
+    --replicaof 127.0.0.1 "$REDIS2"
 wait_port "$REPLICA" 10 || die "the replica did not start"
 for _ in $(seq 1 100); do
-    redis-cli -p "$REDIS" info replication | grep -q 'state=online' && break
+    redis-cli -p "$REDIS2" info replication | grep -q 'state=online' && break
     sleep 0.1
 done
-PXW=$(free_port) PXWADM=$(free_port)
+PXR=$(free_port) PXRADM=$(free_port) PXW=$(free_port) PXWADM=$(free_port)
+bg idemproxy-repl "$PROXY" --listen "127.0.0.1:$PXR" --workers 2 \
+    --redis "unix:$W/redis2/redis.sock" \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --admin-listen "127.0.0.1:$PXRADM"
+PXR_PID=${PIDS[-1]}
 bg idemproxy-wait "$PROXY" --listen "127.0.0.1:$PXW" --workers 2 \
-    --redis "unix:$W/redis/redis.sock" --redis-wait 1,100ms \
+    --redis "unix:$W/redis2/redis.sock" --redis-wait 1,100ms \
     --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
     --admin-listen "127.0.0.1:$PXWADM"
 PXW_PID=${PIDS[-1]}
+wait_port "$PXR" 10 || die "idemproxy (replica) did not start: $(cat "$W/idemproxy-repl.log")"
 wait_port "$PXW" 10 || die "idemproxy (redis-wait) did not start: $(cat "$W/idemproxy-wait.log")"
 
 # A second idemproxy whose upstream accepts and never answers: it holds claims on a few
@@ -198,7 +211,7 @@ rss_kb() { # VmRSS of PIDs and their children, in kB
 redis_calls() { # commands the measured idemproxys sent so far, by their own count (Redis's
     # commandstats would also count what the scripts run inside Redis); one runs at a time
     local a
-    for a in "$PXADM" "$PXWADM"; do curl -s "http://127.0.0.1:$a/metrics"; done |
+    for a in "$PXADM" "$PXRADM" "$PXWADM"; do curl -s "http://127.0.0.1:$a/metrics"; done |
         awk '$1 == "idemproxy_redis_commands_total" {n += $2} END {print n + 0}'
 }
 upstream_accepts() {
@@ -265,7 +278,8 @@ run_wrk() {
     local label=$1 threads=$2 ppid=$3
     shift 4
     local p0 s0 u0 r0 a0 out rps reqs p1 s1 u1 r1 a1 non2xx wrk_ms
-    p0=$(cpu_ticks "$ppid") s0=$(cpu_ticks "$REDIS_PID") u0=$(cpu_ticks "${UP_PIDS[@]}")
+    local rpid=${RPID:-$REDIS_PID} # the Redis the measured proxy uses
+    p0=$(cpu_ticks "$ppid") s0=$(cpu_ticks "$rpid") u0=$(cpu_ticks "${UP_PIDS[@]}")
     r0=$(redis_calls) a0=$(upstream_accepts)
     wrk -t"$threads" -c"$CONN" -d"${DUR}s" "$@" >"$W/wrk.out" 2>&1 &
     local wp=$! st w0=-1 w1=0
@@ -285,7 +299,7 @@ run_wrk() {
     out=$(cat "$W/wrk.out")
     [ "$w0" -ge 0 ] || w0=$w1
     wrk_ms=$(((w1 - w0) * 1000 / CLK))
-    p1=$(cpu_ticks "$ppid") s1=$(cpu_ticks "$REDIS_PID") u1=$(cpu_ticks "${UP_PIDS[@]}")
+    p1=$(cpu_ticks "$ppid") s1=$(cpu_ticks "$rpid") u1=$(cpu_ticks "${UP_PIDS[@]}")
     r1=$(redis_calls) a1=$(upstream_accepts)
     rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -317,7 +331,8 @@ for round in $(seq 1 "$ROUNDS"); do
     run_wrk keyless-nginx 2 "$NG_PID" -- "http://127.0.0.1:$NG/"
     run_wrk keyless-haproxy 2 "$HA_PID" -- "http://127.0.0.1:$HA/"
     run_wrk fresh-idemproxy 2 "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- $((40000 * DUR))
-    run_wrk fresh-wait-idemproxy 2 "$PXW_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXW/pay" -- $((40000 * DUR))
+    RPID=$REDIS2_PID run_wrk fresh-repl-idemproxy 2 "$PXR_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXR/pay" -- $((40000 * DUR))
+    RPID=$REDIS2_PID run_wrk fresh-wait-idemproxy 2 "$PXW_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXW/pay" -- $((40000 * DUR))
     run_wrk replay-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
     run_wrk dupes409-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- held- $NHELD
     run_wrk t1-keyless-nginx 1 "$NG_PID" -- "http://127.0.0.1:$NG/"
@@ -394,7 +409,7 @@ lrow() {
     echo
     echo "- CPU: $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
     echo "- idemproxy $("$PROXY" --version | awk '{print $2}') (\`--workers 2\`, release build), $("$NGINX" -v 2>&1 | sed 's|nginx version: ||') (\`worker_processes 2\`, \`reuseport\`), HAProxy $("$HAPROXY" -v | awk 'NR == 1 {print $3}') (\`nbthread 2\`), redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}')"
-    echo "- Redis: \`conf/redis.conf\` (appendonly yes, everysec), reached over a unix socket, with one replica (TCP, loopback) for the \`redis-wait 1\` row"
+    echo "- Redis: \`conf/redis.conf\` (appendonly yes, everysec), reached over a unix socket, and for the two replica rows a second one with a replica (TCP, loopback)"
     echo "- upstreams: two nginx processes, \`return 200\`, 1 worker each; nginx proxy: \`proxy_pass\` with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection \"\"\`, \`access_log off\`; HAProxy: \`mode http\`, \`option http-keep-alive\`, \`http-reuse always\`, no log"
     echo "- load: \`wrk -t2 -c$CONN -d${DUR}s\` (and \`-t1\` where the row says so), $ROUNDS round(s), median reported; keys pre-generated in wrk's Lua script"
     echo "- CPU: utime + stime from \`/proc\` of every process (and its children) over each run, per 10k requests; wrk's from when its threads start (after its scripts' init, which formats every keyed request before wrk's clock starts); Redis commands are the ones idemproxy sent, by its own \`idemproxy_redis_commands_total\`"
@@ -407,7 +422,8 @@ lrow() {
     row keyless-haproxy "HAProxy, keyless GET"
     row keyless-idemproxy "idemproxy, keyless GET"
     row fresh-idemproxy "idemproxy, keyed POST, fresh key (claim + upstream + record)"
-    row fresh-wait-idemproxy "idemproxy, keyed POST, fresh key, \`redis-wait 1\` (× fresh key without)" "$(median fresh-idemproxy 2)"
+    row fresh-repl-idemproxy "idemproxy, keyed POST, fresh key, Redis with a replica, no WAIT"
+    row fresh-wait-idemproxy "idemproxy, keyed POST, fresh key, Redis with a replica, \`redis-wait 1\` (× the same without WAIT)" "$(median fresh-repl-idemproxy 2)"
     row replay-idemproxy "idemproxy, keyed POST, replay ($NREPLAY recorded keys)"
     row dupes409-idemproxy "idemproxy, keyed POST, duplicates of $NHELD in-flight keys (409)"
     row t1-keyless-nginx "nginx proxy_pass, keyless GET, wrk -t1" "$NGK1"
