@@ -2425,6 +2425,8 @@ void redis_client_free(struct redis_client *c)
         redis_cmd_list_free(&n->confirming);
         if (n->reconnect_ev)
             event_free(n->reconnect_ev);
+        if (n->sub_reconnect_ev)
+            event_free(n->sub_reconnect_ev);
         free(n);
     }
     redis_cmd_list_free(&c->unrouted);
