@@ -1887,8 +1887,8 @@ static void redis_sub_on_close(const char *errstr, void *arg)
 static const struct rconn_cbs redis_sub_cbs = {redis_sub_on_connect, redis_sub_on_reply,
                                                redis_sub_on_close};
 
-/* SUBSCRIBE or UNSUBSCRIBE channel on the pub/sub connection. */
-static void redis_sub_send(struct redis_client *c, const char *verb, const char *channel)
+/* "VERB channel" ((UN)SUBSCRIBE, S(UN)SUBSCRIBE) on a pub/sub connection. */
+static void redis_sub_write(struct rconn *rc, const char *verb, const char *channel)
 {
     const char *argv[] = {verb, channel};
     size_t lens[] = {strlen(verb), strlen(channel)}, len = redis_format(NULL, 2, argv, lens);
@@ -1897,9 +1897,23 @@ static void redis_sub_send(struct redis_client *c, const char *verb, const char 
     if (!buf)
         return;
     redis_format(buf, 2, argv, lens);
-    rconn_write(c->sub, buf, len);
+    rconn_write(rc, buf, len);
     if (buf != stack)
         free(buf);
+}
+
+/* AUTH first on a pub/sub connection, when a password is set (its +OK is ignored). */
+static void redis_sub_auth(struct redis_client *c, struct rconn *rc)
+{
+    const char *argv[3];
+    size_t lens[3], len;
+    char buf[1024];
+    int n = redis_auth_argv(c->conf->user, c->conf->password, argv, lens);
+
+    if (n > 0 && (len = redis_format(NULL, n, argv, lens)) <= sizeof(buf)) {
+        redis_format(buf, n, argv, lens);
+        rconn_write(rc, buf, len);
+    }
 }
 
 /* Where the pub/sub connection goes: the one node; in Cluster mode any node (a PUBLISH
@@ -1915,9 +1929,6 @@ static void redis_sub_connect(struct redis_client *c)
 {
     struct redis_watch *w;
     char err[256];
-    const char *argv[3];
-    size_t lens[3], len;
-    int n;
 
     if (c->sentinel && !c->target_known) { /* not yet known: after the command connection */
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
@@ -1928,13 +1939,7 @@ static void redis_sub_connect(struct redis_client *c)
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    if ((n = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0) {
-        char buf[1024];
-        if ((len = redis_format(NULL, n, argv, lens)) <= sizeof(buf)) {
-            redis_format(buf, n, argv, lens);
-            rconn_write(c->sub, buf, len);
-        }
-    }
+    redis_sub_auth(c, c->sub);
     /* (re)subscribe every watched channel once */
     TAILQ_FOREACH(w, &c->watches, link)
     {
@@ -1948,7 +1953,7 @@ static void redis_sub_connect(struct redis_client *c)
                 first = 0;
         }
         if (first)
-            redis_sub_send(c, "SUBSCRIBE", w->channel);
+            redis_sub_write(c->sub, "SUBSCRIBE", w->channel);
     }
 }
 
@@ -1985,20 +1990,6 @@ static int redis_shard_watched(struct redis_client *c, struct redis_node *n, con
             return 1;
     }
     return 0;
-}
-
-static void redis_nsub_send(struct redis_node *n, const char *verb, const char *channel)
-{
-    const char *argv[] = {verb, channel};
-    size_t lens[] = {strlen(verb), strlen(channel)}, len = redis_format(NULL, 2, argv, lens);
-    char stack[512], *buf = len <= sizeof(stack) ? stack : malloc(len);
-
-    if (!buf)
-        return;
-    redis_format(buf, 2, argv, lens);
-    rconn_write(n->sub, buf, len);
-    if (buf != stack)
-        free(buf);
 }
 
 static void redis_nsub_on_connect(void *arg)
@@ -2071,10 +2062,7 @@ static void redis_nsub_connect(struct redis_node *n)
 {
     struct redis_client *c = n->c;
     struct redis_watch *w;
-    const char *argv[3];
-    size_t lens[3], len;
     char err[256];
-    int k;
 
     if (n->sub || c->freeing)
         return;
@@ -2089,13 +2077,7 @@ static void redis_nsub_connect(struct redis_node *n)
         redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
         return;
     }
-    if ((k = redis_auth_argv(c->conf->user, c->conf->password, argv, lens)) > 0) {
-        char buf[1024];
-        if ((len = redis_format(NULL, k, argv, lens)) <= sizeof(buf)) {
-            redis_format(buf, k, argv, lens);
-            rconn_write(n->sub, buf, len);
-        }
-    }
+    redis_sub_auth(c, n->sub);
     TAILQ_FOREACH(w, &c->watches, link)
     {
         struct redis_watch *v;
@@ -2104,7 +2086,7 @@ static void redis_nsub_connect(struct redis_node *n)
             if (v->node == n && strcmp(v->channel, w->channel) == 0)
                 first = 0;
         if (first)
-            redis_nsub_send(n, "SSUBSCRIBE", w->channel);
+            redis_sub_write(n->sub, "SSUBSCRIBE", w->channel);
     }
 }
 
@@ -2125,7 +2107,7 @@ static void redis_shard_attach(struct redis_watch *w)
         return;
     if (n->sub) {
         if (!redis_shard_watched(c, n, w->channel, w))
-            redis_nsub_send(n, "SSUBSCRIBE", w->channel);
+            redis_sub_write(n->sub, "SSUBSCRIBE", w->channel);
     } else if (!evtimer_pending(n->sub_reconnect_ev, NULL)) {
         redis_nsub_connect(n); /* subscribes w too */
     }
@@ -2136,7 +2118,7 @@ static void redis_shard_detach(struct redis_watch *w)
     struct redis_node *n = w->node;
 
     if (n && n->sub && !w->c->freeing && !redis_shard_watched(w->c, n, w->channel, w))
-        redis_nsub_send(n, "SUNSUBSCRIBE", w->channel);
+        redis_sub_write(n->sub, "SUNSUBSCRIBE", w->channel);
     w->node = NULL;
 }
 
@@ -2179,7 +2161,7 @@ struct redis_watch *redis_watch(struct redis_client *c, const char *channel, red
         if (!evtimer_pending(c->sub_reconnect_ev, NULL))
             redis_sub_connect(c); /* subscribes every watched channel, this one included */
     } else if (!subscribed) {
-        redis_sub_send(c, "SUBSCRIBE", channel);
+        redis_sub_write(c->sub, "SUBSCRIBE", channel);
     }
     return w;
 }
@@ -2196,7 +2178,7 @@ void redis_unwatch(struct redis_watch *w)
     TAILQ_REMOVE(&c->watches, w, link);
     if (c->conf->pubsub != REDIS_PUBSUB_SHARDED && c->sub && !c->freeing &&
         !redis_channel_watched(c, w->channel))
-        redis_sub_send(c, "UNSUBSCRIBE", w->channel);
+        redis_sub_write(c->sub, "UNSUBSCRIBE", w->channel);
     free(w->channel);
     free(w);
 }
