@@ -11,6 +11,7 @@
 #include "harness.h"
 #include "harness-internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -427,6 +428,48 @@ static int log_says_port_taken(const char *logname, size_t from)
 }
 
 /* Documented in harness-internal.h (redis.c starts redis-server with it too). */
+/* Does pid hold a socket listening on 127.0.0.1:port? (A connect that succeeds may reach
+ * another test's server that took the port first: what answers must be ours.) */
+static int h_pid_listens(pid_t pid, uint16_t port)
+{
+    char line[512], path[64], link[64], want[32];
+    unsigned long inodes[16];
+    size_t n = 0;
+    FILE *f = fopen("/proc/net/tcp", "r");
+    DIR *d;
+    struct dirent *e;
+    int found = 0;
+
+    if (!f)
+        return 1; /* cannot tell: trust the connect */
+    while (fgets(line, sizeof(line), f) && n < 16) {
+        unsigned lport, st;
+        unsigned long ino;
+        if (sscanf(line, " %*d: %*8s:%x %*8s:%*x %x %*s %*s %*s %*s %*s %lu", &lport, &st, &ino) ==
+                3 &&
+            lport == port && st == 0x0A)
+            inodes[n++] = ino;
+    }
+    fclose(f);
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    if (!(d = opendir(path)))
+        return 0;
+    while (!found && (e = readdir(d))) {
+        char fdpath[400];
+        ssize_t len;
+        snprintf(fdpath, sizeof(fdpath), "%s/%s", path, e->d_name);
+        if ((len = readlink(fdpath, link, sizeof(link) - 1)) <= 0)
+            continue;
+        link[len] = '\0';
+        for (size_t i = 0; i < n && !found; i++) {
+            snprintf(want, sizeof(want), "socket:[%lu]", inodes[i]);
+            found = strcmp(link, want) == 0;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 pid_t h_start_server_at(char **argv, int listen_slot, int port_only, uint16_t fixed, uint16_t *port,
                         const char *logname, int timeout_ms)
 {
@@ -455,8 +498,9 @@ pid_t h_start_server_at(char **argv, int listen_slot, int port_only, uint16_t fi
         for (;;) {
             int fd = harness_connect(p);
 
-            if (fd >= 0) {
+            if (fd >= 0)
                 close(fd);
+            if (fd >= 0 && h_pid_listens(pid, p)) {
                 *port = p;
                 return pid;
             }
