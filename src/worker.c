@@ -40,22 +40,6 @@ int worker_listen_socket(const struct config *cfg, unsigned short *port)
         log_error("listen %s: %s", cfg->worker.listen.host, gai_strerror(rc));
         return -1;
     }
-    if (*port == 0 && want != 0) {
-        /* The workers share the port with SO_REUSEPORT, which would as silently share it
-         * with another process that listens there with it (a second idemproxy): probe
-         * without it first, so a port in use is an error, not a split of the traffic. */
-        int probe = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), taken;
-        if (probe < 0)
-            goto err;
-        taken = setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-                bind(probe, res->ai_addr, res->ai_addrlen) < 0;
-        rc = errno;
-        close(probe);
-        if (taken) {
-            errno = rc;
-            goto err;
-        }
-    }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto err;

@@ -177,27 +177,3 @@ Test(cli, busy_port_fails_at_startup_with_a_message)
     free(out);
     close(fd);
 }
-
-/* The workers share their port with SO_REUSEPORT, which a second idemproxy on the same
- * port would join silently, splitting the traffic between two configurations (seen as
- * a cross-test flake: requests answered by another test's proxy). It is an error. */
-Test(cli, a_port_another_idemproxy_listens_on_is_refused)
-{
-    uint16_t port, up = harness_free_port();
-    char upstream[32], listen[32], *log;
-    const char *extra[] = {"--upstream", upstream, NULL};
-    char *argv[] = {IDEMPROXY_BIN, "--listen", listen, "--upstream", upstream, NULL};
-    pid_t first, second;
-    int st;
-
-    snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", up);
-    cr_assert_gt(first = harness_start_proxy(&port, "first", extra), 0);
-    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-    cr_assert_gt(second = harness_spawn("second", argv), 0);
-    st = harness_stop(second, 0, 10000);
-    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) != 0, "the second one ran");
-    log = harness_read_log("second");
-    cr_assert(log && strstr(log, "Address already in use"), "%s", log ? log : "");
-    free(log);
-    cr_assert(harness_stop_clean(first, "first", 10000));
-}

@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -110,7 +111,79 @@ const char *harness_tmpdir(void)
     return h.tmpdir;
 }
 
+/* Ports handed out are reserved across the test processes of this machine (a file per
+ * port holding the owner's pid, removed at exit): two tests that asked at the same moment
+ * could otherwise be given the same free port, and two idemproxys bind it together
+ * (their workers use SO_REUSEPORT), each answering the other's requests. */
+#define H_PORT_DIR "/tmp/idemproxy-test-ports"
+
+static uint16_t h_ports[256];
+static size_t h_nports;
+
+static void h_release_ports(void)
+{
+    char path[64];
+
+    for (size_t i = 0; i < h_nports; i++) {
+        snprintf(path, sizeof(path), H_PORT_DIR "/%u", (unsigned)h_ports[i]);
+        unlink(path);
+    }
+    h_nports = 0;
+}
+
+/* 1 when port is ours now (or cannot be reserved: no worse than before), 0 when another
+ * live test process holds it. */
+static int h_reserve_port(uint16_t port)
+{
+    char path[64], buf[16];
+    int fd;
+    long owner;
+    ssize_t n;
+
+    mkdir(H_PORT_DIR, 0777);
+    snprintf(path, sizeof(path), H_PORT_DIR "/%u", (unsigned)port);
+    for (int tries = 0; tries < 2; tries++) {
+        if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) >= 0) {
+            n = snprintf(buf, sizeof(buf), "%d", (int)getpid());
+            if (write(fd, buf, (size_t)n) != n) { /* best effort */
+            }
+            close(fd);
+            if (h_nports == 0)
+                atexit(h_release_ports);
+            if (h_nports < sizeof(h_ports) / sizeof(h_ports[0]))
+                h_ports[h_nports++] = port;
+            return 1;
+        }
+        if (errno != EEXIST)
+            return 1;
+        /* held: by a live process, or left by one that died */
+        owner = 0;
+        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+            n = read(fd, buf, sizeof(buf) - 1);
+            close(fd);
+            buf[n > 0 ? n : 0] = '\0';
+            owner = atol(buf);
+        }
+        if (owner > 0 && (owner == getpid() || kill((pid_t)owner, 0) == 0))
+            return 0;
+        unlink(path);
+    }
+    return 1;
+}
+
+static uint16_t h_free_port_once(void);
+
 uint16_t harness_free_port(void)
+{
+    for (int i = 0; i < 64; i++) {
+        uint16_t p = h_free_port_once();
+        if (p == 0 || h_reserve_port(p))
+            return p;
+    }
+    return h_free_port_once();
+}
+
+static uint16_t h_free_port_once(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(sa);
