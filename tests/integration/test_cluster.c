@@ -395,7 +395,10 @@ Test(cluster, a_waiting_duplicate_is_woken_by_a_sharded_message)
         snprintf(key, sizeof(key), "shard-wake-%d", i);
         q.key = key;
         cr_assert_geq(fd1 = harness_keyed_send(port, &q), 0);
-        usleep(200 * 1000);
+        /* the first is claimed and at the upstream before its duplicate is sent */
+        for (double t0 = harness_now_s(); harness_executions(stack.up_port, key) < 1;
+             usleep(10 * 1000))
+            cr_assert_lt(harness_now_s() - t0, 5.0, "%s never reached the upstream", key);
         cr_assert_geq(fd2 = harness_keyed_send(port, &q), 0);
         cr_assert_eq(harness_read_response(fd1, &r1, 0, 10000), 0);
         cr_assert_eq(harness_read_response(fd2, &r2, 0, 10000), 0);

@@ -187,13 +187,17 @@ Test(reload, an_old_generation_is_freed_when_its_last_request_is_done)
     struct harness_resp r;
     char *log = NULL;
     double t0;
+    long before;
     int fd;
 
     start_with("log-level debug\n");
+    before = harness_upstream_stat(stack.up_port, "requests");
     fd = harness_connect(stack.a_port);
     cr_assert_geq(fd, 0);
     cr_assert_eq(harness_send(fd, slow, strlen(slow)), 0); /* under generation 1 */
-    usleep(200 * 1000);
+    for (t0 = harness_now_s(); harness_upstream_stat(stack.up_port, "requests") <= before;
+         usleep(10 * 1000))
+        cr_assert_lt(harness_now_s() - t0, 5.0, "the slow request never reached the upstream");
     write_conf("log-level debug\n", up2_port);
     cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
     for (t0 = harness_now_s(); !(log = harness_read_log("proxyR")) || !strstr(log, "reloaded");
