@@ -82,10 +82,37 @@ build() {
         cmake --build "$dir" -j 1 || die "build failed"
 }
 
-# free_port: a TCP port on 127.0.0.1 that was free a moment ago.
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago, reserved for this script
+# against the other scripts and tests running beside it (a file holding our PID in
+# $PORT_DIR, as tests/support/proc.c does; released by stop_started): two of them given
+# the same free port would start two idemproxys that share it (SO_REUSEPORT), each
+# answering the other's requests.
+PORT_DIR=/tmp/idemproxy-test-ports
 free_port() {
-    # perl-base (Essential in Debian) has IO::Socket::INET
-    perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0")->sockport, "\n"'
+    local p i owner
+    mkdir -p "$PORT_DIR" 2>/dev/null || true
+    for ((i = 0; i < 64; i++)); do
+        # perl-base (Essential in Debian) has IO::Socket::INET
+        p=$(perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0")->sockport')
+        if (set -C; echo "$$" >"$PORT_DIR/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+        owner=$(cat "$PORT_DIR/$p" 2>/dev/null || true)
+        if [ -n "$owner" ] && [ "$owner" != "$$" ] && ! kill -0 "$owner" 2>/dev/null; then
+            rm -f "$PORT_DIR/$p" # left by a process that is gone
+        fi
+    done
+    echo "$p"
+}
+
+# release_ports: the ports free_port reserved for this script.
+release_ports() {
+    local f
+    for f in "$PORT_DIR"/*; do
+        [ -f "$f" ] && [ "$(cat "$f" 2>/dev/null)" = "$$" ] && rm -f "$f"
+    done
+    return 0
 }
 
 # wait_port PORT [SECONDS]: until 127.0.0.1:PORT accepts connections.
@@ -105,6 +132,7 @@ wait_port() {
 PIDS=()
 stop_started() {
     trap - INT TERM EXIT
+    release_ports
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done

@@ -113,7 +113,7 @@ mkdir -p "$DIR"
 # On any failure (set -e also fires inside functions, where an ERR trap would not without
 # errtrace) stop what was started: the nodes daemonize, nothing else would reap them.
 UP_OK=0
-trap '[ $UP_OK -eq 1 ] || { down; say "error: the $KIND topology did not come up (logs in $DIR)"; }' EXIT
+trap '[ $UP_OK -eq 1 ] || { down; say "error: the $KIND topology did not come up (logs in $DIR)"; }; release_ports' EXIT
 
 # until CMD... succeeds, at most 20 s
 until_ok() {
