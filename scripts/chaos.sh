@@ -189,7 +189,7 @@ say ""
 say "== phase 1 of 2: a replica killed (SIGKILL) while its requests are at the upstream"
 say "   (a documented limit: each such key may execute once more after its lease; the"
 say "   checker expects exactly that, from the ledgers as they were at the kill)"
-KILL_FLAGS=(--keys "$KILL_KEYS" --dupes 1 --concurrency "$KILL_KEYS" --header "Demo-Delay: 2s"
+KILL_FLAGS=(--keys "$KILL_KEYS" --dupes 1 --concurrency "$KILL_KEYS" --header "Demo-Delay: 5s"
     --header "Demo-Fault: none" --retry-statuses "$RETRY_STATUSES" --client-timeout 30s
     "${LEDGERS[@]}" --give-up 60s)
 SNAPSHOTS=()
@@ -202,7 +202,8 @@ KILL_A=$STARTED
 spawn kill-b "$STORM" --target "$TARGET_B" "${KILL_FLAGS[@]}" --seed $((SEED + 12)) \
     --label "SIGKILL phase: the keys of the replica that stayed up" --json "$RUN/kill-b.json"
 KILL_B=$STARTED
-# every key of both runs at a bank (executed, answer held for 2 s), then the kill
+# every key of both runs at a bank (executed, answer held for 5 s: time to see them all
+# there and kill A before any answer leaves, on a loaded machine), then the kill
 for ((i = 0; i < 200; i++)); do
     [ "$(ledger_sum)" -ge $((before + 2 * KILL_KEYS)) ] && break
     sleep 0.05
