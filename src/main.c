@@ -134,7 +134,10 @@ static void main_gen_free(struct main_gen *g)
 }
 
 /* Every second: free the generations no worker uses any more. A configuration that a
- * later generation borrows (new addresses, same settings) goes to that one first. */
+ * later generation borrows (new addresses, same settings) goes to that one first. What
+ * was freed goes back to the kernel (malloc_trim walks every arena, the workers' too):
+ * M_TRIM_THRESHOLD keeps 64 MiB of free heap otherwise, and a process reloaded often
+ * would keep the peak of its reloads. */
 static void main_collect_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct main_workers *mw = arg;
@@ -164,6 +167,8 @@ static void main_collect_cb(evutil_socket_t fd, short what, void *arg)
         log_debug("configuration generation %llu freed", (unsigned long long)g->wg.id);
         main_gen_free(g);
     }
+    if (k < mw->ngens)
+        malloc_trim(0);
     mw->ngens = k;
 }
 
