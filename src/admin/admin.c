@@ -236,6 +236,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             rs.retries[k] += r1.retries[k];
         rs.refreshes += r1.refreshes;
         rs.switches += r1.switches;
+        rs.resends += r1.resends;
         rs.cluster |= r1.cluster;
         if (r1.cluster && (i == 0 || r1.map_age_ms > rs.map_age_ms))
             rs.map_age_ms = r1.map_age_ms; /* the oldest map of any worker */
@@ -295,6 +296,10 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             {"idemproxy_redis_pings_total", "counter",
              "PINGs of an idle Redis connection (a frozen Redis fails them: /readyz 503).",
              rs.pings},
+            {"idemproxy_redis_resends_total", "counter",
+             "Commands that may run twice (the claim) sent again after their connection was "
+             "lost before the reply.",
+             rs.resends},
             {"idemproxy_redis_master_switches_total", "counter",
              "Sentinel +switch-master announcements heard for our master (per worker).",
              rs.switches},

@@ -143,7 +143,7 @@ struct redis_cmd *store_claim(struct store *s, const char *key, const char *fp_h
     value[0] = 'P';
     memcpy(value + 1, fp_hex, fplen);
     memcpy(value + 1 + fplen, token, toklen);
-    return redis_command(s->rc, 7, argv, lens, REDIS_F_WAIT, cb, arg);
+    return redis_command(s->rc, 7, argv, lens, REDIS_F_WAIT | REDIS_F_RESEND, cb, arg);
 }
 
 struct redis_cmd *store_pttl(struct store *s, const char *key, redis_reply_cb cb, void *arg)

@@ -485,15 +485,24 @@ static void redis_cmd_finish(struct redis_cmd *cmd, enum redis_status st, const 
     redis_cmd_free(cmd);
 }
 
+/* Sent, its reply lost with the connection: may it go again (REDIS_F_RESEND)? Not once
+ * its deadline has passed, nor when nobody waits for it or its bytes are gone. */
+static int redis_cmd_may_resend(const struct redis_cmd *cmd, uint64_t now)
+{
+    return (cmd->flags & REDIS_F_RESEND) && cmd->kind == RC_USER && cmd->cb && !cmd->timed_out &&
+           !cmd->borrow_gone && cmd->deadline > now && !cmd->c->freeing;
+}
+
 /* Drop n's connection: every command sent on it fails (TIMEOUT if it was due, else
- * DOWN), then reconnect with back-off when the node is still wanted. Commands issued from
- * those callbacks wait for the next connection. why: logged (we drop it: a deadline), or
- * NULL (it was lost and the caller said so). */
+ * DOWN; REDIS_F_RESEND ones are routed again), then reconnect with back-off when the node is still
+ * wanted. Commands issued from those callbacks wait for the next connection. why: logged (we drop
+ * it: a deadline), or NULL (it was lost and the caller said so). */
 static void redis_drop(struct redis_node *n, const char *why)
 {
     struct redis_client *c = n->c;
-    struct redis_cmd_list failed;
+    struct redis_cmd_list failed, again;
     struct redis_cmd *cmd;
+    uint64_t now = clock_mono_ms();
 
     if (!n->conn)
         return;
@@ -520,10 +529,15 @@ static void redis_drop(struct redis_node *n, const char *why)
                          "WAIT: the connection was lost before replicas confirmed it");
     }
     TAILQ_INIT(&failed);
+    TAILQ_INIT(&again);
     TAILQ_CONCAT(&failed, &n->queue, link);
     while ((cmd = TAILQ_FIRST(&failed))) {
         TAILQ_REMOVE(&failed, cmd, link);
         cmd->state = RS_NONE;
+        if (redis_cmd_may_resend(cmd, now)) {
+            TAILQ_INSERT_TAIL(&again, cmd, link);
+            continue;
+        }
         redis_deadline_remove(c, cmd);
         redis_cmd_finish(cmd, cmd->timed_out ? REDIS_CMD_TIMEOUT : REDIS_CMD_DOWN, NULL,
                          cmd->timed_out ? "redis did not answer in time" : "redis connection lost");
@@ -537,6 +551,17 @@ static void redis_drop(struct redis_node *n, const char *why)
     if (!evtimer_pending(n->reconnect_ev, NULL) &&
         (!c->cluster || n->in_map || !TAILQ_EMPTY(&n->waiting) || (n->seed && !c->map_ok)))
         redis_schedule(n->reconnect_ev, &n->backoff);
+    /* the claims: again, where they belong now (the next connection, made with back-off;
+     * the new primary) */
+    while ((cmd = TAILQ_FIRST(&again))) {
+        TAILQ_REMOVE(&again, cmd, link);
+        cmd->asking = cmd->asking_sent = 0;
+        METRIC_INC(c->stats.resends);
+        if (redis_route(c, cmd) < 0) {
+            redis_deadline_remove(c, cmd);
+            redis_cmd_finish(cmd, REDIS_CMD_DOWN, NULL, "redis connection lost");
+        }
+    }
 }
 
 static void redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -1373,6 +1398,7 @@ void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
         out->retries[i] = METRIC_GET(c->stats.retries[i]);
     out->refreshes = METRIC_GET(c->stats.refreshes);
     out->switches = METRIC_GET(c->stats.switches);
+    out->resends = METRIC_GET(c->stats.resends);
     out->cluster = c->cluster;
     out->map_age_ms = !c->cluster ? 0 : at ? clock_mono_ms() - at : UINT64_MAX;
 }

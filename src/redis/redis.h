@@ -55,6 +55,10 @@
  * given) when fewer did, WAIT failed or the connection was lost first. The command's
  * deadline covers its own reply; the WAIT has its own.
  *
+ * Lost replies: a command sent on a connection that is lost before its reply fails with
+ * REDIS_CMD_DOWN ("maybe applied"), unless its caller said it may run twice
+ * (REDIS_F_RESEND): then it is sent again on the next connection within its deadline.
+ *
  * Queueing: a command issued while there is no connection (between a lost one and the
  * next attempt) waits in order, with its deadline, and is sent first on the next
  * connection; one whose deadline passes first fails with REDIS_CMD_TIMEOUT and was never
@@ -134,6 +138,11 @@ enum redis_status {
 };
 
 #define REDIS_F_WAIT 0x1 /* follow the command with WAIT (when redis-wait is on) */
+/* Running it twice does no harm (the claim: a second SET NX GET finds its own token):
+ * when its connection is lost before the reply — whether or not Redis ran it — it is sent
+ * again, to whichever node serves it then, within its deadline, instead of failing with
+ * REDIS_CMD_DOWN. One that missed its own deadline still fails (REDIS_CMD_TIMEOUT). */
+#define REDIS_F_RESEND 0x2
 
 /* st == REDIS_CMD_OK or UNCONFIRMED: reply is the (non-error) reply, valid only during the
  * callback (UNCONFIRMED: errstr says what WAIT saw). Otherwise reply is NULL and errstr
@@ -211,6 +220,7 @@ struct redis_stats {
     uint64_t retries[REDIS_RETRY_REASONS]; /* by enum cluster_retry (index 0 unused) */
     uint64_t refreshes;                    /* CLUSTER SLOTS sent */
     uint64_t switches;                     /* Sentinel: +switch-master announcements heard */
+    uint64_t resends;                      /* REDIS_F_RESEND commands sent again */
     int cluster;                           /* the client runs in Cluster mode */
     uint64_t map_age_ms;                   /* since the map was read (UINT64_MAX: never) */
 };

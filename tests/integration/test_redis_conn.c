@@ -345,3 +345,41 @@ Test(redis_conn, refused_script_load_is_retried_until_ready)
     free(log);
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }
+
+/* Issue 16, part 2: a claim whose connection is lost after Redis ran it (its reply never
+ * arrives: a relay cuts the stream there) is sent again on the next connection, finds
+ * its own token and reads CLAIMED: the request goes on and executes once. Before, it
+ * was answered 503 while its claim held the key until the lease ran out (the client's
+ * retry: 409). */
+Test(redis_conn, a_claim_whose_reply_was_lost_is_sent_again)
+{
+    char redis_arg[32], *m;
+    const char *extra[] = {"--redis", redis_arg, "--workers", "1", NULL};
+    struct harness_keyed q = {.path = "/pay", .key = "lost-reply", .body = "{}"};
+    struct harness_relay *relay;
+    struct harness_resp r;
+    uint16_t port, admin;
+    double t0;
+    pid_t pid;
+
+    stack_start(NULL, NULL);
+    cr_assert_not_null(relay = harness_relay_start(stack.redis_port));
+    snprintf(redis_arg, sizeof(redis_arg), "127.0.0.1:%u", harness_relay_port(relay));
+    pid = proxy_with_admin("proxyC", &port, &admin, extra);
+    for (t0 = harness_now_s(); readyz(admin) != 200; usleep(20 * 1000))
+        cr_assert_lt(harness_now_s() - t0, 5.0, "not ready through the relay");
+    harness_relay_cut(relay, "$3\r\nSET\r\n"); /* the claim: SET key P... NX GET PX */
+    stack_post(port, &q, &r);
+    cr_assert_eq(harness_relay_cuts(relay), 1, "the claim's reply was not cut");
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "lost-reply"), 1);
+    stack_post(port, &q, &r);
+    cr_assert(harness_replayed(&r), "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    m = scrape(admin);
+    cr_assert_eq(harness_metric(m, "idemproxy_redis_resends_total"), 1, "%s", m);
+    free(m);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+    harness_relay_stop(relay);
+}

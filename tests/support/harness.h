@@ -84,6 +84,20 @@ void harness_dns_hold(struct harness_dns *d, int hold);
 unsigned harness_dns_queries(struct harness_dns *d, unsigned *held);
 void harness_dns_stop(struct harness_dns *d); /* d NULL: nothing */
 
+/* ---- a TCP relay that can cut a stream (relay.c) ---- */
+
+/* 127.0.0.1:harness_relay_port forwards every connection to 127.0.0.1:target_port, in a
+ * thread of its own. harness_relay_cut(r, pattern): the next chunk a client sends that
+ * holds pattern is forwarded, the target's reply to it read and dropped, and that
+ * connection closed (the command ran, its answer was lost); once per call.
+ * harness_relay_cuts: how many were made. NULL on failure. */
+struct harness_relay;
+struct harness_relay *harness_relay_start(uint16_t target_port);
+uint16_t harness_relay_port(const struct harness_relay *r);
+void harness_relay_cut(struct harness_relay *r, const char *pattern);
+unsigned harness_relay_cuts(struct harness_relay *r);
+void harness_relay_stop(struct harness_relay *r); /* r NULL: nothing */
+
 /* ---- Redis (redis.c) ---- */
 
 /* redis-server with conf/redis.conf on a free port, data in <tmpdir>/<logname>.data;
