@@ -70,6 +70,7 @@ static const struct conf_section config_sections[] = {
     {frontend_conf_rows, offsetof(struct config, frontend)},
     {config_own_rows, 0},
     {policy_conf_rows, offsetof(struct config, idem)},
+    {seal_conf_rows, offsetof(struct config, seal)},
     {admin_conf_rows, offsetof(struct config, admin)},
 };
 
@@ -117,6 +118,7 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 void config_free(struct config *cfg)
 {
     frontend_conf_release(&cfg->frontend);
+    seal_conf_release(&cfg->seal);
     conf_free(&config_schema, cfg);
     free(cfg->file);
     cfg->file = NULL;
@@ -142,7 +144,9 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
     if (config_validate(cfg, err, errlen) < 0)
         return -1;
     /* files the directives name, read once here so that -t checks them too */
-    return frontend_conf_load(&cfg->frontend, err, errlen);
+    if (frontend_conf_load(&cfg->frontend, err, errlen) < 0)
+        return -1;
+    return seal_conf_load(&cfg->seal, err, errlen);
 }
 
 static int config_lease_warning(const struct config *cfg, const char *where, uint64_t lease,
@@ -173,7 +177,7 @@ int config_warnings(const struct config *cfg, FILE *out)
         snprintf(where, sizeof(where), "route %.256s:", r->prefix);
         n += config_lease_warning(cfg, where, r->pol.lease_ms, out);
     }
-    return n;
+    return n + seal_conf_warnings(&cfg->seal, out);
 }
 
 void config_print_help(FILE *out)

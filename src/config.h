@@ -18,6 +18,7 @@
 #include "http/frontend.h"
 #include "http/upstream.h"
 #include "idem/policy.h"
+#include "idem/seal.h"
 #include "redis/redis.h"
 
 /* The process's shape (directives listen, workers, drain-timeout): read by main and the
@@ -36,6 +37,7 @@ struct config {
     struct redis_conf redis;       /* redis, redis-user/-password/-timeout/-wait */
     struct frontend_conf frontend; /* client-side limits and timeouts */
     struct idem_policy idem;       /* the keyed-request policy */
+    struct seal_conf seal;         /* record-encryption, record-keys */
     struct admin_conf admin;       /* admin-listen */
 };
 
@@ -78,7 +80,7 @@ void config_print_help(FILE *out);
 /* Settings that load but are likely wrong, one line each to out ("warning: ..."): a lease
  * (the base one or a route's) shorter than 3 x redis-failover-time, when that is set — a
  * claim renewed every lease/3 can run out while Redis fails over, and its key execute
- * again. Returns how many. */
+ * again; a record-keys file others can read. Returns how many. */
 int config_warnings(const struct config *cfg, FILE *out);
 
 #endif

@@ -315,8 +315,8 @@ static int main_run(const struct config *cfg, int argc, char **argv)
         for (int i = 0; src && i < nstarted; i++)
             src[i] = (struct admin_source){workers[i].fe, &workers[i].pool, workers[i].redis,
                                            workers[i].idem};
-        admin = src ? admin_start(&cfg->admin, &cfg->frontend, &cfg->idem, &cfg->redis, src,
-                                  (size_t)nstarted, &aport)
+        admin = src ? admin_start(&cfg->admin, &cfg->frontend, &cfg->idem, &cfg->seal, &cfg->redis,
+                                  src, (size_t)nstarted, &aport)
                     : NULL;
         free(src);
         if (!admin)

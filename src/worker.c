@@ -188,7 +188,7 @@ static void worker_apply(struct worker *w, const struct worker_gen *gen)
     upstream_pool_retire(w->pool, pool);
     __atomic_store_n(&w->pool, pool, __ATOMIC_RELEASE); /* the admin thread reads it */
     frontend_set_upstreams(w->fe, pool, worker_default_host(cfg, host, sizeof(host)));
-    idem_handler_set_policy(w->idem, &cfg->idem);
+    idem_handler_set_policy(w->idem, &cfg->idem, &cfg->seal);
     w->gen = gen;
 }
 
@@ -305,7 +305,7 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
     w->fe = w->store ? frontend_new(w->base, &cfg->frontend, w->pool,
                                     worker_default_host(cfg, host, sizeof(host)), id)
                      : NULL;
-    w->idem = w->fe ? idem_handler_new(w->base, &cfg->idem, w->store) : NULL;
+    w->idem = w->fe ? idem_handler_new(w->base, &cfg->idem, &cfg->seal, w->store) : NULL;
     if (!w->idem)
         goto err;
     frontend_add_handler(w->fe, w->idem);

@@ -25,6 +25,7 @@
 #include "idem/idkey.h"
 #include "idem/jsoncanon.h"
 #include "idem/record.h"
+#include "idem/seal.h"
 #include "idem/store.h"
 #include "redis/cluster.h"
 
@@ -48,7 +49,8 @@ struct admin {
     struct frontend_conf fconf;    /* the client-side limits, without the access log */
     const struct admin_conf *conf;
     const struct idem_policy *pol;
-    struct redis_client *redis; /* the admin thread's own, for /keys */
+    const struct seal_conf *seal; /* the configuration it started with (not reloaded) */
+    struct redis_client *redis;   /* the admin thread's own, for /keys */
     struct admin_source *src;
     size_t nsrc;
     struct event_base *base;
@@ -253,6 +255,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         is.claims_failed_wait += i1.claims_failed_wait;
         is.claims_unconfirmed += i1.claims_unconfirmed;
         is.records_unconfirmed += i1.records_unconfirmed;
+        is.records_unreadable += i1.records_unreadable;
     }
     metrics_header(b, "idemproxy_build_info", "gauge", "Build of this idemproxy, as labels.");
     evbuffer_add_printf(b, "idemproxy_build_info{version=\"%s\",libevent=\"%s\"} 1\n",
@@ -306,6 +309,10 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             {"idemproxy_claims_unconfirmed_total", "counter",
              "Claims forwarded though WAIT did not confirm them (redis-wait-policy degrade).",
              is.claims_unconfirmed},
+            {"idemproxy_records_unreadable_total", "counter",
+             "Replays refused with 502: a stored record that does not open (a key not in "
+             "record-keys, altered, or plain where records are sealed).",
+             is.records_unreadable},
             {"idemproxy_records_unconfirmed_total", "counter",
              "Answers recorded on the primary that WAIT never confirmed within the lease.",
              is.records_unconfirmed},
@@ -422,6 +429,7 @@ struct admin_keyop {
     struct redis_cmd *cmd;
     int purge, force, body;
     char id[17];
+    char rkey[512]; /* the Redis key: a sealed record's additional data */
 };
 
 static void admin_keyop_free(void *arg)
@@ -578,14 +586,34 @@ static void admin_inspect_cb(enum redis_status st, const struct redisReply *repl
                             op->id, res.pttl_ms);
     } else {
         struct record rec;
-        const char *why = NULL;
-        if (record_decode(&rec, res.record, res.record_len, &why) < 0) {
-            evbuffer_add_printf(b, "{\"state\":\"done\",\"record\":\"%s\",\"corrupt\":\"%s\"}\n",
+        const char *why = NULL, *data = res.record;
+        size_t len = res.record_len, plain_len = 0;
+        unsigned char *plain = NULL;
+        uint32_t key_id;
+        int sealed = seal_is_sealed(data, len, &key_id);
+        enum seal_status sst = SEAL_OPENED;
+
+        if (sealed && (sst = seal_open(op->a->seal->ring, data, len, op->rkey, res.fp, &plain,
+                                       &plain_len)) == SEAL_OPENED) {
+            data = (const char *)plain;
+            len = plain_len;
+        }
+        if (sealed)
+            evbuffer_add_printf(b, "{\"sealed\":true,\"key_id\":%u,", (unsigned)key_id);
+        else
+            evbuffer_add(b, "{", 1);
+        if (sst != SEAL_OPENED) {
+            evbuffer_add_printf(b,
+                                "\"state\":\"done\",\"record\":\"%s\",\"unreadable\":\"%s\","
+                                "\"ttl_ms\":%lld}\n",
+                                op->id, seal_status_str(sst), res.pttl_ms);
+        } else if (record_decode(&rec, data, len, &why) < 0) {
+            evbuffer_add_printf(b, "\"state\":\"done\",\"record\":\"%s\",\"corrupt\":\"%s\"}\n",
                                 op->id, why);
         } else {
             uint64_t now = (uint64_t)time(NULL) * 1000;
             evbuffer_add_printf(b,
-                                "{\"state\":\"done\",\"record\":\"%s\",\"status\":%d,"
+                                "\"state\":\"done\",\"record\":\"%s\",\"status\":%d,"
                                 "\"replayable\":%s,\"age_ms\":%lld,\"size\":%zu,"
                                 "\"ttl_ms\":%lld",
                                 op->id, rec.status,
@@ -602,6 +630,10 @@ static void admin_inspect_cb(enum redis_status st, const struct redisReply *repl
             }
             evbuffer_add(b, "}\n", 2);
             record_clear(&rec);
+        }
+        if (plain) {
+            OPENSSL_cleanse(plain, plain_len);
+            free(plain);
         }
     }
     frontend_respond(op->r, 200, NULL, NULL, "Content-Type: application/json\r\n", b);
@@ -636,7 +668,6 @@ static void admin_keys(struct admin *a, struct frontend_req *r, int purge)
 {
     struct admin_keyq q = {0};
     struct admin_keyop *op;
-    char rkey[512];
     size_t len = evbuffer_get_length(r->body);
 
     if (!admin_authorised(a, r))
@@ -656,7 +687,7 @@ static void admin_keys(struct admin *a, struct frontend_req *r, int purge)
         admin_json(r, 500, "{\"error\":\"out of memory\"}\n");
         return;
     }
-    if (admin_rkey(a, r, &q, rkey, sizeof(rkey), op->id) < 0) {
+    if (admin_rkey(a, r, &q, op->rkey, sizeof(op->rkey), op->id) < 0) {
         admin_keyq_clear(&q);
         free(op);
         return;
@@ -668,8 +699,8 @@ static void admin_keys(struct admin *a, struct frontend_req *r, int purge)
     op->body = q.body;
     admin_keyq_clear(&q);
     frontend_req_cleanup_add(r, &op->cleanup, admin_keyop_free, op);
-    op->cmd = purge ? store_purge(a->redis, rkey, op->force, admin_purge_cb, op)
-                    : store_inspect(a->redis, rkey, admin_inspect_cb, op);
+    op->cmd = purge ? store_purge(a->redis, op->rkey, op->force, admin_purge_cb, op)
+                    : store_inspect(a->redis, op->rkey, admin_inspect_cb, op);
     if (!op->cmd)
         admin_json(r, 503, "{\"error\":\"redis unavailable\"}\n");
 }
@@ -786,8 +817,9 @@ static int admin_socket(const struct conf_addr *addr, unsigned short *port)
 }
 
 struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
-                          const struct idem_policy *pol, const struct redis_conf *redis,
-                          const struct admin_source *src, size_t n, unsigned short *port)
+                          const struct idem_policy *pol, const struct seal_conf *seal,
+                          const struct redis_conf *redis, const struct admin_source *src, size_t n,
+                          unsigned short *port)
 {
     struct admin *a = calloc(1, sizeof(*a));
     unsigned short bound = 0;
@@ -801,6 +833,7 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
     a->fconf = *fconf;
     a->conf = conf;
     a->pol = pol;
+    a->seal = seal;
     a->fconf.access_log = NULL; /* the operator's requests are not the API's traffic */
     a->nsrc = n;
     if (!(a->src = calloc(n ? n : 1, sizeof(*a->src))))

@@ -59,8 +59,9 @@ struct admin;
  * (may be NULL) gets the bound port. NULL on failure, logged.
  */
 struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
-                          const struct idem_policy *pol, const struct redis_conf *redis,
-                          const struct admin_source *src, size_t n, unsigned short *port);
+                          const struct idem_policy *pol, const struct seal_conf *seal,
+                          const struct redis_conf *redis, const struct admin_source *src, size_t n,
+                          unsigned short *port);
 
 /* From now on /readyz answers 503 draining (thread-safe). */
 void admin_set_draining(struct admin *a);

@@ -37,6 +37,7 @@ static const struct problem_type problem_types[] = {
                                  "Outcome of the original request is unknown"},
     [PROBLEM_NOT_REPLAYABLE] = {502, "response-not-replayable",
                                 "Original response too large to replay"},
+    [PROBLEM_RECORD_UNREADABLE] = {502, "record-unreadable", "Stored response cannot be read"},
 };
 _Static_assert(sizeof(problem_types) / sizeof(problem_types[0]) == PROBLEM_KIND_COUNT,
                "one problem_types row per enum problem_kind");

@@ -20,6 +20,7 @@
 #include "idem/idkey.h"
 #include "idem/jsoncanon.h"
 #include "idem/record.h"
+#include "idem/seal.h"
 
 #define IDEM_RETRY_MIN_MS    50 /* first pause before a record is sent again, doubling */
 #define IDEM_RETRY_MAX_MS    1000
@@ -31,6 +32,7 @@ struct idem_handler {
     struct frontend_handler super; /* first: the frontend sees only this */
     struct event_base *base;
     const struct idem_policy *pol;
+    const struct seal_conf *seal;
     struct store *store;
     /* keyed state whose request is gone while its record is still being retried (a
      * streamed answer ends before Redis comes back): it lives on until the record
@@ -75,6 +77,7 @@ struct idem_ctx {
     struct frontend_req *r;
     struct idem_handler *h;
     const struct idem_policy *pol;
+    const struct seal_conf *seal; /* record-encryption, of the generation it started under */
     struct store *store;
     struct frontend_cleanup cleanup; /* frees ctx with r */
     enum idem_state state;
@@ -101,7 +104,8 @@ struct idem_ctx {
     struct evbuffer *body;
     struct store_record_cmd rec; /* the RECORD command with the encoded answer inside, until
                                     the record lands or is given up (rec.buf: NULL) */
-    const uint8_t *body_at;      /* the body inside rec, once ctx->body was let go */
+    const uint8_t *body_at;      /* the body inside rec, once ctx->body was let go (never
+                                    when sealed: rec holds it encrypted) */
     size_t body_len;
     struct event *retry_ev; /* recording: the next attempt */
     unsigned retry_ms;      /* back-off between attempts */
@@ -194,17 +198,60 @@ static void idem_store_failed(struct idem_ctx *ctx, const char *why)
 
 /* ---- replay ---- */
 
-static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
+/* A stored record that cannot be read (sealed with a key we lack, altered, or plain
+ * where records are sealed): 502, never a new execution. */
+static void idem_unreadable(struct idem_ctx *ctx, const char *why, uint32_t key_id, int sealed)
+{
+    char d[320];
+
+    METRIC_INC(ctx->h->stats.records_unreadable);
+    if (sealed)
+        log_error("idem %s: stored record (key id %u) %s", ctx->id, (unsigned)key_id, why);
+    else
+        log_error("idem %s: stored record %s", ctx->id, why);
+    snprintf(d, sizeof(d),
+             "the original request was executed, but its recorded answer cannot be read (%s); "
+             "it is not executed again",
+             why);
+    ctx->r->outcome = "unreadable";
+    frontend_problem(ctx->r, PROBLEM_RECORD_UNREADABLE, d, NULL);
+}
+
+static void idem_replay(struct idem_ctx *ctx, const struct store_claim_result *res)
 {
     struct frontend_req *r = ctx->r;
+    const struct seal_conf *seal = ctx->seal;
+    const char *data = res->record, *why = NULL;
+    size_t len = res->record_len, plain_len = 0;
+    unsigned char *plain = NULL;
     struct record rec;
     struct evbuffer *body;
-    const char *why = NULL;
+    uint32_t key_id = 0;
 
+    if (seal_is_sealed(data, len, &key_id)) {
+        enum seal_status st =
+            seal_open(seal->ring, data, len, ctx->rkey, res->fp, &plain, &plain_len);
+        if (st != SEAL_OPENED) {
+            idem_unreadable(ctx,
+                            st == SEAL_UNKNOWN_KEY && !seal->ring
+                                ? "sealed, and no record-keys are configured"
+                                : seal_status_str(st),
+                            key_id, 1);
+            return;
+        }
+        data = (const char *)plain;
+        len = plain_len;
+    } else if (seal->mode != SEAL_OFF && !seal->plaintext_read) {
+        idem_unreadable(ctx,
+                        "is not sealed where records are (record-plaintext-read no: one "
+                        "written before encryption was turned on, or not by idemproxy)",
+                        0, 0);
+        return;
+    }
     if (record_decode(&rec, data, len, &why) < 0) {
         log_error("idem %s: stored record is corrupt (%s)", ctx->id, why);
         frontend_problem(r, PROBLEM_INTERNAL_ERROR, "the stored answer is corrupt", NULL);
-        return;
+        goto out;
     }
     if (rec.flags & RECORD_F_TOO_LARGE) {
         char d[160];
@@ -216,7 +263,7 @@ static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
         record_clear(&rec);
         r->outcome = "not-replayable";
         frontend_problem(r, PROBLEM_NOT_REPLAYABLE, d, NULL);
-        return;
+        goto out;
     }
     log_info("idem %s: replay %d", ctx->id, rec.status);
     body = evbuffer_new();
@@ -227,6 +274,11 @@ static void idem_replay(struct idem_ctx *ctx, const char *data, size_t len)
     record_clear(&rec);
     if (body)
         evbuffer_free(body);
+out:
+    if (plain) {
+        OPENSSL_cleanse(plain, plain_len);
+        free(plain);
+    }
 }
 
 /* ---- waiting for another request's answer ---- */
@@ -491,6 +543,25 @@ static void idem_record_start(struct idem_ctx *ctx)
     idem_record_send(ctx);
 }
 
+/* Records sealed (record-encryption): the room the envelope adds, where the plain record
+ * goes inside ctx->rec, and the sealing of plain_len bytes there, in place. */
+static size_t idem_seal_room(const struct idem_ctx *ctx)
+{
+    return ctx->seal->mode != SEAL_OFF ? SEAL_OVERHEAD : 0;
+}
+
+static uint8_t *idem_plain_at(const struct idem_ctx *ctx)
+{
+    return ctx->rec.record + (ctx->seal->mode != SEAL_OFF ? SEAL_HEAD_LEN : 0);
+}
+
+static int idem_seal(struct idem_ctx *ctx, size_t plain_len)
+{
+    if (ctx->seal->mode == SEAL_OFF)
+        return 0;
+    return seal_record(ctx->seal->ring, ctx->rec.record, plain_len, ctx->rkey, ctx->fp);
+}
+
 /* ctx->rec for the record "status was answered but is too large to replay". 0 or -1. */
 static int idem_rec_too_large(struct idem_ctx *ctx)
 {
@@ -500,8 +571,9 @@ static int idem_rec_too_large(struct idem_ctx *ctx)
 
     if (tmp && record_encode_too_large(tmp, ctx->status, clock_unix_ms()) == 0 &&
         store_record_prepare(ctx->store, &ctx->rec, ctx->rkey, ctx->token, ctx->fp,
-                             ctx->pol->retention_ms, n = evbuffer_get_length(tmp)) == 0 &&
-        evbuffer_copyout(tmp, ctx->rec.record, n) == (ev_ssize_t)n)
+                             ctx->pol->retention_ms,
+                             (n = evbuffer_get_length(tmp)) + idem_seal_room(ctx)) == 0 &&
+        evbuffer_copyout(tmp, idem_plain_at(ctx), n) == (ev_ssize_t)n && idem_seal(ctx, n) == 0)
         rc = 0;
     if (tmp)
         evbuffer_free(tmp);
@@ -525,14 +597,20 @@ static void idem_record(struct idem_ctx *ctx)
         reclen = record_encoded_len(ctx->status, &ctx->head, ctx->body);
     if (reclen >= 0 && (size_t)reclen <= ctx->pol->max_record) {
         if (store_record_prepare(ctx->store, &ctx->rec, ctx->rkey, ctx->token, ctx->fp,
-                                 ctx->pol->retention_ms, (size_t)reclen) < 0 ||
-            record_encode_flat(ctx->rec.record, (size_t)reclen, ctx->status, &ctx->head, ctx->body,
-                               clock_unix_ms(), &off) < 0)
+                                 ctx->pol->retention_ms,
+                                 (size_t)reclen + idem_seal_room(ctx)) < 0 ||
+            record_encode_flat(idem_plain_at(ctx), (size_t)reclen, ctx->status, &ctx->head,
+                               ctx->body, clock_unix_ms(), &off) < 0 ||
+            idem_seal(ctx, (size_t)reclen) < 0)
             goto fail;
-        ctx->body_at = ctx->rec.record + off;
-        ctx->body_len = body_len;
-        evbuffer_free(ctx->body);
-        ctx->body = NULL;
+        if (ctx->seal->mode == SEAL_OFF) {
+            /* the client is answered from the record's bytes; sealed, they are ciphertext
+             * and ctx->body stays (the answer is held twice then) */
+            ctx->body_at = ctx->rec.record + off;
+            ctx->body_len = body_len;
+            evbuffer_free(ctx->body);
+            ctx->body = NULL;
+        }
     } else {
         log_info("idem %s: answer %d (%zu body bytes) not replayable (over max-record or not "
                  "encodable); recorded as such",
@@ -840,7 +918,7 @@ static void idem_claim_cb(enum redis_status st, const struct redisReply *reply, 
     case STORE_DONE:
         ctx->r->outcome = ctx->state == IDEM_WAITING ? "waited" : "replayed";
         idem_stop_watching(ctx);
-        idem_replay(ctx, res->record, res->record_len);
+        idem_replay(ctx, res);
         return;
     case STORE_MISMATCH:
         idem_stop_watching(ctx);
@@ -1014,6 +1092,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     ctx->h = h;
     METRIC_INC(h->stats.in_flight);
     ctx->pol = pol;
+    ctx->seal = h->seal;
     ctx->store = h->store;
     ctx->state = IDEM_CLAIMING;
     frontend_req_cleanup_add(r, &ctx->cleanup, idem_req_gone, ctx);
@@ -1030,7 +1109,7 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
 }
 
 struct frontend_handler *idem_handler_new(struct event_base *base, const struct idem_policy *pol,
-                                          struct store *store)
+                                          const struct seal_conf *seal, struct store *store)
 {
     struct idem_handler *h = calloc(1, sizeof(*h));
 
@@ -1040,6 +1119,7 @@ struct frontend_handler *idem_handler_new(struct event_base *base, const struct 
     h->super.on_req = idem_on_req;
     h->base = base;
     h->pol = pol;
+    h->seal = seal;
     h->store = store;
     TAILQ_INIT(&h->orphans);
     return &h->super;
@@ -1061,9 +1141,11 @@ void idem_handler_free(struct frontend_handler *self)
     free(h);
 }
 
-void idem_handler_set_policy(struct frontend_handler *self, const struct idem_policy *pol)
+void idem_handler_set_policy(struct frontend_handler *self, const struct idem_policy *pol,
+                             const struct seal_conf *seal)
 {
     ((struct idem_handler *)self)->pol = pol;
+    ((struct idem_handler *)self)->seal = seal;
 }
 
 size_t idem_handler_pending(const struct frontend_handler *self, void (*on_idle)(void *arg),
@@ -1103,4 +1185,5 @@ void idem_handler_stats(const struct frontend_handler *self, struct idem_stats *
     out->claims_failed_wait = METRIC_GET(h->stats.claims_failed_wait);
     out->claims_unconfirmed = METRIC_GET(h->stats.claims_unconfirmed);
     out->records_unconfirmed = METRIC_GET(h->stats.records_unconfirmed);
+    out->records_unreadable = METRIC_GET(h->stats.records_unreadable);
 }

@@ -36,23 +36,26 @@
 #include <stdint.h>
 
 #include "idem/policy.h"
+#include "idem/seal.h"
 #include "idem/store.h"
 
 struct event_base;
 struct frontend_handler;
 
-/* The handler for one worker: timers on base, records in store, rules from pol (all
- * borrowed). Register it with frontend_add_handler. NULL on allocation failure. */
+/* The handler for one worker: timers on base, records in store, rules from pol, records
+ * sealed and opened as seal says (all borrowed). Register it with frontend_add_handler.
+ * NULL on allocation failure. */
 struct frontend_handler *idem_handler_new(struct event_base *base, const struct idem_policy *pol,
-                                          struct store *store);
+                                          const struct seal_conf *seal, struct store *store);
 
 /* Free the handler (after the frontend and its requests are gone); records still being
  * retried are given up (logged and counted). NULL is a no-op. */
 void idem_handler_free(struct frontend_handler *h);
 
-/* A reload: new requests follow pol (borrowed; the old one must outlive the requests
- * that started under it). */
-void idem_handler_set_policy(struct frontend_handler *h, const struct idem_policy *pol);
+/* A reload: new requests follow pol and seal (borrowed; the old ones must outlive the
+ * requests that started under them). */
+void idem_handler_set_policy(struct frontend_handler *h, const struct idem_policy *pol,
+                             const struct seal_conf *seal);
 
 /* The lowest frontend_req.seq among the records still being retried after their request
  * ended (they keep using the policy they started under), UINT64_MAX when there are none. */
@@ -74,6 +77,7 @@ struct idem_stats {
     uint64_t claims_failed_wait;
     uint64_t claims_unconfirmed;  /* forwarded though WAIT did not confirm (degrade) */
     uint64_t records_unconfirmed; /* recorded on the primary, never confirmed in the lease */
+    uint64_t records_unreadable;  /* replays refused: a record that does not open (502) */
 };
 /* Any thread (the admin thread reads it). */
 void idem_handler_stats(const struct frontend_handler *h, struct idem_stats *out);

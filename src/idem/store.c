@@ -245,6 +245,7 @@ int store_inspect_result(const struct redisReply *reply, struct store_inspect_re
     if (res->state == STORE_DONE) {
         res->record = reply->element[1]->str + 65;
         res->record_len = reply->element[1]->len - 65;
+        res->fp = reply->element[1]->str + 1;
     }
     return 0;
 }
@@ -279,6 +280,7 @@ int store_claim_result(const struct redisReply *reply, const char *fp_hex,
     res->kind = STORE_DONE;
     res->record = reply->str + 1 + IDKEY_HEX_LEN;
     res->record_len = reply->len - 1 - IDKEY_HEX_LEN;
+    res->fp = reply->str + 1;
     return 0;
 }
 

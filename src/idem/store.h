@@ -39,6 +39,7 @@ struct store_claim_result {
     enum store_claim kind;
     const char *record; /* DONE: the record bytes, valid only during the callback */
     size_t record_len;
+    const char *fp; /* DONE: the fingerprint stored before them (IDKEY_HEX_LEN, no NUL) */
 };
 
 /* A store on the client rc (borrowed; must outlive the store). check_server: ask once
@@ -103,6 +104,7 @@ struct store_inspect_result {
     long long pttl_ms;  /* time left */
     const char *record; /* STORE_DONE: the record bytes, valid during the callback */
     size_t record_len;
+    const char *fp; /* STORE_DONE: the fingerprint stored before them (no NUL) */
 };
 int store_inspect_result(const struct redisReply *reply, struct store_inspect_result *res);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -112,6 +113,46 @@ Test(cli, error_template_is_checked_with_its_position)
     cr_assert_eq(run(&out, missing), 1, "%s", out);
     cr_assert(strstr(out, "error-template: /nonexistent/e.json: No such file or directory"), "%s",
               out);
+    free(out);
+}
+
+/* record-keys: -t and startup read the key file and name the line of a bad key; sealing
+ * without keys is refused; a key file others can read is warned about. */
+Test(cli, record_keys_are_checked_with_their_line)
+{
+    char *out, keys[300], want[400];
+    const char *bad[] = {"-t",          "--upstream",    "127.0.0.1:9", "--record-encryption",
+                         "aes-256-gcm", "--record-keys", keys,          NULL};
+    const char *start[] = {
+        "--listen", "127.0.0.1:0",         "--upstream",  "127.0.0.1:9", "--record-keys",
+        keys,       "--record-encryption", "aes-256-gcm", NULL};
+    const char *nokeys[] = {"-t",          "--upstream", "127.0.0.1:9", "--record-encryption",
+                            "aes-256-gcm", NULL};
+    FILE *f;
+
+    snprintf(keys, sizeof(keys), "%s/record.keys", harness_tmpdir());
+    cr_assert_not_null(f = fopen(keys, "w"));
+    fputs("# rotation: the new key first\n2 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+          "1 not-a-key\n",
+          f);
+    fclose(f);
+    chmod(keys, 0600);
+    snprintf(want, sizeof(want), "record-keys: %s:3: key 1 is not 32 bytes in base64", keys);
+    cr_assert_eq(run(&out, bad), 1, "%s", out);
+    cr_assert(strstr(out, want), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, start), 1, "%s", out);
+    cr_assert(strstr(out, want), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, nokeys), 1, "%s", out);
+    cr_assert(strstr(out, "record-encryption aes-256-gcm needs record-keys FILE"), "%s", out);
+    free(out);
+    cr_assert_not_null(f = fopen(keys, "w"));
+    fputs("2 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", f);
+    fclose(f);
+    chmod(keys, 0644);
+    cr_assert_eq(run(&out, bad), 0, "%s", out);
+    cr_assert(strstr(out, "can be read by other users (mode 644)"), "%s", out);
     free(out);
 }
 

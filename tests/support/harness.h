@@ -106,7 +106,8 @@ pid_t harness_start_redis(uint16_t *port, const char *logname, const char *const
 /* Start it again on the same port and data dir (after a stop). */
 pid_t harness_restart_redis(uint16_t port, const char *logname);
 /* One command (hiredis printf-style). Returns the integer reply, a string reply's length
- * (copied into buf), an array's size, 0 for nil, or -1 on error. */
+ * (its bytes copied into buf as they are, NUL-terminated, cut at len - 1), an array's
+ * size, 0 for nil, or -1 on error. */
 long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, ...);
 
 /* ---- what test-upstream saw (upstream_ctl.c) ---- */

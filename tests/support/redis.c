@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 
@@ -118,8 +119,11 @@ long long harness_redis(uint16_t port, char *buf, size_t len, const char *fmt, .
         if (r->type == REDIS_REPLY_INTEGER)
             v = r->integer;
         else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
-            if (buf)
-                snprintf(buf, len, "%.*s", (int)r->len, r->str);
+            if (buf && len) { /* binary-safe: the bytes as they are, NUL after them */
+                size_t n = r->len < len - 1 ? r->len : len - 1;
+                memcpy(buf, r->str, n);
+                buf[n] = '\0';
+            }
             v = (long long)r->len;
         } else if (r->type == REDIS_REPLY_ARRAY)
             v = (long long)r->elements;

@@ -219,6 +219,7 @@ Test(problem_type, every_row_of_the_readme_table)
         {"store-unavailable", 503},
         {"outcome-unknown", 504},
         {"response-not-replayable", 502},
+        {"record-unreadable", 502},
         {"internal-error", 500},
         {"draining", 503},
     };
