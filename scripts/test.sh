@@ -42,7 +42,7 @@ done
 
 need_packages "${BUILD_PACKAGES[@]}"
 # the storm, compose and benchmark tests need these too
-need_packages docker-compose perl clang-format
+need_packages docker-compose perl clang-format openssl
 need_packages_nostart nginx wrk haproxy
 # promtool (package prometheus) checks the admin endpoint's /metrics in the tests
 need_packages_nostart prometheus

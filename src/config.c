@@ -118,6 +118,7 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 void config_free(struct config *cfg)
 {
     frontend_conf_release(&cfg->frontend);
+    redis_conf_release(&cfg->redis);
     seal_conf_release(&cfg->seal);
     conf_free(&config_schema, cfg);
     free(cfg->file);
@@ -144,7 +145,8 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
     if (config_validate(cfg, err, errlen) < 0)
         return -1;
     /* files the directives name, read once here so that -t checks them too */
-    if (frontend_conf_load(&cfg->frontend, err, errlen) < 0)
+    if (frontend_conf_load(&cfg->frontend, err, errlen) < 0 ||
+        redis_conf_load(&cfg->redis, err, errlen) < 0)
         return -1;
     return seal_conf_load(&cfg->seal, err, errlen);
 }

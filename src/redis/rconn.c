@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "net/netio.h"
+#include "net/tls.h"
 
 #define RCONN_READ_CHUNK 16384
 
@@ -26,6 +27,10 @@ struct rconn {
     const struct rconn_cbs *cbs;
     void *arg;
     int fd;
+    const struct tls_client *tls; /* NULL: plain */
+    struct tport *t;              /* made once the TCP connection is up */
+    int handshaking;              /* TLS: the handshake is running */
+    int flush_on_read;            /* TLS: a write waits for the socket to be readable */
     int connected;
     int in_cb;  /* a callback is running: rconn_free only marks */
     int dead;   /* rconn_free was called from a callback */
@@ -61,6 +66,8 @@ static void rconn_destroy(struct rconn *rc)
         evbuffer_free(rc->out);
     if (rc->reader)
         redisReaderFree(rc->reader);
+    if (rc->t)
+        tport_free(rc->t);
     if (rc->fd >= 0)
         close(rc->fd);
     free(rc);
@@ -91,22 +98,23 @@ static void rconn_gone(struct rconn *rc)
 
 static void rconn_flush(struct rconn *rc)
 {
-    char why[128];
+    char why[300];
+    int r = tport_flush(rc->t, rc->out);
 
-    while (evbuffer_get_length(rc->out) > 0) {
-        int n = evbuffer_write(rc->out, rc->fd);
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            break;
-        snprintf(why, sizeof(why), "write: %s", n < 0 ? strerror(errno) : "closed");
+    rc->flush_on_read = 0;
+    if (r < 0) {
+        snprintf(why, sizeof(why), "write: %s", rc->t->err);
         rconn_fail(rc, why);
         return;
     }
-    if (evbuffer_get_length(rc->out) > 0)
-        event_add(rc->wev, NULL);
-    else
+    if (r == 0 && rc->t->want == EV_READ) {
+        rc->flush_on_read = 1; /* TLS: the read event (always watched) flushes again */
         event_del(rc->wev);
+    } else if (r == 0) {
+        event_add(rc->wev, NULL);
+    } else {
+        event_del(rc->wev);
+    }
 }
 
 /* The local and the peer address are the same (a TCP self-connection). */
@@ -123,11 +131,44 @@ static int rconn_self_connected(int fd)
     return alen == blen && memcmp(&a, &b, alen) == 0;
 }
 
+/* The transport is up (TLS: the handshake is done): tell the owner, send what waits. */
+static void rconn_ready(struct rconn *rc)
+{
+    rc->connected = 1;
+    event_add(rc->rev, NULL);
+    rc->in_cb++;
+    rc->cbs->on_connect(rc->arg);
+    rc->in_cb--;
+    if (rc->dead || rc->closed)
+        return;
+    rconn_flush(rc);
+}
+
+static void rconn_handshake(struct rconn *rc)
+{
+    char why[300];
+    int r = tport_handshake(rc->t);
+
+    if (r < 0) {
+        snprintf(why, sizeof(why), "%s", rc->t->err);
+        rconn_fail(rc, why);
+        return;
+    }
+    if (r == 0) { /* wait for what it needs; the other event stays quiet */
+        event_add(rc->t->want == EV_READ ? rc->rev : rc->wev, NULL);
+        event_del(rc->t->want == EV_READ ? rc->wev : rc->rev);
+        return;
+    }
+    rc->handshaking = 0;
+    event_del(rc->wev);
+    rconn_ready(rc);
+}
+
 static void rconn_connected_now(struct rconn *rc)
 {
     int err = 0;
     socklen_t len = sizeof(err);
-    char why[128];
+    char why[300];
 
     if (getsockopt(rc->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
@@ -143,21 +184,27 @@ static void rconn_connected_now(struct rconn *rc)
         rconn_fail(rc, "connect: connected to itself (nothing listens on that port)");
         return;
     }
-    rc->connected = 1;
-    event_add(rc->rev, NULL);
-    rc->in_cb++;
-    rc->cbs->on_connect(rc->arg);
-    rc->in_cb--;
-    if (rc->dead || rc->closed)
+    rc->t = rc->tls ? tport_tls_client(rc->tls, rc->fd, rc->host, why, sizeof(why))
+                    : tport_plain(rc->fd);
+    if (!rc->t) {
+        rconn_fail(rc, rc->tls ? why : "out of memory");
         return;
-    rconn_flush(rc);
+    }
+    if (rc->tls) {
+        rc->handshaking = 1;
+        rconn_handshake(rc);
+        return;
+    }
+    rconn_ready(rc);
 }
 
 static void rconn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct rconn *rc = arg;
 
-    if (!rc->connected)
+    if (rc->handshaking)
+        rconn_handshake(rc);
+    else if (!rc->connected)
         rconn_connected_now(rc);
     else
         rconn_flush(rc);
@@ -177,7 +224,21 @@ static void rconn_read(struct rconn *rc);
 
 static void rconn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-    rconn_read(arg);
+    struct rconn *rc = arg;
+
+    if (rc->handshaking) {
+        rconn_handshake(rc);
+        rconn_gone(rc);
+        return;
+    }
+    if (rc->flush_on_read) {
+        rconn_flush(rc);
+        if (rc->closed) {
+            rconn_gone(rc);
+            return;
+        }
+    }
+    rconn_read(rc);
 }
 
 void rconn_read_ready(struct rconn *rc)
@@ -186,47 +247,52 @@ void rconn_read_ready(struct rconn *rc)
         rconn_read(rc);
 }
 
-/* One read: deliver every whole reply it completes. Frees rc at the end if a callback
- * asked for it (unless an outer callback of rc is still running). */
+/* Read what is there (TLS: until nothing decrypted is left buffered — the socket would
+ * not say so) and deliver every whole reply it completes. Frees rc at the end if a
+ * callback asked for it (unless an outer callback of rc is still running). */
 static void rconn_read(struct rconn *rc)
 {
-    char buf[RCONN_READ_CHUNK], why[160];
+    char buf[RCONN_READ_CHUNK], why[300];
     ssize_t n;
     void *reply;
 
-    n = read(rc->fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    if (n == 0) {
-        rconn_fail(rc, "closed by the server");
-        goto out;
-    }
-    if (n < 0) {
-        snprintf(why, sizeof(why), "read: %s", strerror(errno));
-        rconn_fail(rc, why);
-        goto out;
-    }
-    if (redisReaderFeed(rc->reader, buf, (size_t)n) != REDIS_OK) {
-        rconn_fail(rc, "protocol error");
-        goto out;
-    }
-    for (;;) {
-        reply = NULL;
-        if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
-            snprintf(why, sizeof(why), "protocol error: %s", rc->reader->errstr);
-            rconn_fail(rc, why);
-            goto out;
+    do {
+        n = tport_read(rc->t, buf, sizeof(buf));
+        if (n == -1) {
+            if (rc->t->want == EV_WRITE) /* TLS: a read that must write first */
+                event_add(rc->wev, NULL);
+            break;
         }
-        if (!reply)
+        if (n == 0) {
+            rconn_fail(rc, "closed by the server");
             break;
-        rc->in_cb++;
-        if (!rc->cbs->on_reply(reply, rc->arg))
-            freeReplyObject(reply);
-        rc->in_cb--;
-        if (rc->dead || rc->closed)
+        }
+        if (n < 0) {
+            snprintf(why, sizeof(why), "read: %s", rc->t->err);
+            rconn_fail(rc, why);
             break;
-    }
-out:
+        }
+        if (redisReaderFeed(rc->reader, buf, (size_t)n) != REDIS_OK) {
+            rconn_fail(rc, "protocol error");
+            break;
+        }
+        for (;;) {
+            reply = NULL;
+            if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+                snprintf(why, sizeof(why), "protocol error: %s", rc->reader->errstr);
+                rconn_fail(rc, why);
+                break;
+            }
+            if (!reply)
+                break;
+            rc->in_cb++;
+            if (!rc->cbs->on_reply(reply, rc->arg))
+                freeReplyObject(reply);
+            rc->in_cb--;
+            if (rc->dead || rc->closed)
+                break;
+        }
+    } while (!rc->dead && !rc->closed && tport_pending(rc->t) > 0);
     rconn_gone(rc);
 }
 
@@ -335,7 +401,7 @@ static int rconn_open(struct rconn *rc, struct evdns_base *dns, const struct con
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     snprintf(port, sizeof(port), "%u", (unsigned)a->port);
-    snprintf(rc->host, sizeof(rc->host), "%s", a->host);
+    snprintf(rc->host, sizeof(rc->host), "%s", a->host); /* also TLS's name to check */
     rc->port = a->port;
     if (dns && !rconn_numeric(a->host)) {
         /* a name: looked up by evdns (resolv.conf, hosts file), never blocking the loop */
@@ -362,8 +428,8 @@ static int rconn_open(struct rconn *rc, struct evdns_base *dns, const struct con
 }
 
 struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
-                        const struct conf_addr *addr, const struct rconn_cbs *cbs, void *arg,
-                        char *errstr, size_t errlen)
+                        const struct tls_client *tls, const struct conf_addr *addr,
+                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen)
 {
     struct rconn *rc = calloc(1, sizeof(*rc));
 
@@ -372,6 +438,7 @@ struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
         return NULL;
     }
     rc->fd = -1;
+    rc->tls = addr->unix_path[0] ? NULL : tls;
     rc->base = base;
     rc->cbs = cbs;
     rc->arg = arg;

@@ -5,10 +5,11 @@
  * and is handed every reply, in arrival order, and matches them to what it sent (the
  * command FIFO lives in redis.c). So push messages (message, smessage, sunsubscribe)
  * are replies like any other, which hiredis 0.14's async API cannot do for sharded
- * pub/sub; and the transport (TLS next) is ours to choose.
+ * pub/sub; and the transport is ours: plain or TLS (net/tls.h), the same seam.
  *
  * Events, each from the event loop, never from inside an rconn call:
- *   on_connect(arg)              the TCP connection is up (bytes written before are sent);
+ *   on_connect(arg)              the connection is up (TCP, and the TLS handshake when
+ *                                there is one; bytes written before are sent);
  *   on_reply(reply, arg)         one reply; it returns 1 when it keeps the reply (then
  *                                it frees it, freeReplyObject), 0 and rconn frees it;
  *   on_close(errstr, arg)        the connection was lost or could not be made; once, and
@@ -30,6 +31,7 @@ struct event_base;
 struct evdns_base;
 struct redisReply;
 struct rconn;
+struct tls_client;
 
 struct rconn_cbs {
     void (*on_connect)(void *arg);
@@ -40,11 +42,14 @@ struct rconn_cbs {
 /* Start connecting to addr (host:port or unix:path). A host name is looked up with dns
  * (evdns: resolv.conf and the hosts file) without blocking the loop; a lookup that fails
  * ends in on_close, like a refused connect. dns NULL: the name is looked up here, blocking
- * (getaddrinfo). NULL with errstr filled when the connection cannot even be started; cbs
- * is borrowed and must outlive the rconn. Bytes written before it is up wait for it. */
+ * (getaddrinfo). tls (borrowed; NULL: plain): TLS over the TCP connection, its handshake
+ * done before on_connect, the certificate checked against addr's host (a failed check
+ * ends in on_close with the reason); a unix socket stays plain. NULL with errstr filled
+ * when the connection cannot even be started; cbs is borrowed and must outlive the
+ * rconn. Bytes written before it is up wait for it. */
 struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
-                        const struct conf_addr *addr, const struct rconn_cbs *cbs, void *arg,
-                        char *errstr, size_t errlen);
+                        const struct tls_client *tls, const struct conf_addr *addr,
+                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen);
 
 /* Append bytes to send (copied). 0, or -1 when out of memory or the connection is gone. */
 int rconn_write(struct rconn *rc, const void *bytes, size_t len);

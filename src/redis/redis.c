@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "redis/cluster.h"
+#include "net/tls.h"
 #include "redis/rconn.h"
 #include "redis/sentinel.h"
 
@@ -139,6 +140,38 @@ const struct conf_directive redis_conf_rows[] = {
      .off = offsetof(struct redis_conf, sentinel_password),
      .arg = "PASSWORD",
      .help = "AUTH password on the Sentinels themselves"},
+    {.name = "redis-tls",
+     .type = CONF_T_BOOL,
+     .def = "no",
+     .off = offsetof(struct redis_conf, tls),
+     .arg = "yes|no",
+     .help = "TLS to Redis (every node, replica and Sentinel)"},
+    {.name = "redis-tls-ca-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, tls_ca_file),
+     .arg = "FILE",
+     .help = "CA certificates (PEM) Redis's must chain to [system store]"},
+    {.name = "redis-tls-server-name",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, tls_server_name),
+     .arg = "NAME",
+     .help = "SNI and certificate name to expect [each node's host]"},
+    {.name = "redis-tls-cert-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, tls_cert_file),
+     .arg = "FILE",
+     .help = "client certificate (PEM) for tls-auth-clients"},
+    {.name = "redis-tls-key-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct redis_conf, tls_key_file),
+     .arg = "FILE",
+     .help = "its private key (PEM, unencrypted)"},
+    {.name = "redis-tls-verify",
+     .type = CONF_T_BOOL,
+     .def = "yes",
+     .off = offsetof(struct redis_conf, tls_verify),
+     .arg = "yes|no",
+     .help = "check Redis's certificate and name (no: encrypt only)"},
     CONF_END,
 };
 
@@ -171,6 +204,26 @@ static int redis_wait_set(const struct conf_directive *d, void *base, const char
     rc->wait_replicas = (int)n;
     rc->wait_timeout_ms = n ? ms : 0;
     return 0;
+}
+
+int redis_conf_load(struct redis_conf *conf, char *err, size_t errlen)
+{
+    struct tls_client_opts o = {conf->tls_ca_file, conf->tls_cert_file, conf->tls_key_file,
+                                conf->tls_server_name, conf->tls_verify};
+    struct tls_client *tc = NULL;
+    char why[480];
+
+    if (conf->tls && !(tc = tls_client_new(&o, why, sizeof(why))))
+        return conf_fail(err, errlen, "redis-tls: %s", why);
+    tls_client_free(conf->tls_ctx);
+    conf->tls_ctx = tc;
+    return 0;
+}
+
+void redis_conf_release(struct redis_conf *conf)
+{
+    tls_client_free(conf->tls_ctx);
+    conf->tls_ctx = NULL;
 }
 
 int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen)
@@ -1580,7 +1633,8 @@ static void redis_node_connect(struct redis_node *n)
         return;
     }
     n->role_ok = !c->sentinel;
-    n->conn = rconn_new(c->base, c->dns, &n->addr, &redis_conn_cbs, n, err, sizeof(err));
+    n->conn = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->addr, &redis_conn_cbs, n, err,
+                        sizeof(err));
     if (!n->conn) {
         redis_note_down(n, err);
         redis_schedule(n->reconnect_ev, &n->backoff);
@@ -1960,7 +2014,8 @@ static void redis_sub_connect(struct redis_client *c)
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    c->sub = rconn_new(c->base, c->dns, redis_sub_addr(c), &redis_sub_cbs, c, err, sizeof(err));
+    c->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, redis_sub_addr(c), &redis_sub_cbs, c, err,
+                       sizeof(err));
     if (!c->sub) {
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
@@ -2099,7 +2154,8 @@ static void redis_nsub_connect(struct redis_node *n)
     }
     if (!w)
         return; /* its watches moved to another node meanwhile */
-    if (!(n->sub = rconn_new(c->base, c->dns, &n->addr, &redis_nsub_cbs, n, err, sizeof(err)))) {
+    if (!(n->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->addr, &redis_nsub_cbs, n, err,
+                             sizeof(err)))) {
         redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
         return;
     }
@@ -2265,9 +2321,9 @@ static int redis_sentinel_new(struct redis_client *c)
     if (n)
         redis_format(buf, n, auth, alens);
     len += redis_format(buf + len, 3, q, qlens);
-    c->sentinel = sentinel_new(c->base, c->dns, conf->sentinels, conf->nsentinels, buf, len,
-                               n ? redis_format(NULL, n, auth, alens) : 0, conf->sentinel_master,
-                               conf->timeout_ms);
+    c->sentinel = sentinel_new(c->base, c->dns, conf->tls_ctx, conf->sentinels, conf->nsentinels,
+                               buf, len, n ? redis_format(NULL, n, auth, alens) : 0,
+                               conf->sentinel_master, conf->timeout_ms);
     rc = c->sentinel && sentinel_watch(c->sentinel, redis_switch_cb, c) == 0 ? 0 : -1;
     free(buf);
     return rc;

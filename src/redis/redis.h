@@ -86,6 +86,7 @@ struct redisReply;
 struct redis_client;
 struct redis_cmd;
 struct redis_watch;
+struct tls_client;
 
 enum redis_pubsub {
     REDIS_PUBSUB_CLASSIC = 0, /* SUBSCRIBE on one node (a cluster broadcasts PUBLISH) */
@@ -122,8 +123,17 @@ struct redis_conf {
     uint64_t refresh_ms;  /* redis-refresh [30s]: slot map / Sentinel re-check (0: off) */
     uint64_t failover_ms; /* redis-failover-time [0: not said]: only checked against lease */
     int pubsub;           /* redis-pubsub [classic] (enum redis_pubsub) */
+    /* TLS to every node, replica and Sentinel (redis-tls, redis-tls-*) */
+    int tls;
+    char *tls_ca_file, *tls_server_name, *tls_cert_file, *tls_key_file; /* owned */
+    int tls_verify;
+    struct tls_client *tls_ctx; /* made by redis_conf_load; owned */
 };
 extern const struct conf_directive redis_conf_rows[]; /* ended by CONF_END */
+/* Once the configuration is read (-t too): load the TLS files (redis-tls). 0, or -1 with
+ * err set ("redis-tls: CA file F: ..."). redis_conf_release frees what it made. */
+int redis_conf_load(struct redis_conf *conf, char *err, size_t errlen);
+void redis_conf_release(struct redis_conf *conf);
 /* Cross-field checks (WAIT's timeout under half of redis-timeout, one of redis / redis-sentinel /
  * redis-cluster). 0, or -1 with err set. */
 int redis_conf_validate(const struct redis_conf *conf, char *err, size_t errlen);

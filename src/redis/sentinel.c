@@ -14,6 +14,7 @@
 struct sentinel {
     struct event_base *base;
     struct evdns_base *dns;        /* borrowed from the owner */
+    const struct tls_client *tls;  /* borrowed (NULL: plain) */
     const struct conf_addr *addrs; /* borrowed from the configuration */
     size_t n;
     char *query; /* [AUTH ...] SENTINEL get-master-addr-by-name NAME, in the wire format */
@@ -152,7 +153,8 @@ static void sentinel_next(struct sentinel *s)
             return;
         }
         s->cur = (s->first + s->tried++) % s->n;
-        s->conn = rconn_new(s->base, s->dns, &s->addrs[s->cur], &sentinel_cbs, s, err, sizeof(err));
+        s->conn = rconn_new(s->base, s->dns, s->tls, &s->addrs[s->cur], &sentinel_cbs, s, err,
+                            sizeof(err));
         if (s->conn)
             break;
         sentinel_note(s, err);
@@ -174,9 +176,9 @@ static void sentinel_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct sentinel *sentinel_new(struct event_base *base, struct evdns_base *dns,
-                              const struct conf_addr *sentinels, size_t n, const char *query,
-                              size_t query_len, size_t auth_len, const char *master,
-                              uint64_t timeout_ms)
+                              const struct tls_client *tls, const struct conf_addr *sentinels,
+                              size_t n, const char *query, size_t query_len, size_t auth_len,
+                              const char *master, uint64_t timeout_ms)
 {
     struct sentinel *s = calloc(1, sizeof(*s));
 
@@ -184,6 +186,7 @@ struct sentinel *sentinel_new(struct event_base *base, struct evdns_base *dns,
         return NULL;
     s->base = base;
     s->dns = dns;
+    s->tls = tls;
     s->addrs = sentinels;
     s->n = n;
     s->auth_len = auth_len;
@@ -308,8 +311,8 @@ static void sentinel_sub_connect(struct sentinel *s)
     static const char subscribe[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n";
     char err[256];
 
-    s->sub = rconn_new(s->base, s->dns, &s->addrs[s->sub_cur % s->n], &sentinel_sub_cbs, s, err,
-                       sizeof(err));
+    s->sub = rconn_new(s->base, s->dns, s->tls, &s->addrs[s->sub_cur % s->n], &sentinel_sub_cbs, s,
+                       err, sizeof(err));
     if (!s->sub) {
         sentinel_sub_lost(s);
         return;

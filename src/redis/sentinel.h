@@ -21,6 +21,7 @@
 struct event_base;
 struct evdns_base;
 struct sentinel;
+struct tls_client;
 
 /* primary: the address found (valid during the callback), or NULL with why saying what
  * every Sentinel answered. */
@@ -30,11 +31,12 @@ typedef void (*sentinel_cb)(const struct conf_addr *primary, const char *why, vo
  * wire format: "SENTINEL get-master-addr-by-name NAME", after "AUTH ..." when auth_len
  * (the AUTH command's length at its start: its reply is checked first). Each Sentinel
  * gets timeout_ms to answer. master: the name (copied), for sentinel_watch. dns: names
- * are looked up with it (borrowed; must outlive s). */
+ * are looked up with it; tls: the Sentinels are spoken to over it (NULL: plain). Both
+ * borrowed; they must outlive s. */
 struct sentinel *sentinel_new(struct event_base *base, struct evdns_base *dns,
-                              const struct conf_addr *sentinels, size_t n, const char *query,
-                              size_t query_len, size_t auth_len, const char *master,
-                              uint64_t timeout_ms);
+                              const struct tls_client *tls, const struct conf_addr *sentinels,
+                              size_t n, const char *query, size_t query_len, size_t auth_len,
+                              const char *master, uint64_t timeout_ms);
 /* Ask (a query in progress is left to finish: its callback is the one). 0 or -1. */
 int sentinel_query(struct sentinel *s, sentinel_cb cb, void *arg);
 

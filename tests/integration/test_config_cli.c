@@ -156,6 +156,34 @@ Test(cli, record_keys_are_checked_with_their_line)
     free(out);
 }
 
+/* redis-tls: the CA file and the client certificate are read by -t and at start. */
+Test(cli, redis_tls_files_are_checked)
+{
+    char *out;
+    const char *missing_ca[] = {"-t",  "--upstream",          "127.0.0.1:9",         "--redis-tls",
+                                "yes", "--redis-tls-ca-file", "/nonexistent/ca.crt", NULL};
+    const char *half_cert[] = {"-t",
+                               "--upstream",
+                               "127.0.0.1:9",
+                               "--redis-tls",
+                               "yes",
+                               "--redis-tls-cert-file",
+                               "/nonexistent/c.crt",
+                               NULL};
+    const char *no_tls[] = {
+        "-t", "--upstream", "127.0.0.1:9", "--redis-tls-ca-file", "/nonexistent/ca.crt", NULL};
+
+    cr_assert_eq(run(&out, missing_ca), 1, "%s", out);
+    cr_assert(strstr(out, "redis-tls: CA file /nonexistent/ca.crt:"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, half_cert), 1, "%s", out);
+    cr_assert(strstr(out, "redis-tls: a client certificate needs both its file and its key file"),
+              "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, no_tls), 0, "redis-tls no: the files are not read: %s", out);
+    free(out);
+}
+
 Test(cli, unknown_directive_and_flag_are_errors)
 {
     char *out;

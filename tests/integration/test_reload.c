@@ -283,12 +283,16 @@ Test(reload, a_thousand_reloads_under_traffic_leave_rss_flat)
         write_conf(routes, i % 2 ? up2_port : stack.up_port);
         cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
         usleep(3 * 1000);
-        if (i == 199)
-            rss_early = rss_once_collected();
-        else if (i % 100 == 99)
-            (void)rss_once_collected();
+        if (i % 100 == 99) {
+            long rss = rss_once_collected();
+            /* the floor of each end: a burst's peak comes and goes (measured beside two
+             * CPU hogs: 8.2, 8.2, 11.3, 8.3 MB at 500-reload steps), a leak raises it */
+            if (i >= 199 && i < 500 && (!rss_early || rss < rss_early))
+                rss_early = rss;
+            if (i >= 699 && (!rss_late || rss < rss_late))
+                rss_late = rss;
+        }
     }
-    rss_late = rss_once_collected();
     l.stop = 1;
     pthread_join(t, NULL);
     free(routes);
@@ -298,10 +302,10 @@ Test(reload, a_thousand_reloads_under_traffic_leave_rss_flat)
     for (p = log; (p = strstr(p, "configuration generation ")) && (p = strstr(p, " freed")); p++)
         freed++;
     free(log);
-    cr_log_info("RSS after 200 reloads %ld kB, after 1000 %ld kB; %d generations freed", rss_early,
-                rss_late, freed);
+    cr_log_info("RSS floor over reloads 200-500 %ld kB, over 700-1000 %ld kB; %d generations freed",
+                rss_early, rss_late, freed);
     cr_assert_gt(freed, 0, "no generation was freed");
-    cr_assert_lt(rss_late - rss_early, 4096, "RSS grew %ld kB over 800 reloads",
+    cr_assert_lt(rss_late - rss_early, 4096, "RSS's floor grew %ld kB over 500 reloads",
                  rss_late - rss_early);
     cr_assert(harness_stop_clean(stack.a_pid, "proxyR", 10000));
     stack.a_pid = 0;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make-certs.sh DIR — a throwaway CA and certificates for local TLS (tests, the demo),
+# with the openssl CLI; ECDSA P-256, valid 2 days. Writes into DIR:
+#   ca.crt ca.key               the CA everything below is signed by
+#   server.crt server.key       subjectAltName DNS:localhost, IP:127.0.0.1 (servers)
+#   client.crt client.key       a client certificate (CN=idemproxy), for tls-auth-clients
+#   wrong-name.crt .key         signed by the CA, but for DNS:elsewhere.example only
+#   other-ca.crt other-ca.key   a second CA nothing here is signed by (a wrong trust)
+# Keys are mode 600. Existing files are replaced.
+set -euo pipefail
+
+dir=${1:?usage: make-certs.sh DIR}
+mkdir -p "$dir"
+cd "$dir"
+umask 077
+
+ca() { # name CN
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=$2" -keyout "$1.key" -out "$1.crt" 2>/dev/null
+}
+
+leaf() { # name CN SAN [extendedKeyUsage]
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+        -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$3" "${4:-serverAuth,clientAuth}" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    rm -f "$1.csr" "$1.ext"
+}
+
+ca ca "idemproxy test CA"
+ca other-ca "another CA"
+leaf server localhost "DNS:localhost,IP:127.0.0.1"
+leaf client idemproxy "DNS:idemproxy" clientAuth
+leaf wrong-name elsewhere "DNS:elsewhere.example"
+rm -f ca.srl
+chmod 644 ./*.crt
