@@ -12,7 +12,10 @@
 #   2 keyed POST, a fresh key each     idemproxy, ratio to nginx keyless; and on a
 #                                      second Redis with a replica, without and with
 #                                      redis-wait 1 (ratio: with WAIT to without)
-#   3 keyed POST replays               idemproxy, ratio to nginx keyless (wrk -t2, and -t1)
+#                                      with records sealed (ratio to unsealed); with Redis
+#                                      over TLS (ratio to the same Redis over TCP)
+#   3 keyed POST replays               idemproxy, ratio to nginx keyless (wrk -t2, and -t1);
+#                                      of sealed records (ratio to unsealed)
 #   4 concurrent duplicates (409 path) idemproxy, ratio to nginx keyless
 # plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
 # omission corrected), CPU per 10k requests of every process (proxy, Redis, upstreams,
@@ -32,13 +35,14 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --quick) QUICK=1; ROUNDS=1; DUR=1; CONN=16; IDLE=200; shift ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
 
 need_packages "${BUILD_PACKAGES[@]}"
 need_packages_nostart nginx wrk haproxy
+need_packages openssl
 if [ -z "$BIN" ]; then
     BIN="$ROOT/build-bench"
     build "$BIN" -DCMAKE_BUILD_TYPE=Release -DIDEMPROXY_TESTS=OFF
@@ -175,6 +179,45 @@ PXW_PID=${PIDS[-1]}
 wait_port "$PXR" 10 || die "idemproxy (replica) did not start: $(cat "$W/idemproxy-repl.log")"
 wait_port "$PXW" 10 || die "idemproxy (redis-wait) did not start: $(cat "$W/idemproxy-wait.log")"
 
+# Records sealed at rest: an idemproxy like the first (same Redis, its own key prefix)
+# with record-encryption aes-256-gcm — what sealing and opening each record costs.
+printf '1 %s\n' "$(openssl rand -base64 32)" >"$W/record.keys"
+chmod 600 "$W/record.keys"
+PXS=$(free_port) PXSADM=$(free_port)
+bg idemproxy-sealed "$PROXY" --listen "127.0.0.1:$PXS" --workers 2 \
+    --redis "unix:$W/redis/redis.sock" --key-prefix sealed: \
+    --record-encryption aes-256-gcm --record-keys "$W/record.keys" \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --admin-listen "127.0.0.1:$PXSADM"
+PXS_PID=${PIDS[-1]}
+wait_port "$PXS" 10 || die "idemproxy (sealed) did not start: $(cat "$W/idemproxy-sealed.log")"
+
+# Redis over TLS: a third Redis listening on a TCP port and a TLS port (tls-auth-clients
+# yes; throwaway certificates), an idemproxy on each — what TLS to Redis costs, against
+# the same Redis over plain TCP (not the unix socket of the first rows).
+bash "$ROOT/scripts/make-certs.sh" "$W/certs"
+REDIS3=$(free_port) REDIS3T=$(free_port)
+mkdir -p "$W/redis3"
+bg redis3 redis-server "$ROOT/conf/redis.conf" --port "$REDIS3" --dir "$W/redis3" \
+    --tls-port "$REDIS3T" --tls-cert-file "$W/certs/server.crt" \
+    --tls-key-file "$W/certs/server.key" --tls-ca-cert-file "$W/certs/ca.crt" \
+    --tls-auth-clients yes
+REDIS3_PID=${PIDS[-1]}
+wait_port "$REDIS3T" 10 || die "the TLS redis did not start"
+PXT=$(free_port) PXTADM=$(free_port) PXP=$(free_port) PXPADM=$(free_port)
+bg idemproxy-tcp "$PROXY" --listen "127.0.0.1:$PXP" --workers 2 --redis "127.0.0.1:$REDIS3" \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --admin-listen "127.0.0.1:$PXPADM"
+PXP_PID=${PIDS[-1]}
+bg idemproxy-tls "$PROXY" --listen "127.0.0.1:$PXT" --workers 2 --redis "127.0.0.1:$REDIS3T" \
+    --redis-tls yes --redis-tls-ca-file "$W/certs/ca.crt" \
+    --redis-tls-cert-file "$W/certs/client.crt" --redis-tls-key-file "$W/certs/client.key" \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --admin-listen "127.0.0.1:$PXTADM"
+PXT_PID=${PIDS[-1]}
+wait_port "$PXP" 10 || die "idemproxy (tcp) did not start: $(cat "$W/idemproxy-tcp.log")"
+wait_port "$PXT" 10 || die "idemproxy (tls) did not start: $(cat "$W/idemproxy-tls.log")"
+
 # A second idemproxy whose upstream accepts and never answers: it holds claims on a few
 # keys for the duplicates scenario (its lease is renewed while it waits).
 HOLE=$(free_port) HOLD=$(free_port)
@@ -211,7 +254,7 @@ rss_kb() { # VmRSS of PIDs and their children, in kB
 redis_calls() { # commands the measured idemproxys sent so far, by their own count (Redis's
     # commandstats would also count what the scripts run inside Redis); one runs at a time
     local a
-    for a in "$PXADM" "$PXRADM" "$PXWADM"; do curl -s "http://127.0.0.1:$a/metrics"; done |
+    for a in "$PXADM" "$PXRADM" "$PXWADM" "$PXSADM" "$PXPADM" "$PXTADM"; do curl -s "http://127.0.0.1:$a/metrics"; done |
         awk '$1 == "idemproxy_redis_commands_total" {n += $2} END {print n + 0}'
 }
 upstream_accepts() {
@@ -316,6 +359,9 @@ NREPLAY=1000
 for i in $(seq 1 $NREPLAY); do echo "$i"; done |
     xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
         -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PX/pay"
+for i in $(seq 1 $NREPLAY); do echo "$i"; done |
+    xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
+        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PXS/pay"
 NHELD=16
 for i in $(seq 1 $NHELD); do
     curl -s -o /dev/null -m 3600 -X POST -H "Idempotency-Key: held-$i" \
@@ -333,7 +379,11 @@ for round in $(seq 1 "$ROUNDS"); do
     run_wrk fresh-idemproxy 2 "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- $((40000 * DUR))
     RPID=$REDIS2_PID run_wrk fresh-repl-idemproxy 2 "$PXR_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXR/pay" -- $((40000 * DUR))
     RPID=$REDIS2_PID run_wrk fresh-wait-idemproxy 2 "$PXW_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXW/pay" -- $((40000 * DUR))
+    run_wrk fresh-sealed-idemproxy 2 "$PXS_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXS/pay" -- $((40000 * DUR))
+    RPID=$REDIS3_PID run_wrk fresh-tcp-idemproxy 2 "$PXP_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXP/pay" -- $((40000 * DUR))
+    RPID=$REDIS3_PID run_wrk fresh-tls-idemproxy 2 "$PXT_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXT/pay" -- $((40000 * DUR))
     run_wrk replay-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
+    run_wrk replay-sealed-idemproxy 2 "$PXS_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PXS/pay" -- replay- $NREPLAY
     run_wrk dupes409-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- held- $NHELD
     run_wrk t1-keyless-nginx 1 "$NG_PID" -- "http://127.0.0.1:$NG/"
     run_wrk t1-keyless-idemproxy 1 "$PX_PID" -- "http://127.0.0.1:$PX/"
@@ -424,7 +474,11 @@ lrow() {
     row fresh-idemproxy "idemproxy, keyed POST, fresh key (claim + upstream + record)"
     row fresh-repl-idemproxy "idemproxy, keyed POST, fresh key, Redis with a replica, no WAIT"
     row fresh-wait-idemproxy "idemproxy, keyed POST, fresh key, Redis with a replica, \`redis-wait 1\` (× the same without WAIT)" "$(median fresh-repl-idemproxy 2)"
+    row fresh-sealed-idemproxy "idemproxy, keyed POST, fresh key, records sealed (\`record-encryption aes-256-gcm\`; × the same unsealed)" "$(median fresh-idemproxy 2)"
+    row fresh-tcp-idemproxy "idemproxy, keyed POST, fresh key, Redis over TCP (loopback)"
+    row fresh-tls-idemproxy "idemproxy, keyed POST, fresh key, Redis over TLS (\`redis-tls\`, client certificate; × the same over TCP)" "$(median fresh-tcp-idemproxy 2)"
     row replay-idemproxy "idemproxy, keyed POST, replay ($NREPLAY recorded keys)"
+    row replay-sealed-idemproxy "idemproxy, keyed POST, replay of sealed records (× the same unsealed)" "$(median replay-idemproxy 2)"
     row dupes409-idemproxy "idemproxy, keyed POST, duplicates of $NHELD in-flight keys (409)"
     row t1-keyless-nginx "nginx proxy_pass, keyless GET, wrk -t1" "$NGK1"
     row t1-keyless-idemproxy "idemproxy, keyless GET, wrk -t1 (× nginx -t1)" "$NGK1"

@@ -2,13 +2,16 @@
 # Start or stop a local Redis topology on loopback, from the one redis-server binary,
 # with short failure-detection times (1 s), for the demo, the storm and by hand.
 #
-# Usage: scripts/redis-topology.sh sentinel|cluster up|down|restart [DIR] [PORT]
+# Usage: scripts/redis-topology.sh [--tls] sentinel|cluster up|down|restart [DIR] [PORT]
 #   sentinel up   1 primary + 2 replicas + 3 Sentinels (master name "idemproxy", quorum 2,
 #                 down-after-milliseconds 1000)
 #   cluster up    3 primaries + 3 replicas (cluster-node-timeout 1000)
 #   down          stop every process that "up" started in DIR (by the PIDs it recorded)
 #   restart PORT  start the node on PORT again as "up" started it (after a crash: a
 #                 cluster node rejoins from its nodes.conf, as a replica if it was failed over)
+#   --tls         every node (and Sentinel) also listens with TLS (tls-auth-clients yes,
+#                 throwaway certificates from make-certs.sh in DIR/certs), replication and
+#                 the cluster bus over TLS; the directives printed reach the TLS ports
 # DIR holds the nodes' data, logs and PIDs [/tmp/idemproxy-topology-KIND]. Every node
 # binds 127.0.0.1 on a free port. "up" prints the idemproxy directives that reach it
 # (redis-sentinel + redis-sentinel-master, or redis-cluster with every node as a seed) and
@@ -17,7 +20,12 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '5,14p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+TLS=0
+if [ "${1:-}" = --tls ]; then
+    TLS=1
+    shift
+fi
 [ $# -ge 2 ] || {
     usage
     die "expected KIND and ACTION"
@@ -69,6 +77,21 @@ if [ "$ACTION" = down ]; then
     exit 0
 fi
 
+# --tls: the arguments that make a node listen with TLS on port TLS_PORT too (and
+# replicate over TLS); the directives that reach it
+tls_args() { # TLS_PORT
+    printf '%s\n' --tls-port "$1" --tls-cert-file "$DIR/certs/server.crt" \
+        --tls-key-file "$DIR/certs/server.key" --tls-ca-cert-file "$DIR/certs/ca.crt" \
+        --tls-auth-clients yes --tls-replication yes
+}
+tls_directives() {
+    [ $TLS = 1 ] || return 0
+    echo "redis-tls yes"
+    echo "redis-tls-ca-file $DIR/certs/ca.crt"
+    echo "redis-tls-cert-file $DIR/certs/client.crt"
+    echo "redis-tls-key-file $DIR/certs/client.key"
+}
+
 # node PORT [ARGS...]: one redis-server daemon, its PID recorded
 node() {
     local port=$1
@@ -110,6 +133,10 @@ fi
 [ ! -f "$DIR/pids" ] || die "$DIR already holds a running topology (run: $0 $KIND down $DIR)"
 rm -rf "$DIR"
 mkdir -p "$DIR"
+if [ $TLS = 1 ]; then
+    command -v openssl >/dev/null || need_packages openssl
+    bash "$ROOT/scripts/make-certs.sh" "$DIR/certs"
+fi
 # On any failure (set -e also fires inside functions, where an ERR trap would not without
 # errtrace) stop what was started: the nodes daemonize, nothing else would reap them.
 UP_OK=0
@@ -127,17 +154,25 @@ until_ok() {
 
 if [ "$KIND" = sentinel ]; then
     primary=$(free_port)
-    node "$primary" --repl-diskless-sync-delay 0
+    # with --tls, what the Sentinels monitor and name (the nodes' TLS ports)
+    ptls=() primary_seen=$primary
+    if [ $TLS = 1 ]; then
+        primary_seen=$(free_port)
+        mapfile -t ptls < <(tls_args "$primary_seen")
+    fi
+    node "$primary" --repl-diskless-sync-delay 0 "${ptls[@]}"
     replicas=()
     for i in 1 2; do
         p=$(free_port)
+        rtls=()
+        [ $TLS = 0 ] || mapfile -t rtls < <(tls_args "$(free_port)")
         # (a replica promoted later serves the others' full syncs: no diskless delay)
-        node "$p" --replicaof 127.0.0.1 "$primary" --repl-diskless-sync-delay 0
+        node "$p" --replicaof 127.0.0.1 "$primary_seen" --repl-diskless-sync-delay 0 "${rtls[@]}"
         replicas+=("$p")
     done
     # both replicas in sync (state=online), so WAIT can be answered from the start
     until_ok sh -c "[ \$(redis-cli -p $primary info replication | grep -c 'state=online') = 2 ]"
-    sentinels=()
+    sentinels=() seen_sentinels=()
     for i in 1 2 3; do
         p=$(free_port)
         mkdir -p "$DIR/$p"
@@ -145,16 +180,22 @@ if [ "$KIND" = sentinel ]; then
 port $p
 bind 127.0.0.1
 dir $DIR/$p
-sentinel monitor idemproxy 127.0.0.1 $primary 2
+sentinel monitor idemproxy 127.0.0.1 $primary_seen 2
 sentinel down-after-milliseconds idemproxy 1000
 sentinel failover-timeout idemproxy 5000
 EOF
+        seen=$p
+        if [ $TLS = 1 ]; then
+            seen=$(free_port)
+            tls_args "$seen" | paste -d' ' - - | sed 's/^--//' >>"$DIR/$p/sentinel.conf"
+        fi
         redis-server "$DIR/$p/sentinel.conf" --sentinel --daemonize yes \
             --pidfile "$DIR/$p/pid" --logfile "$DIR/$p/log"
         until_ok test -s "$DIR/$p/pid"
         cat "$DIR/$p/pid" >>"$DIR/pids"
         wait_port "$p" 10
         sentinels+=("127.0.0.1:$p")
+        seen_sentinels+=("127.0.0.1:$seen")
     done
     # every Sentinel knows the other two
     for s in "${sentinels[@]}"; do
@@ -162,8 +203,9 @@ EOF
     done
     {
         echo "# $KIND topology in $DIR: primary 127.0.0.1:$primary, replicas ${replicas[*]/#/127.0.0.1:}"
-        echo "redis-sentinel ${sentinels[*]}"
+        echo "redis-sentinel ${seen_sentinels[*]}"
         echo "redis-sentinel-master idemproxy"
+        tls_directives
     } >"$DIR/idemproxy.conf"
 else
     # a cluster node also listens on its port + 10000 (the cluster bus): both must exist
@@ -179,19 +221,27 @@ else
         done
         die "no free port pair (PORT, PORT+10000) found"
     }
-    seeds=()
+    seeds=() seen_seeds=()
     for i in 1 2 3 4 5 6; do
         # a port (or its bus port) may be taken between the check and the bind by another
         # topology starting beside this one: try another
         for attempt in 1 2 3 4 5; do
             p=$(cluster_port)
+            ctls=() seen=$p
+            if [ $TLS = 1 ]; then # the bus too (at the TLS port + 10000); CLUSTER SLOTS
+                seen=$(cluster_port) # then names the TLS ports
+                p=$(free_port)
+                mapfile -t ctls < <(tls_args "$seen")
+                ctls+=(--tls-cluster yes)
+            fi
             if node "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-                --cluster-node-timeout 1000 --repl-diskless-sync-delay 0; then
+                --cluster-node-timeout 1000 --repl-diskless-sync-delay 0 "${ctls[@]}"; then
                 break
             fi
             [ "$attempt" -lt 5 ] || die "no cluster node could start"
         done
         seeds+=("127.0.0.1:$p")
+        seen_seeds+=("127.0.0.1:$seen")
     done
     redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes \
         >"$DIR/create.log" 2>&1
@@ -205,7 +255,8 @@ else
     done
     {
         echo "# $KIND topology in $DIR: 3 primaries + 3 replicas"
-        echo "redis-cluster ${seeds[*]}"
+        echo "redis-cluster ${seen_seeds[*]}"
+        tls_directives
     } >"$DIR/idemproxy.conf"
 fi
 UP_OK=1

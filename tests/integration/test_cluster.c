@@ -33,20 +33,23 @@ TestSuite(cluster, .fini = teardown, .timeout = 150);
 #define NSEEDS 6
 static char seeds[NSEEDS][32];
 
-/* Start the cluster; its nodes into seeds[]. */
-static void cluster_up(void)
+static char topo_conf[2048];
+
+/* Start the cluster (kind: "cluster", or "tls-cluster"); its nodes into seeds[], the
+ * directives that reach it into topo_conf. */
+static void cluster_up_as(const char *kind)
 {
-    char *log, conf[2048], *p, path[600];
+    char *log, *conf = topo_conf, *p, path[600];
     FILE *f;
     size_t n;
     int k = 0;
 
     snprintf(topo_dir, sizeof(topo_dir), "%s/topo", harness_tmpdir());
-    cr_assert_eq(harness_topology("cluster", "up", topo_dir, NULL, &log), 0, "%s", log);
+    cr_assert_eq(harness_topology(kind, "up", topo_dir, NULL, &log), 0, "%s", log);
     free(log);
     snprintf(path, sizeof(path), "%s/idemproxy.conf", topo_dir);
     cr_assert_not_null(f = fopen(path, "r"));
-    n = fread(conf, 1, sizeof(conf) - 1, f);
+    n = fread(conf, 1, sizeof(topo_conf) - 1, f);
     fclose(f);
     conf[n] = '\0';
     cr_assert_not_null(p = strstr(conf, "redis-cluster "), "%s", conf);
@@ -56,6 +59,11 @@ static void cluster_up(void)
         k++;
     }
     cr_assert_eq(k, NSEEDS, "%s", conf);
+}
+
+static void cluster_up(void)
+{
+    cluster_up_as("cluster");
 }
 
 static uint16_t port_of(const char *hostport)
@@ -436,5 +444,59 @@ Test(cluster, unreachable_seeds_refuse_keyed_requests)
     log = harness_read_log("proxyC");
     cr_assert(log && strstr(log, "cannot read the cluster slot map"), "%s", log ? log : "");
     free(log);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+}
+
+/* Redis Cluster over TLS (issue 17, part 4): every node with tls-auth-clients yes, the
+ * bus and replication over TLS, CLUSTER SLOTS naming the TLS ports. The same connection
+ * layer: keys spread over the primaries, each executed once, every retry a replay. */
+Test(cluster, keyed_requests_across_a_tls_cluster)
+{
+    static char vals[4][600];
+    const char *names[4] = {"redis-tls-ca-file", "redis-tls-cert-file", "redis-tls-key-file"};
+    const char *more[12] = {"--redis-tls", "yes"};
+    struct harness_keyed q = {.path = "/pay", .body = "{}"};
+    struct harness_resp r;
+    uint16_t port, admin;
+    char key[32], raw[128], *log;
+    int n = 2, nodes = 0;
+    pid_t pid;
+
+    stack_start(NULL, NULL);
+    cluster_up_as("tls-cluster");
+    for (int i = 0; i < 3; i++) {
+        char *p = strstr(topo_conf, names[i]);
+        cr_assert_not_null(p, "%s", topo_conf);
+        cr_assert_eq(sscanf(p + strlen(names[i]), " %599s", vals[i]), 1);
+        snprintf(key, sizeof(key), "--%s", names[i]);
+        more[n++] = strdup(key);
+        more[n++] = vals[i];
+    }
+    more[n] = NULL;
+    cr_assert_gt(pid = cluster_proxy(&port, &admin, more), 0);
+    for (int i = 0; i < 30; i++) {
+        snprintf(key, sizeof(key), "tlsc-%d", i);
+        q.key = key;
+        stack_post(port, &q, &r);
+        cr_assert_eq(r.status, 200, "%s: %d %s", key, r.status, r.body);
+        harness_resp_free(&r);
+        stack_post(port, &q, &r);
+        cr_assert(harness_replayed(&r), "%s: %d %s", key, r.status, r.body);
+        harness_resp_free(&r);
+        cr_assert_eq(harness_executions(stack.up_port, key), 1);
+    }
+    /* /readyz: ready, on the three primaries (their TLS ports, from CLUSTER SLOTS) */
+    snprintf(raw, sizeof(raw), "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    for (const char *p = r.body; (p = strstr(p, "\"127.0.0.1:")); p++)
+        nodes++;
+    cr_assert_eq(nodes, 3, "%s", r.body);
+    harness_resp_free(&r);
+    log = harness_read_log("proxyC");
+    cr_assert_null(strstr(log, "TLS"), "%s", log);
+    free(log);
+    for (int i = 2; i < n; i += 2)
+        free((char *)more[i]);
     cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }

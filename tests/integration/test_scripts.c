@@ -274,6 +274,11 @@ Test(scripts, bench_runs_end_to_end)
     /* HAProxy ran and answered: its row has a rate, not the 0 of an empty median */
     cr_assert(strstr(doc, "| HAProxy, keyless GET | "), "%s", doc);
     cr_assert_null(strstr(doc, "| HAProxy, keyless GET | 0 |"), "%s", doc);
+    /* the sealed-record and Redis-over-TLS idemproxys answered too */
+    cr_assert(strstr(doc, "| idemproxy, keyed POST, replay of sealed records"), "%s", doc);
+    cr_assert_null(strstr(doc, "replay of sealed records (× the same unsealed) | 0 |"), "%s", doc);
+    cr_assert(strstr(doc, "| idemproxy, keyed POST, fresh key, Redis over TLS"), "%s", doc);
+    cr_assert_null(strstr(doc, "× the same over TCP) | 0 |"), "%s", doc);
     cr_assert(strstr(doc, "## Latency at a constant rate"), "%s", doc);
     cr_assert(strstr(doc, "## Memory with idle connections"), "%s", doc);
     free(doc);

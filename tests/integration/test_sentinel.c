@@ -17,9 +17,13 @@
 
 static char topo_dir[512];
 
+static const char *topo_kind = "sentinel";
+
 static int topology(const char *action, char **out)
 {
-    return harness_topology("sentinel", action, topo_dir, NULL, out);
+    /* (down: the same for both; the PIDs are in topo_dir) */
+    return harness_topology(strcmp(action, "up") == 0 ? topo_kind : "sentinel", action, topo_dir,
+                            NULL, out);
 }
 
 /* The nodes daemonize (they are not our children): always stop them. */
@@ -46,7 +50,10 @@ static void named_master(uint16_t port, char *out, size_t len)
     snprintf(out, len, "%.*s", (int)strcspn(p, ",\r\n"), p);
 }
 
-/* Start the group; its Sentinels ("127.0.0.1:P1 127.0.0.1:P2 ...") into out. */
+static char topo_conf[4096];
+
+/* Start the group; its Sentinels ("127.0.0.1:P1 127.0.0.1:P2 ...") into out, the
+ * directives that reach it into topo_conf. */
 static void topology_up(char *out, size_t len)
 {
     char *log, *conf, path[600], fmt[32];
@@ -62,6 +69,7 @@ static void topology_up(char *out, size_t len)
     fclose(f);
     snprintf(fmt, sizeof(fmt), "redis-sentinel %%%zu[^\n]", len - 1);
     cr_assert_eq(sscanf(strstr(conf, "redis-sentinel "), fmt, out), 1, "%s", conf);
+    snprintf(topo_conf, sizeof(topo_conf), "%s", conf);
     free(conf);
 }
 
@@ -205,4 +213,92 @@ Test(sentinel, a_master_name_the_sentinels_do_not_know)
     cr_assert_eq(sscanf(list, "%63s", s), 1); /* the first Sentinel is enough */
     stack_start(NULL, NULL);
     refused_with(extra, "st-nosuch", "knows no master by that name");
+}
+
+/* The value of directive name in topo_conf, into out. */
+static void conf_value(const char *name, char *out, size_t len)
+{
+    char fmt[32], *p = strstr(topo_conf, name);
+
+    cr_assert_not_null(p, "no %s in %s", name, topo_conf);
+    snprintf(fmt, sizeof(fmt), " %%%zus", len - 1);
+    cr_assert_eq(sscanf(p + strlen(name), fmt, out), 1);
+}
+
+/* Sentinel over TLS (issue 17, part 4): the Sentinels, the primary and the replicas
+ * speak only TLS to us (tls-auth-clients yes); the primary is found, keys are recorded,
+ * and after a failover (asked of a Sentinel over TLS with redis-cli) the new primary
+ * serves them: recorded keys replay, new keys execute once. */
+Test(sentinel, finds_the_primary_over_tls_and_follows_a_failover)
+{
+    char sentinels[256], ca[600], crt[600], key[600], cmd[2400], s1[32];
+    const char *extra[24];
+    struct harness_keyed q = {.path = "/pay", .key = "tls-st-1", .body = "{\"amount\":5}"};
+    struct harness_resp r;
+    uint16_t port;
+    pid_t pid;
+    double t0;
+    int n = 0, st = 0;
+
+    topo_kind = "tls-sentinel";
+    topology_up(sentinels, sizeof(sentinels));
+    conf_value("redis-tls-ca-file", ca, sizeof(ca));
+    conf_value("redis-tls-cert-file", crt, sizeof(crt));
+    conf_value("redis-tls-key-file", key, sizeof(key));
+    cr_assert_eq(sscanf(sentinels, "127.0.0.1:%31s", s1), 1);
+    stack_start(NULL, NULL);
+    for (char *save = NULL, *tok = strtok_r(sentinels, " ", &save); tok && n < 6;
+         tok = strtok_r(NULL, " ", &save)) {
+        extra[n++] = "--redis-sentinel";
+        extra[n++] = tok;
+    }
+    const char *tls[] = {"--redis-sentinel-master",
+                         "idemproxy",
+                         "--redis-wait",
+                         "2,200ms",
+                         "--redis-tls",
+                         "yes",
+                         "--redis-tls-ca-file",
+                         ca,
+                         "--redis-tls-cert-file",
+                         crt,
+                         "--redis-tls-key-file",
+                         key,
+                         NULL};
+    for (int i = 0; tls[i]; i++)
+        extra[n++] = tls[i];
+    extra[n] = NULL;
+    cr_assert_gt(pid = harness_stack_proxy(&stack, &port, "proxyC", extra), 0);
+    stack_post(port, &q, &r);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+
+    snprintf(cmd, sizeof(cmd),
+             "redis-cli --tls --cacert %s --cert %s --key %s -p %s SENTINEL failover idemproxy "
+             "| grep -q OK",
+             ca, crt, key, s1);
+    cr_assert_eq(system(cmd), 0, "SENTINEL failover over TLS was refused");
+    q.key = "tls-st-2";
+    for (t0 = harness_now_s(); harness_now_s() - t0 < 20;) {
+        char *log = harness_read_log("proxyC");
+        int switched = log && strstr(log, "+switch-master");
+        free(log);
+        if (switched) {
+            stack_post(port, &q, &r);
+            st = r.status;
+            harness_resp_free(&r);
+            if (st == 200)
+                break;
+            cr_assert_eq(st, 503, "answered %d during the failover", st);
+        }
+        usleep(100 * 1000);
+    }
+    cr_assert_eq(st, 200, "keyed requests not served again over TLS after the failover");
+    q.key = "tls-st-1";
+    stack_post(port, &q, &r);
+    cr_assert(harness_replayed(&r), "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    cr_assert_eq(harness_executions(stack.up_port, "tls-st-1"), 1);
+    cr_assert_eq(harness_executions(stack.up_port, "tls-st-2"), 1);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
 }

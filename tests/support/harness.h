@@ -48,8 +48,8 @@ long harness_rss_kb(pid_t pid);
 int harness_exited(pid_t pid, int *status);
 
 /* scripts/redis-topology.sh KIND ACTION DIR [ARG] (sentinel|cluster, up|down|restart PORT;
- * arg NULL: none), waited for (60 s): its exit code (-1: killed), with its output into
- * *out (malloc'd; caller frees). */
+ * arg NULL: none; kind "tls-cluster" / "tls-sentinel": with --tls), waited for (60 s): its
+ * exit code (-1: killed), with its output into *out (malloc'd; caller frees). */
 int harness_topology(const char *kind, const char *action, const char *dir, const char *arg,
                      char **out);
 

@@ -417,8 +417,11 @@ int harness_exited(pid_t pid, int *status)
 int harness_topology(const char *kind, const char *action, const char *dir, const char *arg,
                      char **out)
 {
-    const char *argv[] = {
-        "/bin/bash", SOURCE_DIR "/scripts/redis-topology.sh", kind, action, dir, arg, NULL};
+    int tls = strncmp(kind, "tls-", 4) == 0;
+    const char *argv[] = {"/bin/bash",          SOURCE_DIR "/scripts/redis-topology.sh",
+                          tls ? "--tls" : kind, tls ? kind + 4 : action,
+                          tls ? action : dir,   tls ? dir : arg,
+                          tls ? arg : NULL,     NULL};
     char logname[64];
     pid_t pid;
     int st;
