@@ -9,7 +9,7 @@
  *   u8  version   1
  *   u8  algorithm 1 = AES-256-GCM
  *   u32 key id    which key of the file sealed it
- *   12 bytes      nonce, random per record (RAND_bytes)
+ *   12 bytes      nonce, unique per record: 64 random bits per thread and a count
  *   ...           the record, encrypted
  *   16 bytes      GCM tag
  * Additional data (authenticated, not stored): "idemproxy/record/v1", the Redis key's

@@ -306,8 +306,9 @@ struct tls_client *tls_client_new(const struct tls_client_opts *o, char *err, si
         goto fail;
     }
     SSL_CTX_set_min_proto_version(tc->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(tc->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                  SSL_MODE_RELEASE_BUFFERS);
+    /* (no SSL_MODE_RELEASE_BUFFERS: a client connection — to Redis — is busy, and
+     * releasing its buffers would allocate and free 16 KiB around every read and write) */
+    SSL_CTX_set_mode(tc->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(tc->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tc->verify = o->verify;
     if (o->verify) {

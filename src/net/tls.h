@@ -7,8 +7,8 @@
  * EV_WRITE — with TLS, a write may need a read first, and a read a write), and the owner
  * calls again when the fd is ready for that. TLS uses SSL_set_fd on the owner's socket
  * (not a BIO pair, not libevent's bufferevent_openssl: see docs/ARCHITECTURE.md), with
- * partial writes and moving write buffers allowed, buffers released while idle, and
- * OpenSSL's error queue cleared before every call.
+ * partial writes and moving write buffers allowed, and OpenSSL's error queue cleared
+ * before every call.
  *
  * Ownership: a transport does not own its fd (the owner closes it after tport_free).
  * A tls_client is immutable once made and may be shared by every thread (SSL_CTX is
