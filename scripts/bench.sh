@@ -179,10 +179,19 @@ PXW_PID=${PIDS[-1]}
 wait_port "$PXR" 10 || die "idemproxy (replica) did not start: $(cat "$W/idemproxy-repl.log")"
 wait_port "$PXW" 10 || die "idemproxy (redis-wait) did not start: $(cat "$W/idemproxy-wait.log")"
 
-# Records sealed at rest: an idemproxy like the first (same Redis, its own key prefix)
-# with record-encryption aes-256-gcm — what sealing and opening each record costs.
+# Records sealed at rest: two idemproxys like the first (same Redis, a key prefix each),
+# one with record-encryption aes-256-gcm, one without — what sealing and opening each
+# record costs, between two processes measured the same way (the first idemproxy also
+# serves the keyless rows: its pools are warm, theirs are not).
 printf '1 %s\n' "$(openssl rand -base64 32)" >"$W/record.keys"
 chmod 600 "$W/record.keys"
+PXU=$(free_port) PXUADM=$(free_port)
+bg idemproxy-unsealed "$PROXY" --listen "127.0.0.1:$PXU" --workers 2 \
+    --redis "unix:$W/redis/redis.sock" --key-prefix unsealed: \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --admin-listen "127.0.0.1:$PXUADM"
+PXU_PID=${PIDS[-1]}
+wait_port "$PXU" 10 || die "idemproxy (unsealed) did not start: $(cat "$W/idemproxy-unsealed.log")"
 PXS=$(free_port) PXSADM=$(free_port)
 bg idemproxy-sealed "$PROXY" --listen "127.0.0.1:$PXS" --workers 2 \
     --redis "unix:$W/redis/redis.sock" --key-prefix sealed: \
@@ -254,7 +263,7 @@ rss_kb() { # VmRSS of PIDs and their children, in kB
 redis_calls() { # commands the measured idemproxys sent so far, by their own count (Redis's
     # commandstats would also count what the scripts run inside Redis); one runs at a time
     local a
-    for a in "$PXADM" "$PXRADM" "$PXWADM" "$PXSADM" "$PXPADM" "$PXTADM"; do curl -s "http://127.0.0.1:$a/metrics"; done |
+    for a in "$PXADM" "$PXRADM" "$PXWADM" "$PXUADM" "$PXSADM" "$PXPADM" "$PXTADM"; do curl -s "http://127.0.0.1:$a/metrics"; done |
         awk '$1 == "idemproxy_redis_commands_total" {n += $2} END {print n + 0}'
 }
 upstream_accepts() {
@@ -362,6 +371,9 @@ for i in $(seq 1 $NREPLAY); do echo "$i"; done |
 for i in $(seq 1 $NREPLAY); do echo "$i"; done |
     xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
         -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PXS/pay"
+for i in $(seq 1 $NREPLAY); do echo "$i"; done |
+    xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
+        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PXU/pay"
 NHELD=16
 for i in $(seq 1 $NHELD); do
     curl -s -o /dev/null -m 3600 -X POST -H "Idempotency-Key: held-$i" \
@@ -379,10 +391,12 @@ for round in $(seq 1 "$ROUNDS"); do
     run_wrk fresh-idemproxy 2 "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- $((40000 * DUR))
     RPID=$REDIS2_PID run_wrk fresh-repl-idemproxy 2 "$PXR_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXR/pay" -- $((40000 * DUR))
     RPID=$REDIS2_PID run_wrk fresh-wait-idemproxy 2 "$PXW_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXW/pay" -- $((40000 * DUR))
+    run_wrk fresh-unsealed-idemproxy 2 "$PXU_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXU/pay" -- $((40000 * DUR))
     run_wrk fresh-sealed-idemproxy 2 "$PXS_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXS/pay" -- $((40000 * DUR))
     RPID=$REDIS3_PID run_wrk fresh-tcp-idemproxy 2 "$PXP_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXP/pay" -- $((40000 * DUR))
     RPID=$REDIS3_PID run_wrk fresh-tls-idemproxy 2 "$PXT_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXT/pay" -- $((40000 * DUR))
     run_wrk replay-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
+    run_wrk replay-unsealed-idemproxy 2 "$PXU_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PXU/pay" -- replay- $NREPLAY
     run_wrk replay-sealed-idemproxy 2 "$PXS_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PXS/pay" -- replay- $NREPLAY
     run_wrk dupes409-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- held- $NHELD
     run_wrk t1-keyless-nginx 1 "$NG_PID" -- "http://127.0.0.1:$NG/"
@@ -474,11 +488,13 @@ lrow() {
     row fresh-idemproxy "idemproxy, keyed POST, fresh key (claim + upstream + record)"
     row fresh-repl-idemproxy "idemproxy, keyed POST, fresh key, Redis with a replica, no WAIT"
     row fresh-wait-idemproxy "idemproxy, keyed POST, fresh key, Redis with a replica, \`redis-wait 1\` (× the same without WAIT)" "$(median fresh-repl-idemproxy 2)"
-    row fresh-sealed-idemproxy "idemproxy, keyed POST, fresh key, records sealed (\`record-encryption aes-256-gcm\`; × the same unsealed)" "$(median fresh-idemproxy 2)"
+    row fresh-unsealed-idemproxy "idemproxy, keyed POST, fresh key, a second process (the baseline of the next row)"
+    row fresh-sealed-idemproxy "idemproxy, keyed POST, fresh key, records sealed (\`record-encryption aes-256-gcm\`; × the same unsealed)" "$(median fresh-unsealed-idemproxy 2)"
     row fresh-tcp-idemproxy "idemproxy, keyed POST, fresh key, Redis over TCP (loopback)"
     row fresh-tls-idemproxy "idemproxy, keyed POST, fresh key, Redis over TLS (\`redis-tls\`, client certificate; × the same over TCP)" "$(median fresh-tcp-idemproxy 2)"
     row replay-idemproxy "idemproxy, keyed POST, replay ($NREPLAY recorded keys)"
-    row replay-sealed-idemproxy "idemproxy, keyed POST, replay of sealed records (× the same unsealed)" "$(median replay-idemproxy 2)"
+    row replay-unsealed-idemproxy "idemproxy, keyed POST, replay, the second process (the baseline of the next row)"
+    row replay-sealed-idemproxy "idemproxy, keyed POST, replay of sealed records (× the same unsealed)" "$(median replay-unsealed-idemproxy 2)"
     row dupes409-idemproxy "idemproxy, keyed POST, duplicates of $NHELD in-flight keys (409)"
     row t1-keyless-nginx "nginx proxy_pass, keyless GET, wrk -t1" "$NGK1"
     row t1-keyless-idemproxy "idemproxy, keyless GET, wrk -t1 (× nginx -t1)" "$NGK1"
