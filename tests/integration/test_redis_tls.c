@@ -86,9 +86,10 @@ static void pay(uint16_t port, const char *key, struct harness_resp *r)
     stack_post(port, &q, r);
 }
 
-/* One more replica on the TLS port with exactly these Redis TLS settings (the stack's
- * --redis is overridden); a keyed request to it must fail closed, with want in its log. */
-static void fails_closed(const char *const tls[], const char *want)
+/* One more replica (logged as logname) on the TLS port with exactly these Redis TLS
+ * settings (the stack's --redis is overridden); a keyed request to it must fail closed,
+ * with want in its log. */
+static void fails_closed_as(const char *logname, const char *const tls[], const char *want)
 {
     const char *extra[16] = {"--redis", tls_arg};
     struct harness_resp r;
@@ -100,19 +101,24 @@ static void fails_closed(const char *const tls[], const char *want)
     for (; *tls && n < 15; tls++)
         extra[n++] = *tls;
     extra[n] = NULL;
-    cr_assert_gt(pid = harness_stack_proxy(&stack, &port, "proxyC", extra), 0);
+    cr_assert_gt(pid = harness_stack_proxy(&stack, &port, logname, extra), 0);
     pay(port, "refused", &r);
     cr_assert_eq(r.status, 503, "%d %s", r.status, r.body);
     cr_assert(strstr(r.body, "store-unavailable"), "%s", r.body);
     harness_resp_free(&r);
-    for (double t0 = harness_now_s(); !(log = harness_read_log("proxyC")) || !strstr(log, want);
+    for (double t0 = harness_now_s(); !(log = harness_read_log(logname)) || !strstr(log, want);
          usleep(50 * 1000)) {
         cr_assert_lt(harness_now_s() - t0, 5.0, "no '%s' in:\n%s", want, log);
         free(log);
     }
     free(log);
     cr_assert_eq(harness_executions(stack.up_port, "refused"), 0, "forwarded unprotected");
-    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+    cr_assert(harness_stop_clean(pid, logname, 10000));
+}
+
+static void fails_closed(const char *const tls[], const char *want)
+{
+    fails_closed_as("proxyC", tls, want);
 }
 
 /* Redis's total_connections_received (INFO stats). */
@@ -196,26 +202,12 @@ Test(redis_tls, a_certificate_for_another_name_fails_closed)
                            "--redis-tls-server-name",
                            "localhost",
                            NULL};
-    struct harness_resp r;
-    uint16_t port;
-    pid_t pid;
 
     /* Redis shows a certificate for elsewhere.example; we connect to 127.0.0.1 */
     start_tls("wrong-name", NULL);
     fails_closed(tls, "certificate verify failed: IP address mismatch");
     /* and with a name given, that name is what must match */
-    {
-        const char *extra[16] = {"--redis", tls_arg};
-        int n = 2;
-        for (const char *const *p = named; *p; p++)
-            extra[n++] = *p;
-        extra[n] = NULL;
-        cr_assert_gt(pid = harness_stack_proxy(&stack, &port, "proxyD", extra), 0);
-        pay(port, "named", &r);
-        cr_assert_eq(r.status, 503, "%d %s", r.status, r.body);
-        harness_resp_free(&r);
-        cr_assert(harness_stop_clean(pid, "proxyD", 10000));
-    }
+    fails_closed_as("proxyD", named, "certificate verify failed: hostname mismatch");
 }
 
 Test(redis_tls, without_a_client_certificate_redis_refuses)
