@@ -180,28 +180,15 @@ Test(redis_tls, a_certificate_from_another_ca_fails_closed)
     fails_closed(tls, "TLS handshake: certificate verify failed");
 }
 
+/* The replicas' TLS flags with the test CA and the client certificate. */
+#define TLS_TRUSTED                                                                                \
+    "--redis-tls", "yes", "--redis-tls-ca-file", ca, "--redis-tls-cert-file", client_crt,          \
+        "--redis-tls-key-file", client_key
+
 Test(redis_tls, a_certificate_for_another_name_fails_closed)
 {
-    const char *tls[] = {"--redis-tls",
-                         "yes",
-                         "--redis-tls-ca-file",
-                         ca,
-                         "--redis-tls-cert-file",
-                         client_crt,
-                         "--redis-tls-key-file",
-                         client_key,
-                         NULL};
-    const char *named[] = {"--redis-tls",
-                           "yes",
-                           "--redis-tls-ca-file",
-                           ca,
-                           "--redis-tls-cert-file",
-                           client_crt,
-                           "--redis-tls-key-file",
-                           client_key,
-                           "--redis-tls-server-name",
-                           "localhost",
-                           NULL};
+    const char *tls[] = {TLS_TRUSTED, NULL};
+    const char *named[] = {TLS_TRUSTED, "--redis-tls-server-name", "localhost", NULL};
 
     /* Redis shows a certificate for elsewhere.example; we connect to 127.0.0.1 */
     start_tls("wrong-name", NULL);
