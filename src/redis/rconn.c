@@ -31,6 +31,7 @@ struct rconn {
     struct tport *t;              /* made once the TCP connection is up */
     int handshaking;              /* TLS: the handshake is running */
     int flush_on_read;            /* TLS: a write waits for the socket to be readable */
+    int read_on_write;            /* TLS: a read waits for the socket to be writable */
     int connected;
     int in_cb;  /* a callback is running: rconn_free only marks */
     int dead;   /* rconn_free was called from a callback */
@@ -112,7 +113,7 @@ static void rconn_flush(struct rconn *rc)
         event_del(rc->wev);
     } else if (r == 0) {
         event_add(rc->wev, NULL);
-    } else {
+    } else if (!rc->read_on_write) {
         event_del(rc->wev);
     }
 }
@@ -198,6 +199,8 @@ static void rconn_connected_now(struct rconn *rc)
     rconn_ready(rc);
 }
 
+static void rconn_read(struct rconn *rc);
+
 static void rconn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct rconn *rc = arg;
@@ -208,6 +211,11 @@ static void rconn_write_cb(evutil_socket_t fd, short what, void *arg)
         rconn_connected_now(rc);
     else
         rconn_flush(rc);
+    if (rc->read_on_write && !rc->closed && !rc->dead) {
+        rc->read_on_write = 0;
+        rconn_read(rc); /* (it ends with rconn_gone) */
+        return;
+    }
     rconn_gone(rc);
 }
 
@@ -219,8 +227,6 @@ static void rconn_flush_cb(evutil_socket_t fd, short what, void *arg)
         rconn_flush(rc);
     rconn_gone(rc);
 }
-
-static void rconn_read(struct rconn *rc);
 
 static void rconn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -259,8 +265,10 @@ static void rconn_read(struct rconn *rc)
     do {
         n = tport_read(rc->t, buf, sizeof(buf));
         if (n == -1) {
-            if (rc->t->want == EV_WRITE) /* TLS: a read that must write first */
+            if (rc->t->want == EV_WRITE) { /* TLS: a read that must write first */
+                rc->read_on_write = 1;
                 event_add(rc->wev, NULL);
+            }
             break;
         }
         if (n == 0) {
