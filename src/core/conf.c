@@ -310,6 +310,11 @@ static const char *addr_parse(const char *s, struct conf_addr *out, int allow_un
     return NULL;
 }
 
+const char *conf_addr_parse(const char *s, struct conf_addr *out, int allow_unix, int allow_zero)
+{
+    return addr_parse(s, out, allow_unix, allow_zero);
+}
+
 int conf_parse_addr(const char *s, struct conf_addr *out, int allow_unix, int allow_zero)
 {
     return addr_parse(s, out, allow_unix, allow_zero) ? -1 : 0;

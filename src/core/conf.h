@@ -154,6 +154,8 @@ int conf_parse_duration(const char *s, uint64_t *ms);
 int conf_parse_size(const char *s, size_t *bytes);
 /* "host:port", "[v6]:port"; unix:/path only when allow_unix. Port 0 allowed only if allow_zero. */
 int conf_parse_addr(const char *s, struct conf_addr *out, int allow_unix, int allow_zero);
+/* The same, saying why not: NULL when parsed, else the reason (a static string). */
+const char *conf_addr_parse(const char *s, struct conf_addr *out, int allow_unix, int allow_zero);
 
 /* Format an address for logs: "127.0.0.1:8080", "[::1]:80", "unix:/tmp/r.sock". */
 const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len);

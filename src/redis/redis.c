@@ -1,5 +1,6 @@
 #include "redis/redis.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@ _Static_assert(REDIS_RETRY_REASONS == CLUSTER_RETRY_COUNT, "one counter per retr
 
 static int redis_wait_set(const struct conf_directive *d, void *base, const char *where, int argc,
                           const char **argv, char *err, size_t errlen);
+static int redis_addr_set(const struct conf_directive *d, void *base, const char *where, int argc,
+                          const char **argv, char *err, size_t errlen);
 
 static const struct conf_choice redis_wait_policy_choices[] = {
     {"fail", REDIS_WAIT_FAIL}, {"degrade", REDIS_WAIT_DEGRADE}, {NULL, 0}};
@@ -44,12 +47,11 @@ static const struct conf_choice redis_pubsub_choices[] = {
 
 const struct conf_directive redis_conf_rows[] = {
     {.name = "redis",
-     .type = CONF_T_ADDR,
-     .flags = CONF_F_UNIX,
+     .type = CONF_T_CUSTOM,
      .def = "127.0.0.1:6379",
-     .off = offsetof(struct redis_conf, addr),
-     .arg = "HOST:PORT|unix:PATH",
-     .help = "Redis server for the idempotency records"},
+     .arg = "ADDR|URL",
+     .help = "HOST:PORT, unix:PATH or redis[s]://URL",
+     .custom_set = redis_addr_set},
     {.name = "redis-user",
      .type = CONF_T_STRING,
      .off = offsetof(struct redis_conf, user),
@@ -177,6 +179,91 @@ const struct conf_directive redis_conf_rows[] = {
 
 _Static_assert(sizeof(enum redis_wait_policy) == sizeof(int), "enum must be int-sized");
 _Static_assert(sizeof(enum redis_pubsub) == sizeof(int), "enum must be int-sized");
+
+/* "%41" -> 'A' in src[0..len) into a new string; NULL when out of memory or malformed. */
+static char *redis_url_unescape(const char *src, size_t len)
+{
+    char *out = malloc(len + 1), *o = out;
+
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned v;
+        if (src[i] != '%') {
+            *o++ = src[i];
+            continue;
+        }
+        if (i + 2 >= len || sscanf(src + i + 1, "%2x", &v) != 1 ||
+            !isxdigit((unsigned char)src[i + 1]) || !isxdigit((unsigned char)src[i + 2])) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)v;
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+/*
+ * redis HOST:PORT | unix:PATH | redis://[USER:PASS@]HOST[:PORT][/0] | rediss://... (TLS):
+ * the URL form managed services hand out; its user and password become redis-user and
+ * redis-password (percent-escapes decoded; an empty user is none), rediss turns redis-tls
+ * on. Only database 0 exists in a cluster, and idemproxy uses no other.
+ */
+static int redis_addr_set(const struct conf_directive *d, void *base, const char *where, int argc,
+                          const char **argv, char *err, size_t errlen)
+{
+    struct redis_conf *rc = base;
+    const char *url, *at, *hp, *slash, *colon, *why;
+    char hostport[CONF_HOST_MAX + 16], *user = NULL, *pass = NULL;
+    int tls;
+
+    (void)d;
+    if (argc != 1)
+        return conf_fail(err, errlen, "%s: expected 1 argument, got %d", where, argc);
+    tls = strncmp(argv[0], "rediss://", 9) == 0;
+    if (!tls && strncmp(argv[0], "redis://", 8) != 0) {
+        if ((why = conf_addr_parse(argv[0], &rc->addr, 1, 0)))
+            return conf_fail(err, errlen, "%s: invalid address '%s': %s", where, argv[0], why);
+        return 0;
+    }
+    url = argv[0] + (tls ? 9 : 8);
+    slash = strchr(url, '/');
+    at = memrchr(url, '@', slash ? (size_t)(slash - url) : strlen(url));
+    hp = at ? at + 1 : url;
+    if (slash && strcmp(slash, "/") != 0 && strcmp(slash, "/0") != 0)
+        return conf_fail(err, errlen, "%s: database '%s' in the URL: only 0 is used", where,
+                         slash + 1);
+    snprintf(hostport, sizeof(hostport), "%.*s", (int)(slash ? slash - hp : (long)strlen(hp)), hp);
+    /* no port: Redis's */
+    if (!strrchr(hostport, ':') || (hostport[0] == '[' && hostport[strlen(hostport) - 1] == ']'))
+        snprintf(hostport + strlen(hostport), sizeof(hostport) - strlen(hostport), ":6379");
+    if ((why = conf_addr_parse(hostport, &rc->addr, 0, 0)))
+        return conf_fail(err, errlen, "%s: invalid address in the URL '%s': %s", where, argv[0],
+                         why);
+    if (at) {
+        if (!(colon = memchr(url, ':', (size_t)(at - url))))
+            return conf_fail(err, errlen,
+                             "%s: the URL's user part must be USER:PASSWORD@ (or :PASSWORD@)",
+                             where);
+        if (!(user = redis_url_unescape(url, (size_t)(colon - url))) ||
+            !(pass = redis_url_unescape(colon + 1, (size_t)(at - colon - 1)))) {
+            free(user);
+            return conf_fail(err, errlen, "%s: a bad %%-escape in the URL's user or password",
+                             where);
+        }
+        free(rc->user);
+        rc->user = user[0] ? user : NULL;
+        if (!user[0])
+            free(user);
+        free(rc->password);
+        rc->password = pass;
+    }
+    if (tls)
+        rc->tls = 1;
+    return 0;
+}
 
 static int redis_wait_set(const struct conf_directive *d, void *base, const char *where, int argc,
                           const char **argv, char *err, size_t errlen)

@@ -261,3 +261,34 @@ Test(redis_tls, redis_frozen_between_claim_and_record_over_tls_executes_once)
         cr_assert_eq(harness_executions(stack.up_port, key[i]), 1, "%s executed twice", key[i]);
     }
 }
+
+/* redis as the URL a managed service hands out: rediss://USER:PASS@HOST:PORT turns TLS on
+ * and authenticates as that ACL user. */
+Test(redis_tls, a_rediss_url_with_an_acl_user)
+{
+    char url[160], clients[8192];
+    const char *extra[] = {"--redis",
+                           url,
+                           "--redis-tls-ca-file",
+                           ca,
+                           "--redis-tls-cert-file",
+                           client_crt,
+                           "--redis-tls-key-file",
+                           client_key,
+                           NULL};
+    struct harness_resp r;
+    uint16_t port;
+    pid_t pid;
+
+    start_tls("server", NULL);
+    cr_assert_gt(
+        harness_redis(stack.redis_port, NULL, 0, "ACL SETUSER idem on >s3cr@t ~* &* +@all"), 0);
+    snprintf(url, sizeof(url), "rediss://idem:s3cr%%40t@%s", tls_arg);
+    cr_assert_gt(pid = harness_stack_proxy(&stack, &port, "proxyC", extra), 0);
+    pay(port, "url-1", &r);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    cr_assert_gt(harness_redis(stack.redis_port, clients, sizeof(clients), "CLIENT LIST"), 0);
+    cr_assert(strstr(clients, " user=idem "), "%s", clients);
+    cr_assert(harness_stop_clean(pid, "proxyC", 10000));
+}

@@ -1352,3 +1352,37 @@ Test(config, route_errors_name_the_line)
         remove_tmps();
     }
 }
+
+/* redis as a URL, as managed services hand it out: user and password (percent-escapes
+ * decoded), TLS for rediss, Redis's port when none is given; only database 0. */
+Test(config, redis_url)
+{
+    struct config c;
+    char a[CONF_HOST_MAX + 16];
+
+    cr_assert_eq(load(&c, "redis rediss://default:p%40ss%3Aw@cache.example:6380/0\n"), 0, "%s",
+                 err);
+    cr_assert_str_eq(conf_addr_str(&c.redis.addr, a, sizeof(a)), "cache.example:6380");
+    cr_assert_str_eq(c.redis.user, "default");
+    cr_assert_str_eq(c.redis.password, "p@ss:w");
+    cr_assert_eq(c.redis.tls, 1);
+    config_free(&c);
+    cr_assert_eq(load(&c, "redis redis://:only-a-password@[::1]\n"), 0, "%s", err);
+    cr_assert_str_eq(conf_addr_str(&c.redis.addr, a, sizeof(a)), "[::1]:6379");
+    cr_assert_null(c.redis.user, "an empty user is none");
+    cr_assert_str_eq(c.redis.password, "only-a-password");
+    cr_assert_eq(c.redis.tls, 0);
+    config_free(&c);
+    cr_assert_eq(load(&c, "redis redis://10.0.0.5\n"), 0, "%s", err);
+    cr_assert_str_eq(conf_addr_str(&c.redis.addr, a, sizeof(a)), "10.0.0.5:6379");
+    cr_assert_null(c.redis.password);
+    config_free(&c);
+    cr_assert(strstr(load_err("redis redis://user@h:1"), "t.conf:1: redis: the URL's user part "
+                                                         "must be USER:PASSWORD@"),
+              "%s", err);
+    cr_assert(strstr(load_err("redis redis://:pw@h/3"), "database '3' in the URL: only 0"), "%s",
+              err);
+    cr_assert(strstr(load_err("redis redis://:p%zz@h"), "a bad %-escape"), "%s", err);
+    cr_assert(strstr(load_err("redis rediss://h:0"), "invalid address in the URL"), "%s", err);
+    cr_assert(strstr(load_err("redis rediss://"), "invalid address in the URL"), "%s", err);
+}
