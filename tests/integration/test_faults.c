@@ -106,7 +106,9 @@ Test(faults, redis_frozen_between_claim_and_record_executes_once)
     cr_assert_eq(kill(stack.redis_pid, SIGCONT), 0);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(harness_read_response(fds[i], &r, 0, 10000), 0, "%s: no answer", key[i]);
-        cr_assert_eq(r.status, 200, "%s: %d %s", key[i], r.status, r.body);
+        /* (the head too: who answered — a 503 with an empty body was seen once, in
+         * --repeat 5 --load under ASan with more load beside it, and not understood) */
+        cr_assert_eq(r.status, 200, "%s: %s%s", key[i], r.head, r.body);
         harness_resp_free(&r);
         close(fds[i]);
     }
