@@ -3,9 +3,12 @@
 # with the openssl CLI; ECDSA P-256, valid 2 days. Writes into DIR:
 #   ca.crt ca.key               the CA everything below is signed by
 #   server.crt server.key       subjectAltName DNS:localhost, IP:127.0.0.1 (servers)
+#   server-rsa.crt .key         the same names with an RSA-2048 key (a second key type)
 #   client.crt client.key       a client certificate (CN=idemproxy), for tls-auth-clients
+#   client2.crt client2.key     another client (CN=idemproxy-2), another certificate
 #   wrong-name.crt .key         signed by the CA, but for DNS:elsewhere.example only
-#   other-ca.crt other-ca.key   a second CA nothing here is signed by (a wrong trust)
+#   other-ca.crt other-ca.key   a second CA (a wrong trust for everything above)
+#   other-server.crt .key       localhost and 127.0.0.1 again, signed by other-ca only
 # Keys are mode 600. Existing files are replaced.
 set -euo pipefail
 
@@ -19,11 +22,17 @@ ca() { # name CN
         -subj "/CN=$2" -keyout "$1.key" -out "$1.crt" 2>/dev/null
 }
 
-leaf() { # name CN SAN [extendedKeyUsage]
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
-        -keyout "$1.key" -out "$1.csr" 2>/dev/null
+leaf() { # name CN SAN [extendedKeyUsage [CA [key type]]]
+    local ca=${5:-ca}
+    if [ "${6:-ec}" = rsa ]; then
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" \
+            -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    else
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+            -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    fi
     printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$3" "${4:-serverAuth,clientAuth}" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+    openssl x509 -req -in "$1.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -days 2 \
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
     rm -f "$1.csr" "$1.ext"
 }
@@ -31,7 +40,10 @@ leaf() { # name CN SAN [extendedKeyUsage]
 ca ca "idemproxy test CA"
 ca other-ca "another CA"
 leaf server localhost "DNS:localhost,IP:127.0.0.1"
+leaf server-rsa localhost "DNS:localhost,IP:127.0.0.1" serverAuth ca rsa
 leaf client idemproxy "DNS:idemproxy" clientAuth
+leaf client2 idemproxy-2 "DNS:idemproxy-2" clientAuth
 leaf wrong-name elsewhere "DNS:elsewhere.example"
-rm -f ca.srl
+leaf other-server localhost "DNS:localhost,IP:127.0.0.1" serverAuth other-ca
+rm -f ca.srl other-ca.srl
 chmod 644 ./*.crt

@@ -10,17 +10,21 @@
 #                                          2 replicas, 3 Sentinels) with redis-wait 2
 #   scripts/run.sh --redis-cluster         the demo on a local Redis Cluster (3+3),
 #                                          redis-wait 1
+#   scripts/run.sh --tls                   clients over TLS too (tls-listen on port
+#                                          + 363: 8443, 8444), with a throwaway CA and
+#                                          certificates in run/certs (openssl CLI)
 #   options: --port N (first proxy port, default 8080)  -- IDEMPROXY_FLAGS...
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
 PORT=8080
 TOPOLOGY=""
+TLS=0
 UPSTREAMS=()
 EXTRA=()
 while [ $# -gt 0 ]; do
@@ -29,6 +33,7 @@ while [ $# -gt 0 ]; do
     --port) [ $# -ge 2 ] || die "--port needs a number"; PORT=$2; shift 2 ;;
     --redis-sentinel) TOPOLOGY=sentinel; shift ;;
     --redis-cluster) TOPOLOGY=cluster; shift ;;
+    --tls) TLS=1; shift ;;
     -h | --help) usage 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) say "unknown argument: $1"; usage 1 ;;
@@ -94,20 +99,31 @@ fi
 
 ARGS=("${REDIS_ARGS[@]}")
 for u in "${UPSTREAMS[@]}"; do ARGS+=(--upstream "$u"); done
+TLS1=() TLS2=() CURL="curl"
+if [ $TLS -eq 1 ]; then
+    need_packages openssl
+    bash "$ROOT/scripts/make-certs.sh" "$RUN/certs"
+    ARGS+=(--tls-cert-file "$RUN/certs/server.crt" --tls-key-file "$RUN/certs/server.key")
+    TLS1=(--tls-listen "127.0.0.1:$((PORT + 363))")
+    TLS2=(--tls-listen "127.0.0.1:$((PORT + 364))")
+    CURL="curl --cacert run/certs/ca.crt"
+fi
 ADMIN=$(free_port)
-start idemproxy "$PORT" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT" "${ARGS[@]}" \
-    --admin-listen "127.0.0.1:$ADMIN" "${EXTRA[@]}"
+start idemproxy "$PORT" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT" "${TLS1[@]}" \
+    "${ARGS[@]}" --admin-listen "127.0.0.1:$ADMIN" "${EXTRA[@]}"
 PROXY_PID=${PIDS[-1]}
 if [ $DEMO -eq 1 ]; then
     PORT2=$((PORT + 1))
     ADMIN2=$(free_port)
-    start idemproxy2 "$PORT2" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT2" "${ARGS[@]}" \
-        --admin-listen "127.0.0.1:$ADMIN2" "${EXTRA[@]}"
+    start idemproxy2 "$PORT2" "$ROOT/build/idemproxy" --listen "127.0.0.1:$PORT2" "${TLS2[@]}" \
+        "${ARGS[@]}" --admin-listen "127.0.0.1:$ADMIN2" "${EXTRA[@]}"
 fi
 
 A="http://127.0.0.1:$PORT"
+[ $TLS -eq 0 ] || A="https://localhost:$((PORT + 363))"
 if [ $DEMO -eq 1 ]; then
     B="http://127.0.0.1:$PORT2"
+    [ $TLS -eq 0 ] || B="https://localhost:$((PORT + 364))"
     cat >&2 <<INFO
 
   $REDIS_SAY
@@ -116,14 +132,14 @@ if [ $DEMO -eq 1 ]; then
   admin          http://127.0.0.1:$ADMIN/metrics  /healthz  /readyz  (and :$ADMIN2 for the second)
 
   first execution (201 and a payment id):
-    curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $A/payments
+    $CURL -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $A/payments
   a retry on the OTHER replica: the same answer, Idempotent-Replayed: true, no second charge:
-    curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $B/payments
+    $CURL -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 10}' $B/payments
   the same key with a different amount: 422
-    curl -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 99}' $A/payments
+    $CURL -i -X POST -H 'Idempotency-Key: order-1' -d '{"amount": 99}' $A/payments
   a retry while the first is still running: 409 with Retry-After
-    curl -s -o /dev/null -X POST -H 'Idempotency-Key: order-2' -d '{"amount": 5}' $A/payments &
-    sleep 0.1; curl -i -X POST -H 'Idempotency-Key: order-2' -d '{"amount": 5}' $B/payments
+    $CURL -s -o /dev/null -X POST -H 'Idempotency-Key: order-2' -d '{"amount": 5}' $A/payments &
+    sleep 0.1; $CURL -i -X POST -H 'Idempotency-Key: order-2' -d '{"amount": 5}' $B/payments
   what the banks executed (one entry per key):
     curl -s http://${UPSTREAMS[0]}/ledger
 
@@ -136,8 +152,8 @@ else
   idemproxy      $A   → ${UPSTREAMS[*]}
   admin          http://127.0.0.1:$ADMIN/metrics  /healthz  /readyz
 
-  try:  curl -i $A/
-        curl -i -X POST -H 'Idempotency-Key: order-42' -d '{"amount": 10}' $A/
+  try:  $CURL -i $A/
+        $CURL -i -X POST -H 'Idempotency-Key: order-42' -d '{"amount": 10}' $A/
 
   Ctrl-C stops everything.
 INFO

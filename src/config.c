@@ -25,6 +25,12 @@ static const struct conf_directive worker_conf_rows[] = {
      .off = offsetof(struct worker_conf, listen),
      .arg = "HOST:PORT",
      .help = "clients connect here (port 0: any free port)"},
+    {.name = "tls-listen",
+     .type = CONF_T_ADDR,
+     .flags = CONF_F_PORT_ZERO,
+     .off = offsetof(struct worker_conf, tls_listen),
+     .arg = "HOST:PORT",
+     .help = "clients connect here over TLS (tls-cert-file, tls-key-file)"},
     {.name = "workers",
      .type = CONF_T_INT,
      .min = 1,
@@ -112,12 +118,15 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
         policy_validate(&cfg->idem, err, errlen) < 0 ||
         redis_conf_validate(&cfg->redis, err, errlen) < 0)
         return -1;
+    if (cfg->worker.tls_listen.host[0] && !cfg->frontend.ntls_cert_files)
+        return conf_fail(err, errlen, "tls-listen needs tls-cert-file and tls-key-file");
     return 0;
 }
 
 void config_free(struct config *cfg)
 {
     frontend_conf_release(&cfg->frontend);
+    upstream_conf_release(&cfg->upstream);
     redis_conf_release(&cfg->redis);
     seal_conf_release(&cfg->seal);
     conf_free(&config_schema, cfg);
@@ -146,6 +155,7 @@ int config_from_argv(struct config *cfg, struct conf_cli *cli, int argc, char **
         return -1;
     /* files the directives name, read once here so that -t checks them too */
     if (frontend_conf_load(&cfg->frontend, err, errlen) < 0 ||
+        upstream_conf_load(&cfg->upstream, err, errlen) < 0 ||
         redis_conf_load(&cfg->redis, err, errlen) < 0)
         return -1;
     return seal_conf_load(&cfg->seal, err, errlen);
@@ -178,6 +188,11 @@ int config_warnings(const struct config *cfg, FILE *out)
             continue;
         snprintf(where, sizeof(where), "route %.256s:", r->prefix);
         n += config_lease_warning(cfg, where, r->pol.lease_ms, out);
+    }
+    if (!cfg->worker.tls_listen.host[0] && cfg->frontend.ntls_cert_files) {
+        fprintf(out, "warning: tls-cert-file is set but tls-listen is not: nothing speaks TLS "
+                     "to clients\n");
+        n++;
     }
     return n + seal_conf_warnings(&cfg->seal, out);
 }

@@ -21,12 +21,13 @@
 #include "idem/seal.h"
 #include "redis/redis.h"
 
-/* The process's shape (directives listen, workers, drain-timeout): read by main and the
+/* The process's shape (directives listen, tls-listen, workers, drain-timeout): read by main and the
  * workers, so they belong to the top level. */
 struct worker_conf {
-    struct conf_addr listen;   /* listen [127.0.0.1:8080] */
-    int workers;               /* workers [CPUs], 1..256 */
-    uint64_t drain_timeout_ms; /* drain-timeout [30s] */
+    struct conf_addr listen;     /* listen [127.0.0.1:8080] */
+    struct conf_addr tls_listen; /* tls-listen [none]: clients connect here over TLS */
+    int workers;                 /* workers [CPUs], 1..256 */
+    uint64_t drain_timeout_ms;   /* drain-timeout [30s] */
 };
 
 struct config {

@@ -172,6 +172,17 @@ static void main_collect_cb(evutil_socket_t fd, short what, void *arg)
     mw->ngens = k;
 }
 
+/* a's "HOST:PORT", with the port bound when a asked for any free one (0) */
+static void main_addr_str(const struct conf_addr *a, unsigned short bound, char *out, size_t len)
+{
+    conf_addr_str(a, out, len);
+    if (a->port == 0) {
+        char *colon = strrchr(out, ':');
+        if (colon)
+            snprintf(colon + 1, len - (size_t)(colon + 1 - out), "%u", bound);
+    }
+}
+
 /* Say which settings a reload cannot change (they keep their running values). */
 static void main_reload_warn(const struct config *old, const struct config *new)
 {
@@ -182,6 +193,12 @@ static void main_reload_warn(const struct config *old, const struct config *new)
         old->worker.workers != new->worker.workers)
         log_warn("reload: listen and workers need a restart; keeping %s with %d worker(s)", a,
                  old->worker.workers);
+    if (strcmp(conf_addr_str(&old->worker.tls_listen, a, sizeof(a)),
+               conf_addr_str(&new->worker.tls_listen, b, sizeof(b))) != 0)
+        log_warn("reload: tls-listen needs a restart; keeping %s",
+                 old->worker.tls_listen.host[0] ? a : "none");
+    if (old->frontend.tls && !new->frontend.tls)
+        log_warn("reload: no tls-cert-file any more; tls-listen keeps its certificates");
     if (strcmp(conf_addr_str(&old->redis.addr, a, sizeof(a)),
                conf_addr_str(&new->redis.addr, b, sizeof(b))) != 0 ||
         old->redis.timeout_ms != new->redis.timeout_ms)
@@ -244,9 +261,9 @@ static int main_run(const struct config *cfg, int argc, char **argv)
     const struct main_gen *first = NULL;
     char err[512];
     sigset_t block, old;
-    unsigned short port = 0;
+    unsigned short port = 0, tls_port = 0;
     int ninit = 0, nstarted = 0, rc = 1;
-    char addr[CONF_HOST_MAX + 16];
+    char addr[2 * CONF_HOST_MAX + 48];
     struct evbuffer *ups = NULL;
 
     workers = calloc((size_t)cfg->worker.workers, sizeof(*workers));
@@ -277,8 +294,13 @@ static int main_run(const struct config *cfg, int argc, char **argv)
 
     /* All sockets are bound before any thread starts, so a bad address fails at once. */
     for (int i = 0; i < cfg->worker.workers; i++) {
-        int fd = worker_listen_socket(cfg, &port);
-        if (fd < 0 || worker_init(&workers[i], i + 1, &first->wg, fd) < 0)
+        int fd = worker_listen_socket(&cfg->worker.listen, &port), tls_fd = -1;
+        if (fd >= 0 && cfg->worker.tls_listen.host[0] &&
+            (tls_fd = worker_listen_socket(&cfg->worker.tls_listen, &tls_port)) < 0) {
+            close(fd);
+            goto out;
+        }
+        if (fd < 0 || worker_init(&workers[i], i + 1, &first->wg, fd, tls_fd) < 0)
             goto out;
         ninit++;
     }
@@ -326,11 +348,12 @@ static int main_run(const struct config *cfg, int argc, char **argv)
                  (int)(strrchr(aaddr, ':') - aaddr), aaddr, aport);
     }
 
-    conf_addr_str(&cfg->worker.listen, addr, sizeof(addr));
-    if (cfg->worker.listen.port == 0) {
-        char *colon = strrchr(addr, ':');
-        if (colon)
-            snprintf(colon + 1, sizeof(addr) - (size_t)(colon + 1 - addr), "%u", port);
+    main_addr_str(&cfg->worker.listen, port, addr, sizeof(addr));
+    if (cfg->worker.tls_listen.host[0]) {
+        size_t n = strlen(addr);
+        snprintf(addr + n, sizeof(addr) - n, " and TLS on ");
+        n = strlen(addr);
+        main_addr_str(&cfg->worker.tls_listen, tls_port, addr + n, sizeof(addr) - n);
     }
     ups = evbuffer_new();
     for (size_t i = 0; ups && i < cfg->upstream.naddrs; i++) {

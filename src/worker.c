@@ -22,22 +22,23 @@
 #include "http/upstream.h"
 #include "idem/idem.h"
 #include "idem/store.h"
+#include "net/tls.h"
 #include "redis/redis.h"
 
-int worker_listen_socket(const struct config *cfg, unsigned short *port)
+int worker_listen_socket(const struct conf_addr *addr, unsigned short *port)
 {
     struct addrinfo hints = {0}, *res = NULL;
     char portstr[8];
     int fd = -1, one = 1, rc;
-    unsigned short want = *port ? *port : cfg->worker.listen.port;
+    unsigned short want = *port ? *port : addr->port;
 
     snprintf(portstr, sizeof(portstr), "%u", want);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
-    rc = getaddrinfo(cfg->worker.listen.host, portstr, &hints, &res);
+    rc = getaddrinfo(addr->host, portstr, &hints, &res);
     if (rc != 0) {
-        log_error("listen %s: %s", cfg->worker.listen.host, gai_strerror(rc));
+        log_error("listen %s: %s", addr->host, gai_strerror(rc));
         return -1;
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -59,7 +60,7 @@ int worker_listen_socket(const struct config *cfg, unsigned short *port)
     freeaddrinfo(res);
     return fd;
 err:
-    log_error("listen %s:%u: %s", cfg->worker.listen.host, want, strerror(errno));
+    log_error("listen %s:%u: %s", addr->host, want, strerror(errno));
     if (fd >= 0)
         close(fd);
     freeaddrinfo(res);
@@ -71,7 +72,7 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
 {
     struct worker *w = arg;
 
-    frontend_accept(w->fe, fd, sa, salen);
+    frontend_accept(w->fe, fd, sa, salen, l == w->tls_listener ? w->tls : NULL);
 }
 
 static void worker_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -80,6 +81,8 @@ static void worker_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 
     if (w->listener && !w->draining)
         evconnlistener_enable(w->listener);
+    if (w->tls_listener && !w->draining)
+        evconnlistener_enable(w->tls_listener);
 }
 
 static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
@@ -189,6 +192,11 @@ static void worker_apply(struct worker *w, const struct worker_gen *gen)
     __atomic_store_n(&w->pool, pool, __ATOMIC_RELEASE); /* the admin thread reads it */
     frontend_set_upstreams(w->fe, pool, worker_default_host(cfg, host, sizeof(host)));
     idem_handler_set_policy(w->idem, &cfg->idem, &cfg->seal);
+    if (cfg->frontend.tls && cfg->frontend.tls != w->tls) {
+        /* new certificates for new connections; live ones keep theirs */
+        tls_server_release(w->tls);
+        w->tls = tls_server_ref(cfg->frontend.tls);
+    }
     w->gen = gen;
 }
 
@@ -256,21 +264,27 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
         evconnlistener_free(w->listener); /* closes our listening socket */
         w->listener = NULL;
     }
+    if (w->tls_listener) {
+        evconnlistener_free(w->tls_listener);
+        w->tls_listener = NULL;
+    }
     tv = clock_tv(w->gen->cfg->worker.drain_timeout_ms);
     evtimer_add(w->drain_ev, &tv);
     frontend_drain(w->fe, worker_drained_cb, w);
 }
 
-int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd)
+int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd, int tls_fd)
 {
     const struct config *cfg = gen->cfg;
     char host[CONF_HOST_MAX + 16];
 
     memset(w, 0, sizeof(*w));
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
+    w->tls_listen_fd = -1;
     w->id = id;
     w->gen = gen;
     w->listen_fd = listen_fd;
+    w->tls_listen_fd = tls_fd;
     w->base = event_base_new();
     if (!w->base)
         goto err;
@@ -280,6 +294,19 @@ int worker_init(struct worker *w, int id, const struct worker_gen *gen, int list
         goto err;
     w->listen_fd = -1; /* owned by the listener now */
     evconnlistener_set_error_cb(w->listener, worker_accept_error_cb);
+    if (tls_fd >= 0) {
+        if (!cfg->frontend.tls) {
+            log_error("tls-listen needs tls-cert-file and tls-key-file");
+            goto err;
+        }
+        w->tls = tls_server_ref(cfg->frontend.tls);
+        w->tls_listener =
+            evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0, tls_fd);
+        if (!w->tls_listener)
+            goto err;
+        w->tls_listen_fd = -1;
+        evconnlistener_set_error_cb(w->tls_listener, worker_accept_error_cb);
+    }
     /* The one cross-thread signal: main writes a byte here. A pipe rather than libevent's
      * thread support keeps every lock off the request path. */
     if (pipe2(w->stop_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
@@ -413,6 +440,14 @@ void worker_join(struct worker *w)
     if (w->listen_fd >= 0)
         close(w->listen_fd);
     w->listen_fd = -1;
+    if (w->tls_listener)
+        evconnlistener_free(w->tls_listener);
+    w->tls_listener = NULL;
+    if (w->tls_listen_fd >= 0)
+        close(w->tls_listen_fd);
+    w->tls_listen_fd = -1;
+    tls_server_release(w->tls);
+    w->tls = NULL;
     if (w->stop_ev)
         event_free(w->stop_ev);
     if (w->drain_ev)

@@ -19,6 +19,8 @@ struct frontend;
 struct frontend_handler;
 struct redis_client;
 struct store;
+struct tls_server;
+struct conf_addr;
 struct upstream_pool;
 struct upstream_targets;
 
@@ -48,6 +50,9 @@ struct worker {
     struct event_base *base;
     struct evconnlistener *listener;
     int listen_fd;
+    struct evconnlistener *tls_listener; /* tls-listen (NULL: none) */
+    int tls_listen_fd;
+    struct tls_server *tls; /* what tls-listen speaks: the latest generation's (a reference) */
     struct upstream_pool *pool;
     struct redis_client *redis;    /* this worker's Redis connections */
     struct store *store;           /* the idempotency operations on them */
@@ -70,15 +75,15 @@ struct worker {
 };
 
 /*
- * Create a listening socket bound to the configured address with SO_REUSEPORT.
- * *port (in/out): 0 means "the configured port"; when that is 0 too, the kernel picks
- * one and *port returns it so further workers bind the same. Returns fd or -1 (logged).
+ * Create a listening socket bound to addr (listen, tls-listen) with SO_REUSEPORT.
+ * *port (in/out): 0 means "addr's port"; when that is 0 too, the kernel picks one and
+ * *port returns it so further workers bind the same. Returns fd or -1 (logged).
  */
-int worker_listen_socket(const struct config *cfg, unsigned short *port);
+int worker_listen_socket(const struct conf_addr *addr, unsigned short *port);
 
-/* Prepare w (event base, listener on listen_fd which it then owns, pool, Redis,
- * frontend, handlers). 0, or -1 (logged) with everything released. */
-int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd);
+/* Prepare w (event base, listeners on listen_fd and tls_fd (-1: none) which it then
+ * owns, pool, Redis, frontend, handlers). 0, or -1 (logged) with everything released. */
+int worker_init(struct worker *w, int id, const struct worker_gen *gen, int listen_fd, int tls_fd);
 
 /* Run the loop in a new thread. 0 or -1. */
 int worker_start(struct worker *w);

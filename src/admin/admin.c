@@ -246,6 +246,7 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         upstream_pool_counters(admin_pool(&a->src[i]), &u1);
         us.connects += u1.connects;
         us.reused += u1.reused;
+        us.tls_resumed += u1.tls_resumed;
         us.failovers += u1.failovers;
         idem_handler_stats(a->src[i].idem, &i1);
         is.record_retries += i1.record_retries;
@@ -319,10 +320,22 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
             {"idemproxy_keyed_requests_in_flight", "gauge", "Keyed requests being handled now.",
              is.in_flight},
             {"idemproxy_client_connections", "gauge", "Open client connections.", fs.conns},
+            {"idemproxy_tls_handshakes_total", "counter",
+             "Client TLS handshakes completed on tls-listen (full and resumed).",
+             fs.tls_handshakes},
+            {"idemproxy_tls_resumed_total", "counter",
+             "Client TLS handshakes that resumed a session (a ticket).", fs.tls_resumed},
+            {"idemproxy_tls_handshake_failures_total", "counter",
+             "Client TLS handshakes that failed or timed out (plain text on the TLS port "
+             "included).",
+             fs.tls_failures},
             {"idemproxy_upstream_connections_opened_total", "counter",
              "TCP connections opened to upstreams.", us.connects},
             {"idemproxy_upstream_connections_reused_total", "counter",
              "Requests sent on a pooled upstream connection.", us.reused},
+            {"idemproxy_upstream_tls_resumed_total", "counter",
+             "Upstream TLS connections that resumed a session (upstream-tls-session-reuse).",
+             us.tls_resumed},
             {"idemproxy_draining", "gauge", "1 once the process is shutting down.",
              (uint64_t)METRIC_GET(a->draining)},
         };
@@ -525,6 +538,7 @@ static int admin_rkey(struct admin *a, struct frontend_req *r, const struct admi
     uint8_t id[IDKEY_HASH_LEN];
     char key[4097], hex[IDKEY_HEX_LEN + 1];
     size_t klen = evbuffer_get_length(q->key);
+    const char *cert = NULL;
     int rc = -1;
 
     if (!raw)
@@ -538,13 +552,17 @@ static int admin_rkey(struct admin *a, struct frontend_req *r, const struct admi
             goto out;
     key[klen] = '\0';
     evbuffer_add_printf(raw, "POST / HTTP/1.1\r\nHost: admin\r\n");
-    for (size_t i = 0; i < q->nscope; i++)
-        evbuffer_add_printf(raw, "%s: %s\r\n", q->names[i], q->values[i]);
+    for (size_t i = 0; i < q->nscope; i++) {
+        if (strcmp(q->names[i], IDKEY_SCOPE_CLIENT_CERT) == 0)
+            cert = q->values[i]; /* the fingerprint, in hex */
+        else
+            evbuffer_add_printf(raw, "%s: %s\r\n", q->names[i], q->values[i]);
+    }
     evbuffer_add(raw, "\r\n", 2);
     if (http1_parse_request(&head, (const char *)evbuffer_pullup(raw, -1), evbuffer_get_length(raw),
                             &err) < 0)
         goto out; /* a scope name or value no request could carry */
-    rc = idkey_record_id(&head, a->pol->scope_headers, a->pol->nscope_headers, key, klen, id);
+    rc = idkey_record_id(&head, a->pol->scope_headers, a->pol->nscope_headers, cert, key, klen, id);
     http1_head_clear(&head);
     if (rc == 0) {
         idkey_hex(id, hex);
@@ -744,7 +762,7 @@ static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 {
     struct admin *a = arg;
 
-    frontend_accept(a->fe, fd, sa, salen);
+    frontend_accept(a->fe, fd, sa, salen, NULL);
 }
 
 static void admin_stop_cb(evutil_socket_t fd, short what, void *arg)

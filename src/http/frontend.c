@@ -12,7 +12,6 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/util.h>
 
@@ -22,6 +21,13 @@
 #include "http/accesslog.h"
 #include "http/headers.h"
 #include "net/netio.h"
+#include "net/tls.h"
+
+static const struct conf_choice fe_auth_choices[] = {{"no", TLS_AUTH_NO},
+                                                     {"optional", TLS_AUTH_OPTIONAL},
+                                                     {"yes", TLS_AUTH_YES},
+                                                     {"off", TLS_AUTH_NO},
+                                                     {NULL, 0}};
 
 const struct conf_directive frontend_conf_rows[] = {
     {.name = "max-body",
@@ -68,6 +74,70 @@ const struct conf_directive frontend_conf_rows[] = {
      .off = offsetof(struct frontend_conf, error_template),
      .arg = "PATH|none",
      .help = "the proxy's own errors in a template's shape"},
+    {.name = "tls-cert-file",
+     .type = CONF_T_STRING_LIST,
+     .flags = CONF_F_REPEATABLE,
+     .off = offsetof(struct frontend_conf, tls_cert_files),
+     .count_off = offsetof(struct frontend_conf, ntls_cert_files),
+     .arg = "FILE",
+     .help = "tls-listen's certificate chain (PEM; repeat: ECDSA + RSA)"},
+    {.name = "tls-key-file",
+     .type = CONF_T_STRING_LIST,
+     .flags = CONF_F_REPEATABLE,
+     .off = offsetof(struct frontend_conf, tls_key_files),
+     .count_off = offsetof(struct frontend_conf, ntls_key_files),
+     .arg = "FILE",
+     .help = "the private key of each tls-cert-file, in order"},
+    {.name = "tls-protocols",
+     .type = CONF_T_STRING_LIST,
+     .def = "TLSv1.2 TLSv1.3",
+     .off = offsetof(struct frontend_conf, tls_protocols),
+     .count_off = offsetof(struct frontend_conf, ntls_protocols),
+     .arg = "TLSv1.2|TLSv1.3...",
+     .help = "protocol versions tls-listen accepts"},
+    {.name = "tls-ciphers",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct frontend_conf, tls_ciphers),
+     .arg = "LIST",
+     .help = "TLS 1.2 ciphers, OpenSSL's syntax (default: OpenSSL's)"},
+    {.name = "tls-ciphersuites",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct frontend_conf, tls_ciphersuites),
+     .arg = "LIST",
+     .help = "TLS 1.3 suites, OpenSSL's syntax (default: OpenSSL's)"},
+    {.name = "tls-client-ca-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct frontend_conf, tls_client_ca_file),
+     .arg = "FILE",
+     .help = "CAs whose client certificates tls-listen accepts"},
+    {.name = "tls-auth-clients",
+     .type = CONF_T_ENUM,
+     .def = "no",
+     .off = offsetof(struct frontend_conf, tls_auth_clients),
+     .choices = fe_auth_choices,
+     .arg = "no|optional|yes",
+     .help = "ask clients for a certificate (yes: require one)"},
+    {.name = "tls-session-tickets",
+     .type = CONF_T_BOOL,
+     .def = "on",
+     .off = offsetof(struct frontend_conf, tls_tickets),
+     .arg = "on|off",
+     .help = "resume TLS sessions with tickets"},
+    {.name = "tls-ticket-key-file",
+     .type = CONF_T_STRING_LIST,
+     .flags = CONF_F_REPEATABLE,
+     .off = offsetof(struct frontend_conf, tls_ticket_key_files),
+     .count_off = offsetof(struct frontend_conf, ntls_ticket_key_files),
+     .arg = "FILE",
+     .help = "80 random bytes; the first encrypts, all decrypt"},
+    {.name = "tls-handshake-timeout",
+     .type = CONF_T_DURATION,
+     .min = 1,
+     .max = CONF_MS_DAY,
+     .def = "10s",
+     .off = offsetof(struct frontend_conf, tls_handshake_timeout_ms),
+     .arg = "DURATION",
+     .help = "bound on a client's TLS handshake"},
     CONF_END,
 };
 
@@ -79,6 +149,39 @@ int frontend_conf_load(struct frontend_conf *conf, char *err, size_t errlen)
     if (conf->error_template && strcmp(conf->error_template, "none") != 0 &&
         !(style = problem_style_load(conf->error_template, why, sizeof(why))))
         return conf_fail(err, errlen, "error-template: %s", why);
+    if (conf->ntls_cert_files || conf->ntls_key_files) {
+        char protocols[128] = "";
+        struct tls_server_opts o = {
+            .cert_files = conf->tls_cert_files,
+            .key_files = conf->tls_key_files,
+            .ncerts = conf->ntls_cert_files,
+            .nkeys = conf->ntls_key_files,
+            .protocols = protocols,
+            .ciphers = conf->tls_ciphers,
+            .ciphersuites = conf->tls_ciphersuites,
+            .client_ca_file = conf->tls_client_ca_file,
+            .auth = (enum tls_auth)conf->tls_auth_clients,
+            .tickets = conf->tls_tickets,
+            .ticket_key_files = conf->tls_ticket_key_files,
+            .nticket_keys = conf->ntls_ticket_key_files,
+        };
+        struct tls_server *tls;
+        for (size_t i = 0; i < conf->ntls_protocols; i++)
+            snprintf(protocols + strlen(protocols), sizeof(protocols) - strlen(protocols), "%s%s",
+                     i ? " " : "", conf->tls_protocols[i]);
+        if (!(tls = tls_server_new(&o, why, sizeof(why)))) {
+            problem_style_free(style);
+            return conf_fail(err, errlen, "%s", why);
+        }
+        tls_server_release(conf->tls);
+        conf->tls = tls;
+    } else if (conf->tls_client_ca_file || conf->tls_auth_clients != TLS_AUTH_NO ||
+               conf->ntls_ticket_key_files) {
+        problem_style_free(style);
+        return conf_fail(err, errlen,
+                         "tls-client-ca-file, tls-auth-clients and "
+                         "tls-ticket-key-file need tls-cert-file");
+    }
     problem_style_free(conf->error_style);
     conf->error_style = style;
     return 0;
@@ -88,6 +191,8 @@ void frontend_conf_release(struct frontend_conf *conf)
 {
     problem_style_free(conf->error_style);
     conf->error_style = NULL;
+    tls_server_release(conf->tls);
+    conf->tls = NULL;
 }
 
 /* A client connection's state; c->req is NULL in FE_HEAD until a head arrived. */
@@ -150,9 +255,8 @@ struct frontend {
 
 struct frontend_conn {
     struct frontend *fe;
-    struct bufferevent *bev; /* writes, write timeout */
-    struct netio_reader *rd; /* reads, client-timeout */
-    struct timeval timeout;  /* client-timeout */
+    struct netio_conn *nc;  /* the socket: reads, writes, client-timeout */
+    struct timeval timeout; /* client-timeout */
     enum fe_state state;
     size_t scan;
     uint64_t head_deadline; /* FE_HEAD with bytes: the whole head is due by then (0: none) */
@@ -166,6 +270,9 @@ struct frontend_conn {
     uint64_t remaining, total;
     struct http1_chunked chunked;
     char ip[64];
+    int tls;         /* over TLS */
+    int handshaking; /* ... and its handshake is not done */
+    char cert[65];   /* the client certificate's fingerprint ("": none) */
     TAILQ_ENTRY(frontend_conn) link;
 };
 
@@ -176,9 +283,9 @@ struct frontend_conn {
 #define FE_LINGER_READ_MS   1000 /* ... and this long between reads */
 #define FE_LINGER_MAX_BYTES (64 * 1024 * 1024)
 
-static void fe_read_cb(struct bufferevent *bev, void *arg);
-static void fe_write_cb(struct bufferevent *bev, void *arg);
-static void fe_event_cb(struct bufferevent *bev, short what, void *arg);
+static void fe_read_cb(struct netio_conn *nc, void *arg);
+static void fe_write_cb(struct netio_conn *nc, void *arg);
+static void fe_event_cb(struct netio_conn *nc, short what, void *arg);
 
 /* Once draining: tell the owner, from the loop, when nothing is left. */
 static void fe_maybe_drained(struct frontend *fe)
@@ -265,6 +372,9 @@ void frontend_stats_add(const struct frontend *fe, struct frontend_stats *sum)
     size_t n = __atomic_load_n(&st->noutcomes, __ATOMIC_ACQUIRE);
 
     sum->conns += METRIC_GET(st->conns);
+    sum->tls_handshakes += METRIC_GET(st->tls_handshakes);
+    sum->tls_resumed += METRIC_GET(st->tls_resumed);
+    sum->tls_failures += METRIC_GET(st->tls_failures);
     for (size_t i = 0; i < n; i++) {
         size_t k;
         for (k = 0; k < sum->noutcomes; k++)
@@ -337,15 +447,16 @@ static void fe_conn_free(struct frontend_conn *c)
     TAILQ_REMOVE(&fe->conns, c, link);
     fe->nconns--;
     METRIC_SET(fe->stats.conns, fe->nconns);
-    netio_reader_free(c->rd); /* deferred if we are inside its callback */
-    bufferevent_free(c->bev); /* safe from its own callbacks (libevent refcounts it) */
+    netio_conn_free(c->nc); /* deferred if we are inside its callback */
     free(c);
     fe_maybe_drained(fe);
 }
 
-void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int salen)
+void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int salen,
+                     struct tls_server *tls)
 {
     struct frontend_conn *c;
+    struct tport *t = NULL;
 
     if (fe->draining) {
         evutil_closesocket(fd);
@@ -368,15 +479,14 @@ void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int
         snprintf(c->ip, sizeof(c->ip), "unknown");
     netio_nodelay(fd);
     evutil_make_socket_nonblocking(fd);
-    c->bev = bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    if (tls && !(t = tport_tls_server(tls, fd))) {
         evutil_closesocket(fd);
         free(c);
         return;
     }
-    c->rd = netio_reader_new(c->bev, fe_read_cb, fe_event_cb, c);
-    if (!c->rd) {
-        bufferevent_free(c->bev);
+    c->tls = t != NULL;
+    c->nc = netio_conn_new(fe->base, fd, t, fe_read_cb, fe_write_cb, fe_event_cb, c);
+    if (!c->nc) { /* fd closed */
         free(c);
         return;
     }
@@ -384,40 +494,41 @@ void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int
     fe->nconns++;
     METRIC_SET(fe->stats.conns, fe->nconns);
     c->timeout = clock_tv(fe->conf->client_timeout_ms);
-    bufferevent_set_timeouts(c->bev, NULL, &c->timeout);
-    bufferevent_setcb(c->bev, NULL, fe_write_cb, fe_event_cb, c);
-    /* The bufferevent neither reads (the netio reader does) nor watches writability
-     * (answers are written directly by netio_flush; EV_WRITE is on by default). */
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    netio_reader_start(c->rd, &c->timeout);
+    netio_set_write_timeout(c->nc, &c->timeout);
+    if (c->tls) {
+        struct timeval hs = clock_tv(fe->conf->tls_handshake_timeout_ms);
+        c->handshaking = 1;
+        netio_handshake(c->nc, &hs); /* fe_event_cb: NETIO_CONNECTED, then reads */
+        return;
+    }
+    netio_read_start(c->nc, &c->timeout);
 }
 
 /* After an answer is queued: go on with the next request, or close once written. */
 static void fe_after_answer(struct frontend_conn *c)
 {
-    int flushed = netio_flush(c->bev);
+    int flushed = netio_flush(c->nc);
 
     if (!c->keepalive || c->fe->draining) {
         c->state = FE_CLOSING;
-        netio_reader_stop(c->rd);
+        netio_read_stop(c->nc);
         /* close from the write callback, never from the caller's stack */
         if (flushed)
-            bufferevent_trigger(c->bev, EV_WRITE,
-                                BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+            netio_write_done_soon(c->nc);
         return;
     }
     c->state = FE_HEAD;
     c->scan = 0;
     c->head_deadline = 0;
-    netio_reader_start(c->rd, &c->timeout); /* restarts the idle timeout */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)))
-        netio_reader_kick(c->rd); /* pipelined requests already read */
+    netio_read_start(c->nc, &c->timeout); /* restarts the idle timeout */
+    if (evbuffer_get_length(netio_input(c->nc)))
+        netio_read_kick(c->nc); /* pipelined requests already read */
 }
 
 /* Problem answer for a request we could not parse or frame; the connection closes. */
 static void fe_reject(struct frontend_conn *c, enum problem_kind kind, const char *detail)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = netio_output(c->nc);
     struct evbuffer *body = evbuffer_new(), *hdrs = evbuffer_new();
     const struct problem_type *t = problem_type(kind);
     size_t before = evbuffer_get_length(out);
@@ -468,7 +579,7 @@ void frontend_respond(struct frontend_req *r, int status, const char *reason,
 
     r->status = status;
     if (c) {
-        struct evbuffer *out = bufferevent_get_output(c->bev);
+        struct evbuffer *out = netio_output(c->nc);
         size_t len = body ? evbuffer_get_length(body) : 0, before = evbuffer_get_length(out);
         /* HEAD and 304 answers keep the upstream's Content-Length, describing the
          * representation rather than this (empty) message. */
@@ -564,8 +675,8 @@ static void fe_stream_start(struct frontend_req *r, const struct http1_head *hea
         }
         keep = c->keepalive && r->head.minor == 0 ? HEADERS_KEEPALIVE_EXPLICIT : c->keepalive;
         /* length_as_is: the upstream's Content-Length, or (streamed) none at all */
-        headers_write_response(bufferevent_get_output(c->bev), head->status, head->reason, head,
-                               extra, 0, 1, keep);
+        headers_write_response(netio_output(c->nc), head->status, head->reason, head, extra, 0, 1,
+                               keep);
         log_debug("%s %s %s → %d (streaming)", c->ip, r->head.method, r->head.target, head->status);
     }
     fe_stream_data(r, body);
@@ -582,7 +693,7 @@ static void fe_stream_data(struct frontend_req *r, struct evbuffer *body)
             evbuffer_drain(body, len); /* the client is gone: drop it */
         return;
     }
-    out = bufferevent_get_output(c->bev);
+    out = netio_output(c->nc);
     r->bytes_out += len;
     if (r->chunked_out) {
         char size[24];
@@ -593,7 +704,7 @@ static void fe_stream_data(struct frontend_req *r, struct evbuffer *body)
     } else {
         evbuffer_add_buffer(out, body);
     }
-    if (!netio_flush(c->bev) && evbuffer_get_length(out) > FE_STREAM_HIGH && r->x && !r->paused) {
+    if (!netio_flush(c->nc) && evbuffer_get_length(out) > FE_STREAM_HIGH && r->x && !r->paused) {
         r->paused = 1; /* resumed by fe_write_cb once the client has caught up */
         upstream_exchange_pause(r->x, 1);
     }
@@ -611,7 +722,7 @@ static void fe_stream_end(struct frontend_req *r, int complete)
         fe_req_free(r);
     } else if (complete) {
         if (r->chunked_out)
-            evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+            evbuffer_add(netio_output(c->nc), "0\r\n\r\n", 5);
         c->req = NULL;
         r->conn = NULL;
         fe_req_free(r);
@@ -667,8 +778,9 @@ int frontend_send_upstream(struct frontend_req *r, size_t keep, upstream_cb cb, 
 
     if (fe->past_deadline)
         return -1; /* the drain deadline passed: nothing more goes upstream */
-    headers_write_request(wire, &r->head, r->client_ip, r->has_body, evbuffer_get_length(r->body),
-                          fe->default_host, r->request_id_made ? r->request_id : NULL);
+    headers_write_request(wire, &r->head, r->client_ip, r->tls, r->has_body,
+                          evbuffer_get_length(r->body), fe->default_host,
+                          r->request_id_made ? r->request_id : NULL);
     r->upstream_started_us = clock_mono_us();
     evbuffer_add_buffer(wire, r->body);
     r->ucb = cb;
@@ -768,6 +880,8 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     r->started_us = clock_mono_us();
     r->started_unix_ms = clock_unix_ms();
     bytes_strlcpy(r->client_ip, c->ip, sizeof(r->client_ip));
+    bytes_strlcpy(r->client_cert, c->cert, sizeof(r->client_cert));
+    r->tls = c->tls;
     TAILQ_INSERT_TAIL(&c->fe->reqs, r, link);
     c->fe->nreqs++;
     c->req = r;
@@ -802,8 +916,8 @@ static int fe_start_request(struct frontend_conn *c, struct evbuffer *in, long n
     expect = http1_header_get_id(&r->head, HTTP1_H_EXPECT, NULL);
     if (expect && r->head.minor == 1 && c->kind != HTTP1_BODY_NONE &&
         strcasecmp(expect, "100-continue") == 0 && evbuffer_get_length(in) == 0) {
-        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        netio_flush(c->bev);
+        evbuffer_add(netio_output(c->nc), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        netio_flush(c->nc);
     }
     c->state = FE_BODY;
     return 0;
@@ -826,14 +940,14 @@ static void fe_head_deadline(struct frontend_conn *c, int started)
     if (!c->head_deadline)
         c->head_deadline = now + c->fe->conf->client_timeout_ms;
     tv = clock_tv(c->head_deadline > now ? c->head_deadline - now : 0);
-    netio_reader_start(c->rd, &tv);
+    netio_read_start(c->nc, &tv);
 }
 
 /* Consume what is buffered, as far as the state allows. */
 static void fe_process(struct frontend_conn *c)
 {
     const struct frontend_conf *conf = c->fe->conf;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = netio_input(c->nc);
 
     for (;;) {
         if (c->state == FE_HEAD) {
@@ -844,7 +958,7 @@ static void fe_process(struct frontend_conn *c)
             }
             if (c->head_deadline) {
                 c->head_deadline = 0; /* the body: client-timeout between reads */
-                netio_reader_start(c->rd, &c->timeout);
+                netio_read_start(c->nc, &c->timeout);
             }
             if (n == -2) {
                 fe_reject(c, PROBLEM_BAD_REQUEST, "bare LF in message head (lines end in CRLF)");
@@ -892,18 +1006,17 @@ static void fe_linger_start(struct frontend_conn *c)
 
     c->state = FE_LINGER;
     c->linger_deadline = clock_mono_ms() + FE_LINGER_MS;
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    evbuffer_drain(bufferevent_get_input(c->bev),
-                   evbuffer_get_length(bufferevent_get_input(c->bev)));
-    netio_reader_start(c->rd, &tv);
+    netio_shutdown_write(c->nc);
+    evbuffer_drain(netio_input(c->nc), evbuffer_get_length(netio_input(c->nc)));
+    netio_read_start(c->nc, &tv);
 }
 
-static void fe_read_cb(struct bufferevent *bev, void *arg)
+static void fe_read_cb(struct netio_conn *nc, void *arg)
 {
     struct frontend_conn *c = arg;
 
     if (c->state == FE_LINGER) {
-        struct evbuffer *in = bufferevent_get_input(bev);
+        struct evbuffer *in = netio_input(nc);
         c->lingered += evbuffer_get_length(in);
         evbuffer_drain(in, evbuffer_get_length(in));
         if (c->lingered > FE_LINGER_MAX_BYTES || clock_mono_ms() >= c->linger_deadline)
@@ -912,15 +1025,15 @@ static void fe_read_cb(struct bufferevent *bev, void *arg)
     }
     if (c->state == FE_HEAD || c->state == FE_BODY)
         fe_process(c);
-    else if (evbuffer_get_length(bufferevent_get_input(bev)) > c->fe->conf->max_headers)
-        netio_reader_stop(c->rd); /* enough pipelined; resumed after the answer */
+    else if (evbuffer_get_length(netio_input(nc)) > c->fe->conf->max_headers)
+        netio_read_stop(c->nc); /* enough pipelined; resumed after the answer */
 }
 
-static void fe_write_cb(struct bufferevent *bev, void *arg)
+static void fe_write_cb(struct netio_conn *nc, void *arg)
 {
     struct frontend_conn *c = arg;
 
-    bufferevent_disable(bev, EV_WRITE); /* drained: back to direct writes */
+    (void)nc;
     if (c->req && c->req->paused && c->req->x) {
         c->req->paused = 0; /* the client caught up with a streamed answer */
         upstream_exchange_pause(c->req->x, 0);
@@ -933,28 +1046,67 @@ static void fe_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
-static void fe_event_cb(struct bufferevent *bev, short what, void *arg)
+/* The TLS handshake ended (what: NETIO_CONNECTED, or why not). */
+static void fe_handshake_done(struct frontend_conn *c, short what)
+{
+    struct tport *t = netio_tport(c->nc);
+
+    c->handshaking = 0;
+    if (what & NETIO_CONNECTED) {
+        METRIC_INC(c->fe->stats.tls_handshakes);
+        if (tport_tls_reused(t))
+            METRIC_INC(c->fe->stats.tls_resumed);
+        if (!tport_peer_fingerprint(t, c->cert))
+            c->cert[0] = '\0';
+        netio_read_start(c->nc, &c->timeout);
+        return;
+    }
+    METRIC_INC(c->fe->stats.tls_failures);
+    if (t->not_tls) {
+        /* plain HTTP on the TLS port: say so in plain HTTP (as nginx does), then close */
+        static const char msg[] = "HTTP/1.1 400 Bad Request\r\n"
+                                  "Content-Type: text/plain\r\n"
+                                  "Content-Length: 48\r\n"
+                                  "Connection: close\r\n\r\n"
+                                  "This port speaks TLS: use https:// to connect.\r\n";
+        ssize_t n = send(netio_fd(c->nc), msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)n;
+        log_info("%s: plain HTTP sent to the TLS port; answered 400", c->ip);
+    } else {
+        log_info("%s: %s", c->ip,
+                 (what & NETIO_TIMEOUT) ? "TLS handshake did not finish within "
+                                          "tls-handshake-timeout"
+                                        : netio_error(c->nc));
+    }
+    fe_conn_free(c);
+}
+
+static void fe_event_cb(struct netio_conn *nc, short what, void *arg)
 {
     struct frontend_conn *c = arg;
 
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+    if (c->handshaking) {
+        fe_handshake_done(c, what);
+        return;
+    }
+
+    if ((what & NETIO_TIMEOUT) && (what & NETIO_READING) &&
         (c->state == FE_BUSY || c->state == FE_CLOSING)) {
         /* the client waits for a slow answer: that is not the client's fault (and a
          * closing connection's write timeout is the bufferevent's) */
         return;
     }
-    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && c->state == FE_BUSY) {
+    if ((what & NETIO_EOF) && (what & NETIO_READING) && c->state == FE_BUSY) {
         /* A half-close after a complete request is legal HTTP/1.1 (the client says it
          * sends nothing more): answer it, then close. A client that is really gone is
          * noticed when the answer cannot be written. */
         c->read_closed = 1;
         c->keepalive = 0;
-        netio_reader_stop(c->rd);
+        netio_read_stop(c->nc);
         return;
     }
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
-        (c->state == FE_BODY ||
-         (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(bev))))) {
+    if ((what & NETIO_TIMEOUT) && (what & NETIO_READING) &&
+        (c->state == FE_BODY || (c->state == FE_HEAD && evbuffer_get_length(netio_input(nc))))) {
         /* a request started but did not arrive in time */
         fe_reject(c, PROBLEM_REQUEST_TIMEOUT, "the request did not arrive within client-timeout");
         return;
@@ -1047,8 +1199,8 @@ void frontend_drain(struct frontend *fe, void (*on_drained)(void *arg), void *ar
     for (c = TAILQ_FIRST(&fe->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
         c->keepalive = 0;
-        if (c->state == FE_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
-            evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        if (c->state == FE_HEAD && evbuffer_get_length(netio_input(c->nc)) == 0 &&
+            evbuffer_get_length(netio_output(c->nc)) == 0)
             fe_conn_free(c);
     }
     fe_maybe_drained(fe);

@@ -34,6 +34,7 @@ struct event_base;
 struct evbuffer;
 struct frontend;
 struct frontend_conn;
+struct tls_server;
 
 /* Client-side limits, timeouts, the access log and the shape of the proxy's own answers
  * (directives max-body, max-headers, response-buffer, client-timeout, access-log,
@@ -48,6 +49,24 @@ struct frontend_conf {
     /* not a directive: the template error-template names, loaded by frontend_conf_load
      * (NULL: RFC 9457 problem+json); owned */
     struct problem_style *error_style;
+    /* TLS on tls-listen (directives tls-*) */
+    char **tls_cert_files; /* tls-cert-file (repeatable: ECDSA + RSA) */
+    size_t ntls_cert_files;
+    char **tls_key_files; /* tls-key-file, one per tls-cert-file, in order */
+    size_t ntls_key_files;
+    char **tls_protocols; /* tls-protocols [TLSv1.2 TLSv1.3] */
+    size_t ntls_protocols;
+    char *tls_ciphers;      /* tls-ciphers: TLS 1.2 list [OpenSSL's] */
+    char *tls_ciphersuites; /* tls-ciphersuites: TLS 1.3 [OpenSSL's] */
+    char *tls_client_ca_file;
+    int tls_auth_clients;        /* tls-auth-clients [no]: enum tls_auth */
+    int tls_tickets;             /* tls-session-tickets [on] */
+    char **tls_ticket_key_files; /* tls-ticket-key-file (repeatable; the first encrypts) */
+    size_t ntls_ticket_key_files;
+    uint64_t tls_handshake_timeout_ms; /* tls-handshake-timeout [10s] */
+    /* not a directive: the context those make, by frontend_conf_load when tls-cert-file
+     * is set (NULL otherwise); one reference owned */
+    struct tls_server *tls;
 };
 extern const struct conf_directive frontend_conf_rows[]; /* ended by CONF_END */
 
@@ -75,6 +94,10 @@ struct frontend_req {
     int has_body;          /* the client framed a body (even an empty chunked one) */
     struct evbuffer *body; /* complete request body */
     char client_ip[64];
+    /* the SHA-256 of the client's verified TLS certificate, hex ("" when none): a
+     * scope-headers entry ":client-cert" scopes keys by it */
+    char client_cert[65];
+    int tls; /* it came over TLS (tls-listen) */
     /* The request id: X-Request-Id as the client sent it (first one, cut at 128 bytes),
      * or one the proxy made (then it is added to the upstream request). Logged, and in
      * the proxy's own error bodies. */
@@ -141,8 +164,10 @@ void frontend_free(struct frontend *fe);
 /* Append h to the chain (offered requests in the order added). */
 void frontend_add_handler(struct frontend *fe, struct frontend_handler *h);
 
-/* Take over an accepted client socket (closed at once while draining). */
-void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int salen);
+/* Take over an accepted client socket (closed at once while draining); with tls (not
+ * NULL), it speaks TLS: the handshake comes first, within tls-handshake-timeout. */
+void frontend_accept(struct frontend *fe, int fd, const struct sockaddr *sa, int salen,
+                     struct tls_server *tls);
 
 /* Drain: close idle connections now, busy ones after their current answer; refuse new
  * ones. on_drained(arg) is called once, from the loop, when no connection and no
@@ -165,6 +190,8 @@ int frontend_past_deadline(const struct frontend *fe);
 #define FRONTEND_MAX_OUTCOMES 32
 struct frontend_stats {
     uint64_t conns; /* open client connections now */
+    /* TLS handshakes on tls-listen: done (of which resumed), and failed or timed out */
+    uint64_t tls_handshakes, tls_resumed, tls_failures;
     size_t noutcomes;
     struct {
         const char *name; /* as the access log spells it */

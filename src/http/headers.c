@@ -116,7 +116,7 @@ static int headers_method_has_body(const char *method)
 }
 
 void headers_write_request(struct evbuffer *out, const struct http1_head *req,
-                           const char *client_ip, int has_body, uint64_t body_len,
+                           const char *client_ip, int tls, int has_body, uint64_t body_len,
                            const char *default_host, const char *request_id)
 {
     struct headers_w wr, *w = &wr;
@@ -184,7 +184,10 @@ void headers_write_request(struct evbuffer *out, const struct http1_head *req,
         headers_add_line(w, "X-Forwarded-For: ", client_ip);
     if (!via_done)
         headers_add(w, "Via: " HEADERS_VIA_TOKEN "\r\n", sizeof(HEADERS_VIA_TOKEN) + 6);
-    headers_add(w, "X-Forwarded-Proto: http\r\n", 25);
+    if (tls)
+        headers_add(w, "X-Forwarded-Proto: https\r\n", 26);
+    else
+        headers_add(w, "X-Forwarded-Proto: http\r\n", 25);
     if (host)
         headers_add_line(w, "X-Forwarded-Host: ", host);
     if (request_id)

@@ -24,13 +24,14 @@ int headers_is_hop_by_hop(const struct http1_head *h, size_t i);
 
 /*
  * Write the upstream request head to out: request line (HTTP/1.1), filtered headers,
- * forwarding fields for client_ip, and Content-Length: body_len when the client sent a
+ * forwarding fields for client_ip (X-Forwarded-Proto: https when it came over TLS, tls),
+ * and Content-Length: body_len when the client sent a
  * body (has_body) or the method conventionally carries one. default_host is used as
  * Host when an HTTP/1.0 client sent none. request_id (may be NULL) is added as
  * X-Request-Id: the one the proxy made for a request that carried none.
  */
 void headers_write_request(struct evbuffer *out, const struct http1_head *req,
-                           const char *client_ip, int has_body, uint64_t body_len,
+                           const char *client_ip, int tls, int has_body, uint64_t body_len,
                            const char *default_host, const char *request_id);
 
 /*

@@ -7,18 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/netio.h"
+#include "net/tls.h"
 
 #define UPSTREAM_MAX_HEAD     (64 * 1024)
 #define UPSTREAM_IDLE_TIMEOUT 60000 /* ms an idle pooled connection is kept */
@@ -26,14 +27,106 @@
 #define UPSTREAM_BACKOFF_MAX  30000
 #define UPSTREAM_PEEK_AFTER   250 /* ms idle before a reused connection is probed */
 
+/* upstream [http://|https://]HOST:PORT ...: appends (repeatable); https:// means TLS */
+static int upstream_addr_set(const struct conf_directive *d, void *base, const char *where,
+                             int argc, const char **argv, char *err, size_t errlen)
+{
+    struct upstream_conf *uc = base;
+    struct conf_addr *nl;
+    size_t https = 0;
+
+    (void)d;
+    if (argc < 1)
+        return conf_fail(err, errlen, "%s: expected at least 1 argument, got 0", where);
+    /* the whole line or nothing: parse into the tail, count it in only at the end */
+    if (!(nl = realloc(uc->addrs, (uc->naddrs + (size_t)argc) * sizeof(*nl))))
+        return conf_fail(err, errlen, "%s: out of memory", where);
+    uc->addrs = nl;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *why;
+        int tls = strncmp(a, "https://", 8) == 0, plain = strncmp(a, "http://", 7) == 0;
+        char hostport[CONF_HOST_MAX + 16];
+        size_t n;
+        a += tls ? 8 : plain ? 7 : 0;
+        n = strcspn(a, "/");
+        if ((tls || plain) && a[n] && strcmp(a + n, "/") != 0)
+            return conf_fail(err, errlen,
+                             "%s: '%s': a path is not part of an upstream (requests keep theirs)",
+                             where, argv[i]);
+        if (tls || plain) {
+            snprintf(hostport, sizeof(hostport), "%.*s", (int)n, a);
+            if (!strrchr(hostport, ':') || hostport[strlen(hostport) - 1] == ']')
+                snprintf(hostport + strlen(hostport), sizeof(hostport) - strlen(hostport), ":%s",
+                         tls ? "443" : "80");
+            a = hostport;
+        }
+        if ((why = conf_addr_parse(a, &nl[uc->naddrs + (size_t)i], 0, 0)))
+            return conf_fail(err, errlen, "%s: invalid address '%s': %s", where, argv[i], why);
+        https += (size_t)tls;
+    }
+    uc->naddrs += (size_t)argc;
+    uc->nhttps += https;
+    uc->nhttp += (size_t)argc - https;
+    if (https)
+        uc->tls = 1;
+    return 0;
+}
+
+static void upstream_addr_free(const struct conf_directive *d, void *base)
+{
+    struct upstream_conf *uc = base;
+
+    (void)d;
+    free(uc->addrs);
+    uc->addrs = NULL;
+    uc->naddrs = uc->nhttps = uc->nhttp = 0;
+}
+
 const struct conf_directive upstream_conf_rows[] = {
     {.name = "upstream",
-     .type = CONF_T_ADDR_LIST,
-     .flags = CONF_F_REPEATABLE,
-     .off = offsetof(struct upstream_conf, addrs),
-     .count_off = offsetof(struct upstream_conf, naddrs),
-     .arg = "HOST:PORT",
-     .help = "backend to forward to; repeat for more (required)"},
+     .type = CONF_T_CUSTOM,
+     .arg = "[https://]HOST:PORT",
+     .help = "backend to forward to; repeat for more (required)",
+     .custom_set = upstream_addr_set,
+     .custom_free = upstream_addr_free},
+    {.name = "upstream-tls",
+     .type = CONF_T_BOOL,
+     .def = "off",
+     .off = offsetof(struct upstream_conf, tls),
+     .arg = "on|off",
+     .help = "speak TLS to the upstreams (https:// turns it on)"},
+    {.name = "upstream-tls-verify",
+     .type = CONF_T_BOOL,
+     .def = "on",
+     .off = offsetof(struct upstream_conf, tls_verify),
+     .arg = "on|off",
+     .help = "check the upstream's certificate chain and name"},
+    {.name = "upstream-tls-ca-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct upstream_conf, tls_ca_file),
+     .arg = "FILE",
+     .help = "CAs the upstreams' certificates chain to (default: system's)"},
+    {.name = "upstream-tls-server-name",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct upstream_conf, tls_server_name),
+     .arg = "NAME",
+     .help = "SNI and the name checked (default: each upstream's host)"},
+    {.name = "upstream-tls-cert-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct upstream_conf, tls_cert_file),
+     .arg = "FILE",
+     .help = "client certificate shown to the upstreams (PEM)"},
+    {.name = "upstream-tls-key-file",
+     .type = CONF_T_STRING,
+     .off = offsetof(struct upstream_conf, tls_key_file),
+     .arg = "FILE",
+     .help = "the key of upstream-tls-cert-file (PEM)"},
+    {.name = "upstream-tls-session-reuse",
+     .type = CONF_T_BOOL,
+     .def = "on",
+     .off = offsetof(struct upstream_conf, tls_session_reuse),
+     .arg = "on|off",
+     .help = "resume TLS sessions on new upstream connections"},
     {.name = "upstream-timeout",
      .type = CONF_T_DURATION,
      .min = 1,
@@ -75,7 +168,40 @@ int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t e
         return conf_fail(err, errlen,
                          "no upstream configured: give --upstream HOST:PORT or an 'upstream' "
                          "line in the config file");
+    if (conf->nhttps && conf->nhttps != conf->naddrs)
+        return conf_fail(err, errlen,
+                         "upstream: %zu of %zu upstreams are https://: the pool speaks one "
+                         "protocol (write https:// for all of them, or use upstream-tls)",
+                         conf->nhttps, conf->naddrs);
     return 0;
+}
+
+int upstream_conf_load(struct upstream_conf *conf, char *err, size_t errlen)
+{
+    struct tls_client_opts o = {.ca_file = conf->tls_ca_file,
+                                .cert_file = conf->tls_cert_file,
+                                .key_file = conf->tls_key_file,
+                                .server_name = conf->tls_server_name,
+                                .verify = conf->tls_verify,
+                                /* an answer that ends with the close must end with a
+                                 * close_notify, or it may be cut short (502) */
+                                .strict_eof = 1};
+    struct tls_client *tc;
+    char why[400];
+
+    if (!conf->tls)
+        return 0;
+    if (!(tc = tls_client_new(&o, why, sizeof(why))))
+        return conf_fail(err, errlen, "upstream-tls: %s", why);
+    tls_client_free(conf->tls_ctx);
+    conf->tls_ctx = tc;
+    return 0;
+}
+
+void upstream_conf_release(struct upstream_conf *conf)
+{
+    tls_client_free(conf->tls_ctx);
+    conf->tls_ctx = NULL;
 }
 
 /* ---- names to replicas ---- */
@@ -115,6 +241,7 @@ int upstream_resolve(const struct upstream_conf *conf, struct upstream_targets *
             memcpy(&t[n].sa, ai->ai_addr, ai->ai_addrlen);
             t[n].salen = ai->ai_addrlen;
             snprintf(t[n].name, sizeof(t[n].name), "%s", name);
+            snprintf(t[n].host, sizeof(t[n].host), "%s", conf->addrs[i].host);
             n++;
         }
         freeaddrinfo(res);
@@ -189,8 +316,7 @@ static const char *upx_state_str(enum upx_state st)
 struct up_conn {
     struct upstream_pool *pool;
     struct up_replica *rep;
-    struct bufferevent *bev;     /* connect, writes, write timeout */
-    struct netio_reader *rd;     /* reads (created once connected) */
+    struct netio_conn *nc;       /* the socket: connect, reads, writes, timeouts */
     struct upstream_exchange *x; /* NULL while idle */
     int connecting;
     int idle;                  /* 1: linked in rep->idle, 0: linked in pool->busy */
@@ -201,6 +327,8 @@ TAILQ_HEAD(up_conn_list, up_conn);
 
 struct up_replica {
     char name[UPSTREAM_NAME_MAX];
+    char host[CONF_HOST_MAX + 1];    /* TLS: SNI and the name checked */
+    struct tls_session_slot session; /* TLS: the last session it gave (resumed next) */
     struct sockaddr_storage sa;
     socklen_t salen;
     struct up_conn_list idle;
@@ -253,8 +381,8 @@ struct upstream_pool {
 
 #define UPSTREAM_SPARE_MAX 64
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct netio_conn *nc, void *arg);
+static void up_event_cb(struct netio_conn *nc, short what, void *arg);
 static void up_attempt(struct upstream_exchange *x);
 static void up_defer_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -280,6 +408,7 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct up
         struct up_replica *r = &pool->reps[i];
         TAILQ_INIT(&r->idle);
         snprintf(r->name, sizeof(r->name), "%s", targets->t[i].name);
+        snprintf(r->host, sizeof(r->host), "%s", targets->t[i].host);
         memcpy(&r->sa, &targets->t[i].sa, targets->t[i].salen);
         r->salen = targets->t[i].salen;
     }
@@ -296,10 +425,7 @@ static void up_conn_free(struct up_conn *c)
     } else {
         TAILQ_REMOVE(&c->pool->busy, c, link);
     }
-    netio_reader_free(c->rd); /* deferred if we are inside its callback */
-    /* bufferevent_free is safe from the bufferevent's own callbacks: libevent holds a
-     * reference for the duration of the callback and clears the callbacks now. */
-    bufferevent_free(c->bev);
+    netio_conn_free(c->nc); /* deferred if we are inside its callback */
     free(c);
 }
 
@@ -360,6 +486,8 @@ void upstream_pool_free(struct upstream_pool *pool)
     for (size_t i = 0; pool->reps && i < pool->nreps; i++)
         while ((c = TAILQ_FIRST(&pool->reps[i].idle)))
             up_conn_free(c);
+    for (size_t i = 0; pool->reps && i < pool->nreps; i++)
+        tls_session_clear(&pool->reps[i].session);
     free(pool->reps);
     free(pool);
 }
@@ -385,6 +513,7 @@ void upstream_pool_counters(const struct upstream_pool *pool, struct upstream_st
     out->connects = METRIC_GET(pool->stats.connects);
     out->reused = METRIC_GET(pool->stats.reused);
     out->failovers = METRIC_GET(pool->stats.failovers);
+    out->tls_resumed = METRIC_GET(pool->stats.tls_resumed);
     out->idle = out->active = 0;
 }
 
@@ -393,6 +522,7 @@ void upstream_pool_retire(struct upstream_pool *pool, struct upstream_pool *succ
     /* counters carry over (they must not go backwards in /metrics), and so does the
      * back-off of a replica both lists name */
     METRIC_ADD(successor->stats.connects, METRIC_GET(pool->stats.connects));
+    METRIC_ADD(successor->stats.tls_resumed, METRIC_GET(pool->stats.tls_resumed));
     METRIC_ADD(successor->stats.reused, METRIC_GET(pool->stats.reused));
     METRIC_ADD(successor->stats.failovers, METRIC_GET(pool->stats.failovers));
     for (size_t k = 0; k < successor->nreps; k++) {
@@ -441,9 +571,8 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
 
     if (c) {
         int reusable = result == UPSTREAM_OK && x->kind != HTTP1_BODY_CLOSE &&
-                       http1_keepalive(&x->head) &&
-                       evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
-                       evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+                       http1_keepalive(&x->head) && evbuffer_get_length(netio_input(c->nc)) == 0 &&
+                       evbuffer_get_length(netio_output(c->nc)) == 0 &&
                        c->rep->nidle < (size_t)pool->conf->pool && !pool->retired;
         if (reusable) {
             struct timeval idle = clock_tv(UPSTREAM_IDLE_TIMEOUT);
@@ -454,8 +583,8 @@ static void up_finish(struct upstream_exchange *x, enum upstream_result result, 
             c->idle = 1;
             c->idle_since = clock_mono_ms();
             c->rep->nidle++;
-            bufferevent_set_timeouts(c->bev, NULL, NULL);
-            netio_reader_start(c->rd, &idle); /* notices the peer closing it */
+            netio_set_write_timeout(c->nc, NULL);
+            netio_read_start(c->nc, &idle); /* notices the peer closing it */
         } else {
             up_conn_free(c);
         }
@@ -503,11 +632,10 @@ static void up_send(struct upstream_exchange *x, struct up_conn *c)
     c->connecting = 0;
     x->conn = c;
     x->state = UPX_SENT;
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
-    evbuffer_add_buffer(bufferevent_get_output(c->bev), x->request);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE); /* netio does both */
-    netio_reader_start(c->rd, &tv);
-    netio_flush(c->bev);
+    netio_set_write_timeout(c->nc, &tv);
+    evbuffer_add_buffer(netio_output(c->nc), x->request);
+    netio_read_start(c->nc, &tv);
+    netio_flush(c->nc);
 }
 
 /* Is a pooled idle connection still open? The peer may have closed it a moment ago and
@@ -521,7 +649,7 @@ static int up_conn_alive(struct up_conn *c)
 
     if (clock_mono_ms() - c->idle_since < UPSTREAM_PEEK_AFTER)
         return 1;
-    n = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    n = recv(netio_fd(c->nc), &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
@@ -530,6 +658,8 @@ static struct up_conn *up_connect(struct upstream_exchange *x, struct up_replica
     struct upstream_pool *pool = x->pool;
     struct timeval tv = clock_tv(pool->conf->connect_timeout_ms);
     struct up_conn *c = calloc(1, sizeof(*c));
+    struct tport *t = NULL;
+    int fd;
 
     if (!c)
         return NULL;
@@ -537,17 +667,29 @@ static struct up_conn *up_connect(struct upstream_exchange *x, struct up_replica
     c->rep = r;
     c->connecting = 1;
     c->x = x;
-    c->bev = bufferevent_socket_new(pool->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    if ((fd = netio_socket((struct sockaddr *)&r->sa)) < 0) {
         free(c);
+        return NULL;
+    }
+    if (pool->conf->tls_ctx) {
+        char why[256];
+        if (!(t = tport_tls_client(pool->conf->tls_ctx, fd, r->host,
+                                   pool->conf->tls_session_reuse ? &r->session : NULL, why,
+                                   sizeof(why)))) {
+            log_warn("upstream %s: %s", r->name, why);
+            close(fd);
+            free(c);
+            return NULL;
+        }
+    }
+    if (!(c->nc = netio_conn_new(pool->base, fd, t, up_read_cb, NULL, up_event_cb, c))) {
+        free(c); /* fd closed */
         return NULL;
     }
     TAILQ_INSERT_TAIL(&pool->busy, c, link);
     x->conn = c;
-    bufferevent_setcb(c->bev, up_read_cb, NULL, up_event_cb, c);
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
     METRIC_INC(pool->stats.connects);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&r->sa, (int)r->salen) < 0) {
+    if (netio_connect(c->nc, (struct sockaddr *)&r->sa, r->salen, &tv) < 0) {
         up_conn_free(c);
         return NULL;
     }
@@ -678,13 +820,13 @@ void upstream_exchange_pause(struct upstream_exchange *x, int pause)
 {
     struct timeval tv = clock_tv(x->pool->conf->timeout_ms);
 
-    if (x->state != (pause ? UPX_STREAMING : UPX_PAUSED) || !x->conn || !x->conn->rd)
+    if (x->state != (pause ? UPX_STREAMING : UPX_PAUSED) || !x->conn || x->conn->connecting)
         return;
     x->state = pause ? UPX_PAUSED : UPX_STREAMING;
     log_debug("upstream %s: %s reading a streamed answer (now %s)", x->rep ? x->rep->name : "-",
               pause ? "paused" : "resumed", upx_state_str(x->state));
     if (pause) {
-        netio_reader_stop(x->conn->rd);
+        netio_read_stop(x->conn->nc);
         if (!x->pause_ev)
             x->pause_ev = evtimer_new(x->pool->base, up_pause_timeout_cb, x);
         if (x->pause_ev)
@@ -692,9 +834,9 @@ void upstream_exchange_pause(struct upstream_exchange *x, int pause)
     } else {
         if (x->pause_ev)
             evtimer_del(x->pause_ev);
-        netio_reader_start(x->conn->rd, &tv);
-        if (evbuffer_get_length(bufferevent_get_input(x->conn->bev)))
-            netio_reader_kick(x->conn->rd);
+        netio_read_start(x->conn->nc, &tv);
+        if (evbuffer_get_length(netio_input(x->conn->nc)))
+            netio_read_kick(x->conn->nc);
     }
 }
 
@@ -791,7 +933,7 @@ static int up_parse(struct upstream_exchange *x, struct evbuffer *in, const char
     return -1;
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_read_cb(struct netio_conn *nc, void *arg)
 {
     struct up_conn *c = arg;
     struct upstream_exchange *x = c->x;
@@ -803,7 +945,7 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
         up_conn_free(c);
         return;
     }
-    r = up_parse(x, bufferevent_get_input(bev), &why);
+    r = up_parse(x, netio_input(nc), &why);
     if (r > 0)
         up_finish(x, UPSTREAM_OK, NULL);
     else if (r < 0)
@@ -814,7 +956,12 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
     /* c may be freed or reused by now: do not touch it */
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static int pool_tls_reused(struct up_conn *c)
+{
+    return c->pool->conf->tls_ctx && tport_tls_reused(netio_tport(c->nc));
+}
+
+static void up_event_cb(struct netio_conn *nc, short what, void *arg)
 {
     struct up_conn *c = arg;
     struct upstream_exchange *x = c->x;
@@ -825,22 +972,16 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (c->connecting) {
-        if (what & BEV_EVENT_CONNECTED) {
-            netio_nodelay(bufferevent_getfd(bev));
-            c->rd = netio_reader_new(bev, up_read_cb, up_event_cb, c);
-            if (!c->rd) {
-                up_conn_free(c);
-                up_finish(x, UPSTREAM_UNAVAILABLE, "out of memory");
-                return;
-            }
+        if (what & NETIO_CONNECTED) {
+            if (pool_tls_reused(c))
+                METRIC_INC(x->pool->stats.tls_resumed);
             c->rep->fails = 0;
             c->rep->down_until = 0;
             up_send(x, c);
             return;
         }
         snprintf(why, sizeof(why), "%s",
-                 (what & BEV_EVENT_TIMEOUT) ? "connect timed out"
-                                            : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                 (what & NETIO_TIMEOUT) ? "connect timed out" : netio_error(nc));
         up_mark_down(c->rep, why);
         METRIC_INC(c->rep->failovers);
         up_conn_free(c); /* x->conn = NULL */
@@ -848,9 +989,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         up_attempt(x);
         return;
     }
-    if (what & BEV_EVENT_EOF) {
+    if (what & NETIO_EOF) {
         const char *perr = NULL;
-        int r = up_parse(x, bufferevent_get_input(bev), &perr);
+        int r = up_parse(x, netio_input(nc), &perr);
         if (r > 0 || (r == 0 && x->state >= UPX_BODY && x->kind == HTTP1_BODY_CLOSE)) {
             up_finish(x, UPSTREAM_OK, NULL);
             return;
@@ -863,11 +1004,10 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         up_finish(x, UPSTREAM_FAILED, why);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & NETIO_TIMEOUT) {
         up_finish(x, UPSTREAM_TIMEOUT, "upstream did not answer within upstream-timeout");
         return;
     }
-    snprintf(why, sizeof(why), "upstream connection failed: %s",
-             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    snprintf(why, sizeof(why), "upstream connection failed: %s", netio_error(nc));
     up_finish(x, UPSTREAM_FAILED, why);
 }

@@ -21,6 +21,7 @@
 #include "http/http1.h"
 
 struct event_base;
+struct tls_client;
 struct evbuffer;
 struct upstream_pool;
 struct upstream_exchange;
@@ -28,8 +29,18 @@ struct upstream_exchange;
 /* The replicas and how they are used (directives upstream, upstream-timeout,
  * upstream-connect-timeout, upstream-pool). */
 struct upstream_conf {
-    struct conf_addr *addrs; /* upstream HOST:PORT, repeatable, required; owned */
+    struct conf_addr *addrs; /* upstream [http[s]://]HOST:PORT, repeatable, required; owned */
     size_t naddrs;
+    size_t nhttps, nhttp;  /* how many were written https:// and how many not */
+    int tls;               /* upstream-tls [off] (https:// turns it on) */
+    int tls_verify;        /* upstream-tls-verify [on] */
+    char *tls_ca_file;     /* upstream-tls-ca-file [the system's store] */
+    char *tls_server_name; /* upstream-tls-server-name [each upstream's host] */
+    char *tls_cert_file;   /* upstream-tls-cert-file: a client certificate */
+    char *tls_key_file;    /* upstream-tls-key-file */
+    int tls_session_reuse; /* upstream-tls-session-reuse [on] */
+    /* not a directive: the context those make, by upstream_conf_load (NULL: no TLS) */
+    struct tls_client *tls_ctx;
     uint64_t timeout_ms;          /* upstream-timeout [30s] */
     uint64_t connect_timeout_ms;  /* upstream-connect-timeout [2s] */
     int pool;                     /* upstream-pool [64]: idle connections kept per replica */
@@ -37,8 +48,13 @@ struct upstream_conf {
 };
 extern const struct conf_directive upstream_conf_rows[]; /* ended by CONF_END */
 
-/* At least one upstream. 0 or -1 with err set. */
+/* At least one upstream, all of them http:// or all https://. 0 or -1 with err set. */
 int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t errlen);
+
+/* Once the directives are all set: with upstream-tls, load the CA and client certificate
+ * files into conf->tls_ctx. 0, or -1 with err set ("upstream-tls: ..."). */
+int upstream_conf_load(struct upstream_conf *conf, char *err, size_t errlen);
+void upstream_conf_release(struct upstream_conf *conf);
 
 /* The replicas an upstream list stands for: every address of every name, in the list's
  * order (a name with several addresses is several replicas, named HOST:PORT@ADDRESS; one
@@ -47,6 +63,7 @@ int upstream_conf_validate(const struct upstream_conf *conf, char *err, size_t e
 #define UPSTREAM_NAME_MAX (CONF_HOST_MAX + 16 + 1 + 64) /* HOST:PORT@ADDRESS */
 struct upstream_target {
     char name[UPSTREAM_NAME_MAX];
+    char host[CONF_HOST_MAX + 1]; /* as configured: SNI and the name its certificate shows */
     struct sockaddr_storage sa;
     socklen_t salen;
 };
@@ -135,10 +152,11 @@ void upstream_exchange_detach(struct upstream_exchange *x);
 
 /* Counters for logs/tests. */
 struct upstream_stats {
-    uint64_t connects;   /* TCP connections opened */
-    uint64_t reused;     /* requests sent on a pooled connection */
-    uint64_t failovers;  /* connects refused → next replica */
-    size_t idle, active; /* connections now */
+    uint64_t connects;    /* TCP connections opened */
+    uint64_t reused;      /* requests sent on a pooled connection */
+    uint64_t failovers;   /* connects refused → next replica */
+    uint64_t tls_resumed; /* TLS connections that resumed a session */
+    size_t idle, active;  /* connections now */
 };
 /* The owning worker only (idle and active walk the lists). */
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out);

@@ -1073,8 +1073,8 @@ static int idem_on_req(struct frontend_handler *self, struct frontend_req *r)
     canon = NULL;
     ctx = calloc(1, sizeof(*ctx) + plen + IDKEY_HEX_LEN + 1);
     if (!ctx ||
-        idkey_record_id(&r->head, pol->scope_headers, pol->nscope_headers, key, (size_t)keylen,
-                        id) < 0 ||
+        idkey_record_id(&r->head, pol->scope_headers, pol->nscope_headers, r->client_cert, key,
+                        (size_t)keylen, id) < 0 ||
         idkey_fingerprint(&r->head, idem_fp_body(pol, r->body, &canon), pol->fingerprint_headers,
                           pol->nfingerprint_headers, fp) < 0 ||
         idkey_fingerprint_host(fp, &r->head, fp_host) < 0 || idem_token(ctx->token) < 0) {

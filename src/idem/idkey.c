@@ -10,6 +10,8 @@
  *   record id   = SHA-256( field("idem-id/1") || u64be(nscope)
  *                          || opt(scope value 1) || ... || opt(scope value n)
  *                          || field(key) )
+ *                 (the scope entry ":client-cert" is the client certificate's SHA-256
+ *                 in hex: opt() of it, absent without a verified certificate)
  *   fingerprint = SHA-256( field("idem-fp/1") || field(method) || field(target)
  *                          || field(body) || u64be(nfp)
  *                          || opt(fp header value 1) || ... || opt(fp header value n) )
@@ -240,7 +242,8 @@ int idkey_parse(const char *value, size_t max_len, char *out, size_t outlen, con
 }
 
 int idkey_record_id(const struct http1_head *req, char *const *scope_headers, size_t nscope,
-                    const char *key, size_t keylen, uint8_t out[IDKEY_HASH_LEN])
+                    const char *client_cert, const char *key, size_t keylen,
+                    uint8_t out[IDKEY_HASH_LEN])
 {
     EVP_MD_CTX *ctx = idkey_begin();
     int ok;
@@ -248,8 +251,15 @@ int idkey_record_id(const struct http1_head *req, char *const *scope_headers, si
     if (!ctx)
         return -1;
     ok = idkey_field(ctx, IDKEY_DOMAIN_ID, sizeof(IDKEY_DOMAIN_ID) - 1) && idkey_u64(ctx, nscope);
-    for (size_t i = 0; ok && i < nscope; i++)
-        ok = idkey_opt(ctx, idkey_header(req, scope_headers[i]));
+    for (size_t i = 0; ok && i < nscope; i++) {
+        if (strcmp(scope_headers[i], IDKEY_SCOPE_CLIENT_CERT) == 0) {
+            size_t n = client_cert ? strlen(client_cert) : 0;
+            unsigned char tag = n ? 1 : 0; /* opt(), as for a header */
+            ok = EVP_DigestUpdate(ctx, &tag, 1) == 1 && (!n || idkey_field(ctx, client_cert, n));
+        } else {
+            ok = idkey_opt(ctx, idkey_header(req, scope_headers[i]));
+        }
+    }
     ok = ok && idkey_field(ctx, key, keylen);
     return idkey_end(ctx, ok, out);
 }

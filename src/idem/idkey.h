@@ -34,10 +34,16 @@ struct evbuffer;
  */
 int idkey_parse(const char *value, size_t max_len, char *out, size_t outlen, const char **why);
 
-/* Record id from the scope headers' values (first occurrence of each; absent is marked)
- * and the unquoted key. 0 or -1 (OpenSSL failure). */
+/* The scope entry that stands for the client's TLS certificate (not a header: no header
+ * name has a colon). */
+#define IDKEY_SCOPE_CLIENT_CERT ":client-cert"
+
+/* Record id from the scope headers' values (first occurrence of each; absent is marked;
+ * IDKEY_SCOPE_CLIENT_CERT takes client_cert, NULL or "" when there is none) and the
+ * unquoted key. 0 or -1 (OpenSSL failure). */
 int idkey_record_id(const struct http1_head *req, char *const *scope_headers, size_t nscope,
-                    const char *key, size_t keylen, uint8_t out[IDKEY_HASH_LEN]);
+                    const char *client_cert, const char *key, size_t keylen,
+                    uint8_t out[IDKEY_HASH_LEN]);
 
 /* Fingerprint of method, target, body and the named headers (first occurrence each). */
 int idkey_fingerprint(const struct http1_head *req, struct evbuffer *body, char *const *fp_headers,

@@ -1,5 +1,7 @@
 #include "idem/policy.h"
 
+#include "idem/idkey.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -309,9 +311,13 @@ static int policy_validate_one(const struct idem_policy *p, char *err, size_t er
     if (!conf_is_token(p->key_header))
         return conf_fail(err, errlen, "key-header: '%s' is not a header name", p->key_header);
     for (size_t i = 0; i < p->nscope_headers; i++)
-        if (!conf_is_token(p->scope_headers[i]))
-            return conf_fail(err, errlen, "scope-headers: '%s' is not a header name",
-                             p->scope_headers[i]);
+        if (!conf_is_token(p->scope_headers[i]) &&
+            strcmp(p->scope_headers[i], IDKEY_SCOPE_CLIENT_CERT) != 0)
+            return conf_fail(
+                err, errlen,
+                "scope-headers: '%s' is not a header name (nor " IDKEY_SCOPE_CLIENT_CERT
+                ", the client's TLS certificate)",
+                p->scope_headers[i]);
     for (size_t i = 0; i < p->nfingerprint_headers; i++)
         if (!conf_is_token(p->fingerprint_headers[i]))
             return conf_fail(err, errlen, "fingerprint-headers: '%s' is not a header name",

@@ -34,6 +34,8 @@ struct tport_ops {
     int (*flush)(struct tport *t, struct evbuffer *out);
     /* bytes already decrypted and buffered: read again without waiting for the fd */
     size_t (*pending)(const struct tport *t);
+    /* we send no more: TLS close_notify (once, if the socket takes it now) */
+    void (*shutdown)(struct tport *t);
     void (*free)(struct tport *t);
 };
 
@@ -41,6 +43,7 @@ struct tport {
     const struct tport_ops *ops;
     int fd;
     short want;    /* EV_READ or EV_WRITE: what the last call that could not finish needs */
+    int not_tls;   /* a server handshake failed because the client sent plain text */
     char err[256]; /* why the last call failed */
 };
 
@@ -48,6 +51,7 @@ struct tport {
 #define tport_read(t, b, n) ((t)->ops->read((t), (b), (n)))
 #define tport_flush(t, out) ((t)->ops->flush((t), (out)))
 #define tport_pending(t)    ((t)->ops->pending(t))
+#define tport_shutdown(t)   ((t)->ops->shutdown(t))
 #define tport_free(t)       ((t)->ops->free(t))
 
 /* Plain TCP (or a unix socket) on fd. NULL on allocation failure. */
@@ -60,6 +64,8 @@ struct tls_client_opts {
     const char *key_file;    /*   its private key (PEM, unencrypted) */
     const char *server_name; /* SNI and the name checked; NULL: the host connected to */
     int verify;              /* check the chain and the name (0: encrypt only) */
+    int strict_eof;          /* an EOF without close_notify is an error (read -2), not a
+                                close: for answers whose end is the close (HTTP/1.0) */
 };
 
 struct tls_client;
@@ -69,10 +75,66 @@ struct tls_client;
 struct tls_client *tls_client_new(const struct tls_client_opts *o, char *err, size_t errlen);
 void tls_client_free(struct tls_client *tc); /* NULL: nothing */
 
+/*
+ * Where a client keeps the last session a peer gave it, to resume the next connection
+ * to that peer with (TLS 1.3 tickets arrive after the handshake: the slot is filled
+ * whenever one does). Owned by the caller, zeroed to start; used by one thread only;
+ * it must outlive the transports given it. tls_session_clear frees what it holds.
+ */
+struct tls_session_slot {
+    void *session; /* SSL_SESSION *, or NULL */
+};
+void tls_session_clear(struct tls_session_slot *slot);
+
 /* A client TLS transport on connected fd to host (a name or an IP literal: SNI is sent
  * for names only; the name or address is what the certificate must show, unless
- * server_name says otherwise). The handshake is tport_handshake's. NULL with err set. */
-struct tport *tport_tls_client(const struct tls_client *tc, int fd, const char *host, char *err,
-                               size_t errlen);
+ * server_name says otherwise), resuming from slot's session if it has one and keeping
+ * new ones there (slot NULL: none). The handshake is tport_handshake's. NULL with err. */
+struct tport *tport_tls_client(const struct tls_client *tc, int fd, const char *host,
+                               struct tls_session_slot *slot, char *err, size_t errlen);
+
+/* 1 when t (a TLS transport, after its handshake) resumed a session, else 0. */
+int tport_tls_reused(const struct tport *t);
+
+/* The protocol t negotiated ("TLSv1.3"), or "" for a plain transport. */
+const char *tport_tls_version(const struct tport *t);
+
+/* ---- server side ---- */
+
+enum tls_auth { TLS_AUTH_NO, TLS_AUTH_OPTIONAL, TLS_AUTH_YES };
+
+/* Settings of a server-side TLS context (files are read by tls_server_new only). */
+struct tls_server_opts {
+    char **cert_files; /* PEM chains, one per key type (ECDSA, RSA), ... */
+    char **key_files;  /* ... each with its key (PEM, unencrypted) */
+    size_t ncerts, nkeys;
+    const char *protocols;    /* "TLSv1.2 TLSv1.3" (any of the two) */
+    const char *ciphers;      /* TLS 1.2 cipher list (NULL: OpenSSL's) */
+    const char *ciphersuites; /* TLS 1.3 suites (NULL: OpenSSL's) */
+    const char *client_ca_file;
+    enum tls_auth auth;
+    int tickets;             /* session tickets (stateless resumption) */
+    char **ticket_key_files; /* 80 (or 48) bytes each, as nginx's; the first encrypts */
+    size_t nticket_keys;     /* 0: a random key made once per process (kept on reloads) */
+};
+
+/*
+ * A server context, shared by every worker thread. Reference-counted: each transport
+ * made from it holds one, so a reload can drop its own (tls_server_release) while
+ * connections accepted under it go on. NULL with err set ("FILE: why") on a bad file,
+ * a key that does not match its certificate, an unknown protocol or cipher.
+ */
+struct tls_server *tls_server_new(const struct tls_server_opts *o, char *err, size_t errlen);
+void tls_server_release(struct tls_server *ts); /* NULL: nothing */
+/* Take one more reference (returns ts; NULL: NULL). */
+struct tls_server *tls_server_ref(struct tls_server *ts);
+
+/* A server transport on accepted fd (it holds a reference to ts). NULL: out of memory. A
+ * client that speaks plain text to it fails the handshake with t->not_tls set. */
+struct tport *tport_tls_server(struct tls_server *ts, int fd);
+
+/* The verified client certificate's SHA-256 fingerprint in hex into out (65 bytes);
+ * 0 when there is none (a plain transport, or no certificate). */
+int tport_peer_fingerprint(const struct tport *t, char out[65]);
 
 #endif

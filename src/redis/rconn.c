@@ -185,7 +185,7 @@ static void rconn_connected_now(struct rconn *rc)
         rconn_fail(rc, "connect: connected to itself (nothing listens on that port)");
         return;
     }
-    rc->t = rc->tls ? tport_tls_client(rc->tls, rc->fd, rc->host, why, sizeof(why))
+    rc->t = rc->tls ? tport_tls_client(rc->tls, rc->fd, rc->host, NULL, why, sizeof(why))
                     : tport_plain(rc->fd);
     if (!rc->t) {
         rconn_fail(rc, rc->tls ? why : "out of memory");

@@ -296,7 +296,7 @@ static int redis_wait_set(const struct conf_directive *d, void *base, const char
 int redis_conf_load(struct redis_conf *conf, char *err, size_t errlen)
 {
     struct tls_client_opts o = {conf->tls_ca_file, conf->tls_cert_file, conf->tls_key_file,
-                                conf->tls_server_name, conf->tls_verify};
+                                conf->tls_server_name, conf->tls_verify, 0};
     struct tls_client *tc = NULL;
     char why[480];
 

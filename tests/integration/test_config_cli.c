@@ -184,6 +184,62 @@ Test(cli, redis_tls_files_are_checked)
     free(out);
 }
 
+Test(cli, tls_listen_settings_are_checked)
+{
+    char *out, certs[400], crt[450], key[450], cmd[1000];
+    const char *no_cert[] = {"-t",           "--upstream",  "127.0.0.1:9",
+                             "--tls-listen", "127.0.0.1:0", NULL};
+    const char *missing[] = {"-t",
+                             "--upstream",
+                             "127.0.0.1:9",
+                             "--tls-listen",
+                             "127.0.0.1:0",
+                             "--tls-cert-file",
+                             "/nonexistent/s.crt",
+                             "--tls-key-file",
+                             "/nonexistent/s.key",
+                             NULL};
+    const char *mismatch[] = {"-t",          "--upstream",
+                              "127.0.0.1:9", "--tls-listen",
+                              "127.0.0.1:0", "--tls-cert-file",
+                              crt,           "--tls-key-file",
+                              key,           NULL};
+    const char *proto[] = {"-t",          "--upstream",      "127.0.0.1:9", "--tls-listen",
+                           "127.0.0.1:0", "--tls-cert-file", crt,           "--tls-key-file",
+                           crt + 0,       "--tls-protocols", "TLSv1.1",     NULL};
+    const char *ca_without_cert[] = {"-t",  "--upstream", "127.0.0.1:9", "--tls-auth-clients",
+                                     "yes", NULL};
+    const char *scope[] = {"-t",          "--upstream", "127.0.0.1:9", "--scope-headers",
+                           ":client-crt", NULL};
+
+    snprintf(certs, sizeof(certs), "%s/certs", harness_tmpdir());
+    snprintf(cmd, sizeof(cmd), "bash %s/scripts/make-certs.sh %s", SOURCE_DIR, certs);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(crt, sizeof(crt), "%s/server.crt", certs);
+    snprintf(key, sizeof(key), "%s/client.key", certs); /* another certificate's key */
+
+    cr_assert_eq(run(&out, no_cert), 1, "%s", out);
+    cr_assert(strstr(out, "tls-listen needs tls-cert-file and tls-key-file"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, missing), 1, "%s", out);
+    cr_assert(strstr(out, "tls-cert-file /nonexistent/s.crt: No such file or directory"), "%s",
+              out);
+    free(out);
+    cr_assert_eq(run(&out, mismatch), 1, "%s", out);
+    cr_assert(strstr(out, "tls-key-file"), "%s", out);
+    cr_assert(strstr(out, "key values mismatch"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, proto), 1, "%s", out);
+    cr_assert(strstr(out, "tls-protocols: \"TLSv1.1\" is not one of TLSv1.2 TLSv1.3"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, ca_without_cert), 1, "%s", out);
+    cr_assert(strstr(out, "need tls-cert-file"), "%s", out);
+    free(out);
+    cr_assert_eq(run(&out, scope), 1, "%s", out);
+    cr_assert(strstr(out, "':client-crt' is not a header name (nor :client-cert"), "%s", out);
+    free(out);
+}
+
 Test(cli, unknown_directive_and_flag_are_errors)
 {
     char *out;

@@ -297,7 +297,7 @@ Test(idem, a_record_from_before_the_host_fingerprint_still_replays)
 
     cr_assert_eq(http1_parse_request(&head, raw, hlen, &err), 0, "%s", err.detail);
     evbuffer_add(body, "{}", 2);
-    cr_assert_eq(idkey_record_id(&head, scope, 1, "old-one", 7, id), 0);
+    cr_assert_eq(idkey_record_id(&head, scope, 1, NULL, "old-one", 7, id), 0);
     cr_assert_eq(idkey_fingerprint(&head, body, NULL, 0, fp), 0);
     cr_assert_eq(http1_parse_response(&ans, ans_raw, strlen(ans_raw), &err), 0);
     evbuffer_add(reply, "made before the upgrade", 23);

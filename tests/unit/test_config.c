@@ -488,7 +488,9 @@ Test(config, addr_errors)
         {"upstream [::1", "missing ']' after the IPv6 address"},
         {"upstream []:80", "invalid IPv6 address"},
         {"upstream [zz::q]:80", "invalid IPv6 address"},
-        {"upstream http://h:80", "expected HOST:PORT without a scheme"},
+        {"listen http://h:80", "expected HOST:PORT without a scheme"},
+        {"upstream ftp://h:80", "expected HOST:PORT without a scheme"},
+        {"upstream https://h:443/v1", "a path is not part of an upstream"},
         {"upstream \"a b:80\"", "invalid character in host"},
         {"upstream unix:/tmp/s", "unix sockets are not supported here"},
         {"listen unix:/tmp/s", "t.conf:1: listen: invalid address 'unix:/tmp/s': unix sockets"},
@@ -547,6 +549,29 @@ Test(config, upstream_list)
     cr_assert_null(c.upstream.addrs);
     cr_assert_eq(c.upstream.naddrs, 0);
     config_free(&c); /* idempotent */
+}
+
+Test(config, upstream_urls)
+{
+    struct config c;
+    char e[300];
+
+    cr_assert_eq(load(&c, "upstream https://api.internal https://b:8443/\n"), 0, "%s", err);
+    cr_assert_eq(c.upstream.naddrs, 2);
+    cr_assert_str_eq(astr(&c.upstream.addrs[0]), "api.internal:443");
+    cr_assert_str_eq(astr(&c.upstream.addrs[1]), "b:8443");
+    cr_assert_eq(c.upstream.tls, 1, "https:// speaks TLS");
+    cr_assert_eq(config_validate(&c, e, sizeof(e)), 0, "%s", e);
+    config_free(&c);
+    cr_assert_eq(load(&c, "upstream http://a\n"), 0, "%s", err);
+    cr_assert_str_eq(astr(&c.upstream.addrs[0]), "a:80");
+    cr_assert_eq(c.upstream.tls, 0);
+    config_free(&c);
+    /* one protocol per pool */
+    cr_assert_eq(load(&c, "upstream https://a:1\nupstream b:2\n"), 0, "%s", err);
+    cr_assert_eq(config_validate(&c, e, sizeof(e)), -1);
+    cr_assert(strstr(e, "1 of 2 upstreams are https://"), "%s", e);
+    config_free(&c);
 }
 
 Test(config, upstream_bad_line_is_all_or_nothing)

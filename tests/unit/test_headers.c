@@ -38,7 +38,7 @@ Test(headers, request_drops_hop_by_hop_and_adds_forwarding)
           "X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nVia: 1.0 edge\r\n"
           "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nIdempotency-Key: k1\r\n\r\n",
           1);
-    headers_write_request(out, &h, "192.0.2.7", 1, 42, "up:1", NULL);
+    headers_write_request(out, &h, "192.0.2.7", 0, 1, 42, "up:1", NULL);
     s = drain_str(out);
     cr_assert(strncmp(s, "POST /p?q=1 HTTP/1.1\r\n", 22) == 0, "%s", s);
     cr_assert(strstr(s, "\r\nHost: shop.example\r\n"));
@@ -71,7 +71,7 @@ Test(headers, request_without_body_gets_no_length_and_default_host)
     char *s;
 
     parse(&h, "GET / HTTP/1.0\r\n\r\n", 1);
-    headers_write_request(out, &h, "::1", 0, 0, "127.0.0.1:9", NULL);
+    headers_write_request(out, &h, "::1", 0, 0, 0, "127.0.0.1:9", NULL);
     s = drain_str(out);
     cr_assert(strstr(s, "GET / HTTP/1.1\r\n"));
     cr_assert(strstr(s, "\r\nHost: 127.0.0.1:9\r\n"));
@@ -83,9 +83,11 @@ Test(headers, request_without_body_gets_no_length_and_default_host)
 
     /* POST with an empty body still says so */
     parse(&h, "POST / HTTP/1.1\r\nHost: a\r\n\r\n", 1);
-    headers_write_request(out, &h, "1.2.3.4", 0, 0, NULL, NULL);
+    headers_write_request(out, &h, "1.2.3.4", 1, 0, 0, NULL, NULL);
     s = drain_str(out);
     cr_assert(strstr(s, "\r\nContent-Length: 0\r\n"));
+    /* (and it came over TLS) */
+    cr_assert(strstr(s, "\r\nX-Forwarded-Proto: https\r\n"), "%s", s);
     free(s);
     http1_head_clear(&h);
     evbuffer_free(out);

@@ -163,7 +163,7 @@ static void rid(const char *raw, char *const *scope, size_t nscope, const char *
     struct http1_head h;
 
     req(&h, raw);
-    cr_assert_eq(idkey_record_id(&h, scope, nscope, k, strlen(k), out), 0);
+    cr_assert_eq(idkey_record_id(&h, scope, nscope, NULL, k, strlen(k), out), 0);
     http1_head_clear(&h);
 }
 
