@@ -17,10 +17,15 @@
 #   3 keyed POST replays               idemproxy, ratio to nginx keyless (wrk -t2, and -t1);
 #                                      of sealed records (ratio to unsealed)
 #   4 concurrent duplicates (409 path) idemproxy, ratio to nginx keyless
+#   5 keyless GET over TLS             idemproxy tls-listen vs nginx listen ssl vs HAProxy
+#                                      bind ssl (same ECDSA P-256 certificate, TLS 1.3):
+#                                      keep-alive, and Connection: close (a full
+#                                      handshake per request: wrk never resumes)
 # plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
 # omission corrected), CPU per 10k requests of every process (proxy, Redis, upstreams,
 # wrk), Redis commands per request, upstream connections opened, and RSS with N idle
-# client connections. Writes docs/BENCHMARKS.md (or --out). It reports; it never asserts
+# client connections (and with a tenth as many idle TLS connections, handshake done).
+# Writes docs/BENCHMARKS.md (or --out). It reports; it never asserts
 # a threshold.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,7 +47,7 @@ done
 
 need_packages "${BUILD_PACKAGES[@]}"
 need_packages_nostart nginx wrk haproxy
-need_packages openssl
+need_packages openssl libio-socket-ssl-perl
 if [ -z "$BIN" ]; then
     BIN="$ROOT/build-bench"
     build "$BIN" -DCMAKE_BUILD_TYPE=Release -DIDEMPROXY_TESTS=OFF
@@ -86,11 +91,20 @@ for n in 1 2; do
 done
 UP_PIDS=("${PIDS[@]}")
 
-NG=$(free_port)
+# one throwaway CA and ECDSA P-256 certificate for every TLS row
+bash "$ROOT/scripts/make-certs.sh" "$W/certs"
+cat "$W/certs/server.crt" "$W/certs/server.key" >"$W/certs/server.pem" # HAProxy's crt
+
+NG=$(free_port) NGT=$(free_port)
 nginx_conf "$W/proxy" 2 on "
     upstream up { server 127.0.0.1:$UP1; server 127.0.0.1:$UP2; keepalive 64; }
     server {
         listen 127.0.0.1:$NG reuseport;
+        listen 127.0.0.1:$NGT ssl reuseport;
+        ssl_certificate $W/certs/server.crt;
+        ssl_certificate_key $W/certs/server.key;
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets on;
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
@@ -101,7 +115,7 @@ bg nginx-proxy "$NGINX" -p "$W/proxy" -c "$W/proxy/nginx.conf" -e "$W/proxy/erro
 NG_PID=${PIDS[-1]}
 wait_port "$NG" 10 || die "nginx proxy did not start: $(cat "$W/proxy/error.log")"
 
-HA=$(free_port)
+HA=$(free_port) HAT=$(free_port)
 mkdir -p "$W/haproxy"
 # HAProxy reserves about two descriptors per connection up front and refuses to start
 # when the open-file limit is below that
@@ -122,6 +136,7 @@ defaults
     timeout http-keep-alive 120s
 frontend fe
     bind 127.0.0.1:$HA
+    bind 127.0.0.1:$HAT ssl crt $W/certs/server.pem ssl-min-ver TLSv1.3
     default_backend up
 backend up
     balance roundrobin
@@ -141,10 +156,12 @@ bg redis redis-server "$ROOT/conf/redis.conf" --port "$REDIS" --dir "$W/redis" \
 REDIS_PID=${PIDS[-1]}
 wait_port "$REDIS" 10 || die "redis did not start"
 
-PX=$(free_port) PXADM=$(free_port)
+PX=$(free_port) PXADM=$(free_port) PXTLS=$(free_port)
 bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "unix:$W/redis/redis.sock" \
     --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
-    --admin-listen "127.0.0.1:$PXADM"
+    --admin-listen "127.0.0.1:$PXADM" --tls-listen "127.0.0.1:$PXTLS" \
+    --tls-cert-file "$W/certs/server.crt" --tls-key-file "$W/certs/server.key" \
+    --tls-protocols TLSv1.3
 PX_PID=${PIDS[-1]}
 wait_port "$PX" 10 || die "idemproxy did not start: $(cat "$W/idemproxy.log")"
 
@@ -204,7 +221,6 @@ wait_port "$PXS" 10 || die "idemproxy (sealed) did not start: $(cat "$W/idemprox
 # Redis over TLS: a third Redis listening on a TCP port and a TLS port (tls-auth-clients
 # yes; throwaway certificates), an idemproxy on each — what TLS to Redis costs, against
 # the same Redis over plain TCP (not the unix socket of the first rows).
-bash "$ROOT/scripts/make-certs.sh" "$W/certs"
 REDIS3=$(free_port) REDIS3T=$(free_port)
 mkdir -p "$W/redis3"
 bg redis3 redis-server "$ROOT/conf/redis.conf" --port "$REDIS3" --dir "$W/redis3" \
@@ -402,6 +418,12 @@ for round in $(seq 1 "$ROUNDS"); do
     run_wrk t1-keyless-nginx 1 "$NG_PID" -- "http://127.0.0.1:$NG/"
     run_wrk t1-keyless-idemproxy 1 "$PX_PID" -- "http://127.0.0.1:$PX/"
     run_wrk t1-replay-idemproxy 1 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
+    run_wrk tls-keyless-nginx 2 "$NG_PID" -- "https://127.0.0.1:$NGT/"
+    run_wrk tls-keyless-haproxy 2 "$HA_PID" -- "https://127.0.0.1:$HAT/"
+    run_wrk tls-keyless-idemproxy 2 "$PX_PID" -- "https://127.0.0.1:$PXTLS/"
+    run_wrk tls-close-nginx 2 "$NG_PID" -- -H "Connection: close" "https://127.0.0.1:$NGT/"
+    run_wrk tls-close-haproxy 2 "$HA_PID" -- -H "Connection: close" "https://127.0.0.1:$HAT/"
+    run_wrk tls-close-idemproxy 2 "$PX_PID" -- -H "Connection: close" "https://127.0.0.1:$PXTLS/"
 done
 
 median() { # median of column $2 for label $1
@@ -448,11 +470,40 @@ idle_rss() { # idle_rss PORT PIDS → kB before and with the idle connections
 read -r PX_RSS0 PX_RSS1 PX_IDLE_OK <<<"$(idle_rss "$PX" "$PX_PID")"
 read -r NG_RSS0 NG_RSS1 NG_IDLE_OK <<<"$(idle_rss "$NG" "$NG_PID")"
 read -r HA_RSS0 HA_RSS1 HA_IDLE_OK <<<"$(idle_rss "$HA" "$HA_PID")"
+# idle TLS connections, each with its handshake done (a tenth as many: the handshakes
+# are made by perl, one at a time)
+IDLE_TLS=$((IDLE / 10))
+idle_tls_rss() { # idle_tls_rss PORT PIDS → kB before and with the idle TLS connections
+    local port=$1 pids=$2 before with
+    before=$(rss_kb $pids)
+    perl -MIO::Socket::SSL -e '
+        my ($port, $n, $ready) = @ARGV; my @s;
+        for (1 .. $n) {
+            my $s = IO::Socket::SSL->new(PeerAddr => "127.0.0.1:$port",
+                SSL_verify_mode => SSL_VERIFY_NONE, SSL_version => "TLSv1_3") or last;
+            push @s, $s;
+        }
+        open(my $f, ">", $ready); print $f scalar(@s); close $f; sleep 4' "$port" "$IDLE_TLS" \
+        "$W/idle-tls.$port" &
+    local hp=$!
+    for _ in $(seq 1 600); do [ -s "$W/idle-tls.$port" ] && break; sleep 0.1; done
+    sleep 1
+    with=$(rss_kb $pids)
+    wait $hp 2>/dev/null || true
+    echo "$before $with $(cat "$W/idle-tls.$port" 2>/dev/null || echo 0)"
+}
+read -r PXT_RSS0 PXT_RSS1 PXT_IDLE_OK <<<"$(idle_tls_rss "$PXTLS" "$PX_PID")"
+read -r NGT_RSS0 NGT_RSS1 NGT_IDLE_OK <<<"$(idle_tls_rss "$NGT" "$NG_PID")"
+read -r HAT_RSS0 HAT_RSS1 HAT_IDLE_OK <<<"$(idle_tls_rss "$HAT" "$HA_PID")"
 
 # ---- the report ----
 mkdir -p "$(dirname "$OUT")"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 NGK=$(median keyless-nginx 2) NGK1=$(median t1-keyless-nginx 2)
+NGT_K=$(median tls-keyless-nginx 2) NGT_C=$(median tls-close-nginx 2)
+per_conn() { # per_conn BEFORE_KB WITH_KB CONNECTIONS → bytes per connection
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}'
+}
 row() { # row LABEL description [NGINX-KEYLESS-REQ/S]
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(median "$1" 2)" \
         "$(ratio "$(median "$1" 2)" "${3:-$NGK}")" "$(median "$1" 4)" "$(median "$1" 5)" \
@@ -499,6 +550,12 @@ lrow() {
     row t1-keyless-nginx "nginx proxy_pass, keyless GET, wrk -t1" "$NGK1"
     row t1-keyless-idemproxy "idemproxy, keyless GET, wrk -t1 (× nginx -t1)" "$NGK1"
     row t1-replay-idemproxy "idemproxy, keyed POST, replay, wrk -t1 (× nginx -t1)" "$NGK1"
+    row tls-keyless-nginx "nginx \`listen ssl\` + proxy_pass, keyless GET over TLS 1.3, keep-alive (the base of the TLS rows)" "$NGT_K"
+    row tls-keyless-haproxy "HAProxy \`bind ssl\`, keyless GET over TLS 1.3, keep-alive (× nginx TLS)" "$NGT_K"
+    row tls-keyless-idemproxy "idemproxy \`tls-listen\`, keyless GET over TLS 1.3, keep-alive (× nginx TLS)" "$NGT_K"
+    row tls-close-nginx "nginx, TLS, \`Connection: close\`: a full handshake per request (the base of the next rows)" "$NGT_C"
+    row tls-close-haproxy "HAProxy, TLS, a full handshake per request (× nginx)" "$NGT_C"
+    row tls-close-idemproxy "idemproxy, TLS, a full handshake per request (× nginx)" "$NGT_C"
     echo
     echo "## Latency at a constant rate"
     echo
@@ -519,6 +576,14 @@ lrow() {
     echo "| idemproxy | $((PX_RSS0 / 1024)) MiB | $((PX_RSS1 / 1024)) MiB | $PX_IDLE_OK |"
     echo "| nginx (master + workers) | $((NG_RSS0 / 1024)) MiB | $((NG_RSS1 / 1024)) MiB | $NG_IDLE_OK |"
     echo "| HAProxy | $((HA_RSS0 / 1024)) MiB | $((HA_RSS1 / 1024)) MiB | $HA_IDLE_OK |"
+    echo
+    echo "Idle TLS 1.3 connections, each with its handshake done (same certificate):"
+    echo
+    echo "| proxy | RSS before | RSS with idle TLS connections | connections held | bytes per connection |"
+    echo "|---|---|---|---|---|"
+    echo "| idemproxy | $((PXT_RSS0 / 1024)) MiB | $((PXT_RSS1 / 1024)) MiB | $PXT_IDLE_OK | $(per_conn "$PXT_RSS0" "$PXT_RSS1" "$PXT_IDLE_OK") |"
+    echo "| nginx (master + workers) | $((NGT_RSS0 / 1024)) MiB | $((NGT_RSS1 / 1024)) MiB | $NGT_IDLE_OK | $(per_conn "$NGT_RSS0" "$NGT_RSS1" "$NGT_IDLE_OK") |"
+    echo "| HAProxy | $((HAT_RSS0 / 1024)) MiB | $((HAT_RSS1 / 1024)) MiB | $HAT_IDLE_OK | $(per_conn "$HAT_RSS0" "$HAT_RSS1" "$HAT_IDLE_OK") |"
     echo
     echo "## Raw results"
     echo

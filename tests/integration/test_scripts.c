@@ -279,8 +279,14 @@ Test(scripts, bench_runs_end_to_end)
     cr_assert_null(strstr(doc, "replay of sealed records (× the same unsealed) | 0 |"), "%s", doc);
     cr_assert(strstr(doc, "| idemproxy, keyed POST, fresh key, Redis over TLS"), "%s", doc);
     cr_assert_null(strstr(doc, "× the same over TCP) | 0 |"), "%s", doc);
+    /* the three proxies answered over TLS, keep-alive and a handshake per request */
+    cr_assert(strstr(doc, "| idemproxy `tls-listen`, keyless GET over TLS 1.3"), "%s", doc);
+    cr_assert_null(strstr(doc, "keep-alive (× nginx TLS) | 0 |"), "%s", doc);
+    cr_assert_null(strstr(doc, "a full handshake per request (× nginx) | 0 |"), "%s", doc);
+    cr_assert(strstr(doc, "| HAProxy `bind ssl`, keyless GET over TLS 1.3"), "%s", doc);
     cr_assert(strstr(doc, "## Latency at a constant rate"), "%s", doc);
     cr_assert(strstr(doc, "## Memory with idle connections"), "%s", doc);
+    cr_assert(strstr(doc, "Idle TLS 1.3 connections"), "%s", doc);
     free(doc);
     free(out);
 }
