@@ -239,6 +239,8 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
         rs.refreshes += r1.refreshes;
         rs.switches += r1.switches;
         rs.resends += r1.resends;
+        rs.tls_handshakes += r1.tls_handshakes;
+        rs.tls_resumed += r1.tls_resumed;
         rs.cluster |= r1.cluster;
         if (r1.cluster && (i == 0 || r1.map_age_ms > rs.map_age_ms))
             rs.map_age_ms = r1.map_age_ms; /* the oldest map of any worker */
@@ -304,6 +306,12 @@ static void admin_metrics(struct admin *a, struct frontend_req *r)
              "Commands that may run twice (the claim) sent again after their connection was "
              "lost before the reply.",
              rs.resends},
+            {"idemproxy_redis_tls_handshakes_total", "counter",
+             "TLS connections made to Redis nodes (redis-tls): none per request in steady state.",
+             rs.tls_handshakes},
+            {"idemproxy_redis_tls_resumed_total", "counter",
+             "TLS connections to Redis nodes that resumed the node's last session.",
+             rs.tls_resumed},
             {"idemproxy_redis_master_switches_total", "counter",
              "Sentinel +switch-master announcements heard for our master (per worker).",
              rs.switches},

@@ -27,11 +27,12 @@ struct rconn {
     const struct rconn_cbs *cbs;
     void *arg;
     int fd;
-    const struct tls_client *tls; /* NULL: plain */
-    struct tport *t;              /* made once the TCP connection is up */
-    int handshaking;              /* TLS: the handshake is running */
-    int flush_on_read;            /* TLS: a write waits for the socket to be readable */
-    int read_on_write;            /* TLS: a read waits for the socket to be writable */
+    const struct tls_client *tls;  /* NULL: plain */
+    struct tls_session_slot *slot; /* TLS: where the node's session is kept (or NULL) */
+    struct tport *t;               /* made once the TCP connection is up */
+    int handshaking;               /* TLS: the handshake is running */
+    int flush_on_read;             /* TLS: a write waits for the socket to be readable */
+    int read_on_write;             /* TLS: a read waits for the socket to be writable */
     int connected;
     int in_cb;  /* a callback is running: rconn_free only marks */
     int dead;   /* rconn_free was called from a callback */
@@ -185,7 +186,7 @@ static void rconn_connected_now(struct rconn *rc)
         rconn_fail(rc, "connect: connected to itself (nothing listens on that port)");
         return;
     }
-    rc->t = rc->tls ? tport_tls_client(rc->tls, rc->fd, rc->host, NULL, why, sizeof(why))
+    rc->t = rc->tls ? tport_tls_client(rc->tls, rc->fd, rc->host, rc->slot, why, sizeof(why))
                     : tport_plain(rc->fd);
     if (!rc->t) {
         rconn_fail(rc, rc->tls ? why : "out of memory");
@@ -435,9 +436,20 @@ static int rconn_open(struct rconn *rc, struct evdns_base *dns, const struct con
     return rconn_watch(rc);
 }
 
+int rconn_tls_reused(const struct rconn *rc)
+{
+    return rc->tls && rc->t && tport_tls_reused(rc->t);
+}
+
+int rconn_tls(const struct rconn *rc)
+{
+    return rc->tls != NULL;
+}
+
 struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
-                        const struct tls_client *tls, const struct conf_addr *addr,
-                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen)
+                        const struct tls_client *tls, struct tls_session_slot *slot,
+                        const struct conf_addr *addr, const struct rconn_cbs *cbs, void *arg,
+                        char *errstr, size_t errlen)
 {
     struct rconn *rc = calloc(1, sizeof(*rc));
 
@@ -447,6 +459,7 @@ struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
     }
     rc->fd = -1;
     rc->tls = addr->unix_path[0] ? NULL : tls;
+    rc->slot = slot;
     rc->base = base;
     rc->cbs = cbs;
     rc->arg = arg;

@@ -32,6 +32,7 @@ struct evdns_base;
 struct redisReply;
 struct rconn;
 struct tls_client;
+struct tls_session_slot;
 
 struct rconn_cbs {
     void (*on_connect)(void *arg);
@@ -44,12 +45,19 @@ struct rconn_cbs {
  * ends in on_close, like a refused connect. dns NULL: the name is looked up here, blocking
  * (getaddrinfo). tls (borrowed; NULL: plain): TLS over the TCP connection, its handshake
  * done before on_connect, the certificate checked against addr's host (a failed check
- * ends in on_close with the reason); a unix socket stays plain. NULL with errstr filled
+ * ends in on_close with the reason), resuming slot's session and keeping the next one
+ * there (slot NULL: none; borrowed, one thread); a unix socket stays plain. NULL with errstr filled
  * when the connection cannot even be started; cbs is borrowed and must outlive the
  * rconn. Bytes written before it is up wait for it. */
+/* Over TLS: 1 when the handshake is done (on_connect) and resumed a session. */
+int rconn_tls_reused(const struct rconn *rc);
+/* 1 when the connection runs over TLS. */
+int rconn_tls(const struct rconn *rc);
+
 struct rconn *rconn_new(struct event_base *base, struct evdns_base *dns,
-                        const struct tls_client *tls, const struct conf_addr *addr,
-                        const struct rconn_cbs *cbs, void *arg, char *errstr, size_t errlen);
+                        const struct tls_client *tls, struct tls_session_slot *slot,
+                        const struct conf_addr *addr, const struct rconn_cbs *cbs, void *arg,
+                        char *errstr, size_t errlen);
 
 /* Append bytes to send (copied). 0, or -1 when out of memory or the connection is gone. */
 int rconn_write(struct rconn *rc, const void *bytes, size_t len);

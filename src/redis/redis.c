@@ -295,8 +295,8 @@ static int redis_wait_set(const struct conf_directive *d, void *base, const char
 
 int redis_conf_load(struct redis_conf *conf, char *err, size_t errlen)
 {
-    struct tls_client_opts o = {conf->tls_ca_file, conf->tls_cert_file, conf->tls_key_file,
-                                conf->tls_server_name, conf->tls_verify, 0};
+    struct tls_client_opts o = {conf->tls_ca_file,     conf->tls_cert_file, conf->tls_key_file,
+                                conf->tls_server_name, conf->tls_verify,    0};
     struct tls_client *tc = NULL;
     char why[480];
 
@@ -425,6 +425,7 @@ struct redis_node {
     struct conf_addr addr;
     char name[REDIS_NODE_NAME_MAX]; /* "host:port", for logs */
     struct rconn *conn;
+    struct tls_session_slot session; /* TLS: the node's last session, resumed on reconnect */
     int was_down;
     int setup_failed;      /* AUTH or SCRIPT LOAD refused: logged once until ready again */
     size_t scripts_loaded; /* on this connection */
@@ -1539,6 +1540,8 @@ void redis_get_stats(const struct redis_client *c, struct redis_stats *out)
     out->refreshes = METRIC_GET(c->stats.refreshes);
     out->switches = METRIC_GET(c->stats.switches);
     out->resends = METRIC_GET(c->stats.resends);
+    out->tls_handshakes = METRIC_GET(c->stats.tls_handshakes);
+    out->tls_resumed = METRIC_GET(c->stats.tls_resumed);
     out->cluster = c->cluster;
     out->map_age_ms = !c->cluster ? 0 : at ? clock_mono_ms() - at : UINT64_MAX;
 }
@@ -1627,7 +1630,13 @@ static void redis_on_connect(void *arg)
 {
     struct redis_node *n = arg;
 
-    log_debug("redis: TCP connection to %s up", n->name);
+    if (rconn_tls(n->conn)) {
+        METRIC_INC(n->c->stats.tls_handshakes);
+        if (rconn_tls_reused(n->conn))
+            METRIC_INC(n->c->stats.tls_resumed);
+    }
+    log_debug("redis: %s connection to %s up%s", rconn_tls(n->conn) ? "TLS" : "TCP", n->name,
+              rconn_tls_reused(n->conn) ? " (session resumed)" : "");
 }
 
 static void redis_on_close(const char *errstr, void *arg)
@@ -1720,8 +1729,8 @@ static void redis_node_connect(struct redis_node *n)
         return;
     }
     n->role_ok = !c->sentinel;
-    n->conn = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->addr, &redis_conn_cbs, n, err,
-                        sizeof(err));
+    n->conn = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->session, &n->addr, &redis_conn_cbs,
+                        n, err, sizeof(err));
     if (!n->conn) {
         redis_note_down(n, err);
         redis_schedule(n->reconnect_ev, &n->backoff);
@@ -2101,8 +2110,8 @@ static void redis_sub_connect(struct redis_client *c)
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
-    c->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, redis_sub_addr(c), &redis_sub_cbs, c, err,
-                       sizeof(err));
+    c->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, NULL, redis_sub_addr(c), &redis_sub_cbs,
+                       c, err, sizeof(err));
     if (!c->sub) {
         redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
         return;
@@ -2241,8 +2250,8 @@ static void redis_nsub_connect(struct redis_node *n)
     }
     if (!w)
         return; /* its watches moved to another node meanwhile */
-    if (!(n->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->addr, &redis_nsub_cbs, n, err,
-                             sizeof(err)))) {
+    if (!(n->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->session, &n->addr,
+                             &redis_nsub_cbs, n, err, sizeof(err)))) {
         redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
         return;
     }
@@ -2578,6 +2587,7 @@ void redis_client_free(struct redis_client *c)
             event_free(n->reconnect_ev);
         if (n->sub_reconnect_ev)
             event_free(n->sub_reconnect_ev);
+        tls_session_clear(&n->session);
         free(n);
     }
     redis_cmd_list_free(&c->unrouted);

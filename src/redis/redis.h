@@ -231,6 +231,8 @@ struct redis_stats {
     uint64_t refreshes;                    /* CLUSTER SLOTS sent */
     uint64_t switches;                     /* Sentinel: +switch-master announcements heard */
     uint64_t resends;                      /* REDIS_F_RESEND commands sent again */
+    uint64_t tls_handshakes;               /* TLS connections made to nodes ... */
+    uint64_t tls_resumed;                  /* ... of which resumed a session */
     int cluster;                           /* the client runs in Cluster mode */
     uint64_t map_age_ms;                   /* since the map was read (UINT64_MAX: never) */
 };

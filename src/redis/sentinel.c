@@ -153,7 +153,7 @@ static void sentinel_next(struct sentinel *s)
             return;
         }
         s->cur = (s->first + s->tried++) % s->n;
-        s->conn = rconn_new(s->base, s->dns, s->tls, &s->addrs[s->cur], &sentinel_cbs, s, err,
+        s->conn = rconn_new(s->base, s->dns, s->tls, NULL, &s->addrs[s->cur], &sentinel_cbs, s, err,
                             sizeof(err));
         if (s->conn)
             break;
@@ -311,8 +311,8 @@ static void sentinel_sub_connect(struct sentinel *s)
     static const char subscribe[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n";
     char err[256];
 
-    s->sub = rconn_new(s->base, s->dns, s->tls, &s->addrs[s->sub_cur % s->n], &sentinel_sub_cbs, s,
-                       err, sizeof(err));
+    s->sub = rconn_new(s->base, s->dns, s->tls, NULL, &s->addrs[s->sub_cur % s->n],
+                       &sentinel_sub_cbs, s, err, sizeof(err));
     if (!s->sub) {
         sentinel_sub_lost(s);
         return;

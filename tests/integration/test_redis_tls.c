@@ -197,6 +197,53 @@ Test(redis_tls, a_certificate_for_another_name_fails_closed)
     fails_closed_as("proxyD", named, "certificate verify failed: hostname mismatch");
 }
 
+/* A connection Redis closed is made again resuming the node's TLS session (not a full
+ * handshake), and /metrics counts both. */
+Test(redis_tls, a_reconnect_resumes_the_tls_session)
+{
+    char aport[8], raw[128];
+    const char *extra[] = {TLS_TRUSTED, "--admin-listen", NULL, "--workers", "1", NULL};
+    uint16_t admin = harness_free_port(), port;
+    struct harness_resp r;
+    char k[32];
+    pid_t pid;
+    int served = 0, tries = 0;
+
+    start_tls("server", NULL);
+    snprintf(aport, sizeof(aport), "%u", admin);
+    {
+        static char listen[32];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%s", aport);
+        extra[9] = listen;
+    }
+    {
+        const char *args[16] = {"--redis", tls_arg};
+        int n = 2;
+        for (int i = 0; extra[i]; i++)
+            args[n++] = extra[i];
+        args[n] = NULL;
+        cr_assert_gt(pid = harness_stack_proxy(&stack, &port, "proxyR", args), 0);
+    }
+    pay(port, "resume-1", &r);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    harness_resp_free(&r);
+    /* Redis drops every client connection but this one: ours comes back, resumed */
+    cr_assert_gt(harness_redis(stack.redis_port, NULL, 0, "CLIENT KILL TYPE normal"), 0);
+    for (double t0 = harness_now_s(); !served; usleep(50 * 1000)) {
+        snprintf(k, sizeof(k), "resume-%d", 2 + tries++);
+        pay(port, k, &r);
+        served = r.status == 200;
+        harness_resp_free(&r);
+        cr_assert_lt(harness_now_s() - t0, 10.0, "not served again after the connections were cut");
+    }
+    snprintf(raw, sizeof(raw), "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_geq(harness_metric(r.body, "idemproxy_redis_tls_handshakes_total"), 2, "%s", r.body);
+    cr_assert_geq(harness_metric(r.body, "idemproxy_redis_tls_resumed_total"), 1, "%s", r.body);
+    harness_resp_free(&r);
+    cr_assert(harness_stop_clean(pid, "proxyR", 10000));
+}
+
 Test(redis_tls, without_a_client_certificate_redis_refuses)
 {
     const char *tls[] = {"--redis-tls", "yes", "--redis-tls-ca-file", ca, NULL};
