@@ -9,6 +9,7 @@
 #   wrong-name.crt .key         signed by the CA, but for DNS:elsewhere.example only
 #   other-ca.crt other-ca.key   a second CA (a wrong trust for everything above)
 #   other-server.crt .key       localhost and 127.0.0.1 again, signed by other-ca only
+#   expired.crt expired.key     localhost and 127.0.0.1, signed by the CA, expired in 2020
 # Keys are mode 600. Existing files are replaced.
 set -euo pipefail
 
@@ -46,4 +47,29 @@ leaf client2 idemproxy-2 "DNS:idemproxy-2" clientAuth
 leaf wrong-name elsewhere "DNS:elsewhere.example"
 leaf other-server localhost "DNS:localhost,IP:127.0.0.1" serverAuth other-ca
 rm -f ca.srl other-ca.srl
+
+# expired: `openssl ca` is the one command of OpenSSL 3.0 that takes explicit dates
+db=$(mktemp -d)
+: >"$db/index.txt"
+echo 01 >"$db/serial"
+cat >"$db/ca.cnf" <<CNF
+[ca]
+default_ca = test
+[test]
+database = $db/index.txt
+serial = $db/serial
+new_certs_dir = $db
+default_md = sha256
+policy = any
+copy_extensions = copy
+unique_subject = no
+[any]
+commonName = supplied
+CNF
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -addext "extendedKeyUsage=serverAuth" \
+    -keyout expired.key -out "$db/expired.csr" 2>/dev/null
+openssl ca -batch -config "$db/ca.cnf" -cert ca.crt -keyfile ca.key -in "$db/expired.csr" \
+    -out expired.crt -startdate 20200101000000Z -enddate 20200102000000Z -notext 2>/dev/null
+rm -rf "$db"
 chmod 644 ./*.crt

@@ -3,7 +3,7 @@
  * the test upstream (idemproxy → https → nginx → http → test-upstream, which counts
  * executions). Certificates by scripts/make-certs.sh. Keyed requests over https execute
  * once and replay; new connections resume the last session (nginx's $ssl_session_reused
- * says so); a certificate that does not verify (wrong name, another CA) sends not one
+ * says so); a certificate that does not verify (wrong name, another CA, expired) sends not one
  * request byte and releases the key; verification off encrypts without checking; a
  * client certificate is shown to an nginx that requires one.
  */
@@ -239,6 +239,11 @@ static void refused(const char *name, const char *ca_file, const char *want)
 Test(tls_upstream, a_wrong_name_sends_no_request_byte)
 {
     refused("wrong-name", "ca.crt", "certificate verify failed");
+}
+
+Test(tls_upstream, an_expired_certificate_sends_no_request_byte)
+{
+    refused("expired", "ca.crt", "certificate verify failed: certificate has expired");
 }
 
 Test(tls_upstream, another_ca_sends_no_request_byte)
