@@ -66,7 +66,7 @@ if [ -z "$TOPOLOGY" ]; then
         >"$RUN/redis.log" 2>&1 &
     PIDS+=($!)
     wait_port "$REDIS_PORT" 10 || die "redis-server did not start; see run/redis.log"
-    REDIS_ARGS=("${REDIS_ARGS[@]}")
+    REDIS_ARGS=(--redis "127.0.0.1:$REDIS_PORT")
     REDIS_SAY="redis-server   127.0.0.1:$REDIS_PORT   (data in run/redis)"
 else
     # a stale one from a run that was killed: stop it first (only its recorded PIDs)
