@@ -29,23 +29,14 @@ static char certs[400];
 static uint16_t tls_port;
 static char tls_listen[32];
 
-static const char *cert(const char *file)
-{
-    static char buf[8][450];
-    static int k;
-    char *p = buf[k++ % 8];
-
-    snprintf(p, sizeof(buf[0]), "%s/%s", certs, file);
-    return p;
-}
+#define cert harness_cert
 
 static void make_certs(void)
 {
-    char cmd[1000];
+    const char *dir = harness_make_certs();
 
-    snprintf(certs, sizeof(certs), "%s/certs", harness_tmpdir());
-    snprintf(cmd, sizeof(cmd), "bash %s/scripts/make-certs.sh %s", SOURCE_DIR, certs);
-    cr_assert_eq(system(cmd), 0, "make-certs.sh failed");
+    cr_assert(dir, "make-certs.sh failed");
+    snprintf(certs, sizeof(certs), "%s", dir);
 }
 
 /* The stack (no TLS) and a replica "proxyT" with tls-listen, the certificate crt with

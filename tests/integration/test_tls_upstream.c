@@ -30,15 +30,7 @@ TestSuite(tls_upstream, .fini = stack_teardown, .timeout = 120);
 static char certs[400], nginx_dir[450], https_arg[64];
 static uint16_t nginx_port;
 
-static const char *cert(const char *file)
-{
-    static char buf[8][450];
-    static int k;
-    char *p = buf[k++ % 8];
-
-    snprintf(p, sizeof(buf[0]), "%s/%s", certs, file);
-    return p;
-}
+#define cert harness_cert
 
 /* nginx with TLS (certificate name) in front of the stack's upstream; each connection
  * carries one request (keepalive_timeout 0), so every request is a new TLS connection.
@@ -126,14 +118,12 @@ static char *access_log_of(int lines)
 static pid_t start(const char *name, const char *nginx_more, const char *const more[])
 {
     const char *args[32] = {"--upstream", https_arg, "--redis", NULL, "--workers", "1"};
-    char cmd[1000];
     uint16_t port;
     pid_t pid;
     int n = 6;
 
+    cr_assert(harness_make_certs(), "make-certs.sh failed");
     snprintf(certs, sizeof(certs), "%s/certs", harness_tmpdir());
-    snprintf(cmd, sizeof(cmd), "bash %s/scripts/make-certs.sh %s", SOURCE_DIR, certs);
-    cr_assert_eq(system(cmd), 0, "make-certs.sh failed");
     stack_start(NULL, NULL);
     start_nginx(name, nginx_more);
     snprintf(https_arg, sizeof(https_arg), "https://localhost:%u", nginx_port);
@@ -367,11 +357,9 @@ static void close_delimited(int notify, int want_status)
     struct harness_resp r;
     uint16_t port, up;
     pid_t pid;
-    char cmd[1000];
 
+    cr_assert(harness_make_certs(), "make-certs.sh failed");
     snprintf(certs, sizeof(certs), "%s/certs", harness_tmpdir());
-    snprintf(cmd, sizeof(cmd), "bash %s/scripts/make-certs.sh %s", SOURCE_DIR, certs);
-    cr_assert_eq(system(cmd), 0);
     stack_start(NULL, NULL);
     up = cutter_start(&c, notify);
     snprintf(https_arg, sizeof(https_arg), "https://localhost:%u", up);

@@ -23,6 +23,12 @@
  * when it exits (IDEMTEST_KEEP=1 keeps it, logs and all). */
 const char *harness_tmpdir(void);
 
+/* Throwaway certificates by scripts/make-certs.sh in harness_tmpdir()/certs (made again
+ * on each call: a test may overwrite them); returns that directory, or NULL. */
+const char *harness_make_certs(void);
+/* The path of one of them ("ca.crt"); 8 results may be held at once. */
+const char *harness_cert(const char *file);
+
 /* A port on 127.0.0.1 that was free a moment ago. */
 uint16_t harness_free_port(void);
 

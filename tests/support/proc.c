@@ -111,6 +111,26 @@ const char *harness_tmpdir(void)
     return h.tmpdir;
 }
 
+const char *harness_make_certs(void)
+{
+    static char dir[PATH_MAX + 16];
+    char cmd[2 * PATH_MAX + 64];
+
+    snprintf(dir, sizeof(dir), "%s/certs", harness_tmpdir());
+    snprintf(cmd, sizeof(cmd), "bash %s/scripts/make-certs.sh %s", SOURCE_DIR, dir);
+    return system(cmd) == 0 ? dir : NULL;
+}
+
+const char *harness_cert(const char *file)
+{
+    static char buf[8][PATH_MAX + 300];
+    static int k;
+    char *p = buf[k++ % 8];
+
+    snprintf(p, sizeof(buf[0]), "%s/certs/%s", harness_tmpdir(), file);
+    return p;
+}
+
 /* Ports handed out are reserved across the test processes of this machine (a file per
  * port holding the owner's pid, removed at exit): two tests that asked at the same moment
  * could otherwise be given the same free port, and two idemproxys bind it together
