@@ -66,7 +66,6 @@ static int upstream_addr_set(const struct conf_directive *d, void *base, const c
     }
     uc->naddrs += (size_t)argc;
     uc->nhttps += https;
-    uc->nhttp += (size_t)argc - https;
     if (https)
         uc->tls = 1;
     return 0;
@@ -79,7 +78,7 @@ static void upstream_addr_free(const struct conf_directive *d, void *base)
     (void)d;
     free(uc->addrs);
     uc->addrs = NULL;
-    uc->naddrs = uc->nhttps = uc->nhttp = 0;
+    uc->naddrs = uc->nhttps = 0;
 }
 
 const struct conf_directive upstream_conf_rows[] = {

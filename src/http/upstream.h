@@ -31,7 +31,7 @@ struct upstream_exchange;
 struct upstream_conf {
     struct conf_addr *addrs; /* upstream [http[s]://]HOST:PORT, repeatable, required; owned */
     size_t naddrs;
-    size_t nhttps, nhttp;  /* how many were written https:// and how many not */
+    size_t nhttps;         /* how many of them were written https:// */
     int tls;               /* upstream-tls [off] (https:// turns it on) */
     int tls_verify;        /* upstream-tls-verify [on] */
     char *tls_ca_file;     /* upstream-tls-ca-file [the system's store] */
