@@ -9,6 +9,7 @@
  * SIGHUP swaps the certificate without dropping a connection, and a bad one is refused.
  */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -344,16 +345,67 @@ Test(tls_front, ticket_keys_rotate_by_file_on_sighup)
     cr_assert(harness_stop_clean(pid, "proxyT", 10000));
 }
 
+/* A certificate's SHA-256 in lower-case hex, from `openssl x509 -fingerprint`. */
+static const char *cert_sha256(const char *file)
+{
+    static char hex[8][65];
+    static int k;
+    char out[256], *p = hex[k++ % 8], *f;
+    size_t n = 0;
+
+    cr_assert_eq(
+        run(out, sizeof(out), "openssl x509 -noout -fingerprint -sha256 -in %s", cert(file)), 0,
+        "%s", out);
+    cr_assert(f = strchr(out, '='), "%s", out);
+    for (f++; *f && n < 64; f++)
+        if (*f != ':' && *f != '\n')
+            p[n++] = (char)tolower((unsigned char)*f);
+    p[n] = '\0';
+    cr_assert_eq(n, 64, "%s", out);
+    return p;
+}
+
+/* /keys/inspect of key m-1 scoped by the certificate fingerprint fp: the answer body. */
+static const char *inspect(uint16_t admin, const char *fp)
+{
+    static char body[4096];
+    char raw[1024], json[256];
+    struct harness_resp r;
+
+    snprintf(json, sizeof(json), "{\"key\":\"m-1\",\"scope\":{\":client-cert\":\"%s\"}}", fp);
+    snprintf(raw, sizeof(raw),
+             "POST /keys/inspect HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer tok\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n"
+             "\r\n%s",
+             strlen(json), json);
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    snprintf(body, sizeof(body), "%s", r.body);
+    harness_resp_free(&r);
+    return body;
+}
+
 Test(tls_front, client_certificates_are_required_and_scope_keys)
 {
-    const char *mtls[] = {
-        "--tls-client-ca-file", NULL, "--tls-auth-clients", "yes", "--scope-headers",
-        ":client-cert",         NULL};
+    char admin_listen[32];
+    const char *mtls[] = {"--tls-client-ca-file",
+                          NULL,
+                          "--tls-auth-clients",
+                          "yes",
+                          "--scope-headers",
+                          ":client-cert",
+                          "--admin-listen",
+                          admin_listen,
+                          "--admin-token",
+                          "tok",
+                          NULL};
     char out[8192], one[1000], two[1000];
+    uint16_t admin = harness_free_port();
     pid_t pid;
 
     make_certs();
     mtls[1] = cert("ca.crt");
+    snprintf(admin_listen, sizeof(admin_listen), "127.0.0.1:%u", admin);
     pid = start_tls_files(cert("server.crt"), cert("server.key"), mtls);
 
     snprintf(one, sizeof(one), "--cert %s --key %s", cert("client.crt"), cert("client.key"));
@@ -383,6 +435,10 @@ Test(tls_front, client_certificates_are_required_and_scope_keys)
     cr_assert_eq(curl_pay(out, sizeof(out), cert("ca.crt"), "m-1", two), 0, "%s", out);
     cr_assert(strstr(out, "Idempotent-Replayed: true"), "%s", out);
     cr_assert_eq(harness_executions(stack.up_port, "m-1"), 2);
+    /* the admin endpoint finds each by the certificate's SHA-256, as openssl prints it */
+    cr_assert(strstr(inspect(admin, cert_sha256("client.crt")), "\"state\":\"done\""));
+    cr_assert(strstr(inspect(admin, cert_sha256("client2.crt")), "\"state\":\"done\""));
+    cr_assert(strstr(inspect(admin, cert_sha256("ca.crt")), "\"state\":\"absent\""));
     cr_assert(harness_stop_clean(pid, "proxyT", 10000));
 }
 
