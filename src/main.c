@@ -50,6 +50,7 @@ struct main_workers {
     struct event *resolve_ev;       /* upstream-resolve-interval */
     struct event *collect_ev;       /* every second */
     uint64_t last_id;
+    struct admin *admin; /* NULL without admin-listen: told of the reloaded record-keys */
 };
 
 /* Keep a new generation: cfg (owned from now on), or when NULL the configuration cur
@@ -235,6 +236,8 @@ static void main_hup_cb(evutil_socket_t sig, short what, void *arg)
     if (!(g = main_gen_add(mw, NULL, next, &t)))
         return;
     main_gen_apply(mw, g);
+    if (admin_set_record_keys(mw->admin, next->seal.ring) < 0)
+        log_warn("reload: out of memory; /keys/inspect keeps the record-keys it had");
     log_info("reloaded %s: %zu upstream(s) (%zu replica(s)), %zu route(s)",
              next->file ? next->file : "(flags)", next->upstream.naddrs, g->targets.n,
              next->idem.nroutes);
@@ -343,6 +346,7 @@ static int main_run(const struct config *cfg, int argc, char **argv)
         free(src);
         if (!admin)
             goto out;
+        mw.admin = admin;
         conf_addr_str(&cfg->admin.listen, aaddr, sizeof(aaddr));
         log_info("admin endpoint on %.*s:%u (/metrics /healthz /readyz)",
                  (int)(strrchr(aaddr, ':') - aaddr), aaddr, aport);

@@ -49,8 +49,11 @@ struct admin {
     struct frontend_conf fconf;    /* the client-side limits, without the access log */
     const struct admin_conf *conf;
     const struct idem_policy *pol;
-    const struct seal_conf *seal; /* the configuration it started with (not reloaded) */
-    struct redis_client *redis;   /* the admin thread's own, for /keys */
+    /* record-keys: a copy of the keys in force (admin_set_record_keys swaps it on SIGHUP);
+     * owned, NULL without a file; lock held by whoever reads or swaps it */
+    struct seal_keyring *ring;
+    pthread_mutex_t ring_lock;
+    struct redis_client *redis; /* the admin thread's own, for /keys */
     struct admin_source *src;
     size_t nsrc;
     struct event_base *base;
@@ -619,8 +622,12 @@ static void admin_inspect_cb(enum redis_status st, const struct redisReply *repl
         int sealed = seal_is_sealed(data, len, &key_id);
         enum seal_status sst = SEAL_OPENED;
 
-        if (sealed && (sst = seal_open(op->a->seal->ring, data, len, op->rkey, res.fp, &plain,
-                                       &plain_len)) == SEAL_OPENED) {
+        if (sealed) {
+            pthread_mutex_lock(&op->a->ring_lock);
+            sst = seal_open(op->a->ring, data, len, op->rkey, res.fp, &plain, &plain_len);
+            pthread_mutex_unlock(&op->a->ring_lock);
+        }
+        if (sealed && sst == SEAL_OPENED) {
             data = (const char *)plain;
             len = plain_len;
         }
@@ -803,7 +810,19 @@ static void admin_free(struct admin *a)
     if (a->base)
         event_base_free(a->base);
     free(a->src);
+    seal_keyring_free(a->ring);
+    pthread_mutex_destroy(&a->ring_lock);
     free(a);
+}
+
+/* A copy of kr the admin owns (freed with seal_keyring_free); NULL when out of memory. */
+static struct seal_keyring *admin_keyring_copy(const struct seal_keyring *kr)
+{
+    struct seal_keyring *copy = malloc(sizeof(*copy));
+
+    if (copy)
+        memcpy(copy, kr, sizeof(*copy));
+    return copy;
 }
 
 /* A listening socket on conf->listen; *port gets the port. -1 (logged) on failure. */
@@ -859,7 +878,9 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
     a->fconf = *fconf;
     a->conf = conf;
     a->pol = pol;
-    a->seal = seal;
+    pthread_mutex_init(&a->ring_lock, NULL);
+    if (seal->ring && !(a->ring = admin_keyring_copy(seal->ring)))
+        goto err;
     a->fconf.access_log = NULL; /* the operator's requests are not the API's traffic */
     a->nsrc = n;
     if (!(a->src = calloc(n ? n : 1, sizeof(*a->src))))
@@ -895,6 +916,22 @@ void admin_set_draining(struct admin *a)
 {
     if (a)
         METRIC_SET(a->draining, 1);
+}
+
+int admin_set_record_keys(struct admin *a, const struct seal_keyring *kr)
+{
+    struct seal_keyring *copy = NULL, *old;
+
+    if (!a)
+        return 0;
+    if (kr && !(copy = admin_keyring_copy(kr)))
+        return -1;
+    pthread_mutex_lock(&a->ring_lock);
+    old = a->ring;
+    a->ring = copy;
+    pthread_mutex_unlock(&a->ring_lock);
+    seal_keyring_free(old);
+    return 0;
 }
 
 void admin_stop(struct admin *a)

@@ -52,6 +52,7 @@ struct admin_source {
 };
 
 struct admin;
+struct seal_keyring;
 
 /*
  * Bind the admin listener and start its thread. fconf: the client-side limits (the access
@@ -65,6 +66,10 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
 
 /* From now on /readyz answers 503 draining (thread-safe). */
 void admin_set_draining(struct admin *a);
+
+/* From now on /keys/inspect opens records with the keys of kr (copied; NULL: none), the
+ * record-keys of a reload (thread-safe). -1 when out of memory: the keys in use stay. */
+int admin_set_record_keys(struct admin *a, const struct seal_keyring *kr);
 
 /* Stop the thread and free everything (not from the admin thread). NULL is a no-op. */
 void admin_stop(struct admin *a);

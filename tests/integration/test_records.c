@@ -79,6 +79,17 @@ static int log_has(const char *logname, const char *needle)
     return yes;
 }
 
+static int log_count(const char *logname, const char *needle)
+{
+    char *log = harness_read_log(logname);
+    int n = 0;
+
+    for (const char *p = log; p && (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    free(log);
+    return n;
+}
+
 static void reload_both(void)
 {
     cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
@@ -309,4 +320,58 @@ Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
         harness_resp_free(&r);
         cr_assert(harness_stop_clean(c, round ? "proxyE" : "proxyD", 10000));
     }
+}
+
+static void inspect(uint16_t admin, const char *ask, struct harness_resp *r)
+{
+    char raw[1024];
+
+    snprintf(raw, sizeof(raw),
+             "POST /keys/inspect HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer tok-123\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             strlen(ask), ask);
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), r, 5000), 0);
+    cr_assert_eq(r->status, 200, "%s", r->body);
+}
+
+/* /keys/inspect follows the record-keys of a SIGHUP: the key added opens the record it
+ * could not, the key dropped leaves it unreadable again. */
+Test(records, inspect_follows_the_reloaded_record_keys)
+{
+    static const char ask[] = "{\"key\":\"insp-2\",\"scope\":{},\"body\":true}";
+    const char *with_keys[] = {"--admin-listen", NULL, "--admin-token", "tok-123", "--record-keys",
+                               keys_path,        NULL};
+    char admin_arg[32];
+    struct harness_resp r;
+    uint16_t port, admin = harness_free_port();
+    pid_t d;
+
+    start_sealed("1 " K1 "\n", NULL);
+    pay(stack.a_port, "insp-2", "{\"card\":\"4111111111111111\"}", &r);
+    harness_resp_free(&r);
+    write_keys("2 " K2 "\n"); /* proxyD starts without key 1 */
+    snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin);
+    with_keys[1] = admin_arg;
+    cr_assert_gt(d = harness_stack_proxy(&stack, &port, "proxyD", with_keys), 0);
+    cr_assert_eq(harness_wait_port(admin, 5000), 0);
+    inspect(admin, ask, &r);
+    cr_assert(strstr(r.body, "\"unreadable\":") && !strstr(r.body, "body_base64"), "%s", r.body);
+    harness_resp_free(&r);
+    for (int round = 0; round < 2; round++) {
+        write_keys(round == 0 ? "2 " K2 "\n1 " K1 "\n" : "2 " K2 "\n");
+        cr_assert_eq(kill(d, SIGHUP), 0);
+        for (double t0 = harness_now_s(); log_count("proxyD", "reloaded ") < round + 1;
+             usleep(20 * 1000))
+            cr_assert_lt(harness_now_s() - t0, 5.0, "no reload");
+        inspect(admin, ask, &r);
+        cr_assert(strstr(r.body, "\"sealed\":true,\"key_id\":1,"), "%s", r.body);
+        if (round == 0)
+            cr_assert(strstr(r.body, "\"body_base64\":\"") && !strstr(r.body, "unreadable"),
+                      "key 1 added: %s", r.body);
+        else
+            cr_assert(strstr(r.body, "\"unreadable\":") && !strstr(r.body, "body_base64"),
+                      "key 1 dropped: %s", r.body);
+        harness_resp_free(&r);
+    }
+    cr_assert(harness_stop_clean(d, "proxyD", 10000));
 }
