@@ -56,8 +56,10 @@ struct seal_keyring;
 
 /*
  * Bind the admin listener and start its thread. fconf: the client-side limits (the access
- * log is not used here). src: n workers (copied; what they point to is borrowed). *port
- * (may be NULL) gets the bound port. NULL on failure, logged.
+ * log is not used here). seal: only its keys are used, copied (admin_set_record_keys
+ * replaces them). pol: borrowed, kept for the process's life (a reload does not change the
+ * scope /keys computes with). src: n workers (copied; what they point to is borrowed).
+ * *port (may be NULL) gets the bound port. NULL on failure, logged.
  */
 struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
                           const struct idem_policy *pol, const struct seal_conf *seal,
