@@ -523,8 +523,11 @@ void tls_server_release(struct tls_server *ts)
         tls_server_unref(ts);
 }
 
-/* Encrypt a new ticket with the first key, or find the key an old one names (2: it is
- * not the first key, so the client gets a new ticket). As OpenSSL 3's
+/* Encrypt a new ticket with the first key, or find the key an old one names. 2 (the
+ * client gets a new ticket) when that is not the first key, and always in TLS 1.3: its
+ * tickets are for one use (RFC 8446 C.4), and without a new one a client that resumes
+ * has nothing to resume with next time — wrk, reusing its SSL, resumed every other
+ * connection to us and every one to nginx (OpenSSL's own tickets renew). As OpenSSL 3's
  * SSL_CTX_set_tlsext_ticket_key_evp_cb wants it: 1 ok, 2 ok and renew, 0 unknown, -1 error. */
 static int tls_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                          EVP_MAC_CTX *hctx, int enc)
@@ -561,7 +564,7 @@ static int tls_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
     params[2] = OSSL_PARAM_construct_end();
     if (EVP_MAC_CTX_set_params(hctx, params) != 1)
         return -1;
-    return enc || i == 0 ? 1 : 2;
+    return enc || (i == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
 }
 
 /* A ticket key file: 80 bytes (name, HMAC key, AES-256 key) or 48 (AES-128), as nginx's

@@ -276,6 +276,29 @@ Test(tls_front, tickets_resume_sessions_across_workers_and_reloads)
     cr_assert(harness_stop_clean(pid, "proxyT", 10000));
 }
 
+/* A resumed TLS 1.3 connection gets a new ticket (tickets are for one use), so a client
+ * can resume again with it; a resumed TLS 1.2 one keeps its ticket (not renewed). */
+Test(tls_front, a_resumed_tls13_connection_gets_a_new_ticket)
+{
+    char sess[450], next[460], out[8192], opt[1000];
+    pid_t pid = start_tls(NULL);
+
+    snprintf(sess, sizeof(sess), "%s/sess13.pem", certs);
+    snprintf(next, sizeof(next), "%s.next", sess);
+    new_session_with(sess, "-tls1_3");
+    snprintf(opt, sizeof(opt), "-tls1_3 -msg -sess_in %s -sess_out %s", sess, next);
+    cr_assert_eq(s_client(out, sizeof(out), opt), 0, "%s", out);
+    cr_assert(strstr(out, "Reused, TLSv1.3"), "%s", out);
+    cr_assert(strstr(out, "NewSessionTicket"), "no new ticket after a resumption:\n%s", out);
+    cr_assert(resumed_with(next, "-tls1_3"), "the new ticket does not resume");
+    new_session_with(sess, "-tls1_2");
+    snprintf(opt, sizeof(opt), "-tls1_2 -msg -sess_in %s", sess);
+    cr_assert_eq(s_client(out, sizeof(out), opt), 0, "%s", out);
+    cr_assert(strstr(out, "Reused, TLSv1.2"), "%s", out);
+    cr_assert_null(strstr(out, "NewSessionTicket"), "TLS 1.2 renewed:\n%s", out);
+    cr_assert(harness_stop_clean(pid, "proxyT", 10000));
+}
+
 Test(tls_front, tickets_off_means_full_handshakes)
 {
     const char *off[] = {"--tls-session-tickets", "off", NULL};
