@@ -19,8 +19,10 @@
 #   4 concurrent duplicates (409 path) idemproxy, ratio to nginx keyless
 #   5 keyless GET over TLS             idemproxy tls-listen vs nginx listen ssl vs HAProxy
 #                                      bind ssl (same ECDSA P-256 certificate, TLS 1.3):
-#                                      keep-alive, and Connection: close (a full
-#                                      handshake per request: wrk never resumes)
+#                                      keep-alive, and Connection: close (a new
+#                                      connection per request: wrk keeps its TLS
+#                                      session, so each one resumes with the last
+#                                      ticket, an abbreviated handshake with ECDHE)
 # plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
 # omission corrected), CPU per 10k requests of every process (proxy, Redis, upstreams,
 # wrk), Redis commands per request, upstream connections opened, and RSS with N idle
@@ -553,9 +555,9 @@ lrow() {
     row tls-keyless-nginx "nginx \`listen ssl\` + proxy_pass, keyless GET over TLS 1.3, keep-alive (the base of the TLS rows)" "$NGT_K"
     row tls-keyless-haproxy "HAProxy \`bind ssl\`, keyless GET over TLS 1.3, keep-alive (× nginx TLS)" "$NGT_K"
     row tls-keyless-idemproxy "idemproxy \`tls-listen\`, keyless GET over TLS 1.3, keep-alive (× nginx TLS)" "$NGT_K"
-    row tls-close-nginx "nginx, TLS, \`Connection: close\`: a full handshake per request (the base of the next rows)" "$NGT_C"
-    row tls-close-haproxy "HAProxy, TLS, a full handshake per request (× nginx)" "$NGT_C"
-    row tls-close-idemproxy "idemproxy, TLS, a full handshake per request (× nginx)" "$NGT_C"
+    row tls-close-nginx "nginx, TLS, \`Connection: close\`: a new connection per request, resumed by ticket (the base of the next rows)" "$NGT_C"
+    row tls-close-haproxy "HAProxy, TLS, a new connection per request (× nginx)" "$NGT_C"
+    row tls-close-idemproxy "idemproxy, TLS, a new connection per request (× nginx)" "$NGT_C"
     echo
     echo "## Latency at a constant rate"
     echo
