@@ -280,6 +280,19 @@ Test(records, plain_records_where_records_are_sealed)
     cr_assert(harness_stop_clean(d, "proxyD", 10000));
 }
 
+/* POST /keys/inspect with ask; the answer must be 200. */
+static void inspect(uint16_t admin, const char *ask, struct harness_resp *r)
+{
+    char raw[1024];
+
+    snprintf(raw, sizeof(raw),
+             "POST /keys/inspect HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer tok-123\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             strlen(ask), ask);
+    cr_assert_eq(harness_request(admin, raw, strlen(raw), r, 5000), 0);
+    cr_assert_eq(r->status, 200, "%s", r->body);
+}
+
 /* /keys/inspect on a sealed record: its key id, and what it holds when the keys open it;
  * "unreadable" (and no body) when they do not. */
 Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
@@ -287,7 +300,7 @@ Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
     static const char ask[] = "{\"key\":\"insp-1\",\"scope\":{},\"body\":true}";
     const char *with_keys[] = {"--admin-listen", NULL, "--admin-token", "tok-123", "--record-keys",
                                keys_path,        NULL};
-    char admin_arg[32], raw[1024];
+    char admin_arg[32];
     struct harness_resp r;
     uint16_t port, admin;
     pid_t c;
@@ -304,12 +317,7 @@ Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
         cr_assert_gt(c = harness_stack_proxy(&stack, &port, round ? "proxyE" : "proxyD", with_keys),
                      0);
         cr_assert_eq(harness_wait_port(admin, 5000), 0);
-        snprintf(raw, sizeof(raw),
-                 "POST /keys/inspect HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer tok-123\r\n"
-                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                 strlen(ask), ask);
-        cr_assert_eq(harness_request(admin, raw, strlen(raw), &r, 5000), 0);
-        cr_assert_eq(r.status, 200, "%s", r.body);
+        inspect(admin, ask, &r);
         cr_assert(strstr(r.body, "\"sealed\":true,\"key_id\":1,"), "%s", r.body);
         if (round == 0)
             cr_assert(strstr(r.body, "\"status\":200") && strstr(r.body, "\"body_base64\":\""),
@@ -320,18 +328,6 @@ Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
         harness_resp_free(&r);
         cr_assert(harness_stop_clean(c, round ? "proxyE" : "proxyD", 10000));
     }
-}
-
-static void inspect(uint16_t admin, const char *ask, struct harness_resp *r)
-{
-    char raw[1024];
-
-    snprintf(raw, sizeof(raw),
-             "POST /keys/inspect HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer tok-123\r\n"
-             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-             strlen(ask), ask);
-    cr_assert_eq(harness_request(admin, raw, strlen(raw), r, 5000), 0);
-    cr_assert_eq(r->status, 200, "%s", r->body);
 }
 
 /* /keys/inspect follows the record-keys of a SIGHUP: the key added opens the record it
