@@ -90,13 +90,28 @@ static int log_count(const char *logname, const char *needle)
     return n;
 }
 
+/* SIGHUP to each of n proxies, then wait until each has logged one more reload (a count:
+ * the log already names the earlier ones). */
+static void reload(const pid_t pids[], const char *const names[], int n)
+{
+    int before[4];
+
+    for (int i = 0; i < n; i++) {
+        before[i] = log_count(names[i], "reloaded ");
+        cr_assert_eq(kill(pids[i], SIGHUP), 0);
+    }
+    for (int i = 0; i < n; i++)
+        for (double t0 = harness_now_s(); log_count(names[i], "reloaded ") <= before[i];
+             usleep(20 * 1000))
+            cr_assert_lt(harness_now_s() - t0, 5.0, "%s did not reload", names[i]);
+}
+
 static void reload_both(void)
 {
-    cr_assert_eq(kill(stack.a_pid, SIGHUP), 0);
-    cr_assert_eq(kill(stack.b_pid, SIGHUP), 0);
-    for (double t0 = harness_now_s();
-         !log_has("proxyA", "reloaded ") || !log_has("proxyB", "reloaded "); usleep(20 * 1000))
-        cr_assert_lt(harness_now_s() - t0, 5.0, "no reload");
+    const pid_t pids[] = {stack.a_pid, stack.b_pid};
+    const char *const names[] = {"proxyA", "proxyB"};
+
+    reload(pids, names, 2);
 }
 
 Test(records, redis_holds_no_readable_answer_and_every_replica_replays_it)
@@ -293,40 +308,59 @@ static void inspect(uint16_t admin, const char *ask, struct harness_resp *r)
     cr_assert_eq(r->status, 200, "%s", r->body);
 }
 
+/* A proxy of the stack with the admin endpoint (token tok-123) on *admin, reading
+ * keys_path as record-keys when keys, else with none; its admin port is listening. */
+static pid_t admin_proxy(const char *name, int keys, uint16_t *admin)
+{
+    const char *args[] = {"--admin-listen", NULL, "--admin-token", "tok-123", "--record-keys",
+                          keys_path,        NULL};
+    char admin_arg[32];
+    uint16_t port;
+    pid_t pid;
+
+    *admin = harness_free_port();
+    snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", *admin);
+    args[1] = admin_arg;
+    if (!keys)
+        args[4] = NULL;
+    cr_assert_gt(pid = harness_stack_proxy(&stack, &port, name, args), 0);
+    cr_assert_eq(harness_wait_port(*admin, 5000), 0);
+    return pid;
+}
+
+/* The inspected record's body is shown (opened), or it is "unreadable" with no body. */
+static int opened(const struct harness_resp *r)
+{
+    int body = strstr(r->body, "\"body_base64\":\"") != NULL;
+
+    cr_assert_neq(body, strstr(r->body, "\"unreadable\":") != NULL, "%s", r->body);
+    return body;
+}
+
 /* /keys/inspect on a sealed record: its key id, and what it holds when the keys open it;
  * "unreadable" (and no body) when they do not. */
 Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
 {
     static const char ask[] = "{\"key\":\"insp-1\",\"scope\":{},\"body\":true}";
-    const char *with_keys[] = {"--admin-listen", NULL, "--admin-token", "tok-123", "--record-keys",
-                               keys_path,        NULL};
-    char admin_arg[32];
     struct harness_resp r;
-    uint16_t port, admin;
+    uint16_t admin;
     pid_t c;
 
     start_sealed("1 " K1 "\n", NULL);
     pay(stack.a_port, "insp-1", "{\"card\":\"4111111111111111\"}", &r);
     harness_resp_free(&r);
     for (int round = 0; round < 2; round++) {
-        admin = harness_free_port();
-        snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin);
-        with_keys[1] = admin_arg;
-        if (round == 1)
-            with_keys[4] = NULL; /* no record-keys */
-        cr_assert_gt(c = harness_stack_proxy(&stack, &port, round ? "proxyE" : "proxyD", with_keys),
-                     0);
-        cr_assert_eq(harness_wait_port(admin, 5000), 0);
+        const char *name = round ? "proxyE" : "proxyD";
+
+        c = admin_proxy(name, round == 0, &admin); /* round 1: no record-keys */
         inspect(admin, ask, &r);
         cr_assert(strstr(r.body, "\"sealed\":true,\"key_id\":1,"), "%s", r.body);
         if (round == 0)
-            cr_assert(strstr(r.body, "\"status\":200") && strstr(r.body, "\"body_base64\":\""),
-                      "%s", r.body);
+            cr_assert(opened(&r) && strstr(r.body, "\"status\":200"), "%s", r.body);
         else
-            cr_assert(strstr(r.body, "\"unreadable\":") && !strstr(r.body, "body_base64"), "%s",
-                      r.body);
+            cr_assert(!opened(&r), "no keys: %s", r.body);
         harness_resp_free(&r);
-        cr_assert(harness_stop_clean(c, round ? "proxyE" : "proxyD", 10000));
+        cr_assert(harness_stop_clean(c, name, 10000));
     }
 }
 
@@ -335,39 +369,29 @@ Test(records, inspect_shows_the_key_id_and_opens_what_it_can)
 Test(records, inspect_follows_the_reloaded_record_keys)
 {
     static const char ask[] = "{\"key\":\"insp-2\",\"scope\":{},\"body\":true}";
-    const char *with_keys[] = {"--admin-listen", NULL, "--admin-token", "tok-123", "--record-keys",
-                               keys_path,        NULL};
-    char admin_arg[32];
+    const char *const name[] = {"proxyD"};
     struct harness_resp r;
-    uint16_t port, admin = harness_free_port();
-    pid_t d;
+    uint16_t admin;
+    pid_t d[1];
 
     start_sealed("1 " K1 "\n", NULL);
     pay(stack.a_port, "insp-2", "{\"card\":\"4111111111111111\"}", &r);
     harness_resp_free(&r);
     write_keys("2 " K2 "\n"); /* proxyD starts without key 1 */
-    snprintf(admin_arg, sizeof(admin_arg), "127.0.0.1:%u", admin);
-    with_keys[1] = admin_arg;
-    cr_assert_gt(d = harness_stack_proxy(&stack, &port, "proxyD", with_keys), 0);
-    cr_assert_eq(harness_wait_port(admin, 5000), 0);
+    d[0] = admin_proxy(name[0], 1, &admin);
     inspect(admin, ask, &r);
-    cr_assert(strstr(r.body, "\"unreadable\":") && !strstr(r.body, "body_base64"), "%s", r.body);
+    cr_assert(!opened(&r), "key 1 not there: %s", r.body);
     harness_resp_free(&r);
     for (int round = 0; round < 2; round++) {
         write_keys(round == 0 ? "2 " K2 "\n1 " K1 "\n" : "2 " K2 "\n");
-        cr_assert_eq(kill(d, SIGHUP), 0);
-        for (double t0 = harness_now_s(); log_count("proxyD", "reloaded ") < round + 1;
-             usleep(20 * 1000))
-            cr_assert_lt(harness_now_s() - t0, 5.0, "no reload");
+        reload(d, name, 1);
         inspect(admin, ask, &r);
         cr_assert(strstr(r.body, "\"sealed\":true,\"key_id\":1,"), "%s", r.body);
         if (round == 0)
-            cr_assert(strstr(r.body, "\"body_base64\":\"") && !strstr(r.body, "unreadable"),
-                      "key 1 added: %s", r.body);
+            cr_assert(opened(&r), "key 1 added: %s", r.body);
         else
-            cr_assert(strstr(r.body, "\"unreadable\":") && !strstr(r.body, "body_base64"),
-                      "key 1 dropped: %s", r.body);
+            cr_assert(!opened(&r), "key 1 dropped: %s", r.body);
         harness_resp_free(&r);
     }
-    cr_assert(harness_stop_clean(d, "proxyD", 10000));
+    cr_assert(harness_stop_clean(d[0], name[0], 10000));
 }
