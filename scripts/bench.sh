@@ -22,10 +22,13 @@
 #                                      keep-alive, and Connection: close (a new
 #                                      connection per request: wrk keeps its TLS
 #                                      session, so each one resumes with the last
-#                                      ticket, an abbreviated handshake with ECDHE)
+#                                      ticket, an abbreviated handshake with ECDHE);
+#                                      and with tickets off on all three (no session
+#                                      cache either): a full handshake per request
 # plus latency at a constant rate (50 % of idemproxy's fresh-key peak, coordinated
 # omission corrected), CPU per 10k requests of every process (proxy, Redis, upstreams,
-# wrk), Redis commands per request, upstream connections opened, and RSS with N idle
+# wrk), Redis commands per request (and Redis's own INFO commandstats: µs per request in
+# each command), upstream connections opened, and RSS with N idle
 # client connections (and with a tenth as many idle TLS connections, handshake done).
 # Writes docs/BENCHMARKS.md (or --out). It reports; it never asserts
 # a threshold.
@@ -97,7 +100,9 @@ UP_PIDS=("${PIDS[@]}")
 bash "$ROOT/scripts/make-certs.sh" "$W/certs"
 cat "$W/certs/server.crt" "$W/certs/server.key" >"$W/certs/server.pem" # HAProxy's crt
 
-NG=$(free_port) NGT=$(free_port)
+NG=$(free_port) NGT=$(free_port) NGF=$(free_port)
+# NGF: the same TLS without session tickets (and no session cache): every connection
+# is a full handshake, for the full-handshake rows
 nginx_conf "$W/proxy" 2 on "
     upstream up { server 127.0.0.1:$UP1; server 127.0.0.1:$UP2; keepalive 64; }
     server {
@@ -112,12 +117,25 @@ nginx_conf "$W/proxy" 2 on "
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
         }
+    }
+    server {
+        listen 127.0.0.1:$NGF ssl reuseport;
+        ssl_certificate $W/certs/server.crt;
+        ssl_certificate_key $W/certs/server.key;
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
     }"
 bg nginx-proxy "$NGINX" -p "$W/proxy" -c "$W/proxy/nginx.conf" -e "$W/proxy/error.log"
 NG_PID=${PIDS[-1]}
 wait_port "$NG" 10 || die "nginx proxy did not start: $(cat "$W/proxy/error.log")"
 
-HA=$(free_port) HAT=$(free_port)
+HA=$(free_port) HAT=$(free_port) HAF=$(free_port)
 mkdir -p "$W/haproxy"
 # HAProxy reserves about two descriptors per connection up front and refuses to start
 # when the open-file limit is below that
@@ -128,6 +146,8 @@ cat >"$W/haproxy/haproxy.cfg" <<CONF
 global
     nbthread 2
     maxconn $HA_MAXCONN
+    # no session cache: HAF (no-tls-tickets) then resumes nothing; HAT's tickets need none
+    tune.ssl.cachesize 0
 defaults
     mode http
     option http-keep-alive
@@ -139,6 +159,7 @@ defaults
 frontend fe
     bind 127.0.0.1:$HA
     bind 127.0.0.1:$HAT ssl crt $W/certs/server.pem ssl-min-ver TLSv1.3
+    bind 127.0.0.1:$HAF ssl crt $W/certs/server.pem ssl-min-ver TLSv1.3 no-tls-tickets
     default_backend up
 backend up
     balance roundrobin
@@ -166,6 +187,15 @@ bg idemproxy "$PROXY" --listen "127.0.0.1:$PX" --workers 2 --redis "unix:$W/redi
     --tls-protocols TLSv1.3
 PX_PID=${PIDS[-1]}
 wait_port "$PX" 10 || die "idemproxy did not start: $(cat "$W/idemproxy.log")"
+# the same TLS without session tickets (tickets are per process): full handshakes only
+PXF=$(free_port) PXFTLS=$(free_port)
+bg idemproxy-full "$PROXY" --listen "127.0.0.1:$PXF" --workers 2 --redis "unix:$W/redis/redis.sock" \
+    --upstream "127.0.0.1:$UP1" --upstream "127.0.0.1:$UP2" --log-level warn \
+    --tls-listen "127.0.0.1:$PXFTLS" --tls-session-tickets off \
+    --tls-cert-file "$W/certs/server.crt" --tls-key-file "$W/certs/server.key" \
+    --tls-protocols TLSv1.3
+PXF_PID=${PIDS[-1]}
+wait_port "$PXFTLS" 10 || die "idemproxy (no tickets) did not start: $(cat "$W/idemproxy-full.log")"
 
 # A second Redis with a replica, and two idemproxys on it: one that WAITs for the replica
 # after every claim and record (redis-wait 1), one that does not — what confirming each
@@ -348,7 +378,8 @@ run_wrk() {
     local label=$1 threads=$2 ppid=$3
     shift 4
     local p0 s0 u0 r0 a0 out rps reqs p1 s1 u1 r1 a1 non2xx wrk_ms
-    local rpid=${RPID:-$REDIS_PID} # the Redis the measured proxy uses
+    local rpid=${RPID:-$REDIS_PID} rport=${RPORT:-$REDIS} # the Redis the measured proxy uses
+    redis-cli -p "$rport" config resetstat >/dev/null # its INFO commandstats count from here
     p0=$(cpu_ticks "$ppid") s0=$(cpu_ticks "$rpid") u0=$(cpu_ticks "${UP_PIDS[@]}")
     r0=$(redis_calls) a0=$(upstream_accepts)
     wrk -t"$threads" -c"$CONN" -d"${DUR}s" "$@" >"$W/wrk.out" 2>&1 &
@@ -374,6 +405,12 @@ run_wrk() {
     rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    # per command: calls and µs per request (not the INFO and CONFIG of this script)
+    redis-cli -p "$rport" info commandstats | tr -d '\r' | awk -F '[:,=]' -v l="$label" -v r="$reqs" '
+        /^cmdstat_/ && r > 0 {
+            c = substr($1, 9)
+            if (c !~ /^(info|config)/) printf "%s %s %.2f %.3f\n", l, c, $3 / r, $5 / r
+        }' >>"$W/cmdstats"
     echo "$label $rps $reqs $(per10k $((p1 - p0)) "$reqs") $(per10k $((s1 - s0)) "$reqs") \
 $(per10k $((u1 - u0)) "$reqs") $(awk -v d=$((r1 - r0)) -v r="$reqs" 'BEGIN {printf "%.2f", (r ? d / r : 0)}') \
 $((a1 - a0)) ${non2xx:-0} $(awk -v m="$wrk_ms" -v r="$reqs" 'BEGIN {printf "%.0f", (r ? m / r * 10000 : 0)}')" >>"$W/results"
@@ -381,17 +418,14 @@ $((a1 - a0)) ${non2xx:-0} $(awk -v m="$wrk_ms" -v r="$reqs" 'BEGIN {printf "%.0f
 }
 
 say "== throughput: $ROUNDS round(s) of ${DUR}s per scenario, $CONN connections, wrk -t2 (and -t1)"
-# seed the replay keys and hold the in-flight ones
+# seed the replay keys (wrk cycles over them, so each is claimed and recorded by its first
+# request: one process, where a curl per key took most of a --quick run) and hold the
+# in-flight ones
 NREPLAY=1000
-for i in $(seq 1 $NREPLAY); do echo "$i"; done |
-    xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
-        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PX/pay"
-for i in $(seq 1 $NREPLAY); do echo "$i"; done |
-    xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
-        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PXS/pay"
-for i in $(seq 1 $NREPLAY); do echo "$i"; done |
-    xargs -P 8 -I{} curl -s -o /dev/null -X POST -H "Idempotency-Key: replay-{}" \
-        -H 'Content-Type: application/json' -d '{"amount": 10}' "http://127.0.0.1:$PXU/pay"
+for port in "$PX" "$PXS" "$PXU"; do
+    wrk -t1 -c8 -d2s -s "$W/cycle.lua" "http://127.0.0.1:$port/pay" -- replay- $NREPLAY >"$W/seed.out" 2>&1 ||
+        { cat "$W/seed.out" >&2; die "seeding the replay keys failed"; }
+done
 NHELD=16
 for i in $(seq 1 $NHELD); do
     curl -s -o /dev/null -m 3600 -X POST -H "Idempotency-Key: held-$i" \
@@ -401,18 +435,19 @@ done
 sleep 0.5
 
 : >"$W/results"
+: >"$W/cmdstats"
 for round in $(seq 1 "$ROUNDS"); do
     say "round $round"
     run_wrk keyless-idemproxy 2 "$PX_PID" -- "http://127.0.0.1:$PX/"
     run_wrk keyless-nginx 2 "$NG_PID" -- "http://127.0.0.1:$NG/"
     run_wrk keyless-haproxy 2 "$HA_PID" -- "http://127.0.0.1:$HA/"
     run_wrk fresh-idemproxy 2 "$PX_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PX/pay" -- $((40000 * DUR))
-    RPID=$REDIS2_PID run_wrk fresh-repl-idemproxy 2 "$PXR_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXR/pay" -- $((40000 * DUR))
-    RPID=$REDIS2_PID run_wrk fresh-wait-idemproxy 2 "$PXW_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXW/pay" -- $((40000 * DUR))
+    RPID=$REDIS2_PID RPORT=$REDIS2 run_wrk fresh-repl-idemproxy 2 "$PXR_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXR/pay" -- $((40000 * DUR))
+    RPID=$REDIS2_PID RPORT=$REDIS2 run_wrk fresh-wait-idemproxy 2 "$PXW_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXW/pay" -- $((40000 * DUR))
     run_wrk fresh-unsealed-idemproxy 2 "$PXU_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXU/pay" -- $((40000 * DUR))
     run_wrk fresh-sealed-idemproxy 2 "$PXS_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXS/pay" -- $((40000 * DUR))
-    RPID=$REDIS3_PID run_wrk fresh-tcp-idemproxy 2 "$PXP_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXP/pay" -- $((40000 * DUR))
-    RPID=$REDIS3_PID run_wrk fresh-tls-idemproxy 2 "$PXT_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXT/pay" -- $((40000 * DUR))
+    RPID=$REDIS3_PID RPORT=$REDIS3 run_wrk fresh-tcp-idemproxy 2 "$PXP_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXP/pay" -- $((40000 * DUR))
+    RPID=$REDIS3_PID RPORT=$REDIS3 run_wrk fresh-tls-idemproxy 2 "$PXT_PID" -- -s "$W/fresh.lua" "http://127.0.0.1:$PXT/pay" -- $((40000 * DUR))
     run_wrk replay-idemproxy 2 "$PX_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PX/pay" -- replay- $NREPLAY
     run_wrk replay-unsealed-idemproxy 2 "$PXU_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PXU/pay" -- replay- $NREPLAY
     run_wrk replay-sealed-idemproxy 2 "$PXS_PID" -- -s "$W/cycle.lua" "http://127.0.0.1:$PXS/pay" -- replay- $NREPLAY
@@ -426,6 +461,9 @@ for round in $(seq 1 "$ROUNDS"); do
     run_wrk tls-close-nginx 2 "$NG_PID" -- -H "Connection: close" "https://127.0.0.1:$NGT/"
     run_wrk tls-close-haproxy 2 "$HA_PID" -- -H "Connection: close" "https://127.0.0.1:$HAT/"
     run_wrk tls-close-idemproxy 2 "$PX_PID" -- -H "Connection: close" "https://127.0.0.1:$PXTLS/"
+    run_wrk tls-full-nginx 2 "$NG_PID" -- -H "Connection: close" "https://127.0.0.1:$NGF/"
+    run_wrk tls-full-haproxy 2 "$HA_PID" -- -H "Connection: close" "https://127.0.0.1:$HAF/"
+    run_wrk tls-full-idemproxy 2 "$PXF_PID" -- -H "Connection: close" "https://127.0.0.1:$PXFTLS/"
 done
 
 median() { # median of column $2 for label $1
@@ -461,7 +499,7 @@ idle_rss() { # idle_rss PORT PIDS → kB before and with the idle connections
     perl -MIO::Socket::INET -e '
         my ($port, $n, $ready) = @ARGV; my @s;
         for (1 .. $n) { my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or last; push @s, $s }
-        open(my $f, ">", $ready); print $f scalar(@s); close $f; sleep 4' "$port" "$IDLE" "$W/idle.$port" &
+        open(my $f, ">", $ready); print $f scalar(@s); close $f; sleep 2' "$port" "$IDLE" "$W/idle.$port" &
     local hp=$!
     for _ in $(seq 1 200); do [ -s "$W/idle.$port" ] && break; sleep 0.1; done
     sleep 1
@@ -485,7 +523,7 @@ idle_tls_rss() { # idle_tls_rss PORT PIDS → kB before and with the idle TLS co
                 SSL_verify_mode => SSL_VERIFY_NONE, SSL_version => "TLSv1_3") or last;
             push @s, $s;
         }
-        open(my $f, ">", $ready); print $f scalar(@s); close $f; sleep 4' "$port" "$IDLE_TLS" \
+        open(my $f, ">", $ready); print $f scalar(@s); close $f; sleep 2' "$port" "$IDLE_TLS" \
         "$W/idle-tls.$port" &
     local hp=$!
     for _ in $(seq 1 600); do [ -s "$W/idle-tls.$port" ] && break; sleep 0.1; done
@@ -502,7 +540,7 @@ read -r HAT_RSS0 HAT_RSS1 HAT_IDLE_OK <<<"$(idle_tls_rss "$HAT" "$HA_PID")"
 mkdir -p "$(dirname "$OUT")"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 NGK=$(median keyless-nginx 2) NGK1=$(median t1-keyless-nginx 2)
-NGT_K=$(median tls-keyless-nginx 2) NGT_C=$(median tls-close-nginx 2)
+NGT_K=$(median tls-keyless-nginx 2) NGT_C=$(median tls-close-nginx 2) NGT_F=$(median tls-full-nginx 2)
 per_conn() { # per_conn BEFORE_KB WITH_KB CONNECTIONS → bytes per connection
     awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}'
 }
@@ -510,6 +548,19 @@ row() { # row LABEL description [NGINX-KEYLESS-REQ/S]
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(median "$1" 2)" \
         "$(ratio "$(median "$1" 2)" "${3:-$NGK}")" "$(median "$1" 4)" "$(median "$1" 5)" \
         "$(median "$1" 6)" "$(median "$1" 10)" "$(median "$1" 7)" "$(median "$1" 8)" "$(median "$1" 9)"
+}
+cmed() { # cmed LABEL COMMAND COLUMN: median over rounds of $W/cmdstats (3 calls, 4 µs per request)
+    awk -v l="$1" -v c="$2" -v k="$3" '$1 == l && $2 == c {print $k}' "$W/cmdstats" | sort -n |
+        awk '{v[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+crow() { # crow LABEL description: Redis's CPU and its commands per request of one scenario
+    local c list=""
+    for c in $(awk -v l="$1" '$1 == l {print $2}' "$W/cmdstats" | sort -u); do
+        list="$list, $c $(cmed "$1" "$c" 3) ($(cmed "$1" "$c" 4) µs)"
+    done
+    printf '| %s | %s | %.2f | %.2f | %s |\n' "$2" \
+        "$(awk -v m="$(median "$1" 5)" 'BEGIN {printf "%.1f", m / 10}')" \
+        "$(cmed "$1" evalsha 4)" "$(cmed "$1" set 4)" "${list#, }"
 }
 lrow() {
     awk -v l="$1" -v d="$2" '$1 == l {printf "| %s | %s | %s | %s | %s |\n", d, $2, $3, $4, $5}' "$W/latency"
@@ -558,6 +609,25 @@ lrow() {
     row tls-close-nginx "nginx, TLS, \`Connection: close\`: a new connection per request, resumed by ticket (the base of the next rows)" "$NGT_C"
     row tls-close-haproxy "HAProxy, TLS, a new connection per request (× nginx)" "$NGT_C"
     row tls-close-idemproxy "idemproxy, TLS, a new connection per request (× nginx)" "$NGT_C"
+    row tls-full-nginx "nginx, TLS, a new connection per request, a full handshake each (\`ssl_session_tickets off\`, no session cache; the base of the next rows)" "$NGT_F"
+    row tls-full-haproxy "HAProxy, TLS, a full handshake per request (\`no-tls-tickets\`, \`tune.ssl.cachesize 0\`; × nginx)" "$NGT_F"
+    row tls-full-idemproxy "idemproxy, TLS, a full handshake per request (\`tls-session-tickets off\`; × nginx)" "$NGT_F"
+    echo
+    echo "## Redis per request"
+    echo
+    echo "Redis's CPU from \`/proc\` (as above), and the time it spent executing commands by its"
+    echo "own \`INFO commandstats\` (reset before each run). A script's own calls (the record's"
+    echo "\`GET\`, \`SET\` and \`PUBLISH\`) are inside \`EVALSHA\`'s time and counted again under"
+    echo "their own names: \`SET\` is the claim and the record script's write. The rest of"
+    echo "Redis's CPU is reading and writing sockets, the event loop and the append-only file."
+    echo
+    echo "| scenario | Redis CPU µs / req | \`EVALSHA\` µs / req | \`SET\` µs / req | calls per request (µs per request in them) |"
+    echo "|---|---|---|---|---|"
+    crow fresh-idemproxy "idemproxy, keyed POST, fresh key"
+    crow fresh-wait-idemproxy "idemproxy, fresh key, \`redis-wait 1\`"
+    crow fresh-tls-idemproxy "idemproxy, fresh key, Redis over TLS"
+    crow replay-idemproxy "idemproxy, keyed POST, replay"
+    crow dupes409-idemproxy "idemproxy, duplicates of in-flight keys (409)"
     echo
     echo "## Latency at a constant rate"
     echo

@@ -285,7 +285,24 @@ Test(scripts, bench_runs_end_to_end)
     cr_assert(strstr(doc, "| idemproxy, TLS, a new connection per request (× nginx) | "), "%s",
               doc);
     cr_assert_null(strstr(doc, "a new connection per request (× nginx) | 0 |"), "%s", doc);
+    /* and with tickets off on all three: full handshakes */
+    cr_assert(strstr(doc, "| idemproxy, TLS, a full handshake per request"), "%s", doc);
+    cr_assert_null(strstr(doc, "`tls-session-tickets off`; × nginx) | 0 |"), "%s", doc);
+    cr_assert_null(strstr(doc, "`tune.ssl.cachesize 0`; × nginx) | 0 |"), "%s", doc);
     cr_assert(strstr(doc, "| HAProxy `bind ssl`, keyless GET over TLS 1.3"), "%s", doc);
+    /* Redis's own account of a fresh key: the record script and the claim's SET ran */
+    {
+        const char *row = strstr(doc, "| idemproxy, keyed POST, fresh key | ");
+        double cpu = 0, evalsha = 0, set = 0;
+
+        cr_assert(strstr(doc, "## Redis per request"), "%s", doc);
+        cr_assert(row, "%s", doc);
+        cr_assert_eq(sscanf(row, "| idemproxy, keyed POST, fresh key | %lf | %lf | %lf |", &cpu,
+                            &evalsha, &set),
+                     3, "%s", row);
+        cr_assert(cpu > 0 && evalsha > 0 && set > 0, "%s", row);
+        cr_assert(strstr(row, "evalsha 1.00") && strstr(row, "set 2.00"), "%s", row);
+    }
     cr_assert(strstr(doc, "## Latency at a constant rate"), "%s", doc);
     cr_assert(strstr(doc, "## Memory with idle connections"), "%s", doc);
     cr_assert(strstr(doc, "Idle TLS 1.3 connections"), "%s", doc);
