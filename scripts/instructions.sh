@@ -4,7 +4,7 @@
 # wall-clock numbers do, on a shared machine).
 #
 #   scripts/instructions.sh [--bin DIR] [--requests N] [--scenario keyless|fresh|replay|all]
-#                           [--nginx]
+#                           [--nginx] [--redis]
 #
 # For each scenario, idemproxy (1 worker, release build) runs under callgrind twice, once
 # serving N requests and once 2N, on one keep-alive connection after the same warm-up; the
@@ -13,17 +13,24 @@
 # The upstream is nginx ("return 200"), Redis a local redis-server on a unix socket.
 # Prints one line per scenario: "SCENARIO INSTRUCTIONS-PER-REQUEST". --nginx also counts
 # nginx as the proxy (one worker, proxy_pass with keepalive, keyless only), for scale.
+# --redis also counts Redis's side of a fresh key and of a replay: redis-server
+# (conf/redis.conf, its append-only file on) under callgrind, idemproxy outside it, the
+# counters zeroed before N and before 2N requests and dumped after each (every thread of
+# Redis: the event loop, the append-only file's fsync). One request at a time, so each
+# command is one read and one write for Redis: more than under load, where a read
+# carries several. Prints "redis-fresh ..." and "redis-replay ...".
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-BIN="" N=2000 SCEN=all NGINX_TOO=0
+BIN="" N=2000 SCEN=all NGINX_TOO=0 REDIS_TOO=0
 while [ $# -gt 0 ]; do
     case $1 in
     --bin) BIN=$2; shift 2 ;;
     --requests) N=$2; shift 2 ;;
     --scenario) SCEN=$2; shift 2 ;;
     --nginx) NGINX_TOO=1; shift ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --redis) REDIS_TOO=1; shift ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -143,4 +150,38 @@ if [ $NGINX_TOO = 1 ]; then
     a=$(total_nginx "$N")
     b=$(total_nginx $((2 * N)))
     echo "nginx-keyless $(((b - a) / N))"
+fi
+if [ $REDIS_TOO = 1 ]; then
+    # Redis under callgrind, a proxy in front of it outside valgrind
+    RC=$(free_port)
+    mkdir -p "$W/credis"
+    valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.redis" \
+        redis-server "$ROOT/conf/redis.conf" --port "$RC" --dir "$W/credis" \
+        --unixsocket "$W/credis/redis.sock" --unixsocketperm 700 >"$W/credis.log" 2>&1 &
+    RC_PID=$!
+    PIDS+=($RC_PID)
+    wait_port "$RC" 60 || die "redis under valgrind did not start: $(tail -5 "$W/credis.log")"
+    port=$(free_port)
+    "$PROXY" --listen "127.0.0.1:$port" --workers 1 --redis "unix:$W/credis/redis.sock" \
+        --upstream "127.0.0.1:$UP" --log-level warn >"$W/rproxy.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port" 10 || die "idemproxy did not start: $(tail -5 "$W/rproxy.log")"
+    client "$port" replay seed 100 || die "seeding the replay keys failed"
+    # redis_total SCENARIO COUNT → Redis's instructions while the proxy serves COUNT
+    redis_total() {
+        local before after
+        client "$port" "$1" "rwarm$2" 200 || die "warm-up failed"
+        callgrind_control -z "$RC_PID" >/dev/null 2>&1
+        client "$port" "$1" "rrun$2" "$2" || die "the $1 requests failed"
+        before=$(ls "$W"/callgrind.redis.* 2>/dev/null | wc -l)
+        callgrind_control -d "$RC_PID" >/dev/null 2>&1
+        after=$(ls "$W"/callgrind.redis.* 2>/dev/null | wc -l)
+        [ "$after" -gt "$before" ] || die "callgrind wrote no dump for Redis"
+        awk '/^(summary|totals):/ {print $2; exit}' "$W/callgrind.redis.$after"
+    }
+    for scen in fresh replay; do
+        a=$(redis_total "$scen" "$N")
+        b=$(redis_total "$scen" $((2 * N)))
+        echo "redis-$scen $(((b - a) / N))"
+    done
 fi
