@@ -236,8 +236,9 @@ static void main_hup_cb(evutil_socket_t sig, short what, void *arg)
     if (!(g = main_gen_add(mw, NULL, next, &t)))
         return;
     main_gen_apply(mw, g);
-    if (admin_set_record_keys(mw->admin, next->seal.ring) < 0)
-        log_warn("reload: out of memory; /keys/inspect keeps the record-keys it had");
+    if (admin_reload(mw->admin, &next->idem, next->seal.ring) < 0)
+        log_warn("reload: out of memory; /keys keeps the key prefix, scope and record-keys "
+                 "it had");
     log_info("reloaded %s: %zu upstream(s) (%zu replica(s)), %zu route(s)",
              next->file ? next->file : "(flags)", next->upstream.naddrs, g->targets.n,
              next->idem.nroutes);

@@ -44,15 +44,24 @@ const struct conf_directive admin_conf_rows[] = {
     CONF_END,
 };
 
+/* The parts of the policy a record's Redis key is computed from. */
+struct admin_scope {
+    int key_max_length;
+    char *key_prefix;
+    char **scope_headers;
+    size_t nscope_headers;
+};
+
 struct admin {
     struct frontend_handler super; /* first: the frontend sees only this */
     struct frontend_conf fconf;    /* the client-side limits, without the access log */
     const struct admin_conf *conf;
-    const struct idem_policy *pol;
-    /* record-keys: a copy of the keys in force (admin_set_record_keys swaps it on SIGHUP);
-     * owned, NULL without a file; lock held by whoever reads or swaps it */
+    /* What /keys computes and opens records with, as of the last SIGHUP (admin_reload
+     * swaps both): the policy's parts (owned) and a copy of the record-keys (owned, NULL
+     * without a file); lock held by whoever reads or swaps them */
+    struct admin_scope *scope;
     struct seal_keyring *ring;
-    pthread_mutex_t ring_lock;
+    pthread_mutex_t lock;
     struct redis_client *redis; /* the admin thread's own, for /keys */
     struct admin_source *src;
     size_t nsrc;
@@ -550,12 +559,15 @@ static int admin_rkey(struct admin *a, struct frontend_req *r, const struct admi
     char key[4097], hex[IDKEY_HEX_LEN + 1];
     size_t klen = evbuffer_get_length(q->key);
     const char *cert = NULL;
+    const struct admin_scope *sc = NULL; /* non-NULL: a->lock is held */
     int rc = -1;
 
     if (!raw)
         goto out;
+    pthread_mutex_lock(&a->lock); /* the scope of the last reload, until out */
+    sc = a->scope;
     /* the key itself, as the keyed handler has it once the header is unquoted */
-    if (klen == 0 || klen > (size_t)a->pol->key_max_length ||
+    if (klen == 0 || klen > (size_t)sc->key_max_length ||
         klen != (size_t)evbuffer_copyout(q->key, key, klen))
         goto out;
     for (size_t i = 0; i < klen; i++)
@@ -573,15 +585,17 @@ static int admin_rkey(struct admin *a, struct frontend_req *r, const struct admi
     if (http1_parse_request(&head, (const char *)evbuffer_pullup(raw, -1), evbuffer_get_length(raw),
                             &err) < 0)
         goto out; /* a scope name or value no request could carry */
-    rc = idkey_record_id(&head, a->pol->scope_headers, a->pol->nscope_headers, cert, key, klen, id);
+    rc = idkey_record_id(&head, sc->scope_headers, sc->nscope_headers, cert, key, klen, id);
     http1_head_clear(&head);
     if (rc == 0) {
         idkey_hex(id, hex);
-        snprintf(rkey, len, "%s%s", a->pol->key_prefix, hex);
+        snprintf(rkey, len, "%s%s", sc->key_prefix, hex);
         memcpy(id16, hex, 16);
         id16[16] = '\0';
     }
 out:
+    if (sc)
+        pthread_mutex_unlock(&a->lock);
     if (raw)
         evbuffer_free(raw);
     if (rc < 0)
@@ -623,9 +637,9 @@ static void admin_inspect_cb(enum redis_status st, const struct redisReply *repl
         enum seal_status sst = SEAL_OPENED;
 
         if (sealed) {
-            pthread_mutex_lock(&op->a->ring_lock);
+            pthread_mutex_lock(&op->a->lock);
             sst = seal_open(op->a->ring, data, len, op->rkey, res.fp, &plain, &plain_len);
-            pthread_mutex_unlock(&op->a->ring_lock);
+            pthread_mutex_unlock(&op->a->lock);
         }
         if (sealed && sst == SEAL_OPENED) {
             data = (const char *)plain;
@@ -796,6 +810,17 @@ static void *admin_main(void *arg)
     return NULL;
 }
 
+static void admin_scope_free(struct admin_scope *sc)
+{
+    if (!sc)
+        return;
+    for (size_t i = 0; i < sc->nscope_headers; i++)
+        free(sc->scope_headers[i]);
+    free(sc->scope_headers);
+    free(sc->key_prefix);
+    free(sc);
+}
+
 static void admin_free(struct admin *a)
 {
     frontend_free(a->fe); /* first: its requests cancel their Redis commands */
@@ -811,7 +836,8 @@ static void admin_free(struct admin *a)
         event_base_free(a->base);
     free(a->src);
     seal_keyring_free(a->ring);
-    pthread_mutex_destroy(&a->ring_lock);
+    admin_scope_free(a->scope);
+    pthread_mutex_destroy(&a->lock);
     free(a);
 }
 
@@ -823,6 +849,27 @@ static struct seal_keyring *admin_keyring_copy(const struct seal_keyring *kr)
     if (copy)
         memcpy(copy, kr, sizeof(*copy));
     return copy;
+}
+
+/* pol's key-max-length, key-prefix and scope-headers, copied; NULL when out of memory. */
+static struct admin_scope *admin_scope_copy(const struct idem_policy *pol)
+{
+    struct admin_scope *sc = calloc(1, sizeof(*sc));
+
+    if (!sc)
+        return NULL;
+    sc->key_max_length = pol->key_max_length;
+    if (!(sc->key_prefix = strdup(pol->key_prefix)) ||
+        !(sc->scope_headers = calloc(pol->nscope_headers + 1, sizeof(char *))))
+        goto err;
+    for (; sc->nscope_headers < pol->nscope_headers; sc->nscope_headers++)
+        if (!(sc->scope_headers[sc->nscope_headers] =
+                  strdup(pol->scope_headers[sc->nscope_headers])))
+            goto err;
+    return sc;
+err:
+    admin_scope_free(sc);
+    return NULL;
 }
 
 /* A listening socket on conf->listen; *port gets the port. -1 (logged) on failure. */
@@ -877,9 +924,9 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
     a->super.on_req = admin_on_req;
     a->fconf = *fconf;
     a->conf = conf;
-    a->pol = pol;
-    pthread_mutex_init(&a->ring_lock, NULL);
-    if (seal->ring && !(a->ring = admin_keyring_copy(seal->ring)))
+    pthread_mutex_init(&a->lock, NULL);
+    if (!(a->scope = admin_scope_copy(pol)) ||
+        (seal->ring && !(a->ring = admin_keyring_copy(seal->ring))))
         goto err;
     a->fconf.access_log = NULL; /* the operator's requests are not the API's traffic */
     a->nsrc = n;
@@ -918,19 +965,27 @@ void admin_set_draining(struct admin *a)
         METRIC_SET(a->draining, 1);
 }
 
-int admin_set_record_keys(struct admin *a, const struct seal_keyring *kr)
+int admin_reload(struct admin *a, const struct idem_policy *pol, const struct seal_keyring *kr)
 {
-    struct seal_keyring *copy = NULL, *old;
+    struct admin_scope *sc, *old_sc;
+    struct seal_keyring *ring = NULL, *old_ring;
 
     if (!a)
         return 0;
-    if (kr && !(copy = admin_keyring_copy(kr)))
+    if (!(sc = admin_scope_copy(pol)))
         return -1;
-    pthread_mutex_lock(&a->ring_lock);
-    old = a->ring;
-    a->ring = copy;
-    pthread_mutex_unlock(&a->ring_lock);
-    seal_keyring_free(old);
+    if (kr && !(ring = admin_keyring_copy(kr))) {
+        admin_scope_free(sc);
+        return -1;
+    }
+    pthread_mutex_lock(&a->lock);
+    old_sc = a->scope;
+    old_ring = a->ring;
+    a->scope = sc;
+    a->ring = ring;
+    pthread_mutex_unlock(&a->lock);
+    admin_scope_free(old_sc);
+    seal_keyring_free(old_ring);
     return 0;
 }
 

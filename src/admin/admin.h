@@ -56,10 +56,11 @@ struct seal_keyring;
 
 /*
  * Bind the admin listener and start its thread. fconf: the client-side limits (the access
- * log is not used here). seal: only its keys are used, copied (admin_set_record_keys
- * replaces them). pol: borrowed, kept for the process's life (a reload does not change the
- * scope /keys computes with). src: n workers (copied; what they point to is borrowed).
- * *port (may be NULL) gets the bound port. NULL on failure, logged.
+ * log is not used here). pol and seal: what /keys computes a record's Redis key with
+ * (key-max-length, key-prefix, scope-headers) and opens sealed records with (the
+ * record-keys); both copied, admin_reload replaces them. src: n workers (copied; what
+ * they point to is borrowed). *port (may be NULL) gets the bound port. NULL on failure,
+ * logged.
  */
 struct admin *admin_start(const struct admin_conf *conf, const struct frontend_conf *fconf,
                           const struct idem_policy *pol, const struct seal_conf *seal,
@@ -69,9 +70,10 @@ struct admin *admin_start(const struct admin_conf *conf, const struct frontend_c
 /* From now on /readyz answers 503 draining (thread-safe). */
 void admin_set_draining(struct admin *a);
 
-/* From now on /keys/inspect opens records with the keys of kr (copied; NULL: none), the
- * record-keys of a reload (thread-safe). -1 when out of memory: the keys in use stay. */
-int admin_set_record_keys(struct admin *a, const struct seal_keyring *kr);
+/* From now on /keys computes record keys with pol's key-max-length, key-prefix and
+ * scope-headers and opens sealed records with kr's keys (NULL: none) — a reload's; both
+ * copied, thread-safe. -1 when out of memory: what is in use stays. */
+int admin_reload(struct admin *a, const struct idem_policy *pol, const struct seal_keyring *kr);
 
 /* Stop the thread and free everything (not from the admin thread). NULL is a no-op. */
 void admin_stop(struct admin *a);
