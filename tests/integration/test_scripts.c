@@ -301,7 +301,17 @@ Test(scripts, bench_runs_end_to_end)
                             &evalsha, &set),
                      3, "%s", row);
         cr_assert(cpu > 0 && evalsha > 0 && set > 0, "%s", row);
-        cr_assert(strstr(row, "evalsha 1.00") && strstr(row, "set 2.00"), "%s", row);
+        /* about one record script and two SETs (claim, and the script's) per key: a few
+         * renewals more (EVALSHA) on a loaded machine, where requests outlast lease/3 */
+        {
+            const char *e = strstr(row, "evalsha "), *t = strstr(row, "set ");
+            double ne = 0, nt = 0;
+
+            cr_assert(e && t && sscanf(e, "evalsha %lf", &ne) == 1 &&
+                          sscanf(t, "set %lf", &nt) == 1,
+                      "%s", row);
+            cr_assert(ne >= 0.99 && ne < 1.2 && nt >= 1.99 && nt < 2.2, "%s", row);
+        }
     }
     cr_assert(strstr(doc, "## Latency at a constant rate"), "%s", doc);
     cr_assert(strstr(doc, "## Memory with idle connections"), "%s", doc);
