@@ -22,8 +22,11 @@
 #include "idem/record.h"
 #include "idem/seal.h"
 
-#define IDEM_RETRY_MIN_MS    50 /* first pause before a record is sent again, doubling */
-#define IDEM_RETRY_MAX_MS    1000
+#define IDEM_RETRY_MIN_MS 50 /* first pause before a record is sent again, doubling */
+/* at most this: once Redis is back, a record must not sit out much of what is left of its
+ * lease (as redis.c's reconnect back-off; each try waits up to redis-timeout for a
+ * connection, unsent) */
+#define IDEM_RETRY_MAX_MS    200
 #define IDEM_RETRY_MARGIN_MS 20 /* a record sent later than this before the lease ends is moot */
 
 TAILQ_HEAD(idem_ctx_list, idem_ctx);

@@ -18,7 +18,7 @@
  * forwarded as they are and never touch Redis.
  *
  * Recording: a record that fails (timeout, lost connection, error) is sent again with
- * back-off (50 ms doubling to 1 s) while the claim surely lasts — lease from the claim or
+ * back-off (50 ms doubling to 200 ms) while the claim surely lasts — lease from the claim or
  * the last renewal Redis confirmed; renewals go on meanwhile. The client's answer waits
  * for the record. Past the lease the record is given up: logged and counted.
  *

@@ -23,8 +23,12 @@
 #include "redis/rconn.h"
 #include "redis/sentinel.h"
 
-#define REDIS_BACKOFF_MIN     50 /* ms before reconnecting, doubling */
-#define REDIS_BACKOFF_MAX     1000
+#define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
+/* At most this between tries: a record waiting for Redis to come back has only what is
+ * left of its lease, and a longer wait outlasted it (test_faults:
+ * a_record_lands_when_redis_returns_late_in_the_lease). A try is one connect(), or one
+ * connection held for a redis-timeout by a frozen Redis: cheap at 5 per second. */
+#define REDIS_BACKOFF_MAX     200
 #define REDIS_WAITING_MAX     65536 /* commands queued while there is no connection */
 #define REDIS_PING_MS         1000  /* an idle connection is checked this often */
 #define REDIS_RETRY_MIN_MS    20    /* TRYAGAIN, CLUSTERDOWN...: wait this long, doubling */

@@ -220,7 +220,7 @@ Test(admin, health_and_readiness_follow_redis_and_the_drain)
     cr_assert(strstr(r.body, "redis not ready"), "%s", r.body);
     harness_resp_free(&r);
     cr_assert_gt(harness_restart_redis(stack.redis_port, "redis"), 0);
-    /* the reconnect back-off is at most 1 s; 10 s bounds a loaded machine */
+    /* the reconnect back-off is at most 200 ms; 10 s bounds a loaded machine */
     for (int i = 0; i < 100; i++) {
         get(admin_port, "/readyz", &r);
         st = r.status;

@@ -42,8 +42,8 @@ static int post_async(uint16_t port, const char *path, const char *key)
  * The retry a client would make: again while the key is in flight (409) or the store
  * cannot be reached (503 with Retry-After: nothing was executed), until it gets another
  * answer or give_up_s passes. The answer is what a retry on another replica sees. (After
- * a freeze, that replica's own Redis connection may still be in its reconnect back-off,
- * up to 1 s: it answers 503 meanwhile, and a client must retry that as it retries 409 —
+ * a freeze, that replica's own Redis connection may still be in its reconnect back-off:
+ * it answers 503 meanwhile, and a client must retry that as it retries 409 —
  * --repeat 5 --load caught the test taking that 503 for the answer.)
  */
 static void retry_until_answered(uint16_t port, const char *path, const char *key, double give_up_s,
@@ -131,6 +131,80 @@ Test(faults, redis_frozen_between_claim_and_record_executes_once)
                   log);
         free(log);
     }
+}
+
+/*
+ * Redis down (stopped, connections refused) for most of a lease while answers wait to be
+ * recorded, then started again with under a second of the lease left: the records must
+ * land then, so the reconnect back-off must stay short of what is left of a lease.
+ * Before: the back-off doubled to 1 s, a replica could sit out Redis's return for up to
+ * that, its lease ran out and a retry executed the key again (the chaos storm under ASan
+ * and load: Redis restarted, then frozen, within one 3 s lease; "answer 201 NOT recorded
+ * after 8 attempt(s)", 2 keys executed twice). Five replicas, each in its own phase of
+ * the back-off: with a 1 s cap most runs lose a record; with 200 ms none can.
+ */
+Test(faults, a_record_lands_when_redis_returns_late_in_the_lease)
+{
+    const char *extra[] = {"--lease", "2200ms", "--redis-timeout", "200ms", NULL};
+    enum { N = 5 };
+    uint16_t port[N];
+    pid_t pid[N] = {0};
+    char key[N][32], name[N][16];
+    int fds[N];
+    struct harness_resp r;
+    double t0;
+
+    stack_start(extra, NULL);
+    port[0] = stack.a_port;
+    port[1] = stack.b_port;
+    for (int i = 2; i < N; i++) {
+        snprintf(name[i], sizeof(name[i]), "proxy%d", i);
+        cr_assert_gt(pid[i] = harness_stack_proxy(&stack, &port[i], name[i], extra), 0);
+    }
+    for (int i = 0; i < N; i++) { /* each connected, its scripts loaded */
+        struct harness_keyed w = keyed("/status/201", NULL);
+
+        snprintf(key[i], sizeof(key[i]), "warm-%d", i);
+        w.key = key[i];
+        stack_post(port[i], &w, &r);
+        cr_assert_eq(r.status, 201, "warm-up of %d: %d %s", i, r.status, r.body);
+        harness_resp_free(&r);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(key[i], sizeof(key[i]), "late-return-%d", i);
+        fds[i] = post_async(port[i], "/slow/600", key[i]);
+    }
+    t0 = harness_now_s();
+    for (int i = 0; i < N; i++)
+        while (harness_executions(stack.up_port, key[i]) < 1) {
+            cr_assert_lt(harness_now_s() - t0, 0.5, "%s not at the upstream in time", key[i]);
+            usleep(5 * 1000);
+        }
+    /* claimed by t0 (and written to the append-only file on the clean stop): the leases
+     * end about t0 + 2.2 s. Every replica loses its connection at the stop, so they all
+     * try again on one schedule: 50 ms doubling from there, so at +0.05, +0.15, +0.35,
+     * +0.75, +1.55, then (a 1 s cap) +2.55. Back at +1.6, just after a try: with the
+     * 1 s cap the next comes after the leases end; with 200 ms, by +1.8. */
+    t0 = harness_now_s();
+    cr_assert_geq(harness_stop(stack.redis_pid, SIGTERM, 5000), 0);
+    usleep((useconds_t)((1.6 - (harness_now_s() - t0)) * 1e6));
+    cr_assert_gt(stack.redis_pid = harness_restart_redis(stack.redis_port, "redis"), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(harness_read_response(fds[i], &r, 0, 10000), 0, "%s: no answer", key[i]);
+        cr_assert_eq(r.status, 200, "%s: %s%s", key[i], r.head, r.body);
+        harness_resp_free(&r);
+        close(fds[i]);
+    }
+    usleep(1000 * 1000); /* past the leases: a record that did not land is gone now */
+    for (int i = 0; i < N; i++) {
+        retry_until_answered(port[(i + 1) % N], "/slow/600", key[i], 5.0, &r);
+        cr_assert_eq(r.status, 200, "%s: %s%s", key[i], r.head, r.body);
+        cr_assert(harness_replayed(&r), "%s was not recorded: the retry executed it", key[i]);
+        harness_resp_free(&r);
+        cr_assert_eq(harness_executions(stack.up_port, key[i]), 1, "%s executed twice", key[i]);
+    }
+    for (int i = 2; i < N; i++)
+        cr_assert(harness_stop_clean(pid[i], name[i], 10000));
 }
 
 /*
