@@ -74,8 +74,8 @@ static void topology_up(char *out, size_t len)
 }
 
 /*
- * After a failover: a new key (fresh) is answered 200 again within 20 s — only 503s
- * meanwhile, once proxyC's log shows after_log when that is given — and recorded, the key
+ * After a failover: a new key (fresh) is answered 200 again within 20 s — only 503s (or
+ * 409s) meanwhile, once proxyC's log shows after_log when that is given — and recorded, the key
  * recorded before it, is replayed; each executed once.
  */
 static void served_again(uint16_t port, const char *recorded, const char *fresh,
@@ -98,7 +98,11 @@ static void served_again(uint16_t port, const char *recorded, const char *fresh,
         harness_resp_free(&r);
         if (st == 200)
             break;
-        cr_assert_eq(st, 503, "answered %d during the failover", st);
+        /* 503, or 409 when an earlier probe's claim landed and its release did not (the
+         * node was demoted under it, or the claim had reached the replica promoted): the
+         * key is then held until its lease ends — both allowed during a failover; seen
+         * once in --repeat 3 --load */
+        cr_assert(st == 503 || st == 409, "answered %d during the failover", st);
     }
     cr_assert_eq(st, 200, "keyed requests not served again 20 s after the failover");
     q.key = recorded;
