@@ -24,17 +24,20 @@
 #include "redis/sentinel.h"
 
 #define REDIS_BACKOFF_MIN 50 /* ms before reconnecting, doubling */
-/* At most this between tries: a record waiting for Redis to come back has only what is
- * left of its lease, and a longer wait outlasted it (test_faults:
+/* At most this between a node's connection tries: a record waiting for Redis to come back
+ * has only what is left of its lease, and a longer wait outlasted it (test_faults:
  * a_record_lands_when_redis_returns_late_in_the_lease). A try is one connect(), or one
  * connection held for a redis-timeout by a frozen Redis: cheap at 5 per second. */
-#define REDIS_BACKOFF_MAX     200
-#define REDIS_WAITING_MAX     65536 /* commands queued while there is no connection */
-#define REDIS_PING_MS         1000  /* an idle connection is checked this often */
-#define REDIS_RETRY_MIN_MS    20    /* TRYAGAIN, CLUSTERDOWN...: wait this long, doubling */
-#define REDIS_RETRY_MAX_MS    200
-#define REDIS_REFRESH_MIN_MS  200 /* between two reads of the slot map */
-#define REDIS_REFRESH_DOWN_MS 250 /* ... while a primary of it cannot be reached */
+#define REDIS_BACKOFF_MAX 200
+/* ... and between tries of what no record waits for: pub/sub connections (a waiter also
+ * rechecks on its timer) and re-reads of the cluster slot map */
+#define REDIS_BACKOFF_SLOW_MAX 1000
+#define REDIS_WAITING_MAX      65536 /* commands queued while there is no connection */
+#define REDIS_PING_MS          1000  /* an idle connection is checked this often */
+#define REDIS_RETRY_MIN_MS     20    /* TRYAGAIN, CLUSTERDOWN...: wait this long, doubling */
+#define REDIS_RETRY_MAX_MS     200
+#define REDIS_REFRESH_MIN_MS   200 /* between two reads of the slot map */
+#define REDIS_REFRESH_DOWN_MS  250 /* ... while a primary of it cannot be reached */
 
 _Static_assert(REDIS_RETRY_REASONS == CLUSTER_RETRY_COUNT, "one counter per retry reason");
 
@@ -523,15 +526,26 @@ static int redis_route(struct redis_client *c, struct redis_cmd *cmd);
 static void redis_update_ready(struct redis_client *c);
 static void redis_dns_refresh(struct redis_client *c);
 
-static void redis_schedule(struct event *ev, unsigned *backoff)
+static void redis_schedule_max(struct event *ev, unsigned *backoff, unsigned max)
 {
     struct timeval tv;
 
     *backoff = *backoff ? *backoff * 2 : REDIS_BACKOFF_MIN;
-    if (*backoff > REDIS_BACKOFF_MAX)
-        *backoff = REDIS_BACKOFF_MAX;
+    if (*backoff > max)
+        *backoff = max;
     tv = clock_tv(*backoff);
     evtimer_add(ev, &tv);
+}
+
+/* A node's next connection try (REDIS_BACKOFF_MAX), or anything else's (the slow cap). */
+static void redis_schedule(struct event *ev, unsigned *backoff)
+{
+    redis_schedule_max(ev, backoff, REDIS_BACKOFF_MAX);
+}
+
+static void redis_schedule_slow(struct event *ev, unsigned *backoff)
+{
+    redis_schedule_max(ev, backoff, REDIS_BACKOFF_SLOW_MAX);
 }
 
 static void redis_timer_in(struct event *ev, uint64_t ms)
@@ -1705,12 +1719,12 @@ static void redis_sentinel_cb(const struct conf_addr *primary, const char *why, 
             rconn_free(c->sub);
             c->sub = NULL;
             if (!TAILQ_EMPTY(&c->watches))
-                redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+                redis_schedule_slow(c->sub_reconnect_ev, &c->sub_backoff);
         }
         if (n->sub) { /* (sharded) */
             rconn_free(n->sub);
             n->sub = NULL;
-            redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
+            redis_schedule_slow(n->sub_reconnect_ev, &n->sub_backoff);
         }
     }
     redis_node_connect(n);
@@ -1946,7 +1960,7 @@ static void redis_slots_cb(enum redis_status st, const struct redisReply *reply,
         c->map_failed = 1;
         c->refresh_from++;
         if (!c->freeing)
-            redis_schedule(c->refresh_ev, &c->refresh_backoff);
+            redis_schedule_slow(c->refresh_ev, &c->refresh_backoff);
         return;
     }
     /* a primary of the map that cannot be reached: its replica may be taking over, so
@@ -1978,7 +1992,7 @@ static void redis_refresh_cb(evutil_socket_t fd, short what, void *arg)
     METRIC_INC(c->stats.refreshes);
     if (!redis_send(c, n, RC_SLOTS, -1, 2, argv, lens, 0, redis_slots_cb, c)) {
         c->refreshing = 0;
-        redis_schedule(c->refresh_ev, &c->refresh_backoff);
+        redis_schedule_slow(c->refresh_ev, &c->refresh_backoff);
     }
 }
 
@@ -2061,7 +2075,7 @@ static void redis_sub_on_close(const char *errstr, void *arg)
     rconn_free(c->sub);
     c->sub = NULL;
     if (!c->freeing && !TAILQ_EMPTY(&c->watches))
-        redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+        redis_schedule_slow(c->sub_reconnect_ev, &c->sub_backoff);
 }
 
 static const struct rconn_cbs redis_sub_cbs = {redis_sub_on_connect, redis_sub_on_reply,
@@ -2111,13 +2125,13 @@ static void redis_sub_connect(struct redis_client *c)
     char err[256];
 
     if (c->sentinel && !c->target_known) { /* not yet known: after the command connection */
-        redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+        redis_schedule_slow(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
     c->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, NULL, redis_sub_addr(c), &redis_sub_cbs,
                        c, err, sizeof(err));
     if (!c->sub) {
-        redis_schedule(c->sub_reconnect_ev, &c->sub_backoff);
+        redis_schedule_slow(c->sub_reconnect_ev, &c->sub_backoff);
         return;
     }
     redis_sub_auth(c, c->sub);
@@ -2229,7 +2243,7 @@ static void redis_nsub_on_close(const char *errstr, void *arg)
     TAILQ_FOREACH(w, &c->watches, link)
     {
         if (w->node == n) {
-            redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
+            redis_schedule_slow(n->sub_reconnect_ev, &n->sub_backoff);
             return;
         }
     }
@@ -2256,7 +2270,7 @@ static void redis_nsub_connect(struct redis_node *n)
         return; /* its watches moved to another node meanwhile */
     if (!(n->sub = rconn_new(c->base, c->dns, c->conf->tls_ctx, &n->session, &n->addr,
                              &redis_nsub_cbs, n, err, sizeof(err)))) {
-        redis_schedule(n->sub_reconnect_ev, &n->sub_backoff);
+        redis_schedule_slow(n->sub_reconnect_ev, &n->sub_backoff);
         return;
     }
     redis_sub_auth(c, n->sub);
