@@ -140,8 +140,10 @@ Test(faults, redis_frozen_between_claim_and_record_executes_once)
  * Before: the back-off doubled to 1 s, a replica could sit out Redis's return for up to
  * that, its lease ran out and a retry executed the key again (the chaos storm under ASan
  * and load: Redis restarted, then frozen, within one 3 s lease; "answer 201 NOT recorded
- * after 8 attempt(s)", 2 keys executed twice). Five replicas, each in its own phase of
- * the back-off: with a 1 s cap most runs lose a record; with 200 ms none can.
+ * after 8 attempt(s)", 2 keys executed twice). Five replicas, all on one retry schedule
+ * (the stop drops every connection at once), Redis back just after a try: with the 1 s
+ * cap the next try comes after the leases end (red 3 of 3 on that code); with 200 ms it
+ * comes within 0.2 s.
  */
 Test(faults, a_record_lands_when_redis_returns_late_in_the_lease)
 {
